@@ -1,0 +1,101 @@
+"""The grammar of ``/debug-access``: turn the text after the command into one intent.
+
+Parsing knows nothing about the policy; validating the resource and the duration against it is
+``bot.domain.requests``. Keeping the two apart lets the modal reuse the validation unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.domain.errors import UserError
+from bot.domain.text import quote
+
+SUBCOMMANDS = frozenset({"help", "list", "revoke"})
+
+
+@dataclass(frozen=True)
+class OpenRequestForm:
+    """``/debug-access`` with no text: open the request modal."""
+
+
+@dataclass(frozen=True)
+class ShowHelp:
+    """``/debug-access help``."""
+
+
+@dataclass(frozen=True)
+class ListMine:
+    """``/debug-access list``: the caller's pending requests and active grants."""
+
+
+@dataclass(frozen=True)
+class RevokeGrant:
+    """``/debug-access revoke <id>``: end a grant (or withdraw a pending request) early."""
+
+    request_id: int
+
+
+@dataclass(frozen=True)
+class RequestAccess:
+    """``/debug-access <resource> [<duration>] <reason…>``.
+
+    ``duration_text`` is None when the second word does not look like a duration at all, in which
+    case the resource's default duration applies. A word that starts like a number (``3x``,
+    ``-5m``) is always taken as a duration and must parse, so a typo is never silently ignored.
+    """
+
+    resource: str
+    duration_text: str | None
+    reason: str
+
+
+Command = OpenRequestForm | ShowHelp | ListMine | RevokeGrant | RequestAccess
+
+
+class UsageError(UserError):
+    """The command text does not fit the grammar."""
+
+
+def parse_request_id(text: str) -> int:
+    """Accept ``42`` or ``#42``."""
+    cleaned = text.strip().removeprefix("#")
+    if not cleaned.isdigit() or len(cleaned) > 12:
+        raise UsageError(f"`{quote(text)}` is not a request id (it looks like `42`).")
+    return int(cleaned)
+
+
+def _looks_like_duration(word: str) -> bool:
+    return bool(word) and (word[0].isdigit() or word[0] in "-+.")
+
+
+def parse_command(text: str) -> Command:
+    """Parse the slash command text. Raises UsageError with a hint on anything unexpected."""
+    words = text.split()
+    if not words:
+        return OpenRequestForm()
+    head = words[0].lower()
+    if head == "help":
+        return ShowHelp()
+    if head == "list":
+        if len(words) > 1:
+            raise UsageError("`list` takes no arguments.")
+        return ListMine()
+    if head == "revoke":
+        if len(words) != 2:
+            raise UsageError("Usage: `/debug-access revoke <id>`.")
+        return RevokeGrant(parse_request_id(words[1]))
+    if len(words) == 1:
+        raise UsageError(
+            f"Missing reason. Usage: `/debug-access {quote(words[0])} <duration> <reason>`, "
+            "for example `/debug-access payments-db 30m INC-4211 checkout errors`."
+        )
+    resource = words[0]
+    if _looks_like_duration(words[1]):
+        duration_text: str | None = words[1]
+        reason_words = words[2:]
+    else:
+        duration_text = None
+        reason_words = words[1:]
+    return RequestAccess(resource=resource, duration_text=duration_text,
+                         reason=" ".join(reason_words))

@@ -1,0 +1,30 @@
+"""Who may decide on a request and who may end a grant.
+
+The rules are few and absolute: the requester never approves their own request, only a listed
+approver decides, and only the requester or an approver of the resource may end a grant early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from bot.domain.errors import NotAllowed
+
+
+def check_may_decide(actor: str, requester: str, approvers: Collection[str]) -> None:
+    """Raise NotAllowed unless ``actor`` may approve or deny ``requester``'s request."""
+    if actor == requester:
+        raise NotAllowed("You cannot approve or deny your own request.")
+    if actor not in approvers:
+        raise NotAllowed("Only the approvers of this resource can approve or deny this request.")
+
+
+def check_may_end(actor: str, requester: str, approvers: Collection[str]) -> None:
+    """Raise NotAllowed unless ``actor`` may revoke (or withdraw) this request early."""
+    if actor != requester and actor not in approvers:
+        raise NotAllowed("Only the requester or an approver of this resource can revoke it.")
+
+
+def eligible_approvers(requester: str, approvers: Collection[str]) -> list[str]:
+    """The approvers who can act on a request: everyone listed except the requester."""
+    return [user for user in dict.fromkeys(approvers) if user != requester]

@@ -1,0 +1,143 @@
+"""A request's life: validation of what was asked, and the states it may move through.
+
+    PENDING --approve--> APPROVED --issued--> ACTIVE --end--> REVOKING --confirmed--> ENDED
+       |                    |                                     ^   (retries until Vault
+       +--deny--> DENIED    +--issue failed--> FAILED             |    confirms; never skips)
+       +--withdraw--> WITHDRAWN                 ACTIVE -----------+
+
+APPROVED is the short window while Vault issues; the database row moving PENDING -> APPROVED is
+the atomic claim that makes two simultaneous Approve clicks issue one credential.
+"""
+
+from __future__ import annotations
+
+import enum
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+from bot.domain.durations import (
+    DurationError,
+    check_grant_duration,
+    format_duration,
+    parse_duration,
+)
+from bot.domain.errors import Conflict, UserError
+from bot.domain.text import quote
+from bot.policy import Resource
+
+MAX_REASON_LENGTH = 500
+MIN_REASON_LENGTH = 3
+
+
+class UnknownResource(UserError):
+    """The resource is not in the policy."""
+
+
+class ReasonError(UserError):
+    """The reason is missing or unusable."""
+
+
+class RequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    ACTIVE = "active"
+    REVOKING = "revoking"
+    ENDED = "ended"
+    DENIED = "denied"
+    FAILED = "failed"
+    WITHDRAWN = "withdrawn"
+
+    @property
+    def is_open(self) -> bool:
+        """Still needs someone or something to act on it."""
+        return self in _OPEN
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+
+_OPEN = frozenset(
+    {RequestStatus.PENDING, RequestStatus.APPROVED, RequestStatus.ACTIVE, RequestStatus.REVOKING}
+)
+_LABELS = {
+    RequestStatus.PENDING: "waiting for approval",
+    RequestStatus.APPROVED: "approved, issuing",
+    RequestStatus.ACTIVE: "active",
+    RequestStatus.REVOKING: "being revoked",
+    RequestStatus.ENDED: "ended",
+    RequestStatus.DENIED: "denied",
+    RequestStatus.FAILED: "failed",
+    RequestStatus.WITHDRAWN: "withdrawn",
+}
+
+ALLOWED_TRANSITIONS: Mapping[RequestStatus, frozenset[RequestStatus]] = {
+    RequestStatus.PENDING: frozenset(
+        {RequestStatus.APPROVED, RequestStatus.DENIED, RequestStatus.WITHDRAWN}
+    ),
+    RequestStatus.APPROVED: frozenset({RequestStatus.ACTIVE, RequestStatus.FAILED}),
+    RequestStatus.ACTIVE: frozenset({RequestStatus.REVOKING}),
+    RequestStatus.REVOKING: frozenset({RequestStatus.ENDED}),
+    RequestStatus.ENDED: frozenset(),
+    RequestStatus.DENIED: frozenset(),
+    RequestStatus.FAILED: frozenset(),
+    RequestStatus.WITHDRAWN: frozenset(),
+}
+
+
+def check_transition(current: RequestStatus, target: RequestStatus) -> None:
+    """Raise Conflict unless ``current -> target`` is a move the state machine allows."""
+    if target not in ALLOWED_TRANSITIONS[current]:
+        raise Conflict(f"This request is {current.label}; it cannot become {target.label}.")
+
+
+@dataclass(frozen=True)
+class ValidRequest:
+    """A request that passed every policy check and may be stored."""
+
+    resource: str
+    duration: timedelta
+    reason: str
+
+
+def clean_reason(text: str) -> str:
+    """Normalise a reason: strip control characters, collapse whitespace, enforce length.
+
+    Escaping for Slack happens when rendering; this only makes the stored text sane.
+    """
+    printable = "".join(
+        " " if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} else ch for ch in text
+    )
+    reason = " ".join(printable.split())
+    if len(reason) < MIN_REASON_LENGTH:
+        raise ReasonError(
+            "Please give a reason (an incident or ticket id helps), for example "
+            "`INC-4211 checkout errors`."
+        )
+    if len(reason) > MAX_REASON_LENGTH:
+        raise ReasonError(f"The reason is too long ({len(reason)} characters, at most "
+                        f"{MAX_REASON_LENGTH}).")
+    return reason
+
+
+def validate_request(
+    resources: Mapping[str, Resource], resource: str, duration_text: str | None, reason: str
+) -> ValidRequest:
+    """Check a request against the policy. Raises UserError naming what is wrong."""
+    wanted = resources.get(resource)
+    if wanted is None:
+        known = ", ".join(f"`{name}`" for name in sorted(resources))
+        raise UnknownResource(f"Unknown resource `{quote(resource)}`. You can ask for: {known}.")
+    if duration_text is None or not duration_text.strip():
+        if wanted.default_duration is None:
+            raise DurationError(
+                f"Say how long you need `{resource}` for, for example "
+                f"`/debug-access {resource} 30m <reason>` (at most "
+                f"{format_duration(wanted.max_duration)})."
+            )
+        duration = wanted.default_duration
+    else:
+        duration = check_grant_duration(parse_duration(duration_text), wanted.max_duration)
+    return ValidRequest(resource=resource, duration=duration, reason=clean_reason(reason))

@@ -1,0 +1,178 @@
+"""The policy file: which resources exist, how long access may last, who approves, where to post.
+
+Loaded and validated once at start. An invalid file stops the bot with a message that names the
+file, the key and the problem (``policy.yml: resources.payments-db.max_duration: ...``), because
+a half-understood access policy is worse than no bot at all.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bot.domain.commands import SUBCOMMANDS
+from bot.domain.durations import MINIMUM_GRANT, DurationError, format_duration, parse_duration
+
+RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
+VAULT_POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+class PolicyError(Exception):
+    """The policy file cannot be used. The message names the file, the key and the problem."""
+
+
+def _to_timedelta(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from None
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("write durations with a unit, like 30m or 2h")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_to_timedelta)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Channels(_Strict):
+    """Where the bot posts. Both are optional: without them, approvals go by DM only and the
+    audit trail is kept in the database only."""
+
+    approvals: str | None = None
+    audit: str | None = None
+
+    @field_validator("approvals", "audit")
+    @classmethod
+    def _channel_id(cls, value: str | None) -> str | None:
+        if value is not None and not SLACK_CHANNEL_ID.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Slack channel id (like C0123ABCD)")
+        return value
+
+
+class Resource(_Strict):
+    """One thing people can ask access to: a leased Vault path, or a token with Vault policies."""
+
+    description: str = ""
+    vault_path: str | None = None
+    vault_policies: tuple[str, ...] = ()
+    default_duration: Duration | None = None
+    max_duration: Duration
+    approvers: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("vault_path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        cleaned = value.strip().strip("/")
+        if not cleaned or any(c in cleaned for c in "*+ \"'\n") or ".." in cleaned:
+            raise ValueError("must be a plain Vault path such as database/creds/payments-readonly")
+        return cleaned
+
+    @field_validator("vault_policies")
+    @classmethod
+    def _policies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not VAULT_POLICY_NAME.fullmatch(name) or name in {"root"}:
+                raise ValueError(f"{name!r} is not an allowed Vault policy name")
+        return value
+
+    @field_validator("approvers")
+    @classmethod
+    def _approvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for user in value:
+            if not SLACK_USER_ID.fullmatch(user):
+                raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> Resource:
+        if bool(self.vault_path) == bool(self.vault_policies):
+            raise ValueError("set exactly one of vault_path or vault_policies")
+        if self.max_duration < MINIMUM_GRANT:
+            raise ValueError(f"max_duration must be at least {format_duration(MINIMUM_GRANT)}")
+        if self.default_duration is not None and not (
+            MINIMUM_GRANT <= self.default_duration <= self.max_duration
+        ):
+            raise ValueError("default_duration must be between 1m and max_duration")
+        return self
+
+    @property
+    def kind(self) -> Literal["vault_path", "vault_policies"]:
+        return "vault_path" if self.vault_path else "vault_policies"
+
+
+class Policy(_Strict):
+    """The whole policy file."""
+
+    channels: Channels = Channels()
+    delivery: Literal["wrapped", "dm"] = "wrapped"
+    wrap_ttl: Duration = timedelta(minutes=10)
+    resources: dict[str, Resource] = Field(min_length=1)
+
+    @field_validator("resources")
+    @classmethod
+    def _names(cls, value: dict[str, Resource]) -> dict[str, Resource]:
+        for name in value:
+            if not RESOURCE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"resource name {name!r} must be lowercase letters, digits, - or _"
+                )
+            if name in SUBCOMMANDS:
+                raise ValueError(f"resource name {name!r} is reserved for a subcommand")
+        return value
+
+    def resource(self, name: str) -> Resource | None:
+        return self.resources.get(name)
+
+
+def _format_errors(source: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {key}: {message}")
+    return "\n".join(lines)
+
+
+def parse_policy(text: str, source: str = "policy") -> Policy:
+    """Validate policy YAML text; raise PolicyError naming source, key and problem."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"{source}: expected a mapping with at least `resources:`")
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        raise PolicyError(_format_errors(source, exc)) from None
+
+
+def load_policy(path: Path) -> Policy:
+    """Read and validate the policy file at ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror})") from None
+    return parse_policy(text, source=str(path))
