@@ -1,0 +1,1 @@
+"""Persistence: the database is the truth; Slack messages and timers are rebuilt from it."""

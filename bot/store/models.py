@@ -1,0 +1,126 @@
+"""Tables. Lease ids and token accessors are stored; secret values never are.
+
+Times are timezone-aware UTC. SQLite forgets the zone, so ``utc()`` re-attaches it on read.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from bot.domain.requests import RequestStatus
+
+
+def utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime (naive values are taken to be UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _when(**kwargs: object) -> object:
+    return Field(sa_type=DateTime(timezone=True), **kwargs)  # type: ignore[call-overload]
+
+
+class AccessRequest(SQLModel, table=True):
+    """One ask for access, from submission to its final state."""
+
+    __tablename__ = "access_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    requester: str = Field(index=True, max_length=32)
+    resource: str = Field(index=True, max_length=64)
+    duration_seconds: int
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    # A plain string column, not a database enum: new states need no ALTER TYPE migration.
+    status: str = Field(default=RequestStatus.PENDING.value, index=True, max_length=16)
+    origin_channel: str | None = Field(default=None, max_length=32)
+    created_at: datetime = _when()  # type: ignore[assignment]
+    updated_at: datetime = _when()  # type: ignore[assignment]
+    decided_by: str | None = Field(default=None, max_length=32)
+    decided_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+    failure: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class RequestMessage(SQLModel, table=True):
+    """A Slack message that shows a request, so every copy can be updated after a decision."""
+
+    __tablename__ = "request_message"
+    __table_args__ = (UniqueConstraint("channel", "ts"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="access_request.id", index=True)
+    kind: str = Field(max_length=16)  # "approval" | "credentials"
+    channel: str = Field(max_length=32)
+    ts: str = Field(max_length=32)
+
+
+class Decision(SQLModel, table=True):
+    """An approver's verdict. One per approver and request: a retried click cannot count twice."""
+
+    __tablename__ = "decision"
+    __table_args__ = (UniqueConstraint("request_id", "approver"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="access_request.id", index=True)
+    approver: str = Field(max_length=32)
+    verdict: str = Field(max_length=8)  # "approve" | "deny"
+    decided_at: datetime = _when()  # type: ignore[assignment]
+
+
+class GrantStatus:
+    ISSUING = "issuing"
+    ACTIVE = "active"
+    REVOKING = "revoking"
+    REVOKED = "revoked"
+    FAILED = "failed"
+
+
+class Grant(SQLModel, table=True):
+    """What Vault issued for an approved request: references only, never the secret itself."""
+
+    __tablename__ = "grant"
+
+    id: int | None = Field(default=None, primary_key=True)
+    request_id: int = Field(foreign_key="access_request.id", unique=True)
+    status: str = Field(default=GrantStatus.ISSUING, index=True, max_length=16)
+    token_accessor: str | None = Field(default=None, max_length=128)
+    lease_id: str | None = Field(default=None, max_length=512)
+    issued_at: datetime = _when()  # type: ignore[assignment]
+    expires_at: datetime | None = _when(default=None, index=True)  # type: ignore[assignment]
+    claimed_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+    ended_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+    end_reason: str | None = Field(default=None, max_length=32)
+    ended_by: str | None = Field(default=None, max_length=32)
+    revoke_attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only audit trail; each row's hash covers its content and the previous row's hash."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _when(index=True)  # type: ignore[assignment]
+    actor: str = Field(max_length=32)
+    action: str = Field(index=True, max_length=32)
+    request_id: int | None = Field(default=None, index=True)
+    resource: str | None = Field(default=None, max_length=64)
+    details: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    prev_hash: str = Field(max_length=64, unique=True)
+    hash: str = Field(max_length=64, unique=True)
+
+
+class AuditHead(SQLModel, table=True):
+    """A single row that serialises appends to the chain.
+
+    Every append first updates this row, which takes a row lock on PostgreSQL and the write
+    lock on SQLite, so two concurrent appends can never both build on the same previous hash.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True)
+    last_hash: str = Field(max_length=64)
+    count: int = 0
