@@ -1,0 +1,63 @@
+"""``debug-access check``: is this installation ready? Each check says what is wrong in plain
+words and what to do, without ever printing a secret."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from sqlalchemy import text
+
+
+def _say(ok: bool, what: str) -> None:
+    mark = "ok " if ok else "FAIL"
+    print(f"[{mark}] {what}")  # noqa: T201
+
+
+def run_checks() -> int:
+    from bot.cli import ConfigProblem, load_configuration
+
+    try:
+        settings, policy = load_configuration()
+    except ConfigProblem as exc:
+        _say(False, str(exc))
+        return 1
+    _say(True, f"environment and policy {settings.debug_access_policy} "
+               f"({len(policy.resources)} resources, delivery: {policy.delivery})")
+    failures = 0
+
+    def attempt(what: str, check: Callable[[], list[str]]) -> None:
+        nonlocal failures
+        try:
+            problems = check()
+        except Exception as exc:
+            problems = [f"{type(exc).__name__}: {exc}"]
+        _say(not problems, what + ("" if not problems else ": " + "; ".join(problems)))
+        failures += bool(problems)
+
+    def database() -> list[str]:
+        from bot.store.db import make_engine
+
+        with make_engine(settings.database_url).connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return []
+
+    def vault() -> list[str]:
+        from bot.runtime import build_issuer
+
+        return list(build_issuer(settings).check())
+
+    def slack() -> list[str]:
+        from bot.slack.app import build_web_client
+
+        response = build_web_client(settings).auth_test()
+        return [] if response.get("ok") else [str(response.get("error"))]
+
+    attempt(f"database {settings.database_url.split('@')[-1]}", database)
+    attempt(f"vault {settings.vault_addr}", vault)
+    attempt(f"slack {settings.slack_api_url}", slack)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_checks())

@@ -1,0 +1,120 @@
+"""The ``debug-access`` command: serve | dev | check.
+
+    debug-access serve   run the bot (Socket Mode when SLACK_APP_TOKEN is set, else HTTP)
+    debug-access dev     run it against an embedded OpenBao dev server, SQLite and a demo policy
+    debug-access check   validate the policy and environment; reach Vault, the database, Slack
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from bot.config import Settings
+from bot.logs import configure_logging
+from bot.policy import Policy, PolicyError, load_policy
+
+
+class ConfigProblem(Exception):
+    """Configuration that stops the bot, explained in plain words."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+                 for e in exc.errors()]
+        raise ConfigProblem("The environment is incomplete (see .env.example):\n"
+                            + "\n".join(lines)) from None
+
+
+def load_configuration(**overrides: Any) -> tuple[Settings, Policy]:
+    settings = load_settings(**overrides)
+    try:
+        policy = load_policy(settings.debug_access_policy)
+    except PolicyError as exc:
+        raise ConfigProblem(f"The policy file is invalid:\n{exc}") from None
+    return settings, policy
+
+
+def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | None = None) -> None:
+    """Start the runtime and serve until stopped."""
+    from bot.runtime import start_runtime
+    from bot.server import serve_http, serve_socket_mode
+
+    configure_logging(settings.log_level)
+    runtime = start_runtime(settings, policy)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        runtime.shutdown()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    if announce:
+        announce()
+    try:
+        if settings.socket_mode and settings.slack_app_token is not None:
+            serve_socket_mode(runtime.app, settings.slack_app_token.get_secret_value())
+        else:
+            serve_http(runtime.app, settings.host, settings.port)
+    finally:
+        runtime.shutdown()
+
+
+def cmd_serve(_args: argparse.Namespace) -> int:
+    settings, policy = load_configuration()
+    run_bot(settings, policy)
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from bot.dev import run_dev
+
+    return run_dev(approvers=args.approver, approvals_channel=args.approvals_channel,
+                   audit_channel=args.audit_channel, vault_port=args.vault_port)
+
+
+def cmd_check(_args: argparse.Namespace) -> int:
+    from bot.checks import run_checks
+
+    return run_checks()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="debug-access", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the bot").set_defaults(func=cmd_serve)
+    dev = sub.add_parser("dev", help="run with an embedded OpenBao dev server and SQLite")
+    dev.add_argument("--approver", action="append", default=[], metavar="USER_ID",
+                     help="Slack user id allowed to approve the demo resource (repeatable; "
+                          "default: $DEBUG_ACCESS_DEV_APPROVERS)")
+    dev.add_argument("--approvals-channel", metavar="CHANNEL_ID", default=None)
+    dev.add_argument("--audit-channel", metavar="CHANNEL_ID", default=None)
+    dev.add_argument("--vault-port", type=int, default=8200)
+    dev.set_defaults(func=cmd_dev)
+    sub.add_parser("check", help="validate configuration and reach every dependency"
+                   ).set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigProblem as exc:
+        print(f"debug-access: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Wire the edges to the lifecycle: database, Vault, Slack, timers. Used by ``serve`` and ``dev``.
+
+Start order matters and is the order below: schema first, Vault set-up, the Slack app (auth.test
+fails fast on a bad token), then reconcile (revoke what expired while the bot was down), and only
+then the timers and the HTTP/Socket Mode listener.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from slack_bolt import App
+
+from bot import scheduler
+from bot.config import Settings
+from bot.lifecycle import AccessLifecycle
+from bot.policy import Policy
+from bot.ports import SystemClock
+from bot.scheduler import GrantTimers
+from bot.slack.app import build_app, build_web_client
+from bot.slack.notifier import SlackNotifier
+from bot.store.db import create_schema, make_engine
+from bot.vault import ResourceGrantShape, VaultIssuer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    app: App
+    lifecycle: AccessLifecycle
+    timers: GrantTimers
+
+    def shutdown(self) -> None:
+        self.timers.shutdown()
+
+
+def vault_shapes(policy: Policy) -> list[ResourceGrantShape]:
+    return [ResourceGrantShape(name=name, vault_path=res.vault_path,
+                               vault_policies=tuple(res.vault_policies))
+            for name, res in policy.resources.items()]
+
+
+def build_issuer(settings: Settings) -> VaultIssuer:
+    return VaultIssuer.from_settings(settings.vault_addr, settings.vault_token.get_secret_value(),
+                                     settings.vault_namespace)
+
+
+def start_runtime(settings: Settings, policy: Policy) -> Runtime:
+    """Build everything, reconcile against the database, start the timers."""
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    issuer = build_issuer(settings)
+    report = issuer.ensure_setup(vault_shapes(policy))
+    log.info("vault set-up: %s", report)
+    client = build_web_client(settings)
+    timers = GrantTimers(engine)
+    lifecycle = AccessLifecycle(engine=engine, policy=policy, issuer=issuer,
+                                notifier=SlackNotifier(client, policy), timers=timers,
+                                clock=SystemClock())
+    app = build_app(settings, client, lifecycle)
+    scheduler.bind(lifecycle)
+    timers.start()
+    lifecycle.reconcile()
+    return Runtime(app=app, lifecycle=lifecycle, timers=timers)

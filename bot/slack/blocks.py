@@ -1,0 +1,242 @@
+"""Pure Block Kit builders: a ``RequestView`` in, a Slack message or view (dicts) out.
+
+No I/O here, so every message is unit-tested for content, escaping and Slack's size limits.
+All user-written text (the reason) passes through ``escape``; ids and names from the policy are
+validated at load time and safe as they are.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bot.domain.durations import format_duration
+from bot.domain.requests import MAX_REASON_LENGTH, RequestStatus
+from bot.policy import Policy
+from bot.ports import CredentialDelivery, RequestView
+from bot.slack.ids import COMMAND, ActionId, BlockId, CallbackId, InputId
+
+Block = dict[str, Any]
+SECTION_TEXT_LIMIT = 3000
+
+
+def escape(text: str) -> str:
+    """Slack's mrkdwn escaping: ``&``, ``<`` and ``>`` so user text can neither ping nor link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def when(moment: datetime, style: str = "{date_short_pretty} {time}") -> str:
+    """A time that each reader sees in their own time zone, with a UTC fallback."""
+    return f"<!date^{int(moment.timestamp())}^{style}|{moment:%Y-%m-%d %H:%M} UTC>"
+
+
+def _section(text: str) -> Block:
+    if len(text) > SECTION_TEXT_LIMIT:
+        text = text[: SECTION_TEXT_LIMIT - 1] + "…"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _context(text: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _button(text: str, action_id: ActionId, value: str, style: str | None = None) -> Block:
+    button: Block = {"type": "button", "text": {"type": "plain_text", "text": text},
+                     "action_id": action_id.value, "value": value}
+    if style:
+        button["style"] = style
+    return button
+
+
+def _summary(view: RequestView) -> Block:
+    fields = [
+        f"*Requester*\n<@{view.requester}>",
+        f"*Resource*\n`{view.resource}`",
+        f"*Duration*\n{format_duration(view.duration)}",
+        f"*Request*\n#{view.id}",
+    ]
+    return {
+        "type": "section",
+        "fields": [{"type": "mrkdwn", "text": field} for field in fields],
+    }
+
+
+def _reason(view: RequestView) -> Block:
+    return _section(f"*Reason*\n>{escape(view.reason)}")
+
+
+def status_line(view: RequestView) -> str:
+    """One line saying where the request stands and who moved it there."""
+    status = view.status
+    if status is RequestStatus.PENDING:
+        asked = ", ".join(f"<@{u}>" for u in view.approvers)
+        return f":hourglass_flowing_sand: Waiting for approval from {asked}"
+    decided = ""
+    if view.decided_by and view.decided_at:
+        decided = f" by <@{view.decided_by}> at {when(view.decided_at)}"
+    if status is RequestStatus.DENIED:
+        return f":no_entry: Denied{decided}"
+    if status is RequestStatus.WITHDRAWN:
+        return ":leftwards_arrow_with_hook: Withdrawn by the requester"
+    if status is RequestStatus.FAILED:
+        return f":x: Approved{decided}, but issuing failed: {escape(view.failure or 'unknown')}"
+    if status is RequestStatus.APPROVED:
+        return f":white_check_mark: Approved{decided}; issuing credentials…"
+    if status is RequestStatus.ACTIVE and view.expires_at:
+        return f":white_check_mark: Approved{decided}; access until {when(view.expires_at)}"
+    if status is RequestStatus.REVOKING:
+        return f":white_check_mark: Approved{decided}; access being revoked"
+    ended = f" at {when(view.ended_at)}" if view.ended_at else ""
+    how = "expired" if view.end_reason == "expired" else "revoked"
+    return f":white_check_mark: Approved{decided}; access {how}{ended}"
+
+
+def approval_message(view: RequestView) -> tuple[str, list[Block]]:
+    """The request as approvers see it: with Approve/Deny while pending, without afterwards."""
+    text = (f"Access request #{view.id}: <@{view.requester}> asks for `{view.resource}` "
+            f"for {format_duration(view.duration)}")
+    blocks: list[Block] = [
+        _section(f":key: *Access request #{view.id}*"
+                 + (f" — {escape(view.description)}" if view.description else "")),
+        _summary(view),
+        _reason(view),
+    ]
+    if view.status is RequestStatus.PENDING:
+        value = str(view.id)
+        blocks.append({
+            "type": "actions",
+            "block_id": BlockId.DECISION.value,
+            "elements": [
+                _button("Approve", ActionId.APPROVE, value, "primary"),
+                _button("Deny", ActionId.DENY, value, "danger"),
+            ],
+        })
+    blocks.append(_context(status_line(view)))
+    return text, blocks
+
+
+def credentials_message(view: RequestView, delivery: CredentialDelivery) -> tuple[str, list[Block]]:
+    """The DM that hands the requester their access. Only the requester ever receives this."""
+    until = when(delivery.expires_at)
+    text = f"Your access to {view.resource} (request #{view.id}) is ready"
+    blocks: list[Block] = [
+        _section(f":unlock: *Access to `{view.resource}` granted* (request #{view.id}), "
+                 f"approved by <@{view.decided_by}>. It ends at {until}."),
+    ]
+    if delivery.wrapping_token is not None:
+        ttl = format_duration(delivery.wrap_ttl) if delivery.wrap_ttl else "a few minutes"
+        token = delivery.wrapping_token.reveal()
+        blocks.append(_section(
+            "Your credentials are sealed in a single-use wrapping token. Unwrap it within "
+            f"{ttl}; nobody else can, and once you have it is spent:\n"
+            f"```vault unwrap {token}```\n(or `bao unwrap {token}` with OpenBao)"
+        ))
+    elif delivery.values:
+        lines = "\n".join(f"{key}: {value.reveal()}" for key, value in delivery.values.items())
+        blocks.append(_section(f"```{lines}```\nThis message is only visible to you. "
+                               "Do not paste these values anywhere."))
+    for note in delivery.notes:
+        blocks.append(_context(f":warning: {escape(note)}"))
+    blocks.append({
+        "type": "actions",
+        "block_id": BlockId.GRANT_ACTIONS.value,
+        "elements": [_button("Revoke now", ActionId.REVOKE, str(view.id), "danger")],
+    })
+    return text, blocks
+
+
+def credentials_closed_message(view: RequestView) -> tuple[str, list[Block]]:
+    """What the credentials DM becomes once the grant has ended: no secret, no buttons."""
+    text = f"Your access to {view.resource} (request #{view.id}) has ended"
+    return text, [_section(f":lock: *Access to `{view.resource}` ended* (request #{view.id})."),
+                  _context(status_line(view))]
+
+
+def confirmation_text(view: RequestView, asked: Sequence[str]) -> str:
+    """The requester's ephemeral receipt for a new request."""
+    who = ", ".join(f"<@{user}>" for user in asked)
+    return (f":inbox_tray: Request #{view.id} for `{view.resource}` "
+            f"({format_duration(view.duration)}) sent to {who}. You will get a DM when it is "
+            f"decided. Withdraw it with `{COMMAND} revoke {view.id}`.")
+
+
+def list_message(views: Sequence[RequestView]) -> str:
+    """``/debug-access list``: pending requests and active grants."""
+    if not views:
+        return f"You have no pending requests or active grants. `{COMMAND} help` shows how to ask."
+    lines = ["*Your open requests and grants*"]
+    for view in views[:40]:
+        until = f", until {when(view.expires_at)}" if view.expires_at and view.status in {
+            RequestStatus.ACTIVE, RequestStatus.REVOKING} else ""
+        lines.append(f"• #{view.id} `{view.resource}` {format_duration(view.duration)} — "
+                     f"{view.status.label}{until}")
+    return "\n".join(lines)
+
+
+def help_text(policy: Policy) -> str:
+    """``/debug-access help``."""
+    resources = "\n".join(
+        f"• `{name}` — {escape(res.description) or 'no description'} "
+        f"(up to {format_duration(res.max_duration)})"
+        for name, res in sorted(policy.resources.items())
+    )
+    return (
+        "*debug-access* gives you temporary, approved access to production.\n"
+        f"• `{COMMAND} <resource> <duration> <reason>` — ask, e.g. "
+        f"`{COMMAND} payments-db 30m INC-4211 checkout errors`\n"
+        f"• `{COMMAND}` — the same as a form\n"
+        f"• `{COMMAND} list` — your pending requests and active grants\n"
+        f"• `{COMMAND} revoke <id>` — end a grant early (or withdraw a pending request)\n"
+        f"• `{COMMAND} help` — this message\n"
+        "Durations look like `15m`, `2h` or `1h30m`. An approver other than you decides; your "
+        "credentials arrive by DM and are revoked automatically when the time is up.\n"
+        f"*Resources*\n{resources}"
+    )
+
+
+def request_modal(policy: Policy, origin_channel: str | None) -> dict[str, Any]:
+    """The request form: resource select (from the policy), duration, reason."""
+    options = [
+        {"text": {"type": "plain_text", "text": name[:75]},
+         "description": {"type": "plain_text",
+                         "text": (res.description or f"up to {format_duration(res.max_duration)}")
+                         [:75]},
+         "value": name}
+        for name, res in sorted(policy.resources.items())
+    ][:100]
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.REQUEST_MODAL.value,
+        "private_metadata": json.dumps({"channel": origin_channel}),
+        "title": {"type": "plain_text", "text": "Request access"},
+        "submit": {"type": "plain_text", "text": "Request"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {"type": "input", "block_id": BlockId.RESOURCE.value,
+             "label": {"type": "plain_text", "text": "Resource"},
+             "element": {"type": "static_select", "action_id": InputId.RESOURCE.value,
+                         "placeholder": {"type": "plain_text", "text": "Choose a resource"},
+                         "options": options}},
+            {"type": "input", "block_id": BlockId.DURATION.value,
+             "label": {"type": "plain_text", "text": "Duration"},
+             "hint": {"type": "plain_text", "text": "Like 15m, 2h or 1h30m"},
+             "element": {"type": "plain_text_input", "action_id": InputId.DURATION.value,
+                         "placeholder": {"type": "plain_text", "text": "30m"}}},
+            {"type": "input", "block_id": BlockId.REASON.value,
+             "label": {"type": "plain_text", "text": "Reason"},
+             "hint": {"type": "plain_text", "text": "An incident or ticket id helps approvers"},
+             "element": {"type": "plain_text_input", "action_id": InputId.REASON.value,
+                         "multiline": True, "max_length": MAX_REASON_LENGTH}},
+        ],
+    }
+
+
+def audit_text(view: RequestView | None, event: str, alert: bool = False) -> str:
+    """One audit-channel line: what happened to which request, for whom."""
+    prefix = ":rotating_light: " if alert else ""
+    if view is None:
+        return f"{prefix}{escape(event)}"
+    return (f"{prefix}#{view.id} `{view.resource}` for <@{view.requester}> "
+            f"({format_duration(view.duration)}): {event}")

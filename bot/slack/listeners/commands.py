@@ -1,0 +1,61 @@
+"""``/debug-access`` and its subcommands."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from bot.domain.commands import (
+    ListMine,
+    OpenRequestForm,
+    RequestAccess,
+    RevokeGrant,
+    ShowHelp,
+    parse_command,
+)
+from bot.domain.errors import UserError
+from bot.domain.requests import validate_request
+from bot.lifecycle import AccessLifecycle
+from bot.slack import blocks
+from bot.slack.ids import COMMAND
+
+log = logging.getLogger(__name__)
+
+
+def register(app: App, lifecycle: AccessLifecycle) -> None:
+    @app.command(COMMAND)
+    def debug_access(ack: Ack, command: dict[str, Any], respond: Respond,
+                     client: WebClient) -> None:
+        user = command["user_id"]
+        policy = lifecycle.policy
+        try:
+            intent = parse_command(command.get("text", ""))
+            valid = (validate_request(policy.resources, intent.resource, intent.duration_text,
+                                      intent.reason)
+                     if isinstance(intent, RequestAccess) else None)
+        except UserError as err:
+            ack(text=f":warning: {err}")
+            return
+        if isinstance(intent, ShowHelp):
+            ack(text=blocks.help_text(policy))
+            return
+        if isinstance(intent, OpenRequestForm):
+            ack()  # the trigger_id lives three seconds: open the modal before anything slow
+            client.views_open(trigger_id=command["trigger_id"],
+                              view=blocks.request_modal(policy, command.get("channel_id")))
+            return
+        ack()
+        try:
+            if isinstance(intent, ListMine):
+                respond(text=blocks.list_message(lifecycle.open_requests_of(user)))
+            elif isinstance(intent, RevokeGrant):
+                view = lifecycle.revoke_early(intent.request_id, user)
+                respond(text=f"Request #{view.id} is now {view.status.label}.")
+            elif valid is not None:
+                result = lifecycle.submit(user, valid, command.get("channel_id"))
+                respond(text=blocks.confirmation_text(result.view, result.asked))
+        except UserError as err:
+            respond(text=f":warning: {err}")

@@ -1,0 +1,106 @@
+"""Outbound Slack: everything the lifecycle tells people, through the Web API.
+
+By the time any method here runs, the state it reports is committed, so a Slack outage must not
+undo it: failures are logged and swallowed, except for credential delivery, which the lifecycle
+must know about (it revokes a grant that could not be delivered).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.policy import Policy
+from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
+from bot.slack import blocks
+
+log = logging.getLogger(__name__)
+
+# Slack answered with an error, or could not be reached at all (URLError is an OSError).
+SLACK_FAILURES = (SlackApiError, OSError)
+
+
+def error_code(exc: Exception) -> str:
+    """The short reason for a failed call, never the request body (it may hold credentials)."""
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error"))
+    return type(exc).__name__
+
+
+class SlackNotifier:
+    """``bot.ports.Notifier`` on the Slack Web API."""
+
+    def __init__(self, client: WebClient, policy: Policy) -> None:
+        self.client = client
+        self.policy = policy
+
+    def _post(self, channel: str, text: str, message_blocks: list[dict[str, Any]] | None = None,
+              ) -> MessageRef:
+        response = self.client.chat_postMessage(channel=channel, text=text, blocks=message_blocks,
+                                                unfurl_links=False, unfurl_media=False)
+        return MessageRef(channel=str(response["channel"]), ts=str(response["ts"]))
+
+    def _dm_channel(self, user: str) -> str:
+        response = self.client.conversations_open(users=user)
+        return str(response["channel"]["id"])
+
+    def announce_request(self, view: RequestView) -> list[MessageRef]:
+        text, message_blocks = blocks.approval_message(view)
+        refs: list[MessageRef] = []
+        targets: list[tuple[str, str]] = []
+        if self.policy.channels.approvals:
+            targets.append(("channel", self.policy.channels.approvals))
+        targets.extend(("user", user) for user in view.approvers)
+        for kind, target in targets:
+            try:
+                channel = self._dm_channel(target) if kind == "user" else target
+                refs.append(self._post(channel, text, message_blocks))
+            except SLACK_FAILURES as exc:
+                log.error("could not post request #%s to %s %s: %s", view.id, kind, target,
+                          error_code(exc))
+        return refs
+
+    def refresh_request(self, view: RequestView, refs: Sequence[MessageRef]) -> None:
+        text, message_blocks = blocks.approval_message(view)
+        for ref in refs:
+            self._update(ref, text, message_blocks)
+
+    def _update(self, ref: MessageRef, text: str, message_blocks: list[dict[str, Any]]) -> None:
+        try:
+            self.client.chat_update(channel=ref.channel, ts=ref.ts, text=text,
+                                    blocks=message_blocks)
+        except SLACK_FAILURES as exc:
+            log.error("could not update message %s/%s: %s", ref.channel, ref.ts,
+                      error_code(exc))
+
+    def deliver_credentials(self, view: RequestView, delivery: CredentialDelivery) -> MessageRef:
+        text, message_blocks = blocks.credentials_message(view, delivery)
+        try:
+            return self._post(self._dm_channel(view.requester), text, message_blocks)
+        except SLACK_FAILURES as exc:
+            # Only the error code: the request body held the credentials.
+            raise DeliveryError(f"Slack refused the DM: {error_code(exc)}") from None
+
+    def close_credentials(self, view: RequestView, ref: MessageRef) -> None:
+        text, message_blocks = blocks.credentials_closed_message(view)
+        self._update(ref, text, message_blocks)
+
+    def tell(self, user: str, text: str) -> None:
+        try:
+            self._post(self._dm_channel(user), text)
+        except SLACK_FAILURES as exc:
+            log.error("could not DM %s: %s", user, error_code(exc))
+
+    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False) -> None:
+        channel = self.policy.channels.audit
+        if not channel:
+            return
+        try:
+            self._post(channel, blocks.audit_text(view, text, alert))
+        except SLACK_FAILURES as exc:
+            log.error("could not post %s to the audit channel: %s", action,
+                      error_code(exc))
