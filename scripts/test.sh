@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The one test command: bash scripts/test.sh [pytest args...]
+#
+# Works on a fresh Debian/Ubuntu machine (as root, non-interactive, CI=true or not):
+# installs PostgreSQL server binaries if missing (the tests start their own throwaway
+# cluster; the distribution's cluster is never used), creates .venv, installs the project
+# with its test extras (which bring the `bao` OpenBao binary), then runs ruff, mypy and pytest.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+apt_install() {
+    log "apt-get install $*"
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "${_APT_UPDATED:-}" ]; then
+        apt-get update -qq </dev/null
+        _APT_UPDATED=1
+    fi
+    apt-get install -y -qq --no-install-recommends "$@" </dev/null
+}
+
+# --- PostgreSQL server binaries -----------------------------------------------------------
+have_postgres() {
+    compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+        || { command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; } \
+        || command -v initdb >/dev/null
+}
+
+if ! have_postgres; then
+    if is_root && command -v apt-get >/dev/null; then
+        apt_install postgresql
+    else
+        die "PostgreSQL server binaries (initdb, pg_ctl) not found.
+Install them, e.g.: sudo apt-get install -y postgresql   (Debian/Ubuntu)
+                    brew install postgresql               (macOS)
+then re-run: bash scripts/test.sh"
+    fi
+    have_postgres || die "PostgreSQL installed but initdb still not found"
+fi
+
+# initdb refuses to run as root: the fixtures run PostgreSQL as the `postgres` OS user.
+if is_root && ! id -u postgres >/dev/null 2>&1; then
+    log "creating OS user postgres"
+    useradd --system --user-group --no-create-home --shell /usr/sbin/nologin postgres
+fi
+
+# --- Python >= 3.11 and the virtualenv ------------------------------------------------------
+python_ok() {
+    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null
+}
+
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" python3.13 python3.12 python3.11 python3; do
+        [ -n "$candidate" ] || continue
+        if command -v "$candidate" >/dev/null && python_ok "$candidate"; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if [ ! -x .venv/bin/python ] || ! python_ok .venv/bin/python; then
+    PY="$(find_python || true)"
+    if [ -z "$PY" ] && is_root && command -v apt-get >/dev/null; then
+        apt_install python3 python3-venv
+        PY="$(find_python || true)"
+    fi
+    [ -n "$PY" ] || die "Python >= 3.11 is required (set PYTHON=/path/to/python3.11+)"
+    # Debian splits ensurepip into python3-venv (python3.X-venv).
+    if ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
+        if is_root && command -v apt-get >/dev/null; then
+            ver="$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
+            apt_install "python${ver}-venv" || apt_install python3-venv
+        else
+            die "$PY cannot create virtualenvs; install python3-venv"
+        fi
+    fi
+    log "creating .venv with $PY ($("$PY" --version 2>&1))"
+    rm -rf .venv
+    "$PY" -m venv .venv
+fi
+
+log "installing the project with test extras into .venv"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip </dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
+
+# --- checks -----------------------------------------------------------------------------------
+# Loopback services must never be reached through a proxy.
+export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
+export no_proxy="$NO_PROXY"
+
+log "ruff check bot tests"
+.venv/bin/ruff check bot tests
+
+log "mypy"
+.venv/bin/mypy
+
+log "pytest $*"
+status=0
+.venv/bin/pytest "$@" </dev/null || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "error: pytest collected no tests (exit code 5); refusing to report success" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,1 @@
+"""Test suite for debug-access (unit tests, emulators and integration fixtures)."""

@@ -1,0 +1,1 @@
+"""Integration tests: real OpenBao, PostgreSQL and bot processes (see services.py)."""
