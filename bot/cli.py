@@ -3,14 +3,17 @@
     debug-access serve   run the bot (Socket Mode when SLACK_APP_TOKEN is set, else HTTP)
     debug-access dev     run it against an embedded OpenBao dev server, SQLite and a demo policy
     debug-access check   validate the policy and environment; reach Vault, the database, Slack
+    debug-access vault-policy   print the least-privilege Vault policy for the bot's token
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -81,6 +84,25 @@ def cmd_dev(args: argparse.Namespace) -> int:
                    audit_channel=args.audit_channel, vault_port=args.vault_port)
 
 
+def cmd_vault_policy(_args: argparse.Namespace) -> int:
+    """Print the least-privilege Vault policy for the bot's own token, for this policy file."""
+    from bot.vault import bot_policy_hcl
+
+    try:
+        policy = load_policy(load_settings_for_policy())
+    except PolicyError as exc:
+        raise ConfigProblem(f"The policy file is invalid:\n{exc}") from None
+    prefixes = sorted({res.vault_path.rsplit("/", 1)[0] + "/"
+                       for res in policy.resources.values() if res.vault_path})
+    print(bot_policy_hcl(lease_prefixes=tuple(prefixes)), end="")  # noqa: T201
+    return 0
+
+
+def load_settings_for_policy() -> Path:
+    """The policy path alone: printing a Vault policy needs no Slack or Vault secrets."""
+    return Path(os.environ.get("DEBUG_ACCESS_POLICY", "policy.yml"))
+
+
 def cmd_check(_args: argparse.Namespace) -> int:
     from bot.checks import run_checks
 
@@ -102,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.set_defaults(func=cmd_dev)
     sub.add_parser("check", help="validate configuration and reach every dependency"
                    ).set_defaults(func=cmd_check)
+    sub.add_parser("vault-policy", help="print the least-privilege Vault policy for the bot"
+                   ).set_defaults(func=cmd_vault_policy)
     return parser
 
 

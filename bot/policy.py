@@ -24,7 +24,13 @@ from pydantic import (
 )
 
 from bot.domain.commands import SUBCOMMANDS
-from bot.domain.durations import MINIMUM_GRANT, DurationError, format_duration, parse_duration
+from bot.domain.durations import (
+    MAXIMUM_GRANT,
+    MINIMUM_GRANT,
+    DurationError,
+    format_duration,
+    parse_duration,
+)
 
 RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
@@ -109,8 +115,9 @@ class Resource(_Strict):
     def _shape(self) -> Resource:
         if bool(self.vault_path) == bool(self.vault_policies):
             raise ValueError("set exactly one of vault_path or vault_policies")
-        if self.max_duration < MINIMUM_GRANT:
-            raise ValueError(f"max_duration must be at least {format_duration(MINIMUM_GRANT)}")
+        if not MINIMUM_GRANT <= self.max_duration <= MAXIMUM_GRANT:
+            raise ValueError(f"max_duration must be between {format_duration(MINIMUM_GRANT)} "
+                             f"and {format_duration(MAXIMUM_GRANT)}")
         if self.default_duration is not None and not (
             MINIMUM_GRANT <= self.default_duration <= self.max_duration
         ):

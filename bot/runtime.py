@@ -53,7 +53,8 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     create_schema(engine)
     issuer = build_issuer(settings)
     report = issuer.ensure_setup(vault_shapes(policy))
-    log.info("vault set-up: %s", report)
+    for line in report.lines():
+        log.info("vault set-up: %s", line)
     client = build_web_client(settings)
     timers = GrantTimers(engine)
     lifecycle = AccessLifecycle(engine=engine, policy=policy, issuer=issuer,

@@ -18,6 +18,8 @@ _DURATION = re.compile(
 )
 
 MINIMUM_GRANT = timedelta(minutes=1)
+# The grant token role's explicit max TTL: Vault would silently cap anything longer.
+MAXIMUM_GRANT = timedelta(hours=24)
 
 
 class DurationError(UserError):

@@ -100,7 +100,8 @@ def approval_messages(slack: SlackEmulator, request_id: int) -> list[dict[str, A
     found = []
     for channel in (APPROVALS, slack.dm_channel(ALICE), slack.dm_channel(BOB),
                     slack.dm_channel(MALLORY), slack.dm_channel(REQUESTER)):
-        found.extend(m for m in slack.messages(channel) if str(m.get("text", "")).startswith(marker))
+        found.extend(m for m in slack.messages(channel)
+                     if str(m.get("text", "")).startswith(marker))
     return found
 
 

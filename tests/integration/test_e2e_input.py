@@ -1,0 +1,194 @@
+"""Bad, hostile and forged input gets a clear answer and changes nothing; the other surfaces
+(modal, list, help) work through Slack as a user drives them."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+
+import pytest
+
+from bot.slack.ids import ActionId, BlockId, CallbackId, InputId
+from tests.emulators.slack_api import SlackEmulator
+from tests.integration.flows import (
+    ALICE,
+    APPROVALS,
+    REQUESTER,
+    ack_text,
+    approval_message,
+    blocks_text,
+    bot_rows,
+    click,
+    credentials_message,
+    policy_for,
+    posts_to,
+    reply_to,
+    request_access,
+    wait_until,
+)
+from tests.integration.services import PostgresServer, VaultDatabase
+
+pytestmark = pytest.mark.integration
+
+
+def stored_requests(postgres: PostgresServer, bot) -> int:
+    return int(bot_rows(postgres, bot, "SELECT count(*) FROM access_request")[0][0])
+
+
+@pytest.fixture
+def bot(run_bot, vault_db: VaultDatabase):
+    return run_bot(policy_for(vault_db.path))
+
+
+BAD_COMMANDS = [
+    ("no-such-db 30m INC-1 why", ["Unknown resource `no-such-db`", "`orders-logs`",
+                                  "`payments-db`"]),
+    ("payments-db 3x INC-1 why", ["`3x` is not a duration"]),
+    ("payments-db 0m INC-1 why", ["too short"]),
+    ("payments-db -5m INC-1 why", ["is not a duration"]),
+    ("payments-db 5h INC-1 why", ["longer than this resource allows", "4h"]),
+    ("payments-db 999999999h INC-1 why", ["is not a duration"]),
+    ("payments-db 30m", ["give a reason"]),
+    ("payments-db", ["Missing reason"]),
+    ("orders-logs INC-1 no duration and no default", ["Say how long"]),
+    ("list everything", ["takes no arguments"]),
+    ("revoke abc", ["is not a request id"]),
+    ("revoke", ["Usage"]),
+    ("<!channel> 30m INC-1 ping", ["Unknown resource `!channel`"]),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), BAD_COMMANDS)
+def test_bad_commands_explain_and_change_nothing(
+    bot, slack: SlackEmulator, postgres: PostgresServer, text: str, expected: list[str],
+) -> None:
+    sent = bot.sender.slash(REQUESTER, text)
+    assert sent.status_code == 200
+    answer = ack_text(sent)
+    for fragment in expected:
+        assert fragment in answer, answer
+    assert "<!channel>" not in answer
+    time.sleep(0.3)
+    assert stored_requests(postgres, bot) == 0
+    assert posts_to(slack, APPROVALS) == []
+
+
+def test_revoke_of_someone_elses_or_unknown_request_is_refused(
+    bot, slack: SlackEmulator, postgres: PostgresServer,
+) -> None:
+    request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-2 mine")
+    sent = bot.sender.slash("U0MALLORY", f"revoke {request_id}")
+    assert "Only the requester or an approver" in reply_to(slack, str(sent.response_key))["text"]
+    sent = bot.sender.slash(REQUESTER, "revoke 4242")
+    assert "no request #4242" in reply_to(slack, str(sent.response_key))["text"]
+    assert bot_rows(postgres, bot, f"SELECT status FROM access_request WHERE id={request_id}"
+                    )[0][0] == "pending"
+    # The requester may withdraw their own pending request.
+    sent = bot.sender.slash(REQUESTER, f"revoke {request_id}")
+    assert "withdrawn" in reply_to(slack, str(sent.response_key))["text"]
+    message = approval_message(slack, request_id)
+    assert "Withdrawn" in blocks_text(message)
+    with pytest.raises(AssertionError):
+        bot.sender.click(ALICE, message, ActionId.APPROVE)  # the buttons are gone
+
+
+def test_hostile_reason_is_escaped_everywhere(
+    bot, slack: SlackEmulator, postgres: PostgresServer,
+) -> None:
+    reason = "INC-3 <!channel> <@U0CEO> <https://evil.example|click me> & <#C0SECRET>"
+    request_id = request_access(bot, slack, REQUESTER, f"payments-db 30m {reason}")
+    message = approval_message(slack, request_id)
+    text = blocks_text(message)
+    assert "&lt;!channel&gt;" in text and "&lt;@U0CEO&gt;" in text
+    assert "&lt;https://evil.example|click me&gt;" in text and "&amp;" in text
+    for call in slack.calls():
+        dumped = json.dumps(call.params)
+        for raw in ("<!channel>", "<@U0CEO>", "<https://evil.example", "<#C0SECRET>"):
+            assert raw not in dumped, f"unescaped {raw} in {call.method}"
+    # Stored verbatim (escaping is a rendering concern), so the audit trail is faithful.
+    stored = bot_rows(postgres, bot, f"SELECT reason FROM access_request WHERE id={request_id}")
+    assert stored[0][0] == reason
+
+
+def signed_form(bot, user: str, text: str, timestamp: int) -> tuple[bytes, dict[str, str]]:
+    body = urllib.parse.urlencode({
+        "team_id": "T0TEAM", "user_id": user, "command": "/debug-access", "text": text,
+        "channel_id": "C0GENERAL", "response_url": "http://127.0.0.1:9/nowhere",
+        "trigger_id": "1.2.3"}).encode()
+    return body, bot.sender.sign(body, timestamp=timestamp)
+
+
+def test_forged_stale_and_replayed_requests_get_401_and_change_nothing(
+    bot, slack: SlackEmulator, postgres: PostgresServer,
+) -> None:
+    now = int(time.time())
+    body, headers = signed_form(bot, REQUESTER, "payments-db 30m INC-4 forged", now)
+    forged = bot.sender.post_raw(body, timestamp=now, signature="v0=" + "0" * 64)
+    assert forged.status_code == 401
+    stale_ts = now - 6 * 60
+    body, headers = signed_form(bot, REQUESTER, "payments-db 30m INC-4 stale", stale_ts)
+    stale = bot.sender.post_raw(body, timestamp=stale_ts,
+                                signature=headers["X-Slack-Signature"])
+    assert stale.status_code == 401
+    # A body altered after signing (a replay with a different text) is rejected too.
+    body, headers = signed_form(bot, REQUESTER, "payments-db 30m INC-4 original", now)
+    tampered = body.replace(b"original", b"tampered")
+    replay = bot.sender.post_raw(tampered, timestamp=now, signature=headers["X-Slack-Signature"])
+    assert replay.status_code == 401
+    time.sleep(0.3)
+    assert stored_requests(postgres, bot) == 0
+    assert [c.method for c in slack.calls()] == ["auth.test"]
+
+
+def test_modal_request_with_validation_errors_then_success(
+    bot, slack: SlackEmulator, postgres: PostgresServer,
+) -> None:
+    sent = bot.sender.slash(REQUESTER, "", channel_id="C0TEAM")
+    assert sent.status_code == 200
+    opened = slack.wait_for("views.open")
+    assert opened.params["trigger_id"] == sent.trigger_id
+    view = opened.params["view"]
+    assert view["callback_id"] == CallbackId.REQUEST_MODAL
+    options = [o["value"] for o in view["blocks"][0]["element"]["options"]]
+    assert options == ["orders-logs", "payments-db"]
+
+    def values(duration: str, reason: str) -> dict:
+        return {
+            BlockId.RESOURCE: {InputId.RESOURCE: bot.sender.selected("payments-db")},
+            BlockId.DURATION: {InputId.DURATION: duration},
+            BlockId.REASON: {InputId.REASON: reason},
+        }
+
+    bad = bot.sender.submit_view(REQUESTER, view, values("9h", "INC-5 via the form"))
+    assert bad.json()["response_action"] == "errors"
+    assert "longer than this resource allows" in bad.json()["errors"][BlockId.DURATION]
+    bad = bot.sender.submit_view(REQUESTER, view, values("30m", "x"))
+    assert "reason" in bad.json()["errors"][BlockId.REASON]
+    assert stored_requests(postgres, bot) == 0
+
+    good = bot.sender.submit_view(REQUESTER, view, values("45m", "INC-5 via the form"))
+    assert good.status_code == 200 and not good.text
+    confirmation = slack.wait_for("chat.postEphemeral")
+    assert confirmation.params["channel"] == "C0TEAM"
+    assert confirmation.params["user"] == REQUESTER
+    assert "Request #1" in confirmation.params["text"]
+    message = approval_message(slack, 1)
+    assert "45m" in blocks_text(message)
+
+
+def test_list_and_help(bot, slack: SlackEmulator) -> None:
+    sent = bot.sender.slash(REQUESTER, "help")
+    help_text = ack_text(sent)
+    assert "/debug-access revoke <id>" in help_text and "`payments-db`" in help_text
+    sent = bot.sender.slash(REQUESTER, "list")
+    assert "no pending requests" in reply_to(slack, str(sent.response_key))["text"]
+    first = request_access(bot, slack, REQUESTER, "payments-db 30m INC-6 one")
+    second = request_access(bot, slack, REQUESTER, "payments-db 2h INC-6 two")
+    click(bot, slack, ALICE, approval_message(slack, second), ActionId.APPROVE)
+    credentials_message(slack, REQUESTER, second)
+    sent = bot.sender.slash(REQUESTER, "list")
+    listing = reply_to(slack, str(sent.response_key))["text"]
+    assert f"#{first} `payments-db` 30m — waiting for approval" in listing
+    assert f"#{second} `payments-db` 2h — active, until" in listing
+    wait_until(lambda: True)
