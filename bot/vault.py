@@ -406,25 +406,26 @@ class VaultIssuer:
         self._ensure_role(sorted(allowed), report)
         return report.freeze()
 
-    def _ensure_policy(self, name: str, hcl: str, report: _Report) -> None:
-        path = f"sys/policy/{name}"
-        what = f"policy {name}"
+    def _read_setup(self, path: str) -> tuple[Mapping[str, Any] | None, bool]:
+        """Read a set-up object; (None, False) when this token may not even look."""
         try:
-            current = self._retrying(lambda: self._client.read(path))
+            response = self._retrying(lambda: self._client.read(path))
         except hvac.exceptions.Forbidden:
-            current = None
-            readable = False
+            return None, False
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
             raise self._error("read", path, exc) from None
-        else:
-            readable = True
-        if current is not None:
-            rules = (current.get("data") or current).get("rules") or ""
-            if rules.strip() == hcl.strip():
-                report.present.append(what)
-                return
+        if not response:
+            return None, True
+        return (response.get("data") or response), True
+
+    def _write_setup(
+        self, path: str, what: str, data: Mapping[str, Any],
+        current: Mapping[str, Any] | None, readable: bool, report: _Report,
+    ) -> None:
+        """Write a set-up object; without permission, report instead of failing (the
+        operator may have created it under a least-privilege token)."""
         try:
-            self._retrying(lambda: self._client.write_data(path, data={"policy": hcl}))
+            self._retrying(lambda: self._client.write_data(path, data=dict(data)))
         except hvac.exceptions.Forbidden:
             if not readable:
                 report.not_created.append(
@@ -438,13 +439,22 @@ class VaultIssuer:
                 )
             else:
                 report.not_created.append(
-                    f"{what} differs from the expected rules and could not be updated "
+                    f"{what} differs from the expected settings and could not be updated "
                     "(403 permission denied), assuming the operator set it up on purpose"
                 )
             return
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
             raise self._error("write", path, exc) from None
         (report.created if current is None else report.updated).append(what)
+
+    def _ensure_policy(self, name: str, hcl: str, report: _Report) -> None:
+        path = f"sys/policy/{name}"
+        what = f"policy {name}"
+        current, readable = self._read_setup(path)
+        if current is not None and str(current.get("rules") or "").strip() == hcl.strip():
+            report.present.append(what)
+            return
+        self._write_setup(path, what, {"policy": hcl}, current, readable, report)
 
     def _desired_role(self, allowed_policies: list[str]) -> dict[str, Any]:
         return {
@@ -475,40 +485,11 @@ class VaultIssuer:
         path = f"auth/token/roles/{self.token_role}"
         what = f"token role {self.token_role}"
         desired = self._desired_role(allowed_policies)
-        try:
-            current_resp = self._retrying(lambda: self._client.read(path))
-        except hvac.exceptions.Forbidden:
-            current_resp, readable = None, False
-        except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
-            raise self._error("read", path, exc) from None
-        else:
-            readable = True
-        current = (current_resp or {}).get("data") if current_resp else None
+        current, readable = self._read_setup(path)
         if current is not None and self._role_matches(current, desired):
             report.present.append(what)
             return
-        try:
-            self._retrying(lambda: self._client.write_data(path, data=desired))
-        except hvac.exceptions.Forbidden:
-            if not readable:
-                report.not_created.append(
-                    f"could not check or create {what} (403 permission denied), "
-                    "assuming the operator did"
-                )
-            elif current is None:
-                report.not_created.append(
-                    f"{what} does not exist and could not be created (403 permission denied): "
-                    "the operator must create it"
-                )
-            else:
-                report.not_created.append(
-                    f"{what} exists but differs from the expected settings and could not be "
-                    "updated (403 permission denied), assuming the operator did"
-                )
-            return
-        except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
-            raise self._error("write", path, exc) from None
-        (report.created if current is None else report.updated).append(what)
+        self._write_setup(path, what, desired, current, readable, report)
 
     def check(self) -> list[str]:
         """The doctor: problems in plain words, ``[]`` when the bot can work with this Vault."""
