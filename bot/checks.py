@@ -6,7 +6,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+from slack_sdk.errors import SlackApiError
 from sqlalchemy import text
+
+from bot.slack.notifier import error_code
 
 
 def _say(ok: bool, what: str) -> None:
@@ -30,8 +33,10 @@ def run_checks() -> int:
         nonlocal failures
         try:
             problems = check()
-        except Exception as exc:
-            problems = [f"{type(exc).__name__}: {exc}"]
+        except SlackApiError as exc:
+            problems = [f"Slack answered {error_code(exc)}"]
+        except Exception as exc:  # a doctor reports every failure, whatever it is
+            problems = [" ".join(f"{type(exc).__name__}: {exc}".split())]
         _say(not problems, what + ("" if not problems else ": " + "; ".join(problems)))
         failures += bool(problems)
 
@@ -43,9 +48,13 @@ def run_checks() -> int:
         return []
 
     def vault() -> list[str]:
-        from bot.runtime import build_issuer
+        from bot.runtime import build_issuer, vault_shapes
 
-        return list(build_issuer(settings).check())
+        # Prepare Vault exactly as `serve` would at start (idempotent), then examine it: with an
+        # admin token the role gets created; with a least-privilege one, what is missing shows.
+        issuer = build_issuer(settings)
+        issuer.ensure_setup(vault_shapes(policy))
+        return list(issuer.check())
 
     def slack() -> list[str]:
         from bot.slack.app import build_web_client
