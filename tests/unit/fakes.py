@@ -1,0 +1,383 @@
+"""Small in-memory doubles for the lifecycle's edges (Vault, Slack, timers, the clock).
+
+Each fake implements the real Protocol, records what it was asked, and answers truthfully:
+``FakeIssuer`` tracks which tokens and leases are live, so ``confirm_revoked`` only says yes
+when ``revoke`` really removed them. No network, no threads of its own.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.pool import StaticPool
+from sqlmodel import create_engine
+
+from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue
+from bot.lifecycle import AccessLifecycle
+from bot.policy import Policy, parse_policy
+from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
+from bot.store.db import create_schema
+
+START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
+
+EXAMPLE_POLICY = """\
+channels:
+  approvals: C0APPROVALS
+  audit: C0AUDIT
+delivery: wrapped
+resources:
+  payments-db:
+    description: Read-only SQL on the payments replica
+    vault_path: database/creds/payments-readonly
+    default_duration: 1h
+    max_duration: 4h
+    approvers: [U0ALICE, U0BOB]
+  orders-logs:
+    description: Read the orders service's log-shipping secrets
+    vault_policies: [orders-logs-read]
+    max_duration: 2h
+    approvers: [U0ALICE]
+"""
+
+REQUESTER = "U0CAROL"
+APPROVER = "U0ALICE"
+OTHER_APPROVER = "U0BOB"
+BYSTANDER = "U0MALLORY"
+
+
+class SimulatedCrash(Exception):
+    """Stands for the process dying mid-step: not an IssuerError, so nothing handles it."""
+
+
+class FakeClock:
+    """A settable, timezone-aware UTC clock."""
+
+    def __init__(self, now: datetime = START) -> None:
+        assert now.tzinfo is not None
+        self._now = now
+
+    def now(self) -> datetime:
+        return self._now
+
+    def set(self, now: datetime) -> None:
+        assert now.tzinfo is not None
+        self._now = now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self._now += delta
+        return self._now
+
+
+OPERATIONS = ("create", "read", "wrap", "revoke", "confirm")
+
+
+class FakeIssuer:
+    """``bot.issuer.Issuer`` in memory.
+
+    * ``fail(op, times)`` makes the next ``times`` calls of ``op`` raise IssuerError
+      (``op`` in OPERATIONS); ``crash(op)`` makes the next call raise SimulatedCrash instead.
+    * ``revoke_is_noop``: revoke "succeeds" but leaves everything live (a lying backend), so
+      only ``confirm_revoked`` can tell.
+    * ``token_ttl_cap`` / ``lease_ttl``: Vault capping the grant below what was approved.
+    """
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[str, Any]] = []
+        self.live_tokens: set[str] = set()
+        self.live_leases: set[str] = set()
+        self.secrets: list[str] = []  # every secret value ever minted, revealed
+        self.lease_owner: dict[str, str] = {}
+        self.wrapped: dict[str, dict[str, str]] = {}
+        self.revoke_is_noop = False
+        self.token_ttl_cap: timedelta | None = None
+        self.lease_ttl: timedelta | None = None
+        self._failures = dict.fromkeys(OPERATIONS, 0)
+        self._crash: set[str] = set()
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # -- test controls ------------------------------------------------------------------------
+
+    def fail(self, op: str, times: int = 1) -> None:
+        assert op in OPERATIONS, op
+        self._failures[op] = times
+
+    def crash(self, op: str) -> None:
+        assert op in OPERATIONS, op
+        self._crash.add(op)
+
+    def count(self, op: str) -> int:
+        return sum(1 for name, _ in self.calls if name == op)
+
+    @property
+    def live(self) -> bool:
+        return bool(self.live_tokens or self.live_leases)
+
+    def _enter(self, op: str, args: Any) -> int:
+        self.calls.append((op, args))
+        if op in self._crash:
+            self._crash.discard(op)
+            raise SimulatedCrash(f"process died during {op}")
+        if self._failures[op] > 0:
+            self._failures[op] -= 1
+            raise IssuerError(f"fake Vault refused {op}")
+        return next(self._counter)
+
+    def _secret(self, text: str) -> SecretValue:
+        self.secrets.append(text)
+        return SecretValue(text)
+
+    # -- the Issuer protocol -------------------------------------------------------------------
+
+    def create_grant_token(self, spec: GrantSpec) -> GrantToken:
+        with self._lock:
+            n = self._enter("create", spec)
+            ttl = min(spec.ttl, spec.max_ttl)
+            if self.token_ttl_cap is not None:
+                ttl = min(ttl, self.token_ttl_cap)
+            accessor = f"accessor-{n:04d}"
+            self.live_tokens.add(accessor)
+            return GrantToken(
+                accessor=accessor, token=self._secret(f"hvs.SECRET-token-{n:04d}"),
+                expires_at=self.clock.now() + ttl,
+                policies=spec.vault_policies or ("debug-access-grant",),
+            )
+
+    def read_dynamic_secret(self, token: GrantToken, path: str) -> DynamicSecret:
+        with self._lock:
+            n = self._enter("read", (token.accessor, path))
+            if token.accessor not in self.live_tokens:
+                raise IssuerError("permission denied: the grant token is gone")
+            lease_id = f"{path}/lease-{n:04d}"
+            self.live_leases.add(lease_id)
+            self.lease_owner[lease_id] = token.accessor
+            expires = token.expires_at
+            if self.lease_ttl is not None:
+                expires = min(expires, self.clock.now() + self.lease_ttl)
+            return DynamicSecret(
+                lease_id=lease_id, lease_expires_at=expires,
+                values={"username": self._secret(f"v-token-SECRET-user-{n:04d}"),
+                        "password": self._secret(f"SECRET-password-{n:04d}")},
+            )
+
+    def wrap(self, values: Mapping[str, str], ttl: timedelta) -> SecretValue:
+        with self._lock:
+            n = self._enter("wrap", (dict(values), ttl))
+            token = self._secret(f"hvs.SECRET-wrapping-{n:04d}")
+            self.wrapped[token.reveal()] = dict(values)
+            return token
+
+    def revoke(self, token_accessor: str | None, lease_id: str | None) -> None:
+        with self._lock:
+            self._enter("revoke", (token_accessor, lease_id))
+            if self.revoke_is_noop:
+                return
+            self.live_leases.discard(lease_id or "")
+            if token_accessor is not None:
+                self.live_tokens.discard(token_accessor)
+                # A lease read with the grant token dies with the token, as in Vault.
+                self.live_leases -= {lease for lease, owner in self.lease_owner.items()
+                                     if owner == token_accessor}
+
+    def confirm_revoked(self, token_accessor: str | None, lease_id: str | None) -> bool:
+        with self._lock:
+            self._enter("confirm", (token_accessor, lease_id))
+            return token_accessor not in self.live_tokens and lease_id not in self.live_leases
+
+
+@dataclass
+class FakeNotifier:
+    """``bot.ports.Notifier`` that records every call.
+
+    ``fail_delivery`` makes ``deliver_credentials`` raise DeliveryError. ``observer`` (if set) is
+    called with the method name before each call is recorded, so a test can look at the database
+    at the moment Slack would have been told.
+    """
+
+    approvals_channel: str | None = "C0APPROVALS"
+    fail_delivery: bool = False
+    observer: Callable[[str, tuple[Any, ...]], None] | None = None
+    calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _record(self, name: str, *args: Any) -> None:
+        if self.observer is not None:
+            self.observer(name, args)
+        with self._lock:
+            self.calls.append((name, args))
+
+    def _ref(self, channel: str) -> MessageRef:
+        with self._lock:
+            return MessageRef(channel, f"1700000000.{next(self._ts):06d}")
+
+    def of(self, name: str) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return [args for call, args in self.calls if call == name]
+
+    @property
+    def tells(self) -> list[tuple[str, str]]:
+        return [(user, text) for user, text in self.of("tell")]
+
+    @property
+    def audits(self) -> list[tuple[RequestView | None, str, str, bool]]:
+        return [(view, action, text, alert) for view, action, text, alert in self.of("audit")]
+
+    @property
+    def deliveries(self) -> list[tuple[RequestView, CredentialDelivery]]:
+        return [(view, delivery) for view, delivery in self.of("deliver_credentials")]
+
+    # -- the Notifier protocol ----------------------------------------------------------------
+
+    def announce_request(self, view: RequestView) -> list[MessageRef]:
+        self._record("announce_request", view)
+        refs = [self._ref(self.approvals_channel)] if self.approvals_channel else []
+        refs += [self._ref(f"D-{user}") for user in view.approvers]
+        return refs
+
+    def refresh_request(self, view: RequestView, refs: Sequence[MessageRef]) -> None:
+        self._record("refresh_request", view, tuple(refs))
+
+    def deliver_credentials(self, view: RequestView, delivery: CredentialDelivery) -> MessageRef:
+        self._record("deliver_credentials", view, delivery)
+        if self.fail_delivery:
+            raise DeliveryError("fake Slack: cannot open a DM with the requester")
+        return self._ref(f"D-{view.requester}")
+
+    def close_credentials(self, view: RequestView, ref: MessageRef) -> None:
+        self._record("close_credentials", view, ref)
+
+    def tell(self, user: str, text: str) -> None:
+        self._record("tell", user, text)
+
+    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False) -> None:
+        self._record("audit", view, action, text, alert)
+
+
+@dataclass
+class FakeTimers:
+    """``bot.ports.Timers`` that only records what was scheduled."""
+
+    ends: list[tuple[int, datetime]] = field(default_factory=list)
+    retries: list[tuple[int, datetime]] = field(default_factory=list)
+
+    def schedule_end(self, grant_id: int, at: datetime) -> None:
+        self.ends.append((grant_id, at))
+
+    def schedule_retry(self, grant_id: int, at: datetime) -> None:
+        self.retries.append((grant_id, at))
+
+
+def memory_engine() -> Engine:
+    """One in-memory SQLite database shared by every session (StaticPool), schema created."""
+    engine = create_engine("sqlite://", connect_args={"check_same_thread": False},
+                           poolclass=StaticPool)
+    create_schema(engine)
+    return engine
+
+
+@dataclass
+class Harness:
+    lifecycle: AccessLifecycle
+    engine: Engine
+    policy: Policy
+    issuer: FakeIssuer
+    notifier: FakeNotifier
+    timers: FakeTimers
+    clock: FakeClock
+
+
+def make_lifecycle(
+    policy: str | Policy = EXAMPLE_POLICY,
+    *,
+    engine: Engine | None = None,
+    clock: FakeClock | None = None,
+    issuer: FakeIssuer | None = None,
+    notifier: FakeNotifier | None = None,
+    timers: FakeTimers | None = None,
+) -> Harness:
+    """An AccessLifecycle wired to fakes (and an in-memory database unless one is given)."""
+    parsed = parse_policy(policy, "test-policy.yml") if isinstance(policy, str) else policy
+    clock = clock or FakeClock()
+    engine = engine or memory_engine()
+    issuer = issuer or FakeIssuer(clock)
+    notifier = notifier or FakeNotifier()
+    timers = timers or FakeTimers()
+    lifecycle = AccessLifecycle(engine=engine, policy=parsed, issuer=issuer, notifier=notifier,
+                                timers=timers, clock=clock)
+    return Harness(lifecycle, engine, parsed, issuer, notifier, timers, clock)
+
+
+# -- Slack listener doubles ----------------------------------------------------------------------
+
+
+class FakeBoltApp:
+    """Just the decorators the listener modules use, capturing each handler by its id."""
+
+    def __init__(self) -> None:
+        self.commands: dict[str, Callable[..., None]] = {}
+        self.actions: dict[str, Callable[..., None]] = {}
+        self.views: dict[str, Callable[..., None]] = {}
+
+    @staticmethod
+    def _capture(registry: dict[str, Callable[..., None]], key: str) -> Callable[..., Any]:
+        def decorator(fn: Callable[..., None]) -> Callable[..., None]:
+            assert key not in registry, f"{key} registered twice"
+            registry[key] = fn
+            return fn
+        return decorator
+
+    def command(self, name: str) -> Callable[..., Any]:
+        return self._capture(self.commands, name)
+
+    def action(self, action_id: str) -> Callable[..., Any]:
+        return self._capture(self.actions, action_id)
+
+    def view(self, callback_id: str) -> Callable[..., Any]:
+        return self._capture(self.views, callback_id)
+
+
+class Recorder:
+    """Stands in for Bolt's ``ack`` and ``respond``: records the keyword arguments of each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, text: str | None = None, **kwargs: Any) -> None:
+        if text is not None:
+            kwargs["text"] = text
+        self.calls.append(kwargs)
+
+
+class FakeWebClient:
+    """The few Web API methods the listeners call; ``fail_with`` makes every call raise."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.fail_with: Exception | None = None
+
+    def _call(self, method: str, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append((method, kwargs))
+        if self.fail_with is not None:
+            raise self.fail_with
+        return {"ok": True}
+
+    def views_open(self, **kwargs: Any) -> dict[str, Any]:
+        return self._call("views.open", **kwargs)
+
+    def chat_postEphemeral(self, **kwargs: Any) -> dict[str, Any]:
+        return self._call("chat.postEphemeral", **kwargs)
+
+    def chat_postMessage(self, **kwargs: Any) -> dict[str, Any]:
+        return self._call("chat.postMessage", **kwargs)
+
+    def conversations_open(self, **kwargs: Any) -> dict[str, Any]:
+        self._call("conversations.open", **kwargs)
+        return {"ok": True, "channel": {"id": f"D-{kwargs['users']}"}}

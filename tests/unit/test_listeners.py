@@ -1,0 +1,294 @@
+"""The Bolt listeners, called the way Bolt calls them, with recording ack/respond/client doubles.
+
+They are thin on purpose; these tests pin the contract at the edge: every request is acked, a
+user error becomes one ephemeral warning, and nothing is stored for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from bot.slack import blocks
+from bot.slack.ids import COMMAND, ActionId, BlockId, CallbackId, InputId
+from bot.slack.listeners import actions, commands, views
+from bot.store.models import AccessRequest
+from tests.unit.fakes import (
+    APPROVER,
+    BYSTANDER,
+    REQUESTER,
+    FakeBoltApp,
+    FakeWebClient,
+    Harness,
+    Recorder,
+    make_lifecycle,
+)
+
+
+class Edge:
+    """A harness plus the registered handlers."""
+
+    def __init__(self) -> None:
+        self.h: Harness = make_lifecycle()
+        self.app = FakeBoltApp()
+        for module in (commands, actions, views):
+            module.register(self.app, self.h.lifecycle)  # type: ignore[arg-type]
+        self.client = FakeWebClient()
+
+    def requests(self) -> list[AccessRequest]:
+        with Session(self.h.engine) as session:
+            return list(session.exec(select(AccessRequest)))
+
+    def slash(self, text: str, user: str = REQUESTER,
+              channel: str = "C0ORIGIN") -> tuple[Recorder, Recorder]:
+        ack, respond = Recorder(), Recorder()
+        self.app.commands[COMMAND](
+            ack=ack, respond=respond, client=self.client,
+            command={"user_id": user, "text": text, "channel_id": channel,
+                     "trigger_id": "trigger-1"})
+        return ack, respond
+
+    def click(self, action_id: ActionId, value: str, user: str) -> tuple[Recorder, Recorder]:
+        ack, respond = Recorder(), Recorder()
+        self.app.actions[action_id.value](
+            ack=ack, respond=respond, body={"user": {"id": user}},
+            action={"action_id": action_id.value, "value": value})
+        return ack, respond
+
+    def submit_modal(self, resource: str, duration: str, reason: str, user: str = REQUESTER,
+                     metadata: str | None = '{"channel": "C0ORIGIN"}') -> Recorder:
+        ack = Recorder()
+        state = {
+            BlockId.RESOURCE.value: {InputId.RESOURCE.value: {
+                "type": "static_select",
+                "selected_option": {"value": resource} if resource else None}},
+            BlockId.DURATION.value: {InputId.DURATION.value: {"type": "plain_text_input",
+                                                              "value": duration or None}},
+            BlockId.REASON.value: {InputId.REASON.value: {"type": "plain_text_input",
+                                                          "value": reason}},
+        }
+        view: dict[str, Any] = {"callback_id": CallbackId.REQUEST_MODAL.value,
+                                "state": {"values": state}}
+        if metadata is not None:
+            view["private_metadata"] = metadata
+        self.app.views[CallbackId.REQUEST_MODAL.value](
+            ack=ack, body={"user": {"id": user}}, view=view, client=self.client)
+        return ack
+
+
+@pytest.fixture
+def edge() -> Edge:
+    return Edge()
+
+
+def test_every_surface_is_registered(edge: Edge) -> None:
+    assert set(edge.app.commands) == {COMMAND}
+    assert set(edge.app.actions) == {a.value for a in ActionId}
+    assert set(edge.app.views) == {CallbackId.REQUEST_MODAL.value}
+
+
+# -- the slash command -----------------------------------------------------------------------------
+
+
+def test_help_is_the_ack(edge: Edge) -> None:
+    ack, respond = edge.slash("help")
+    assert ack.calls == [{"text": blocks.help_text(edge.h.policy)}]
+    assert respond.calls == [] and edge.client.calls == []
+
+
+def test_no_text_opens_the_modal(edge: Edge) -> None:
+    ack, respond = edge.slash("", channel="C0HERE")
+    assert ack.calls == [{}]
+    ((method, kwargs),) = edge.client.calls
+    assert method == "views.open" and kwargs["trigger_id"] == "trigger-1"
+    assert kwargs["view"] == blocks.request_modal(edge.h.policy, "C0HERE")
+    assert respond.calls == []
+
+
+def test_a_request_is_stored_and_confirmed(edge: Edge) -> None:
+    ack, respond = edge.slash("payments-db 30m INC-4211 checkout errors")
+    assert ack.calls == [{}]
+    (request,) = edge.requests()
+    assert (request.resource, request.duration_seconds, request.status) == (
+        "payments-db", 1800, "pending")
+    ((reply,),) = [list(call.values()) for call in respond.calls]
+    assert f"Request #{request.id}" in reply and f"<@{APPROVER}>" in reply
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("payments-db 30 INC-1 x", "is not a duration"),
+        ("payments-db 0m INC-1 x", "too short"),
+        ("payments-db -5m INC-1 x", "is not a duration"),
+        ("payments-db 5h INC-1 x", "at most 4h"),
+        ("payments-db", "Missing reason"),
+        ("payments-db 30m", "Please give a reason"),
+        ("<!channel> 30m INC-1 x", "Unknown resource"),
+        ("list everything", "takes no arguments"),
+        ("revoke", "Usage"),
+        ("revoke abc", "is not a request id"),
+    ],
+)
+def test_bad_input_is_an_ephemeral_warning_and_stores_nothing(
+    edge: Edge, text: str, fragment: str
+) -> None:
+    ack, respond = edge.slash(text)
+    ((reply,),) = [list(call.values()) for call in ack.calls]
+    assert reply.startswith(":warning: ") and fragment in reply
+    assert "<!channel>" not in reply
+    assert respond.calls == []
+    assert edge.requests() == []
+    assert edge.h.notifier.calls == []
+
+
+def test_revoke_with_a_superscript_digit_is_acked_with_a_warning(edge: Edge) -> None:
+    ack, _ = edge.slash("revoke ²")
+    assert ack.calls and ack.calls[0]["text"].startswith(":warning:")
+
+
+def test_refusals_after_ack_are_responded(edge: Edge) -> None:
+    ack, respond = edge.slash("orders-logs 30m INC-1 x", user=APPROVER)
+    assert ack.calls == [{}]
+    ((reply,),) = [list(call.values()) for call in respond.calls]
+    assert reply.startswith(":warning: Nobody but you")
+
+
+def test_list_and_revoke(edge: Edge) -> None:
+    edge.slash("payments-db 30m INC-1 x")
+    _, respond = edge.slash("list")
+    assert "#1 `payments-db` 30m — waiting for approval" in respond.calls[0]["text"]
+    _, respond = edge.slash("revoke #1", user=BYSTANDER)
+    assert respond.calls[0]["text"].startswith(":warning: Only the requester")
+    _, respond = edge.slash("revoke 1")
+    assert respond.calls[0]["text"] == "Request #1 is now withdrawn."
+    _, respond = edge.slash("list")
+    assert "no pending requests" in respond.calls[0]["text"]
+
+
+# -- buttons ---------------------------------------------------------------------------------------
+
+
+def _ephemeral(respond: Recorder) -> str:
+    (call,) = respond.calls
+    assert call["response_type"] == "ephemeral" and call["replace_original"] is False
+    return str(call["text"])
+
+
+def test_approve_button(edge: Edge) -> None:
+    edge.slash("payments-db 30m INC-1 x")
+    ack, respond = edge.click(ActionId.APPROVE, "1", APPROVER)
+    assert ack.calls == [{}]
+    assert _ephemeral(respond) == "You approved request #1; it is now active."
+    assert len(edge.h.notifier.deliveries) == 1
+
+
+def test_deny_button(edge: Edge) -> None:
+    edge.slash("payments-db 30m INC-1 x")
+    _, respond = edge.click(ActionId.DENY, "1", APPROVER)
+    assert _ephemeral(respond) == "You denied request #1; it is now denied."
+    assert edge.h.issuer.calls == []
+
+
+@pytest.mark.parametrize(
+    ("action", "value", "user", "fragment"),
+    [
+        (ActionId.APPROVE, "1", REQUESTER, "your own request"),
+        (ActionId.APPROVE, "1", BYSTANDER, "Only the approvers"),
+        (ActionId.DENY, "1", BYSTANDER, "Only the approvers"),
+        (ActionId.APPROVE, "99", APPROVER, "no request #99"),
+        (ActionId.APPROVE, "1; drop table", APPROVER, "is not a request id"),
+        (ActionId.REVOKE, "1", BYSTANDER, "Only the requester"),
+    ],
+)
+def test_refused_clicks_change_nothing(edge: Edge, action: ActionId, value: str, user: str,
+                                       fragment: str) -> None:
+    edge.slash("payments-db 30m INC-1 x")
+    ack, respond = edge.click(action, value, user)
+    assert ack.calls == [{}]
+    text = _ephemeral(respond)
+    assert text.startswith(":warning: ") and fragment in text
+    assert [r.status for r in edge.requests()] == ["pending"]
+    assert edge.h.issuer.calls == []
+
+
+def test_revoke_button(edge: Edge) -> None:
+    edge.slash("payments-db 30m INC-1 x")
+    edge.click(ActionId.APPROVE, "1", APPROVER)
+    _, respond = edge.click(ActionId.REVOKE, "1", REQUESTER)
+    assert _ephemeral(respond) == "Request #1 is now ended."
+    assert not edge.h.issuer.live
+
+
+# -- the modal -------------------------------------------------------------------------------------
+
+
+def test_modal_submission_stores_and_confirms_in_the_channel(edge: Edge) -> None:
+    ack = edge.submit_modal("payments-db", "45m", "INC-7\nsecond line")
+    assert ack.calls == [{}]
+    (request,) = edge.requests()
+    assert (request.duration_seconds, request.reason) == (2700, "INC-7 second line")
+    ((method, kwargs),) = edge.client.calls
+    assert (method, kwargs["channel"], kwargs["user"]) == ("chat.postEphemeral", "C0ORIGIN",
+                                                           REQUESTER)
+    assert f"Request #{request.id}" in kwargs["text"]
+
+
+def test_modal_default_duration(edge: Edge) -> None:
+    edge.submit_modal("payments-db", "", "INC-7 x")
+    assert edge.requests()[0].duration_seconds == 3600
+
+
+@pytest.mark.parametrize(
+    ("resource", "duration", "reason", "block", "fragment"),
+    [
+        ("payments-db", "30", "INC-1 x", BlockId.DURATION, "is not a duration"),
+        ("payments-db", "9h", "INC-1 x", BlockId.DURATION, "at most 4h"),
+        ("orders-logs", "", "INC-1 x", BlockId.DURATION, "Say how long"),
+        ("nope", "30m", "INC-1 x", BlockId.RESOURCE, "Unknown resource"),
+        ("", "30m", "INC-1 x", BlockId.RESOURCE, "Unknown resource"),
+        ("payments-db", "30m", " ", BlockId.REASON, "Please give a reason"),
+        ("payments-db", "30m", "x" * 501, BlockId.REASON, "too long"),
+    ],
+)
+def test_modal_errors_appear_under_their_field(edge: Edge, resource: str, duration: str,
+                                               reason: str, block: BlockId,
+                                               fragment: str) -> None:
+    ack = edge.submit_modal(resource, duration, reason)
+    ((call),) = ack.calls
+    assert call["response_action"] == "errors"
+    assert list(call["errors"]) == [block.value]
+    assert fragment in call["errors"][block.value]
+    assert edge.requests() == [] and edge.client.calls == []
+
+
+@pytest.mark.parametrize("metadata", [None, "not json", '{"channel": 5}', '{"channel": "D0DM"}',
+                                      '["C0X"]'])
+def test_modal_confirms_by_dm_without_a_usable_channel(edge: Edge, metadata: str | None) -> None:
+    edge.submit_modal("payments-db", "30m", "INC-1 x", metadata=metadata)
+    assert [m for m, _ in edge.client.calls] == ["conversations.open", "chat.postMessage"]
+    assert edge.client.calls[1][1]["channel"] == f"D-{REQUESTER}"
+    assert len(edge.requests()) == 1
+
+
+def test_modal_refusal_after_ack_is_posted(edge: Edge) -> None:
+    edge.submit_modal("orders-logs", "30m", "INC-1 x", user=APPROVER)
+    ((_, kwargs),) = edge.client.calls
+    assert kwargs["text"].startswith(":warning: Nobody but you")
+
+
+def test_modal_confirmation_failure_is_swallowed(edge: Edge) -> None:
+    edge.client.fail_with = OSError("connection refused")
+    ack = edge.submit_modal("payments-db", "30m", "INC-1 x")
+    assert ack.calls == [{}]
+    assert len(edge.requests()) == 1  # the request stands; only the receipt was lost
+
+
+def test_modal_private_metadata_round_trip(edge: Edge) -> None:
+    modal = blocks.request_modal(edge.h.policy, "C0ROUND")
+    edge.submit_modal("payments-db", "30m", "INC-1 x", metadata=modal["private_metadata"])
+    assert edge.client.calls[0][1]["channel"] == "C0ROUND"
+    assert json.loads(modal["private_metadata"]) == {"channel": "C0ROUND"}

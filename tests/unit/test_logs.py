@@ -1,0 +1,160 @@
+"""Secrets never reach a log line: SecretValue hides itself, RedactingFilter masks the rest."""
+
+from __future__ import annotations
+
+import io
+import logging
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from bot.issuer import DynamicSecret, GrantToken, SecretValue
+from bot.logs import MASK, RedactingFilter, redact, remember_secret
+from bot.ports import CredentialDelivery
+from tests.unit.fakes import START
+
+
+@dataclass
+class Captured:
+    logger: logging.Logger
+    stream: io.StringIO
+
+    @property
+    def text(self) -> str:
+        return self.stream.getvalue()
+
+
+@pytest.fixture
+def captured() -> Iterator[Captured]:
+    """A logger whose handler formats through RedactingFilter, as configure_logging sets up."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    logger = logging.getLogger(f"test.redaction.{secrets.token_hex(4)}")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield Captured(logger, stream)
+    logger.removeHandler(handler)
+
+
+def fresh_secret() -> str:
+    return f"s3cr3t-{secrets.token_hex(8)}"
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        lambda lg, s: lg.info("password is %s", s),
+        lambda lg, s: lg.info("password is " + s),
+        lambda lg, s: lg.warning("%s and %s", s, s),
+        lambda lg, s: lg.error("body: %r", {"password": s}),
+        lambda lg, s: lg.info("prefix%ssuffix", s),
+    ],
+    ids=["arg", "message", "twice", "repr-arg", "embedded"],
+)
+def test_remembered_secret_is_masked_in_messages(captured: Captured, log: object) -> None:
+    secret = fresh_secret()
+    remember_secret(secret)
+    log(captured.logger, secret)  # type: ignore[operator]
+    assert secret not in captured.text
+    assert MASK in captured.text
+
+
+def test_unremembered_text_is_left_alone(captured: Captured) -> None:
+    value = fresh_secret()
+    captured.logger.info("ordinary %s", value)
+    assert f"ordinary {value}" in captured.text
+
+
+def test_secret_is_masked_in_exception_text(captured: Captured) -> None:
+    secret = fresh_secret()
+    remember_secret(secret)
+    try:
+        raise RuntimeError(f"vault said no to token {secret}")
+    except RuntimeError:
+        captured.logger.exception("call failed")
+    assert "RuntimeError: vault said no to token " + MASK in captured.text
+    assert secret not in captured.text
+
+
+def test_secret_is_masked_in_a_chained_exception(captured: Captured) -> None:
+    secret = fresh_secret()
+    remember_secret(secret)
+    try:
+        try:
+            raise KeyError(secret)
+        except KeyError as inner:
+            raise ValueError("wrapping failed") from inner
+    except ValueError:
+        captured.logger.error("delivery failed", exc_info=True)
+    assert secret not in captured.text
+    assert "KeyError" in captured.text and "wrapping failed" in captured.text
+
+
+def test_short_values_are_not_remembered(captured: Captured) -> None:
+    remember_secret("abc12")  # too short to mask without mangling ordinary words
+    captured.logger.info("abc12 stays")
+    assert "abc12 stays" in captured.text
+
+
+def test_redact_masks_every_remembered_secret() -> None:
+    first, second = fresh_secret(), fresh_secret()
+    remember_secret(first)
+    remember_secret(second)
+    assert redact(f"{first}/{second}/{first}") == f"{MASK}/{MASK}/{MASK}"
+
+
+def test_secret_value_remembers_itself(captured: Captured) -> None:
+    raw = fresh_secret()
+    value = SecretValue(raw)
+    captured.logger.info("revealed by mistake: %s", value.reveal())
+    assert raw not in captured.text and MASK in captured.text
+
+
+def test_secret_value_never_shows_its_value() -> None:
+    raw = fresh_secret()
+    value = SecretValue(raw)
+    renderings = [repr(value), str(value), f"{value}", f"{value!r}", f"{value!s}",
+                  format(value), repr([value]), repr({"k": value}),
+                  logging.LogRecord("n", logging.INFO, "p", 1, "%s %r", (value, value),
+                                    None).getMessage()]
+    for text in renderings:
+        assert raw not in text
+        assert "*" in text
+    assert value.reveal() == raw
+
+
+def test_containers_of_secret_values_do_not_leak() -> None:
+    token, password, wrapping = fresh_secret(), fresh_secret(), fresh_secret()
+    grant_token = GrantToken(accessor="acc-1", token=SecretValue(token), expires_at=START,
+                             policies=("p",))
+    secret = DynamicSecret(lease_id="lease-1", lease_expires_at=START,
+                           values={"password": SecretValue(password)})
+    delivery = CredentialDelivery(expires_at=START, wrapping_token=SecretValue(wrapping),
+                                  wrap_ttl=timedelta(minutes=10),
+                                  values={"password": SecretValue(password)})
+    dumped = repr(grant_token) + str(secret) + repr(delivery)
+    for raw in (token, password, wrapping):
+        assert raw not in dumped
+    assert "acc-1" in dumped and "lease-1" in dumped  # references are fine to log
+
+
+def test_secret_values_compare_by_value() -> None:
+    raw = fresh_secret()
+    assert SecretValue(raw) == SecretValue(raw)
+    assert SecretValue(raw) != SecretValue(raw + "x")
+    assert SecretValue(raw) != raw
+    assert len({SecretValue(raw), SecretValue(raw)}) == 1
+
+
+def test_secret_value_has_no_instance_dict() -> None:
+    value = SecretValue(fresh_secret())
+    assert not hasattr(value, "__dict__")
+    with pytest.raises(AttributeError):
+        value.extra = 1  # type: ignore[attr-defined]
+
