@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Engine, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.store.models import AuditEvent, AuditHead, utc
@@ -92,6 +93,18 @@ def append_event(
     session.add(head)
     session.flush()
     return event
+
+
+def ensure_chain_head(engine: Engine) -> None:
+    """Seed the chain head once, at start, so concurrent first appends never race to create it."""
+    with Session(engine) as session:
+        if session.get(AuditHead, 1) is not None:
+            return
+        session.add(AuditHead(id=1, last_hash=GENESIS_HASH, count=0))
+        try:
+            session.commit()
+        except IntegrityError:  # another replica seeded it first
+            session.rollback()
 
 
 @dataclass(frozen=True)

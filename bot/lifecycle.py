@@ -216,9 +216,10 @@ class AccessLifecycle:
             ref = self.notifier.deliver_credentials(view, delivery)
         except (IssuerError, DeliveryError) as exc:
             log.error("delivery of request %s failed: %s", view.id, exc)
+            ended = self.end_grant(grant_id, EndReason.DELIVERY_FAILED)
+            state = "was revoked" if ended else "is being revoked"
             self.notifier.tell(view.requester, f"Your credentials for request #{view.id} could "
-                               "not be delivered, so the access was revoked. Please try again.")
-            self.end_grant(grant_id, EndReason.DELIVERY_FAILED)
+                               f"not be delivered, so the access {state}. Please try again.")
             return self.get(view.id)
         self._remember_messages(view.id, "credentials", [ref])
         with transaction(self.engine) as session:
@@ -259,13 +260,14 @@ class AccessLifecycle:
             append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.FAILED,
                          request_id=view.id, resource=view.resource, details={"error": problem})
             failed = self._view(session, self._request(session, view.id))
-        if grant_id is not None:
-            self.end_grant(grant_id, EndReason.ISSUE_FAILED)
+        cleaned = grant_id is None or self.end_grant(grant_id, EndReason.ISSUE_FAILED)
         self._refresh_request_messages(failed)
         self.notifier.audit(failed, AuditAction.FAILED, f"failed: {problem}", alert=True)
+        aftermath = ("Nothing was left behind." if cleaned else
+                     "What was half-issued is being revoked; the audit channel follows it.")
         self.notifier.tell(failed.requester,
                            f"Request #{failed.id} for `{failed.resource}` was approved but could "
-                           f"not be issued: {problem}. Nothing was left behind.")
+                           f"not be issued: {problem}. {aftermath}")
         if failed.decided_by:
             self.notifier.tell(failed.decided_by, f"You approved request #{failed.id}, but "
                                f"issuing failed: {problem}. The requester has been told.")

@@ -48,9 +48,10 @@ def _to_timedelta(value: Any) -> Any:
             return parse_duration(value)
         except DurationError as exc:
             raise ValueError(str(exc)) from None
-    if isinstance(value, int) and not isinstance(value, bool):
-        raise ValueError("write durations with a unit, like 30m or 2h")
-    return value
+    if isinstance(value, timedelta):
+        return value
+    # Numbers (7200, 7200.0) and booleans would be read as seconds: refuse rather than guess.
+    raise ValueError("write durations with a unit, like 30m or 2h")
 
 
 Duration = Annotated[timedelta, BeforeValidator(_to_timedelta)]
@@ -149,8 +150,30 @@ class Policy(_Strict):
                 raise ValueError(f"resource name {name!r} is reserved for a subcommand")
         return value
 
+    @field_validator("wrap_ttl")
+    @classmethod
+    def _wrap_ttl(cls, value: timedelta) -> timedelta:
+        if value < MINIMUM_GRANT:
+            raise ValueError(f"must be at least {format_duration(MINIMUM_GRANT)}")
+        return value
+
     def resource(self, name: str) -> Resource | None:
         return self.resources.get(name)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys: a second `payments-db:` must not silently
+    replace the first, approvers included."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def _format_errors(source: str, error: ValidationError) -> str:
@@ -165,7 +188,7 @@ def _format_errors(source: str, error: ValidationError) -> str:
 def parse_policy(text: str, source: str = "policy") -> Policy:
     """Validate policy YAML text; raise PolicyError naming source, key and problem."""
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise PolicyError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
@@ -182,4 +205,6 @@ def load_policy(path: Path) -> Policy:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read the policy file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     return parse_policy(text, source=str(path))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from slack_bolt import App
 
 from bot import scheduler
+from bot.audit import ensure_chain_head
 from bot.config import Settings
 from bot.lifecycle import AccessLifecycle
 from bot.policy import Policy
@@ -51,6 +52,7 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     """Build everything, reconcile against the database, start the timers."""
     engine = make_engine(settings.database_url)
     create_schema(engine)
+    ensure_chain_head(engine)
     issuer = build_issuer(settings)
     report = issuer.ensure_setup(vault_shapes(policy))
     for line in report.lines():

@@ -60,7 +60,7 @@ class UsageError(UserError):
 def parse_request_id(text: str) -> int:
     """Accept ``42`` or ``#42``."""
     cleaned = text.strip().removeprefix("#")
-    if not cleaned.isdigit() or len(cleaned) > 12:
+    if not (cleaned.isascii() and cleaned.isdigit()) or len(cleaned) > 12:
         raise UsageError(f"`{quote(text)}` is not a request id (it looks like `42`).")
     return int(cleaned)
 

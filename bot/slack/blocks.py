@@ -134,7 +134,8 @@ def credentials_message(view: RequestView, delivery: CredentialDelivery) -> tupl
             f"```vault unwrap {token}```\n(or `bao unwrap {token}` with OpenBao)"
         ))
     elif delivery.values:
-        lines = "\n".join(f"{key}: {value.reveal()}" for key, value in delivery.values.items())
+        lines = "\n".join(f"{key}: {escape(value.reveal())}"
+                          for key, value in delivery.values.items())
         blocks.append(_section(f"```{lines}```\nThis message is only visible to you. "
                                "Do not paste these values anywhere."))
     for note in delivery.notes:
