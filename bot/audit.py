@@ -36,6 +36,11 @@ class AuditAction(enum.StrEnum):
     FAILED = "failed"
     REVOKE_FAILED = "revoke_failed"
     REFUSED = "refused"
+    ESCALATED = "escalated"
+    REQUEST_EXPIRED = "request_expired"
+    BREAK_GLASS = "break_glass"
+    REVIEWED = "reviewed"
+    EXTENDED = "extended"
 
 
 def canonical_content(

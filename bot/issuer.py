@@ -102,3 +102,7 @@ class Issuer(Protocol):
 
     def confirm_revoked(self, token_accessor: str | None, lease_id: str | None) -> bool:
         """Ask Vault whether both the lease and the token are really gone."""
+
+    def renew(self, token_accessor: str, lease_id: str | None, until: datetime) -> datetime:
+        """Extend the grant token (and its lease) to ``until``; return the expiry Vault actually
+        granted, which a role's max TTL may cap below ``until``."""

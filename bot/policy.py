@@ -34,6 +34,7 @@ from bot.domain.durations import (
 
 RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
+SLACK_USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,20}$")
 SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
 VAULT_POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
@@ -76,6 +77,12 @@ class Channels(_Strict):
         return value
 
 
+class BreakGlass(_Strict):
+    """Emergency access without approval: announced loudly, reviewed afterwards."""
+
+    max_duration: Duration
+
+
 class Resource(_Strict):
     """One thing people can ask access to: a leased Vault path, or a token with Vault policies."""
 
@@ -85,6 +92,20 @@ class Resource(_Strict):
     default_duration: Duration | None = None
     max_duration: Duration
     approvers: tuple[str, ...] = Field(min_length=1)
+    approvals_required: int = Field(default=1, ge=1, le=10)
+    escalate_after: Duration | None = None
+    pending_ttl: Duration = timedelta(hours=1)
+    requesters: tuple[str, ...] = ()
+    break_glass: BreakGlass | None = None
+
+    @field_validator("requesters")
+    @classmethod
+    def _requesters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not (SLACK_USER_ID.fullmatch(entry) or SLACK_USERGROUP_ID.fullmatch(entry)):
+                raise ValueError(f"{entry!r} is neither a Slack user id nor a user group id "
+                                 "(like S0123ABCD)")
+        return value
 
     @field_validator("vault_path")
     @classmethod
@@ -119,6 +140,12 @@ class Resource(_Strict):
         if not MINIMUM_GRANT <= self.max_duration <= MAXIMUM_GRANT:
             raise ValueError(f"max_duration must be between {format_duration(MINIMUM_GRANT)} "
                              f"and {format_duration(MAXIMUM_GRANT)}")
+        if self.break_glass is not None and not (
+            MINIMUM_GRANT <= self.break_glass.max_duration <= self.max_duration
+        ):
+            raise ValueError("break_glass.max_duration must be between 1m and max_duration")
+        if self.escalate_after is not None and self.escalate_after >= self.pending_ttl:
+            raise ValueError("escalate_after must be shorter than pending_ttl")
         if self.default_duration is not None and not (
             MINIMUM_GRANT <= self.default_duration <= self.max_duration
         ):

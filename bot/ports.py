@@ -53,6 +53,27 @@ class RequestView:
     end_reason: str | None = None
     ended_by: str | None = None
     failure: str | None = None
+    kind: str = "access"
+    parent_id: int | None = None
+    break_glass: bool = False
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    approved_by: tuple[str, ...] = ()
+    approvals_required: int = 1
+    escalation_level: int = 0
+    routing_note: str | None = None
+    pending_until: datetime | None = None
+
+    @property
+    def is_extension(self) -> bool:
+        return self.kind == "extension"
+
+    @property
+    def label(self) -> str:
+        """``Access request #42`` / ``Extension request #43`` / ``Break-glass access #44``."""
+        if self.break_glass:
+            return f"Break-glass access #{self.id}"
+        return f"{'Extension' if self.is_extension else 'Access'} request #{self.id}"
 
 
 @dataclass(frozen=True)
@@ -70,8 +91,10 @@ class Notifier(Protocol):
     """Everything the lifecycle tells people. Implementations must not raise on Slack errors:
     state is already committed when they run, and a failed post is logged, not fatal."""
 
-    def announce_request(self, view: RequestView) -> list[MessageRef]:
-        """Post the request with Approve/Deny to the approvals channel and each approver's DM."""
+    def announce_request(self, view: RequestView, users: Sequence[str],
+                         in_channel: bool = True) -> list[MessageRef]:
+        """Post the request (with its buttons) to the approvals channel when ``in_channel``, and
+        by DM to each of ``users``."""
 
     def refresh_request(self, view: RequestView, refs: Sequence[MessageRef]) -> None:
         """Update every copy of the request message to its current state."""
@@ -85,8 +108,14 @@ class Notifier(Protocol):
     def tell(self, user: str, text: str) -> None:
         """DM one person a short plain message (``text`` is already mrkdwn-safe)."""
 
-    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False) -> None:
-        """Post a lifecycle event to the audit channel; ``alert`` marks it as needing a human."""
+    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False,
+              thread: MessageRef | None = None) -> MessageRef | None:
+        """Post a lifecycle event to the audit channel: as a reply in the request's ``thread``
+        when there is one (``alert`` echoes it to the channel too), else as a new root message,
+        whose ref is returned so later events can thread under it."""
+
+    def home_changed(self, users: Sequence[str]) -> None:
+        """Refresh the App Home of these users (their requests or queues changed)."""
 
 
 class DeliveryError(Exception):
@@ -94,9 +123,55 @@ class DeliveryError(Exception):
 
 
 class Timers(Protocol):
-    """Wake-ups for grant expiry and revocation retries. The database stays the truth: timers
-    can be lost and rebuilt by ``AccessLifecycle.reconcile``."""
+    """Wake-ups for grant expiry, revocation retries, escalation and pending expiry. The
+    database stays the truth: timers can be lost and rebuilt by ``AccessLifecycle.reconcile``."""
 
     def schedule_end(self, grant_id: int, at: datetime) -> None: ...
 
     def schedule_retry(self, grant_id: int, at: datetime) -> None: ...
+
+    def schedule_escalation(self, request_id: int, at: datetime) -> None: ...
+
+    def schedule_pending_expiry(self, request_id: int, at: datetime) -> None: ...
+
+    def cancel_pending(self, request_id: int) -> None:
+        """Drop a request's escalation and expiry timers once it is no longer pending."""
+
+
+@dataclass(frozen=True)
+class ApproverTier:
+    """One approver source's answer: who (other than the requester) can approve now."""
+
+    source: str
+    users: tuple[str, ...]
+    note: str | None = None
+
+
+class ApproverDirectory(Protocol):
+    """Who may approve and who may ask, now. Static lists, rotations, PagerDuty and Slack user
+    groups all answer through this, so the lifecycle never knows where people come from."""
+
+    def tiers(self, entries: Sequence[str], requester: str, now: datetime) -> list[ApproverTier]:
+        """Approver tiers in escalation order (first non-empty = primary), requester removed."""
+
+    def may_approve(self, user: str, entries: Sequence[str], requester: str,
+                    now: datetime) -> bool:
+        """Whether ``user`` is an approver at this moment (never the requester)."""
+
+    def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
+        """Whether ``user`` is in one of these Slack user groups."""
+
+
+class StaticApprovers:
+    """``ApproverDirectory`` for policies that list Slack user ids only (one tier each)."""
+
+    def tiers(self, entries: Sequence[str], requester: str, now: datetime) -> list[ApproverTier]:
+        users = tuple(u for u in dict.fromkeys(entries) if u != requester)
+        return [ApproverTier(source="policy", users=users)]
+
+    def may_approve(self, user: str, entries: Sequence[str], requester: str,
+                    now: datetime) -> bool:
+        return user != requester and user in entries
+
+    def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
+        return False

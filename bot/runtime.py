@@ -20,6 +20,7 @@ from bot.policy import Policy
 from bot.ports import SystemClock
 from bot.scheduler import GrantTimers
 from bot.slack.app import build_app, build_web_client
+from bot.slack.home import HomePublisher
 from bot.slack.notifier import SlackNotifier
 from bot.store.db import create_schema, make_engine
 from bot.vault import ResourceGrantShape, VaultIssuer
@@ -59,10 +60,12 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         log.info("vault set-up: %s", line)
     client = build_web_client(settings)
     timers = GrantTimers(engine)
-    lifecycle = AccessLifecycle(engine=engine, policy=policy, issuer=issuer,
-                                notifier=SlackNotifier(client, policy), timers=timers,
-                                clock=SystemClock())
-    app = build_app(settings, client, lifecycle)
+    notifier = SlackNotifier(client, policy)
+    lifecycle = AccessLifecycle(engine=engine, policy=policy, issuer=issuer, notifier=notifier,
+                                timers=timers, clock=SystemClock())
+    publish_home = HomePublisher(client, lifecycle)
+    notifier.home = publish_home
+    app = build_app(settings, client, lifecycle, publish_home)
     scheduler.bind(lifecycle)
     timers.start()
     lifecycle.reconcile()

@@ -12,10 +12,13 @@ jobs call the module-level ``run_end_grant`` which reaches the running lifecycle
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
@@ -33,17 +36,32 @@ def bind(lifecycle: AccessLifecycle) -> None:
     _lifecycle = lifecycle
 
 
-def run_end_grant(grant_id: int, reason: str) -> None:
-    """The scheduled job: end (or retry ending) one grant."""
+def _run(what: str, call: Callable[[AccessLifecycle], object]) -> None:
     if _lifecycle is None:
-        log.error("timer for grant %s fired before the lifecycle was bound", grant_id)
+        log.error("timer %s fired before the lifecycle was bound", what)
         return
     try:
-        _lifecycle.end_grant(grant_id, reason)
+        call(_lifecycle)
     except Exception:
-        # A failure here is already recorded and retried by end_grant; anything else is a bug,
-        # and reconcile at the next start will find the grant again.
-        log.exception("timer for grant %s failed", grant_id)
+        # Vault failures are recorded and retried inside the use case; anything else is a bug,
+        # and reconcile at the next start finds the row again.
+        log.exception("timer %s failed", what)
+
+
+def run_end_grant(grant_id: int, reason: str) -> None:
+    """The scheduled job: end (or retry ending) one grant."""
+    _run(f"grant-{grant_id}", lambda lifecycle: lifecycle.end_grant(grant_id, reason))
+
+
+def run_escalation(request_id: int) -> None:
+    """The scheduled job: nobody decided in time, ask the next approver tier."""
+    _run(f"request-{request_id}-escalate", lambda lifecycle: lifecycle.escalate(request_id))
+
+
+def run_pending_expiry(request_id: int) -> None:
+    """The scheduled job: the request waited ``pending_ttl``; expire it if still pending."""
+    _run(f"request-{request_id}-expire",
+         lambda lifecycle: lifecycle.expire_pending(request_id))
 
 
 class GrantTimers:
@@ -65,14 +83,24 @@ class GrantTimers:
             self.scheduler.shutdown(wait=False)
 
     def schedule_end(self, grant_id: int, at: datetime) -> None:
-        self._add(f"grant-{grant_id}-end", grant_id, EndReason.EXPIRED, at)
+        self._add(f"grant-{grant_id}-end", run_end_grant, [grant_id, EndReason.EXPIRED], at)
 
     def schedule_retry(self, grant_id: int, at: datetime) -> None:
-        self._add(f"grant-{grant_id}-retry", grant_id, EndReason.EXPIRED, at)
+        self._add(f"grant-{grant_id}-retry", run_end_grant, [grant_id, EndReason.EXPIRED], at)
 
-    def _add(self, job_id: str, grant_id: int, reason: str, at: datetime) -> None:
-        self.scheduler.add_job(
-            run_end_grant, trigger="date", run_date=at, args=[grant_id, reason], id=job_id,
-            replace_existing=True, name=job_id,
-        )
+    def schedule_escalation(self, request_id: int, at: datetime) -> None:
+        self._add(f"request-{request_id}-escalate", run_escalation, [request_id], at)
+
+    def schedule_pending_expiry(self, request_id: int, at: datetime) -> None:
+        self._add(f"request-{request_id}-expire", run_pending_expiry, [request_id], at)
+
+    def cancel_pending(self, request_id: int) -> None:
+        for job_id in (f"request-{request_id}-escalate", f"request-{request_id}-expire"):
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(job_id)
+
+    def _add(self, job_id: str, func: Callable[..., None], args: list[object],
+             at: datetime) -> None:
+        self.scheduler.add_job(func, trigger="date", run_date=at, args=args, id=job_id,
+                               replace_existing=True, name=job_id)
         log.info("timer %s set for %s", job_id, at.isoformat())

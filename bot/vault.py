@@ -148,7 +148,7 @@ def bot_policy_hcl(
         "# Revoke and verify grant tokens by accessor; renew the bot-held ones within max TTL.",
         'path "auth/token/revoke-accessor" {\n  capabilities = ["update"]\n}',
         'path "auth/token/lookup-accessor" {\n  capabilities = ["update"]\n}',
-        'path "auth/token/renew" {\n  capabilities = ["update"]\n}',
+        'path "auth/token/renew-accessor" {\n  capabilities = ["update"]\n}',
         "# The bot's own token.",
         'path "auth/token/lookup-self" {\n  capabilities = ["read"]\n}',
         'path "auth/token/renew-self" {\n  capabilities = ["update"]\n}',
@@ -675,6 +675,33 @@ class VaultIssuer:
         if not wrapping_token:
             raise IssuerError("Vault wrap via sys/wrapping/wrap returned no wrapping token")
         return SecretValue(str(wrapping_token))
+
+    def renew(self, token_accessor: str, lease_id: str | None, until: datetime) -> datetime:
+        """Extend the grant token (by accessor: the bot never keeps the token) and its lease to
+        ``until``. Returns the expiry Vault granted: min of the token's and the lease's, which a
+        role's max TTL may cap below ``until``. Not retried: a renewal is not idempotent."""
+        now = self._clock()
+        seconds = max(int((until - now).total_seconds()), 1)
+        token = self._call(
+            "renew", "auth/token/renew-accessor",
+            lambda: self._client.write_data("auth/token/renew-accessor",
+                                            data={"accessor": token_accessor,
+                                                  "increment": f"{seconds}s"}),
+            retry=False,
+        )
+        expiry = now + timedelta(seconds=int(((token or {}).get("auth") or {})
+                                             .get("lease_duration") or 0))
+        if lease_id:
+            _check_path(lease_id)
+            path = f"sys/leases/renew/{lease_id}"
+            lease = self._call(
+                "renew", path,
+                lambda: self._client.write_data(path, data={"increment": seconds}),
+                retry=False,
+            )
+            lease_seconds = int((lease or {}).get("lease_duration") or 0)
+            expiry = min(expiry, now + timedelta(seconds=lease_seconds))
+        return expiry
 
     def revoke(self, token_accessor: str | None, lease_id: str | None) -> None:
         """Revoke the lease, then the token. Gone already counts as success.

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from bot.domain.errors import UserError
 from bot.domain.text import quote
 
-SUBCOMMANDS = frozenset({"help", "list", "revoke"})
+SUBCOMMANDS = frozenset({"help", "list", "revoke", "extend"})
+BREAK_GLASS_FLAG = "--break-glass"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,14 @@ class RevokeGrant:
 
 
 @dataclass(frozen=True)
+class ExtendGrant:
+    """``/debug-access extend <id> <duration>``: ask the approvers for more time."""
+
+    request_id: int
+    duration_text: str
+
+
+@dataclass(frozen=True)
 class RequestAccess:
     """``/debug-access <resource> [<duration>] <reason…>``.
 
@@ -48,9 +57,10 @@ class RequestAccess:
     resource: str
     duration_text: str | None
     reason: str
+    break_glass: bool = False
 
 
-Command = OpenRequestForm | ShowHelp | ListMine | RevokeGrant | RequestAccess
+Command = OpenRequestForm | ShowHelp | ListMine | RevokeGrant | ExtendGrant | RequestAccess
 
 
 class UsageError(UserError):
@@ -85,6 +95,16 @@ def parse_command(text: str) -> Command:
         if len(words) != 2:
             raise UsageError("Usage: `/debug-access revoke <id>`.")
         return RevokeGrant(parse_request_id(words[1]))
+    if head == "extend":
+        if len(words) != 3:
+            raise UsageError("Usage: `/debug-access extend <id> <duration>`, for example "
+                             "`/debug-access extend 42 30m`.")
+        return ExtendGrant(parse_request_id(words[1]), words[2])
+    break_glass = BREAK_GLASS_FLAG in (word.lower() for word in words)
+    words = [word for word in words if word.lower() != BREAK_GLASS_FLAG]
+    if not words:
+        raise UsageError(f"Usage: `/debug-access <resource> <duration> {BREAK_GLASS_FLAG} "
+                         "<reason>`.")
     if len(words) == 1:
         raise UsageError(
             f"Missing reason. Usage: `/debug-access {quote(words[0])} <duration> <reason>`, "
@@ -98,4 +118,4 @@ def parse_command(text: str) -> Command:
         duration_text = None
         reason_words = words[1:]
     return RequestAccess(resource=resource, duration_text=duration_text,
-                         reason=" ".join(reason_words))
+                         reason=" ".join(reason_words), break_glass=break_glass)

@@ -1,9 +1,14 @@
 """A request's life: validation of what was asked, and the states it may move through.
 
     PENDING --approve--> APPROVED --issued--> ACTIVE --end--> REVOKING --confirmed--> ENDED
-       |                    |                                     ^   (retries until Vault
-       +--deny--> DENIED    +--issue failed--> FAILED             |    confirms; never skips)
-       +--withdraw--> WITHDRAWN                 ACTIVE -----------+
+       |  (N approvals,     |                                     ^   (retries until Vault
+       |   or break-glass)  +--issue failed--> FAILED             |    confirms; never skips)
+       +--deny--> DENIED                        ACTIVE -----------+
+       +--withdraw--> WITHDRAWN
+       +--pending_ttl passes--> EXPIRED
+
+An extension is a request of its own (kind "extension") that walks PENDING -> APPROVED and
+then, instead of issuing, renews its parent grant: APPROVED -> ENDED, or FAILED.
 
 APPROVED is the short window while Vault issues; the database row moving PENDING -> APPROVED is
 the atomic claim that makes two simultaneous Approve clicks issue one credential.
@@ -15,9 +20,10 @@ import enum
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from bot.domain.durations import (
+    MINIMUM_GRANT,
     DurationError,
     check_grant_duration,
     format_duration,
@@ -48,6 +54,7 @@ class RequestStatus(enum.StrEnum):
     DENIED = "denied"
     FAILED = "failed"
     WITHDRAWN = "withdrawn"
+    EXPIRED = "expired"
 
     @property
     def is_open(self) -> bool:
@@ -71,19 +78,24 @@ _LABELS = {
     RequestStatus.DENIED: "denied",
     RequestStatus.FAILED: "failed",
     RequestStatus.WITHDRAWN: "withdrawn",
+    RequestStatus.EXPIRED: "expired unanswered",
 }
 
 ALLOWED_TRANSITIONS: Mapping[RequestStatus, frozenset[RequestStatus]] = {
     RequestStatus.PENDING: frozenset(
-        {RequestStatus.APPROVED, RequestStatus.DENIED, RequestStatus.WITHDRAWN}
+        {RequestStatus.APPROVED, RequestStatus.DENIED, RequestStatus.WITHDRAWN,
+         RequestStatus.EXPIRED}
     ),
-    RequestStatus.APPROVED: frozenset({RequestStatus.ACTIVE, RequestStatus.FAILED}),
+    RequestStatus.APPROVED: frozenset(
+        {RequestStatus.ACTIVE, RequestStatus.FAILED, RequestStatus.ENDED}
+    ),
     RequestStatus.ACTIVE: frozenset({RequestStatus.REVOKING}),
     RequestStatus.REVOKING: frozenset({RequestStatus.ENDED}),
     RequestStatus.ENDED: frozenset(),
     RequestStatus.DENIED: frozenset(),
     RequestStatus.FAILED: frozenset(),
     RequestStatus.WITHDRAWN: frozenset(),
+    RequestStatus.EXPIRED: frozenset(),
 }
 
 
@@ -141,3 +153,30 @@ def validate_request(
     else:
         duration = check_grant_duration(parse_duration(duration_text), wanted.max_duration)
     return ValidRequest(resource=resource, duration=duration, reason=clean_reason(reason))
+
+
+def validate_break_glass(resource_name: str, resource: Resource, duration: timedelta) -> None:
+    """Break-glass skips approval, so it is allowed only where the policy says, and shorter."""
+    if resource.break_glass is None:
+        raise UserError(f"`{resource_name}` has no break-glass access; ask for approval instead.")
+    limit = resource.break_glass.max_duration
+    if duration > limit:
+        raise DurationError(f"Break-glass access to `{resource_name}` lasts at most "
+                            f"{format_duration(limit)}.")
+
+
+def extension_limit(issued_at: datetime, expires_at: datetime, extra: timedelta,
+                    max_duration: timedelta) -> datetime:
+    """The new expiry for an extension, refusing any that would exceed ``max_duration`` in total
+    (counted from the moment the grant was issued)."""
+    new_expiry = expires_at + extra
+    ceiling = issued_at + max_duration
+    if new_expiry > ceiling:
+        room = max(ceiling - expires_at, timedelta(0))
+        raise DurationError(
+            f"That would exceed the resource's {format_duration(max_duration)} in total; at most "
+            f"{format_duration(room)} more can be granted."
+            if room >= MINIMUM_GRANT else
+            f"This grant is already at the resource's {format_duration(max_duration)} maximum."
+        )
+    return new_expiry

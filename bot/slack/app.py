@@ -14,6 +14,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.config import Settings
 from bot.lifecycle import AccessLifecycle
+from bot.slack.home import HomePublisher
 from bot.slack.listeners import register_all
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ def build_web_client(settings: Settings) -> WebClient:
     )
 
 
-def build_app(settings: Settings, client: WebClient, lifecycle: AccessLifecycle) -> App:
+def build_app(settings: Settings, client: WebClient, lifecycle: AccessLifecycle,
+              publish_home: HomePublisher) -> App:
     """The Bolt app with every listener registered. Calls auth.test (fails fast on a bad token)."""
     app = App(
         client=client,
@@ -37,7 +39,7 @@ def build_app(settings: Settings, client: WebClient, lifecycle: AccessLifecycle)
         # Socket Mode has no signatures to check; HTTP mode always verifies (401 otherwise).
         request_verification_enabled=not settings.socket_mode,
     )
-    register_all(app, lifecycle)
+    register_all(app, lifecycle, publish_home)
 
     @app.error
     def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:

@@ -32,17 +32,17 @@ def when(moment: datetime, style: str = "{date_short_pretty} {time}") -> str:
     return f"<!date^{int(moment.timestamp())}^{style}|{moment:%Y-%m-%d %H:%M} UTC>"
 
 
-def _section(text: str) -> Block:
+def section(text: str) -> Block:
     if len(text) > SECTION_TEXT_LIMIT:
         text = text[: SECTION_TEXT_LIMIT - 1] + "…"
     return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
 
 
-def _context(text: str) -> Block:
+def context(text: str) -> Block:
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
-def _button(text: str, action_id: ActionId, value: str, style: str | None = None) -> Block:
+def button(text: str, action_id: ActionId, value: str, style: str | None = None) -> Block:
     button: Block = {"type": "button", "text": {"type": "plain_text", "text": text},
                      "action_id": action_id.value, "value": value}
     if style:
@@ -51,10 +51,12 @@ def _button(text: str, action_id: ActionId, value: str, style: str | None = None
 
 
 def _summary(view: RequestView) -> Block:
+    duration = (f"{format_duration(view.duration)} more on #{view.parent_id}"
+                if view.is_extension else format_duration(view.duration))
     fields = [
         f"*Requester*\n<@{view.requester}>",
         f"*Resource*\n`{view.resource}`",
-        f"*Duration*\n{format_duration(view.duration)}",
+        f"*{'Extension' if view.is_extension else 'Duration'}*\n{duration}",
         f"*Request*\n#{view.id}",
     ]
     return {
@@ -64,7 +66,7 @@ def _summary(view: RequestView) -> Block:
 
 
 def _reason(view: RequestView) -> Block:
-    return _section(f"*Reason*\n>{escape(view.reason)}")
+    return section(f"*Reason*\n>{escape(view.reason)}")
 
 
 def status_line(view: RequestView) -> str:
@@ -72,10 +74,26 @@ def status_line(view: RequestView) -> str:
     status = view.status
     if status is RequestStatus.PENDING:
         asked = ", ".join(f"<@{u}>" for u in view.approvers)
-        return f":hourglass_flowing_sand: Waiting for approval from {asked}"
+        line = f":hourglass_flowing_sand: Waiting for approval from {asked}"
+        if view.approvals_required > 1:
+            got = ", ".join(f"<@{u}>" for u in view.approved_by)
+            line += (f" — {len(view.approved_by)} of {view.approvals_required} approvals"
+                     + (f" ({got})" if got else ""))
+        return line
+    if status is RequestStatus.EXPIRED:
+        return ":hourglass: Expired unanswered; nothing was issued"
     decided = ""
     if view.decided_by and view.decided_at:
         decided = f" by <@{view.decided_by}> at {when(view.decided_at)}"
+        if len(view.approved_by) > 1:
+            others = ", ".join(f"<@{u}>" for u in view.approved_by if u != view.decided_by)
+            decided += f" (with {others})"
+    if view.break_glass:
+        review = (f"reviewed by <@{view.reviewed_by}> at {when(view.reviewed_at)}"
+                  if view.reviewed_by and view.reviewed_at else "*not yet reviewed*")
+        return f":rotating_light: Break-glass access taken at {when(view.created_at)}; {review}"
+    if view.is_extension and status is RequestStatus.ENDED:
+        return f":white_check_mark: Approved{decided}; the grant was extended"
     if status is RequestStatus.DENIED:
         return f":no_entry: Denied{decided}"
     if status is RequestStatus.WITHDRAWN:
@@ -94,41 +112,61 @@ def status_line(view: RequestView) -> str:
 
 
 def approval_message(view: RequestView) -> tuple[str, list[Block]]:
-    """The request as approvers see it: with Approve/Deny while pending, without afterwards."""
-    text = (f"Access request #{view.id}: <@{view.requester}> asks for `{view.resource}` "
-            f"for {format_duration(view.duration)}")
+    """The request as approvers see it: with Approve/Deny while pending, without afterwards;
+    break-glass access with a Reviewed button until an approver has looked at it."""
+    if view.break_glass:
+        text = (f"{view.label}: <@{view.requester}> took `{view.resource}` for "
+                f"{format_duration(view.duration)} WITHOUT APPROVAL")
+        title = (f":rotating_light: *BREAK-GLASS: {view.label}* — taken without approval, "
+                 "needs review")
+    elif view.is_extension:
+        text = (f"{view.label}: <@{view.requester}> asks for {format_duration(view.duration)} "
+                f"more on `{view.resource}` (request #{view.parent_id})")
+        title = f":stopwatch: *{view.label}*"
+    else:
+        text = (f"{view.label}: <@{view.requester}> asks for `{view.resource}` "
+                f"for {format_duration(view.duration)}")
+        title = f":key: *{view.label}*"
     blocks: list[Block] = [
-        _section(f":key: *Access request #{view.id}*"
-                 + (f" — {escape(view.description)}" if view.description else "")),
+        section(title + (f" — {escape(view.description)}" if view.description else "")),
         _summary(view),
         _reason(view),
     ]
+    if view.routing_note:
+        blocks.append(context(f":information_source: {view.routing_note}"))
+    if view.break_glass and not view.reviewed_by:
+        blocks.append({
+            "type": "actions",
+            "block_id": BlockId.DECISION.value,
+            "elements": [button("Reviewed", ActionId.REVIEW, str(view.id), "primary")],
+        })
     if view.status is RequestStatus.PENDING:
         value = str(view.id)
         blocks.append({
             "type": "actions",
             "block_id": BlockId.DECISION.value,
             "elements": [
-                _button("Approve", ActionId.APPROVE, value, "primary"),
-                _button("Deny", ActionId.DENY, value, "danger"),
+                button("Approve", ActionId.APPROVE, value, "primary"),
+                button("Deny", ActionId.DENY, value, "danger"),
             ],
         })
-    blocks.append(_context(status_line(view)))
+    blocks.append(context(status_line(view)))
     return text, blocks
 
 
-def credentials_message(view: RequestView, delivery: CredentialDelivery) -> tuple[str, list[Block]]:
+def credentials_message(view: RequestView, delivery: CredentialDelivery,
+                        extendable: bool = False) -> tuple[str, list[Block]]:
     """The DM that hands the requester their access. Only the requester ever receives this."""
     until = when(delivery.expires_at)
     text = f"Your access to {view.resource} (request #{view.id}) is ready"
     blocks: list[Block] = [
-        _section(f":unlock: *Access to `{view.resource}` granted* (request #{view.id}), "
+        section(f":unlock: *Access to `{view.resource}` granted* (request #{view.id}), "
                  f"approved by <@{view.decided_by}>. It ends at {until}."),
     ]
     if delivery.wrapping_token is not None:
         ttl = format_duration(delivery.wrap_ttl) if delivery.wrap_ttl else "a few minutes"
         token = delivery.wrapping_token.reveal()
-        blocks.append(_section(
+        blocks.append(section(
             "Your credentials are sealed in a single-use wrapping token. Unwrap it within "
             f"{ttl}; nobody else can, and once you have it is spent:\n"
             f"```vault unwrap {token}```\n(or `bao unwrap {token}` with OpenBao)"
@@ -136,31 +174,62 @@ def credentials_message(view: RequestView, delivery: CredentialDelivery) -> tupl
     elif delivery.values:
         lines = "\n".join(f"{key}: {escape(value.reveal())}"
                           for key, value in delivery.values.items())
-        blocks.append(_section(f"```{lines}```\nThis message is only visible to you. "
+        blocks.append(section(f"```{lines}```\nThis message is only visible to you. "
                                "Do not paste these values anywhere."))
     for note in delivery.notes:
-        blocks.append(_context(f":warning: {escape(note)}"))
-    blocks.append({
-        "type": "actions",
-        "block_id": BlockId.GRANT_ACTIONS.value,
-        "elements": [_button("Revoke now", ActionId.REVOKE, str(view.id), "danger")],
-    })
+        blocks.append(context(f":warning: {escape(note)}"))
+    blocks.append(grant_actions(view, extendable))
     return text, blocks
+
+
+def grant_actions(view: RequestView, extendable: bool) -> Block:
+    """Revoke now, and Extend where the grant can be renewed."""
+    elements = [button("Revoke now", ActionId.REVOKE, str(view.id), "danger")]
+    if extendable:
+        elements.append(button("Extend", ActionId.EXTEND, str(view.id)))
+    return {"type": "actions", "block_id": BlockId.GRANT_ACTIONS.value, "elements": elements}
+
+
+def extend_modal(view: RequestView, max_total: str) -> dict[str, Any]:
+    """Ask how much longer; the approvers decide."""
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.EXTEND_MODAL.value,
+        "private_metadata": json.dumps({"request_id": view.id}),
+        "title": {"type": "plain_text", "text": "Extend access"},
+        "submit": {"type": "plain_text", "text": "Ask approvers"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            section(f"Extend `{view.resource}` (request #{view.id}). The approvers are asked "
+                    f"again; access to it lasts at most {max_total} in total."),
+            {"type": "input", "block_id": BlockId.EXTEND_DURATION.value,
+             "label": {"type": "plain_text", "text": "How much longer"},
+             "hint": {"type": "plain_text", "text": "Like 15m, 30m or 1h"},
+             "element": {"type": "plain_text_input", "action_id": InputId.EXTEND_DURATION.value,
+                         "placeholder": {"type": "plain_text", "text": "30m"}}},
+        ],
+    }
 
 
 def credentials_closed_message(view: RequestView) -> tuple[str, list[Block]]:
     """What the credentials DM becomes once the grant has ended: no secret, no buttons."""
     text = f"Your access to {view.resource} (request #{view.id}) has ended"
-    return text, [_section(f":lock: *Access to `{view.resource}` ended* (request #{view.id})."),
-                  _context(status_line(view))]
+    return text, [section(f":lock: *Access to `{view.resource}` ended* (request #{view.id})."),
+                  context(status_line(view))]
 
 
 def confirmation_text(view: RequestView, asked: Sequence[str]) -> str:
     """The requester's ephemeral receipt for a new request."""
     who = ", ".join(f"<@{user}>" for user in asked)
-    return (f":inbox_tray: Request #{view.id} for `{view.resource}` "
-            f"({format_duration(view.duration)}) sent to {who}. You will get a DM when it is "
-            f"decided. Withdraw it with `{COMMAND} revoke {view.id}`.")
+    if view.break_glass:
+        return (f":rotating_light: Request #{view.id}: break-glass access to `{view.resource}` "
+                f"({format_duration(view.duration)}) is {view.status.label}. It has been "
+                f"announced to the audit and approvals channels and to {who or 'nobody on call'}"
+                "; an approver will review it.")
+    what = (f"Extension of #{view.parent_id} by {format_duration(view.duration)}"
+            if view.is_extension else f"`{view.resource}` ({format_duration(view.duration)})")
+    return (f":inbox_tray: Request #{view.id} for {what} sent to {who}. You will get a DM when "
+            f"it is decided. Withdraw it with `{COMMAND} revoke {view.id}`.")
 
 
 def list_message(views: Sequence[RequestView]) -> str:
@@ -190,6 +259,9 @@ def help_text(policy: Policy) -> str:
         f"• `{COMMAND}` — the same as a form\n"
         f"• `{COMMAND} list` — your pending requests and active grants\n"
         f"• `{COMMAND} revoke <id>` — end a grant early (or withdraw a pending request)\n"
+        f"• `{COMMAND} extend <id> <duration>` — ask the approvers for more time\n"
+        f"• `{COMMAND} <resource> <duration> --break-glass <reason>` — emergency access without "
+        "approval, where the policy allows it; announced loudly and reviewed afterwards\n"
         f"• `{COMMAND} help` — this message\n"
         "Durations look like `15m`, `2h` or `1h30m`. An approver other than you decides; your "
         "credentials arrive by DM and are revoked automatically when the time is up.\n"
@@ -234,10 +306,14 @@ def request_modal(policy: Policy, origin_channel: str | None) -> dict[str, Any]:
     }
 
 
-def audit_text(view: RequestView | None, event: str, alert: bool = False) -> str:
-    """One audit-channel line: what happened to which request, for whom."""
+def audit_text(view: RequestView | None, event: str, alert: bool = False,
+               threaded: bool = False) -> str:
+    """One audit-channel line: what happened to which request, for whom. A reply in the
+    request's thread needs no repeat of who and what, unless it is echoed to the channel."""
     prefix = ":rotating_light: " if alert else ""
     if view is None:
         return f"{prefix}{escape(event)}"
+    if threaded and not alert:
+        return f"{prefix}#{view.id}: {event}"
     return (f"{prefix}#{view.id} `{view.resource}` for <@{view.requester}> "
             f"({format_duration(view.duration)}): {event}")

@@ -10,10 +10,14 @@ class ActionId(enum.StrEnum):
     APPROVE = "approve_request"
     DENY = "deny_request"
     REVOKE = "revoke_grant"
+    EXTEND = "extend_grant"
+    REVIEW = "review_break_glass"
+    OPEN_REQUEST_FORM = "open_request_form"
 
 
 class CallbackId(enum.StrEnum):
     REQUEST_MODAL = "request_access"
+    EXTEND_MODAL = "extend_access"
 
 
 class BlockId(enum.StrEnum):
@@ -22,9 +26,12 @@ class BlockId(enum.StrEnum):
     RESOURCE = "resource"
     DURATION = "duration"
     REASON = "reason"
+    EXTEND_DURATION = "extend_duration"
+    HOME_ACTIONS = "home_actions"
 
 
 class InputId(enum.StrEnum):
     RESOURCE = "resource_select"
     DURATION = "duration_input"
     REASON = "reason_input"
+    EXTEND_DURATION = "extend_duration_input"

@@ -8,7 +8,7 @@ must know about (it revokes a grant that could not be delivered).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from slack_sdk import WebClient
@@ -37,24 +37,26 @@ class SlackNotifier:
     def __init__(self, client: WebClient, policy: Policy) -> None:
         self.client = client
         self.policy = policy
+        self.home: Callable[[str], None] | None = None  # set once the App Home can be built
 
     def _post(self, channel: str, text: str, message_blocks: list[dict[str, Any]] | None = None,
-              ) -> MessageRef:
+              **extra: Any) -> MessageRef:
         response = self.client.chat_postMessage(channel=channel, text=text, blocks=message_blocks,
-                                                unfurl_links=False, unfurl_media=False)
+                                                unfurl_links=False, unfurl_media=False, **extra)
         return MessageRef(channel=str(response["channel"]), ts=str(response["ts"]))
 
     def _dm_channel(self, user: str) -> str:
         response = self.client.conversations_open(users=user)
         return str(response["channel"]["id"])
 
-    def announce_request(self, view: RequestView) -> list[MessageRef]:
+    def announce_request(self, view: RequestView, users: Sequence[str],
+                         in_channel: bool = True) -> list[MessageRef]:
         text, message_blocks = blocks.approval_message(view)
         refs: list[MessageRef] = []
         targets: list[tuple[str, str]] = []
-        if self.policy.channels.approvals:
+        if in_channel and self.policy.channels.approvals:
             targets.append(("channel", self.policy.channels.approvals))
-        targets.extend(("user", user) for user in view.approvers)
+        targets.extend(("user", user) for user in users)
         for kind, target in targets:
             try:
                 channel = self._dm_channel(target) if kind == "user" else target
@@ -77,8 +79,13 @@ class SlackNotifier:
             log.error("could not update message %s/%s: %s", ref.channel, ref.ts,
                       error_code(exc))
 
+    def _extendable(self, view: RequestView) -> bool:
+        resource = self.policy.resource(view.resource)
+        return resource is not None and resource.vault_path is not None
+
     def deliver_credentials(self, view: RequestView, delivery: CredentialDelivery) -> MessageRef:
-        text, message_blocks = blocks.credentials_message(view, delivery)
+        text, message_blocks = blocks.credentials_message(view, delivery,
+                                                          extendable=self._extendable(view))
         try:
             return self._post(self._dm_channel(view.requester), text, message_blocks)
         except SLACK_FAILURES as exc:
@@ -95,12 +102,27 @@ class SlackNotifier:
         except SLACK_FAILURES as exc:
             log.error("could not DM %s: %s", user, error_code(exc))
 
-    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False) -> None:
+    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False,
+              thread: MessageRef | None = None) -> MessageRef | None:
         channel = self.policy.channels.audit
         if not channel:
-            return
+            return None
         try:
-            self._post(channel, blocks.audit_text(view, text, alert))
+            if thread is not None:
+                # Alerts (failed revocation, break-glass) are echoed to the channel itself.
+                self._post(channel, blocks.audit_text(view, text, alert, threaded=True),
+                           thread_ts=thread.ts, reply_broadcast=alert)
+                return None
+            return self._post(channel, blocks.audit_text(view, text, alert))
         except SLACK_FAILURES as exc:
-            log.error("could not post %s to the audit channel: %s", action,
-                      error_code(exc))
+            log.error("could not post %s to the audit channel: %s", action, error_code(exc))
+            return None
+
+    def home_changed(self, users: Sequence[str]) -> None:
+        if self.home is None:
+            return
+        for user in users:
+            try:
+                self.home(user)
+            except SLACK_FAILURES as exc:
+                log.error("could not refresh the App Home of %s: %s", user, error_code(exc))

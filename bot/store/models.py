@@ -40,6 +40,18 @@ class AccessRequest(SQLModel, table=True):
     decided_by: str | None = Field(default=None, max_length=32)
     decided_at: datetime | None = _when(default=None)  # type: ignore[assignment]
     failure: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # "access", or "extension" of the grant of request ``parent_id``.
+    kind: str = Field(default="access", max_length=16)
+    parent_id: int | None = Field(default=None, foreign_key="access_request.id", index=True)
+    break_glass: bool = False
+    reviewed_by: str | None = Field(default=None, max_length=32)
+    reviewed_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+    approvals_required: int = 1
+    # Everyone asked so far (JSON list), how far it escalated, and why routing looked as it did.
+    asked: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    escalation_level: int = 0
+    routing_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    pending_until: datetime | None = _when(default=None)  # type: ignore[assignment]
 
 
 class RequestMessage(SQLModel, table=True):
@@ -50,7 +62,7 @@ class RequestMessage(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     request_id: int = Field(foreign_key="access_request.id", index=True)
-    kind: str = Field(max_length=16)  # "approval" | "credentials"
+    kind: str = Field(max_length=16)  # "approval" | "credentials" | "audit" (thread root)
     channel: str = Field(max_length=32)
     ts: str = Field(max_length=32)
 

@@ -180,7 +180,7 @@ def test_deny_tells_the_requester_and_issues_nothing(
     assert "denied" in answer["text"]
     assert request_status(postgres, bot, request_id) == "denied"
     slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == slack.dm_channel(
-        REQUESTER) and "denied your request" in str(c.params.get("text")))
+        REQUESTER) and "denied your access request" in str(c.params.get("text")))
     for copy in approval_messages(slack, request_id):
         assert action_ids(copy) == [] and f"Denied by <@{BOB}>" in blocks_text(copy)
     assert bot_rows(postgres, bot, "SELECT count(*) FROM \"grant\"")[0][0] == 0

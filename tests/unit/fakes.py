@@ -74,7 +74,7 @@ class FakeClock:
         return self._now
 
 
-OPERATIONS = ("create", "read", "wrap", "revoke", "confirm")
+OPERATIONS = ("create", "read", "wrap", "revoke", "confirm", "renew")
 
 
 class FakeIssuer:
@@ -98,6 +98,7 @@ class FakeIssuer:
         self.revoke_is_noop = False
         self.token_ttl_cap: timedelta | None = None
         self.lease_ttl: timedelta | None = None
+        self.renew_cap: timedelta | None = None
         self._failures = dict.fromkeys(OPERATIONS, 0)
         self._crash: set[str] = set()
         self._counter = itertools.count(1)
@@ -191,6 +192,14 @@ class FakeIssuer:
             self._enter("confirm", (token_accessor, lease_id))
             return token_accessor not in self.live_tokens and lease_id not in self.live_leases
 
+    def renew(self, token_accessor: str, lease_id: str | None, until: datetime) -> datetime:
+        """Renew to ``until``, capped at now + ``renew_cap`` when set (a role's max TTL)."""
+        with self._lock:
+            self._enter("renew", (token_accessor, lease_id, until))
+            if self.renew_cap is not None:
+                return min(until, self.clock.now() + self.renew_cap)
+            return until
+
 
 @dataclass
 class FakeNotifier:
@@ -205,6 +214,7 @@ class FakeNotifier:
     fail_delivery: bool = False
     observer: Callable[[str, tuple[Any, ...]], None] | None = None
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    threads: list[MessageRef | None] = field(default_factory=list)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -236,10 +246,12 @@ class FakeNotifier:
 
     # -- the Notifier protocol ----------------------------------------------------------------
 
-    def announce_request(self, view: RequestView) -> list[MessageRef]:
-        self._record("announce_request", view)
-        refs = [self._ref(self.approvals_channel)] if self.approvals_channel else []
-        refs += [self._ref(f"D-{user}") for user in view.approvers]
+    def announce_request(self, view: RequestView, users: Sequence[str],
+                         in_channel: bool = True) -> list[MessageRef]:
+        self._record("announce_request", view, tuple(users), in_channel)
+        refs = ([self._ref(self.approvals_channel)]
+                if self.approvals_channel and in_channel else [])
+        refs += [self._ref(f"D-{user}") for user in users]
         return refs
 
     def refresh_request(self, view: RequestView, refs: Sequence[MessageRef]) -> None:
@@ -257,8 +269,15 @@ class FakeNotifier:
     def tell(self, user: str, text: str) -> None:
         self._record("tell", user, text)
 
-    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False) -> None:
+    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False,
+              thread: MessageRef | None = None) -> MessageRef | None:
         self._record("audit", view, action, text, alert)
+        with self._lock:
+            self.threads.append(thread)
+        return None if thread is not None else self._ref("C0AUDIT")
+
+    def home_changed(self, users: Sequence[str]) -> None:
+        self._record("home_changed", tuple(users))
 
 
 @dataclass
@@ -267,12 +286,24 @@ class FakeTimers:
 
     ends: list[tuple[int, datetime]] = field(default_factory=list)
     retries: list[tuple[int, datetime]] = field(default_factory=list)
+    escalations: list[tuple[int, datetime]] = field(default_factory=list)
+    expiries: list[tuple[int, datetime]] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
 
     def schedule_end(self, grant_id: int, at: datetime) -> None:
         self.ends.append((grant_id, at))
 
     def schedule_retry(self, grant_id: int, at: datetime) -> None:
         self.retries.append((grant_id, at))
+
+    def schedule_escalation(self, request_id: int, at: datetime) -> None:
+        self.escalations.append((request_id, at))
+
+    def schedule_pending_expiry(self, request_id: int, at: datetime) -> None:
+        self.expiries.append((request_id, at))
+
+    def cancel_pending(self, request_id: int) -> None:
+        self.cancelled.append(request_id)
 
 
 def memory_engine() -> Engine:
@@ -325,6 +356,7 @@ class FakeBoltApp:
         self.commands: dict[str, Callable[..., None]] = {}
         self.actions: dict[str, Callable[..., None]] = {}
         self.views: dict[str, Callable[..., None]] = {}
+        self.events: dict[str, Callable[..., None]] = {}
 
     @staticmethod
     def _capture(registry: dict[str, Callable[..., None]], key: str) -> Callable[..., Any]:
@@ -342,6 +374,9 @@ class FakeBoltApp:
 
     def view(self, callback_id: str) -> Callable[..., Any]:
         return self._capture(self.views, callback_id)
+
+    def event(self, name: str) -> Callable[..., Any]:
+        return self._capture(self.events, name)
 
 
 class Recorder:

@@ -123,7 +123,7 @@ def test_one_word_is_a_missing_reason(text: str) -> None:
 
 
 def test_subcommands_are_the_reserved_words() -> None:
-    assert frozenset({"help", "list", "revoke"}) == SUBCOMMANDS
+    assert frozenset({"help", "list", "revoke", "extend"}) == SUBCOMMANDS
 
 
 # Grammar and validation together: what a user sees for each kind of bad input.

@@ -136,7 +136,8 @@ def test_submit_stores_pending_request_audits_and_announces(h: Harness) -> None:
     messages = rows(h.engine, RequestMessage)
     assert sorted((m.kind, m.channel) for m in messages) == [
         ("approval", "C0APPROVALS"), ("approval", f"D-{APPROVER}"),
-        ("approval", f"D-{OTHER_APPROVER}")]
+        ("approval", f"D-{OTHER_APPROVER}"),
+        ("audit", "C0AUDIT")]  # the root of the request's audit-channel thread
     assert [a[1] for a in h.notifier.audits] == [AuditAction.REQUESTED]
     assert h.issuer.calls == []
 
@@ -223,7 +224,8 @@ def test_approve_issues_activates_schedules_and_delivers(h: Harness) -> None:
     assert chain_ok(h)
     refreshed = [args[0].status for args in h.notifier.of("refresh_request")]
     assert refreshed == [S.APPROVED, S.ACTIVE]
-    assert {m.kind for m in rows(h.engine, RequestMessage)} == {"approval", "credentials"}
+    assert {m.kind for m in rows(h.engine, RequestMessage)} == {
+        "approval", "credentials", "audit"}
 
 
 @pytest.mark.parametrize("policy", [EXAMPLE_POLICY, DM_POLICY], ids=["wrapped", "dm"])
@@ -643,7 +645,8 @@ def test_reconcile_finishes_what_a_crash_interrupted(h: Harness) -> None:
     r = _restart(h, later)
     counts = r.lifecycle.reconcile()
 
-    assert counts == {"expired": 1, "scheduled": 1, "retried": 0, "interrupted": 2}
+    assert counts == {"expired": 1, "scheduled": 1, "retried": 0, "interrupted": 2,
+                      "pending": 0}
     assert r.lifecycle.get(past_due).status is S.ENDED
     assert r.lifecycle.get(past_due).end_reason == EndReason.EXPIRED
     assert r.lifecycle.get(future).status is S.ACTIVE
@@ -656,7 +659,7 @@ def test_reconcile_finishes_what_a_crash_interrupted(h: Harness) -> None:
     assert r.issuer.live_tokens == {grant_of(r, future).token_accessor}  # only the future one
     assert chain_ok(r)
     assert r.lifecycle.reconcile() == {"expired": 0, "scheduled": 1, "retried": 0,
-                                       "interrupted": 0}
+                                       "interrupted": 0, "pending": 0}
 
 
 def test_reconcile_retries_a_stale_revocation(h: Harness) -> None:

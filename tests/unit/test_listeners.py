@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from bot.slack import blocks
 from bot.slack.ids import COMMAND, ActionId, BlockId, CallbackId, InputId
-from bot.slack.listeners import actions, commands, views
+from bot.slack.listeners import actions, commands, home, views
 from bot.store.models import AccessRequest
 from tests.unit.fakes import (
     APPROVER,
@@ -36,6 +36,8 @@ class Edge:
         self.app = FakeBoltApp()
         for module in (commands, actions, views):
             module.register(self.app, self.h.lifecycle)  # type: ignore[arg-type]
+        self.published: list[str] = []
+        home.register(self.app, self.published.append)  # type: ignore[arg-type]
         self.client = FakeWebClient()
 
     def requests(self) -> list[AccessRequest]:
@@ -54,7 +56,9 @@ class Edge:
     def click(self, action_id: ActionId, value: str, user: str) -> tuple[Recorder, Recorder]:
         ack, respond = Recorder(), Recorder()
         self.app.actions[action_id.value](
-            ack=ack, respond=respond, body={"user": {"id": user}},
+            ack=ack, respond=respond, client=self.client,
+            body={"user": {"id": user}, "response_url": "https://hooks.example/1",
+                  "trigger_id": "trigger-2"},
             action={"action_id": action_id.value, "value": value})
         return ack, respond
 
@@ -87,7 +91,8 @@ def edge() -> Edge:
 def test_every_surface_is_registered(edge: Edge) -> None:
     assert set(edge.app.commands) == {COMMAND}
     assert set(edge.app.actions) == {a.value for a in ActionId}
-    assert set(edge.app.views) == {CallbackId.REQUEST_MODAL.value}
+    assert set(edge.app.views) == {c.value for c in CallbackId}
+    assert set(edge.app.events) == {"app_home_opened"}
 
 
 # -- the slash command -----------------------------------------------------------------------------

@@ -142,7 +142,9 @@ DISALLOWED = sorted(
 def test_the_documented_transitions() -> None:
     assert set(ALLOWED) == {
         (S.PENDING, S.APPROVED), (S.PENDING, S.DENIED), (S.PENDING, S.WITHDRAWN),
+        (S.PENDING, S.EXPIRED),
         (S.APPROVED, S.ACTIVE), (S.APPROVED, S.FAILED),
+        (S.APPROVED, S.ENDED),  # an approved extension renews its parent and is done
         (S.ACTIVE, S.REVOKING),
         (S.REVOKING, S.ENDED),
     }
@@ -162,7 +164,7 @@ def test_disallowed_transition(current: RequestStatus, target: RequestStatus) ->
     assert target.label in str(info.value)
 
 
-@pytest.mark.parametrize("status", [S.ENDED, S.DENIED, S.FAILED, S.WITHDRAWN])
+@pytest.mark.parametrize("status", [S.ENDED, S.DENIED, S.FAILED, S.WITHDRAWN, S.EXPIRED])
 def test_terminal_states(status: RequestStatus) -> None:
     assert not ALLOWED_TRANSITIONS[status]
     assert not status.is_open

@@ -1,52 +1,101 @@
-"""Button clicks: Approve, Deny, Revoke now.
+"""Button clicks: Approve, Deny, Reviewed, Revoke now, Extend, and Request access (App Home).
 
 The button's value is only a request id; who may do what is decided again from the database
-and the policy on every click, so a forged or replayed value gains nothing.
+and the policy on every click, so a forged or replayed value gains nothing. Clicks in a message
+answer the clicker ephemerally through its response_url; clicks in the App Home have none, so
+failures arrive by DM and the Home tab itself shows the new state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
 
 from bot.domain.commands import parse_request_id
+from bot.domain.durations import format_duration
 from bot.domain.errors import UserError
+from bot.domain.requests import RequestStatus
 from bot.lifecycle import AccessLifecycle
+from bot.ports import RequestView
+from bot.slack import blocks
 from bot.slack.ids import ActionId
 
 
-def _ephemeral(respond: Respond, text: str) -> None:
-    respond(text=text, response_type="ephemeral", replace_original=False)
+def _reply(body: dict[str, Any], respond: Respond, client: WebClient, text: str,
+           problem: bool) -> None:
+    if body.get("response_url"):
+        respond(text=text, response_type="ephemeral", replace_original=False)
+    elif problem:
+        channel = client.conversations_open(users=body["user"]["id"])["channel"]["id"]
+        client.chat_postMessage(channel=channel, text=text)
+
+
+def _run(body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient,
+         step: Callable[[int, str], RequestView], done: Callable[[RequestView], str]) -> None:
+    try:
+        view = step(parse_request_id(action["value"]), body["user"]["id"])
+    except UserError as err:
+        _reply(body, respond, client, f":warning: {err}", problem=True)
+        return
+    _reply(body, respond, client, done(view), problem=False)
+
+
+def _decided(verb: str) -> Callable[[RequestView], str]:
+    def text(view: RequestView) -> str:
+        if view.status is RequestStatus.PENDING:
+            return (f"You {verb} request #{view.id}; it still needs "
+                    f"{view.approvals_required - len(view.approved_by)} more approval(s).")
+        return f"You {verb} request #{view.id}; it is now {view.status.label}."
+    return text
 
 
 def register(app: App, lifecycle: AccessLifecycle) -> None:
-    def decide(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-               approve: bool) -> None:
-        ack()
-        try:
-            view = lifecycle.decide(parse_request_id(action["value"]), body["user"]["id"],
-                                    approve)
-        except UserError as err:
-            _ephemeral(respond, f":warning: {err}")
-            return
-        verb = "approved" if approve else "denied"
-        _ephemeral(respond, f"You {verb} request #{view.id}; it is now {view.status.label}.")
-
     @app.action(ActionId.APPROVE.value)
-    def approve(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        decide(ack, body, action, respond, approve=True)
+    def approve(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                client: WebClient) -> None:
+        ack()
+        _run(body, action, respond, client,
+             lambda rid, user: lifecycle.decide(rid, user, approve=True), _decided("approved"))
 
     @app.action(ActionId.DENY.value)
-    def deny(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
-        decide(ack, body, action, respond, approve=False)
+    def deny(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+             client: WebClient) -> None:
+        ack()
+        _run(body, action, respond, client,
+             lambda rid, user: lifecycle.decide(rid, user, approve=False), _decided("denied"))
+
+    @app.action(ActionId.REVIEW.value)
+    def review(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+               client: WebClient) -> None:
+        ack()
+        _run(body, action, respond, client, lifecycle.review,
+             lambda view: f"You reviewed break-glass access #{view.id}.")
 
     @app.action(ActionId.REVOKE.value)
-    def revoke(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+    def revoke(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+               client: WebClient) -> None:
         ack()
+        _run(body, action, respond, client, lifecycle.revoke_early,
+             lambda view: f"Request #{view.id} is now {view.status.label}.")
+
+    @app.action(ActionId.EXTEND.value)
+    def extend(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
+               client: WebClient) -> None:
+        ack()  # the trigger_id lives three seconds: open the form before anything slow
         try:
-            view = lifecycle.revoke_early(parse_request_id(action["value"]), body["user"]["id"])
+            view = lifecycle.get(parse_request_id(action["value"]))
         except UserError as err:
-            _ephemeral(respond, f":warning: {err}")
+            _reply(body, respond, client, f":warning: {err}", problem=True)
             return
-        _ephemeral(respond, f"Request #{view.id} is now {view.status.label}.")
+        resource = lifecycle.policy.resource(view.resource)
+        limit = format_duration(resource.max_duration) if resource else "its maximum"
+        client.views_open(trigger_id=body["trigger_id"], view=blocks.extend_modal(view, limit))
+
+    @app.action(ActionId.OPEN_REQUEST_FORM.value)
+    def open_form(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        client.views_open(trigger_id=body["trigger_id"],
+                          view=blocks.request_modal(lifecycle.policy, None))

@@ -9,6 +9,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot.domain.commands import (
+    ExtendGrant,
     ListMine,
     OpenRequestForm,
     RequestAccess,
@@ -54,8 +55,13 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
             elif isinstance(intent, RevokeGrant):
                 view = lifecycle.revoke_early(intent.request_id, user)
                 respond(text=f"Request #{view.id} is now {view.status.label}.")
-            elif valid is not None:
-                result = lifecycle.submit(user, valid, command.get("channel_id"))
+            elif isinstance(intent, ExtendGrant):
+                result = lifecycle.request_extension(intent.request_id, user,
+                                                     intent.duration_text)
+                respond(text=blocks.confirmation_text(result.view, result.asked))
+            elif isinstance(intent, RequestAccess) and valid is not None:
+                result = lifecycle.submit(user, valid, command.get("channel_id"),
+                                          break_glass=intent.break_glass)
                 respond(text=blocks.confirmation_text(result.view, result.asked))
         except UserError as err:
             respond(text=f":warning: {err}")

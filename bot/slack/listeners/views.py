@@ -45,6 +45,18 @@ def _block_for(err: UserError) -> BlockId:
     return BlockId.REASON
 
 
+def _confirm(client: WebClient, user: str, channel: str | None, text: str) -> None:
+    """Tell the requester their form went through: in the channel they came from, else by DM."""
+    try:
+        if channel and not channel.startswith("D"):
+            client.chat_postEphemeral(channel=channel, user=user, text=text)
+        else:
+            dm = client.conversations_open(users=user)["channel"]["id"]
+            client.chat_postMessage(channel=dm, text=text)
+    except SLACK_FAILURES as exc:
+        log.error("could not confirm the form to %s: %s", user, error_code(exc))
+
+
 def register(app: App, lifecycle: AccessLifecycle) -> None:
     @app.view(CallbackId.REQUEST_MODAL.value)
     def submit_request(ack: Ack, body: dict[str, Any], view: dict[str, Any],
@@ -67,11 +79,26 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
             text = blocks.confirmation_text(result.view, result.asked)
         except UserError as err:
             text = f":warning: {err}"
+        _confirm(client, user, channel, text)
+
+
+    @app.view(CallbackId.EXTEND_MODAL.value)
+    def submit_extension(ack: Ack, body: dict[str, Any], view: dict[str, Any],
+                         client: WebClient) -> None:
+        user = body["user"]["id"]
+        values = view.get("state", {}).get("values", {})
+        duration = _field(values, BlockId.EXTEND_DURATION, InputId.EXTEND_DURATION)
         try:
-            if channel and not channel.startswith("D"):
-                client.chat_postEphemeral(channel=channel, user=user, text=text)
-            else:
-                dm = client.conversations_open(users=user)["channel"]["id"]
-                client.chat_postMessage(channel=dm, text=text)
-        except SLACK_FAILURES as exc:
-            log.error("could not confirm the modal request to %s: %s", user, error_code(exc))
+            metadata = json.loads(view.get("private_metadata") or "{}")
+            request_id = int(metadata["request_id"])
+        except (ValueError, KeyError, TypeError):
+            ack(response_action="errors",
+                errors={BlockId.EXTEND_DURATION.value: "This form is out of date."})
+            return
+        try:
+            result = lifecycle.request_extension(request_id, user, duration)
+        except UserError as err:
+            ack(response_action="errors", errors={BlockId.EXTEND_DURATION.value: str(err)})
+            return
+        ack()
+        _confirm(client, user, None, blocks.confirmation_text(result.view, result.asked))

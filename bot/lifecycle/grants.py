@@ -1,0 +1,336 @@
+"""Vault issue -> schedule -> revoke: the life of a grant, and extending one.
+
+Fail closed throughout: a grant is marked ended only after Vault confirms the lease and the
+token are gone; a revocation that fails stays REVOKING, is retried with backoff and raised in
+the audit channel until it succeeds. Running ``end_grant`` twice, from two replicas, is harmless:
+the first claims the grant atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, update
+from sqlmodel import Session, col, select
+
+from bot.audit import AuditAction, append_event
+from bot.domain.durations import format_duration
+from bot.domain.errors import Conflict, NotAllowed, UserError
+from bot.domain.permissions import check_may_end
+from bot.domain.requests import RequestStatus, extension_limit
+from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue
+from bot.lifecycle.base import SYSTEM_ACTOR, EndReason, LifecycleBase, MessageKind
+from bot.ports import CredentialDelivery, DeliveryError, RequestView
+from bot.store.db import transaction
+from bot.store.models import Grant, GrantStatus, utc
+
+log = logging.getLogger(__name__)
+
+CLAIM_TIMEOUT = timedelta(minutes=2)
+RETRY_BACKOFF = (
+    timedelta(seconds=15), timedelta(seconds=30), timedelta(minutes=1), timedelta(minutes=2),
+    timedelta(minutes=5), timedelta(minutes=10),
+)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff for revocation retries: 15 s doubling up to 10 min, then every 10 min."""
+    return RETRY_BACKOFF[min(max(attempts, 1), len(RETRY_BACKOFF)) - 1]
+
+
+class GrantMixin(LifecycleBase):
+    # -- Vault issue ----------------------------------------------------------------------------
+
+    def _issue(self, view: RequestView) -> RequestView:
+        resource = self._resource(view.resource)
+        spec = GrantSpec(
+            request_id=view.id, requester=view.requester, resource=view.resource,
+            ttl=view.duration, max_ttl=resource.max_duration, vault_path=resource.vault_path,
+            vault_policies=resource.vault_policies,
+        )
+        try:
+            token = self.issuer.create_grant_token(spec)
+        except IssuerError as exc:
+            return self._fail_issue(view, None, f"Vault refused to issue: {exc}")
+        with transaction(self.engine) as session:
+            grant = Grant(request_id=view.id, status=GrantStatus.ISSUING,
+                          token_accessor=token.accessor, issued_at=self.clock.now())
+            session.add(grant)
+            session.flush()
+            grant_id = grant.id
+        assert grant_id is not None
+        try:
+            secret = (self.issuer.read_dynamic_secret(token, resource.vault_path)
+                      if resource.vault_path else None)
+        except IssuerError as exc:
+            return self._fail_issue(view, grant_id, f"Vault could not issue the secret: {exc}")
+        expires_at = token.expires_at
+        if secret is not None:
+            expires_at = min(expires_at, secret.lease_expires_at)
+        now = self.clock.now()
+        with transaction(self.engine) as session:
+            grant_row = self._grant(session, grant_id)
+            grant_row.status = GrantStatus.ACTIVE
+            grant_row.lease_id = secret.lease_id if secret else None
+            grant_row.expires_at = expires_at
+            session.add(grant_row)
+            self._move(session, view.id, RequestStatus.ACTIVE, now)
+            append_event(
+                session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.ISSUED,
+                request_id=view.id, resource=view.resource,
+                details={"lease_id": grant_row.lease_id, "token_accessor": token.accessor,
+                         "expires_at": expires_at.isoformat(),
+                         "held_for": format_duration(expires_at - now)},
+            )
+            view = self._view(session, self._request(session, view.id))
+        self.timers.schedule_end(grant_id, expires_at)
+        self._refresh_request_messages(view)
+        self._announce(view, AuditAction.ISSUED,
+                       f"issued, expires <!date^{int(expires_at.timestamp())}^{{time}}|"
+                       f"{expires_at:%H:%M} UTC>")
+        try:
+            delivery = self._delivery(view, token, secret, now)
+            ref = self.notifier.deliver_credentials(view, delivery)
+        except (IssuerError, DeliveryError) as exc:
+            log.error("delivery of request %s failed: %s", view.id, exc)
+            ended = self.end_grant(grant_id, EndReason.DELIVERY_FAILED)
+            state = "was revoked" if ended else "is being revoked"
+            self.notifier.tell(view.requester, f"Your credentials for request #{view.id} could "
+                               f"not be delivered, so the access {state}. Please try again.")
+            return self.get(view.id)
+        self._remember_messages(view.id, MessageKind.CREDENTIALS, [ref])
+        with transaction(self.engine) as session:
+            append_event(session, at=self.clock.now(), actor=SYSTEM_ACTOR,
+                         action=AuditAction.DELIVERED, request_id=view.id, resource=view.resource,
+                         details={"delivery": self.policy.delivery})
+        return view
+
+    def _delivery(
+        self, view: RequestView, token: GrantToken, secret: DynamicSecret | None, now: datetime,
+    ) -> CredentialDelivery:
+        values: dict[str, SecretValue] = dict(secret.values) if secret else {"token": token.token}
+        expires_at = token.expires_at if secret is None else min(token.expires_at,
+                                                                 secret.lease_expires_at)
+        notes: tuple[str, ...] = ()
+        if expires_at < now + view.duration - timedelta(seconds=5):
+            notes = (f"Vault capped this grant at {format_duration(expires_at - now)}, "
+                     f"less than the {format_duration(view.duration)} approved.",)
+        if self.policy.delivery == "dm":
+            return CredentialDelivery(expires_at=expires_at, values=values, notes=notes)
+        payload = {key: value.reveal() for key, value in values.items()}
+        payload.update(resource=view.resource, request_id=str(view.id),
+                       expires_at=expires_at.isoformat())
+        wrapped = self.issuer.wrap(payload, self.policy.wrap_ttl)
+        return CredentialDelivery(expires_at=expires_at, wrapping_token=wrapped,
+                                  wrap_ttl=self.policy.wrap_ttl, notes=notes)
+
+    def _fail_issue(self, view: RequestView, grant_id: int | None, problem: str) -> RequestView:
+        """Mark the request failed, clean up anything half-issued, and tell both sides."""
+        now = self.clock.now()
+        with transaction(self.engine) as session:
+            self._move(session, view.id, RequestStatus.FAILED, now, failure=problem)
+            if grant_id is not None:
+                grant = self._grant(session, grant_id)
+                grant.status = GrantStatus.REVOKING
+                grant.end_reason = EndReason.ISSUE_FAILED
+                session.add(grant)
+            append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.FAILED,
+                         request_id=view.id, resource=view.resource, details={"error": problem})
+            failed = self._view(session, self._request(session, view.id))
+        cleaned = grant_id is None or self.end_grant(grant_id, EndReason.ISSUE_FAILED)
+        self._refresh_request_messages(failed)
+        self._announce(failed, AuditAction.FAILED, f"failed: {problem}", alert=True)
+        aftermath = ("Nothing was left behind." if cleaned else
+                     "What was half-issued is being revoked; the audit channel follows it.")
+        self.notifier.tell(failed.requester,
+                           f"Request #{failed.id} for `{failed.resource}` was approved but could "
+                           f"not be issued: {problem}. {aftermath}")
+        if failed.decided_by:
+            self.notifier.tell(failed.decided_by, f"You approved request #{failed.id}, but "
+                               f"issuing failed: {problem}. The requester has been told.")
+        return failed
+
+    # -- revoke (early, at expiry, or to clean up) ------------------------------------------------
+
+    def revoke_early(self, request_id: int, actor: str) -> RequestView:
+        """``/debug-access revoke <id>`` or the Revoke button: end a grant or withdraw a request."""
+        view = self.get(request_id)
+        resource = self.policy.resource(view.resource)
+        approver = resource is not None and self.approvers.may_approve(
+            actor, resource.approvers, view.requester, self.clock.now())
+        check_may_end(actor, view.requester, [actor] if approver else [])
+        if view.status is RequestStatus.PENDING:
+            if actor != view.requester:
+                raise NotAllowed("This request is still waiting: use Deny to refuse it.")
+            return self.withdraw(view)
+        if view.status not in {RequestStatus.ACTIVE, RequestStatus.REVOKING}:
+            raise Conflict(f"Request #{request_id} is {view.status.label}; there is nothing to "
+                           "revoke.")
+        with Session(self.engine) as session:
+            grant = session.exec(select(Grant).where(Grant.request_id == request_id)).first()
+            grant_id = grant.id if grant else None
+        if grant_id is None:
+            raise Conflict(f"Request #{request_id} has no grant to revoke.")
+        self.end_grant(grant_id, EndReason.REVOKED, actor=actor)
+        return self.get(request_id)
+
+    def end_grant(self, grant_id: int, reason: str, actor: str = SYSTEM_ACTOR) -> bool:
+        """Revoke a grant in Vault, confirm it is gone, then (only then) mark it ended.
+
+        Safe to call any number of times, from any replica: the first caller claims the grant
+        atomically; others return False. On failure the grant stays REVOKING, the audit channel
+        is alerted, and a retry is scheduled. Returns True when this call ended the grant.
+        """
+        now = self.clock.now()
+        with transaction(self.engine) as session:
+            claimed = session.exec(
+                update(Grant)
+                .where(
+                    col(Grant.id) == grant_id,
+                    or_(
+                        col(Grant.status) == GrantStatus.ACTIVE,
+                        col(Grant.status) == GrantStatus.ISSUING,
+                        (col(Grant.status) == GrantStatus.REVOKING)
+                        & or_(col(Grant.claimed_at).is_(None),
+                              col(Grant.claimed_at) < now - CLAIM_TIMEOUT),
+                    ),
+                )
+                .values(status=GrantStatus.REVOKING, claimed_at=now)
+            ).rowcount
+            if claimed != 1:
+                return False
+            grant = self._grant(session, grant_id)
+            if grant.end_reason is None:
+                grant.end_reason = reason
+                grant.ended_by = actor
+                session.add(grant)
+            request = self._request(session, grant.request_id)
+            if request.status == RequestStatus.ACTIVE.value:
+                self._move(session, request.id, RequestStatus.REVOKING, now)  # type: ignore[arg-type]
+            accessor, lease_id = grant.token_accessor, grant.lease_id
+            end_reason = grant.end_reason or reason
+            ended_by = grant.ended_by or actor
+            request_id = grant.request_id
+        try:
+            self.issuer.revoke(accessor, lease_id)
+            if not self.issuer.confirm_revoked(accessor, lease_id):
+                raise IssuerError("Vault still reports the lease or token as live after revoke")
+        except IssuerError as exc:
+            self._revocation_failed(grant_id, request_id, str(exc))
+            return False
+        return self._mark_ended(grant_id, request_id, end_reason, ended_by)
+
+    def _revocation_failed(self, grant_id: int, request_id: int, problem: str) -> None:
+        now = self.clock.now()
+        with transaction(self.engine) as session:
+            grant = self._grant(session, grant_id)
+            grant.revoke_attempts += 1
+            grant.last_error = problem
+            grant.claimed_at = None
+            session.add(grant)
+            attempts = grant.revoke_attempts
+            request = self._request(session, request_id)
+            append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.REVOKE_FAILED,
+                         request_id=request_id, resource=request.resource,
+                         details={"error": problem, "attempt": attempts})
+            view = self._view(session, request)
+        retry_at = now + retry_delay(attempts)
+        self.timers.schedule_retry(grant_id, retry_at)
+        log.error("revocation of grant %s failed (attempt %s): %s", grant_id, attempts, problem)
+        self._announce(
+            view, AuditAction.REVOKE_FAILED,
+            f"REVOCATION FAILED (attempt {attempts}): {problem}. Still live in Vault until "
+            f"revoked; retrying in {format_duration(retry_at - now)}.", alert=True,
+        )
+
+    def _mark_ended(self, grant_id: int, request_id: int, reason: str, actor: str) -> bool:
+        now = self.clock.now()
+        with transaction(self.engine) as session:
+            grant = self._grant(session, grant_id)
+            grant.status = GrantStatus.REVOKED
+            grant.ended_at = now
+            grant.claimed_at = None
+            session.add(grant)
+            request = self._request(session, request_id)
+            if request.status == RequestStatus.REVOKING.value:
+                self._move(session, request_id, RequestStatus.ENDED, now)
+            action = AuditAction.EXPIRED if reason == EndReason.EXPIRED else AuditAction.REVOKED
+            append_event(session, at=now, actor=actor, action=action, request_id=request_id,
+                         resource=request.resource,
+                         details={"reason": reason, "lease_id": grant.lease_id,
+                                  "token_accessor": grant.token_accessor,
+                                  "held_for": format_duration(now - utc(grant.issued_at)),
+                                  "confirmed_by_vault": True})
+            view = self._view(session, self._request(session, request_id))
+        for ref in self._refs(request_id, MessageKind.CREDENTIALS):
+            self.notifier.close_credentials(view, ref)
+        if reason in {EndReason.EXPIRED, EndReason.REVOKED}:
+            who = "it expired" if reason == EndReason.EXPIRED else f"<@{actor}> revoked it"
+            self.notifier.tell(view.requester, f"Your access to `{view.resource}` (request "
+                               f"#{view.id}) has ended: {who}. Vault confirmed the credentials "
+                               "are gone.")
+        text = {EndReason.EXPIRED: "expired; Vault confirmed revocation",
+                EndReason.REVOKED: f"revoked early by <@{actor}>; Vault confirmed revocation"}
+        self._announce(view, action, text.get(reason, f"cleaned up ({reason}); Vault "
+                                              "confirmed revocation"))
+        return True
+
+    # -- extension ----------------------------------------------------------------------------
+
+    def _apply_extension(self, view: RequestView) -> RequestView:
+        """An approved extension renews its parent's token and lease in Vault, within the
+        resource's ``max_duration`` in total, and says so when Vault capped it lower."""
+        assert view.parent_id is not None
+        resource = self._resource(view.resource)
+        with Session(self.engine) as session:
+            grant = self._grant_of(session, view.parent_id)
+        if (grant is None or grant.id is None or grant.status != GrantStatus.ACTIVE
+                or grant.expires_at is None or grant.token_accessor is None):
+            return self._fail_extension(view, "the access had already ended")
+        try:
+            wanted = extension_limit(utc(grant.issued_at), utc(grant.expires_at), view.duration,
+                                     resource.max_duration)
+        except UserError as exc:  # the grant used up its room while the extension waited
+            return self._fail_extension(view, str(exc))
+        try:
+            granted = self.issuer.renew(grant.token_accessor, grant.lease_id, wanted)
+        except IssuerError as exc:
+            return self._fail_extension(view, f"Vault refused to renew: {exc}")
+        now = self.clock.now()
+        capped = granted < wanted - timedelta(seconds=5)
+        with transaction(self.engine) as session:
+            row = self._grant(session, grant.id)
+            previous = utc(row.expires_at) if row.expires_at else granted
+            row.expires_at = granted
+            session.add(row)
+            self._move(session, view.id, RequestStatus.ENDED, now)
+            append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.EXTENDED,
+                         request_id=view.parent_id, resource=view.resource,
+                         details={"extension": view.id, "from": previous.isoformat(),
+                                  "to": granted.isoformat(), "asked_until": wanted.isoformat(),
+                                  "capped_by_vault": capped})
+            done = self._view(session, self._request(session, view.id))
+        self.timers.schedule_end(grant.id, granted)
+        self._refresh_request_messages(done)
+        until = f"<!date^{int(granted.timestamp())}^{{date_short_pretty}} {{time}}|" \
+                f"{granted:%Y-%m-%d %H:%M} UTC>"
+        cap_note = (f" Vault capped the renewal below the {format_duration(view.duration)} "
+                    "approved." if capped else "")
+        self.notifier.tell(view.requester, f"Your access to `{view.resource}` (request "
+                           f"#{view.parent_id}) is extended until {until}.{cap_note}")
+        self._announce(done, AuditAction.EXTENDED, f"extended until {until}.{cap_note}")
+        return done
+
+    def _fail_extension(self, view: RequestView, problem: str) -> RequestView:
+        now = self.clock.now()
+        with transaction(self.engine) as session:
+            self._move(session, view.id, RequestStatus.FAILED, now, failure=problem)
+            append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.FAILED,
+                         request_id=view.id, resource=view.resource, details={"error": problem})
+            failed = self._view(session, self._request(session, view.id))
+        self._refresh_request_messages(failed)
+        self.notifier.tell(view.requester, f"Extension #{view.id} of request #{view.parent_id} "
+                           f"could not be applied: {problem}")
+        self._announce(failed, AuditAction.FAILED, f"extension failed: {problem}", alert=True)
+        return failed

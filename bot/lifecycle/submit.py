@@ -1,0 +1,154 @@
+"""command -> request: store a validated request and route it to whoever can approve it now.
+
+Routing asks the approver directory for tiers (a static list, rotations, PagerDuty, user
+groups): the first tier with someone other than the requester is asked first; later tiers are
+the escalation path. Break-glass skips approval but is announced loudly and awaits review.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from sqlmodel import Session, select
+
+from bot.audit import AuditAction, append_event
+from bot.domain.durations import check_grant_duration, format_duration, parse_duration
+from bot.domain.errors import Conflict, NotAllowed
+from bot.domain.permissions import check_may_request
+from bot.domain.requests import (
+    RequestStatus,
+    ValidRequest,
+    extension_limit,
+    validate_break_glass,
+)
+from bot.lifecycle.base import LifecycleBase, MessageKind, SubmitResult
+from bot.policy import SLACK_USERGROUP_ID, Resource
+from bot.store.db import transaction
+from bot.store.models import AccessRequest, GrantStatus, utc
+
+
+class SubmitMixin(LifecycleBase):
+    def submit(self, requester: str, valid: ValidRequest, origin_channel: str | None,
+               break_glass: bool = False) -> SubmitResult:
+        """Store a validated request and put it in front of its approvers."""
+        resource = self._resource(valid.resource)
+        self._check_requester(requester, valid.resource, resource)
+        if break_glass:
+            validate_break_glass(valid.resource, resource, valid.duration)
+            return self._break_glass(requester, valid, origin_channel, resource)
+        return self._route_new(
+            requester=requester, resource_name=valid.resource, resource=resource,
+            duration=valid.duration, reason=valid.reason, origin_channel=origin_channel,
+        )
+
+    def request_extension(self, request_id: int, actor: str, duration_text: str
+                          ) -> SubmitResult:
+        """``/debug-access extend <id> <duration>``: the approvers are asked again."""
+        parent = self.get(request_id)
+        if actor != parent.requester:
+            raise NotAllowed("Only the requester can ask to extend their access.")
+        if parent.status is not RequestStatus.ACTIVE:
+            raise Conflict(f"Request #{request_id} is {parent.status.label}; only active access "
+                           "can be extended.")
+        resource = self._resource(parent.resource)
+        if resource.vault_path is None:
+            raise Conflict(f"`{parent.resource}` hands out Vault tokens that cannot be renewed; "
+                           "ask for new access when this one ends.")
+        extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
+        with Session(self.engine) as session:
+            grant = self._grant_of(session, request_id)
+            waiting = session.exec(select(AccessRequest).where(
+                AccessRequest.parent_id == request_id,
+                AccessRequest.status == RequestStatus.PENDING.value)).first()
+        if grant is None or grant.expires_at is None or grant.status != GrantStatus.ACTIVE:
+            raise Conflict(f"Request #{request_id} has no active grant to extend.")
+        if waiting is not None:
+            raise Conflict(f"Extension #{waiting.id} of request #{request_id} is already waiting "
+                           "for approval.")
+        extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra,
+                        resource.max_duration)
+        return self._route_new(
+            requester=actor, resource_name=parent.resource, resource=resource, duration=extra,
+            reason=parent.reason, origin_channel=None, parent_id=request_id,
+        )
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _check_requester(self, requester: str, name: str, resource: Resource) -> None:
+        if not resource.requesters:
+            return
+        groups = [e for e in resource.requesters if SLACK_USERGROUP_ID.fullmatch(e)]
+        member_of = groups if groups and self.approvers.in_any_group(requester, groups) else []
+        check_may_request(requester, name, resource.requesters, member_of)
+
+    def _route_new(
+        self, *, requester: str, resource_name: str, resource: Resource, duration: timedelta,
+        reason: str, origin_channel: str | None, parent_id: int | None = None,
+    ) -> SubmitResult:
+        now = self.clock.now()
+        staffed, note = self._tiers(resource_name, resource, requester, now)
+        primary = staffed[0].users
+        pending_until = now + resource.pending_ttl
+        with transaction(self.engine) as session:
+            request = AccessRequest(
+                requester=requester, resource=resource_name,
+                duration_seconds=int(duration.total_seconds()), reason=reason,
+                status=RequestStatus.PENDING.value, origin_channel=origin_channel,
+                created_at=now, updated_at=now,
+                kind="extension" if parent_id else "access", parent_id=parent_id,
+                approvals_required=resource.approvals_required, asked=json.dumps(primary),
+                routing_note=note, pending_until=pending_until,
+            )
+            session.add(request)
+            session.flush()
+            append_event(
+                session, at=now, actor=requester, action=AuditAction.REQUESTED,
+                request_id=request.id, resource=resource_name,
+                details={"duration": format_duration(duration), "reason": reason,
+                         "asked": list(primary), "routing": note, "kind": request.kind,
+                         "extends": parent_id,
+                         "approvals_required": resource.approvals_required},
+            )
+            view = self._view(session, request)
+        refs = self.notifier.announce_request(view, primary, in_channel=True)
+        self._remember_messages(view.id, MessageKind.APPROVAL, refs)
+        self.timers.schedule_pending_expiry(view.id, pending_until)
+        if resource.escalate_after is not None and len(staffed) > 1:
+            self.timers.schedule_escalation(view.id, now + resource.escalate_after)
+        what = (f"asked to extend #{parent_id} by {format_duration(duration)}" if parent_id
+                else "requested")
+        self._announce(view, AuditAction.REQUESTED, what)
+        return SubmitResult(view=view, asked=primary)
+
+    def _break_glass(self, requester: str, valid: ValidRequest, origin_channel: str | None,
+                     resource: Resource) -> SubmitResult:
+        now = self.clock.now()
+        tiers = self.approvers.tiers(resource.approvers, requester, now)
+        on_call = next((t.users for t in tiers if t.users), ())
+        with transaction(self.engine) as session:
+            request = AccessRequest(
+                requester=requester, resource=valid.resource,
+                duration_seconds=int(valid.duration.total_seconds()), reason=valid.reason,
+                status=RequestStatus.PENDING.value, origin_channel=origin_channel,
+                created_at=now, updated_at=now, break_glass=True, asked=json.dumps(on_call),
+            )
+            session.add(request)
+            session.flush()
+            assert request.id is not None
+            moved = self._move(session, request.id, RequestStatus.APPROVED, now)
+            moved.decided_by, moved.decided_at = requester, now
+            append_event(
+                session, at=now, actor=requester, action=AuditAction.BREAK_GLASS,
+                request_id=request.id, resource=valid.resource,
+                details={"duration": format_duration(valid.duration), "reason": valid.reason,
+                         "notified": list(on_call)},
+            )
+            view = self._view(session, moved)
+        refs = self.notifier.announce_request(view, on_call, in_channel=True)
+        self._remember_messages(view.id, MessageKind.APPROVAL, refs)
+        self._announce(view, AuditAction.BREAK_GLASS,
+                       "BREAK-GLASS: access taken without approval; awaiting review",
+                       alert=True)
+        issued = self._issue(view)
+        return SubmitResult(view=issued, asked=on_call)
