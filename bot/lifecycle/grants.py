@@ -67,7 +67,7 @@ class GrantMixin(LifecycleBase):
             return self._fail_issue(view, grant_id, f"Vault could not issue the secret: {exc}")
         expires_at = token.expires_at
         if secret is not None:
-            expires_at = min(expires_at, secret.lease_expires_at)
+            expires_at = min(expires_at, self._stretch_lease(token, secret))
         now = self.clock.now()
         with transaction(self.engine) as session:
             grant_row = self._grant(session, grant_id)
@@ -90,7 +90,7 @@ class GrantMixin(LifecycleBase):
                        f"issued, expires <!date^{int(expires_at.timestamp())}^{{time}}|"
                        f"{expires_at:%H:%M} UTC>")
         try:
-            delivery = self._delivery(view, token, secret, now)
+            delivery = self._delivery(view, token, secret, now, expires_at)
             ref = self.notifier.deliver_credentials(view, delivery)
         except (IssuerError, DeliveryError) as exc:
             log.error("delivery of request %s failed: %s", view.id, exc)
@@ -106,12 +106,23 @@ class GrantMixin(LifecycleBase):
                          details={"delivery": self.policy.delivery})
         return view
 
+    def _stretch_lease(self, token: GrantToken, secret: DynamicSecret) -> datetime:
+        """A secrets engine's default lease TTL may be shorter than the approved duration (a
+        database role's default_ttl): renew the lease up to the grant token's expiry, within the
+        role's max_ttl. On failure keep the shorter lease; the requester is told it was capped."""
+        if secret.lease_expires_at >= token.expires_at - timedelta(seconds=5):
+            return secret.lease_expires_at
+        try:
+            return self.issuer.renew(token.accessor, secret.lease_id, token.expires_at)
+        except IssuerError as exc:
+            log.warning("could not renew lease up to the approved duration: %s", exc)
+            return secret.lease_expires_at
+
     def _delivery(
         self, view: RequestView, token: GrantToken, secret: DynamicSecret | None, now: datetime,
+        expires_at: datetime,
     ) -> CredentialDelivery:
         values: dict[str, SecretValue] = dict(secret.values) if secret else {"token": token.token}
-        expires_at = token.expires_at if secret is None else min(token.expires_at,
-                                                                 secret.lease_expires_at)
         notes: tuple[str, ...] = ()
         if expires_at < now + view.duration - timedelta(seconds=5):
             notes = (f"Vault capped this grant at {format_duration(expires_at - now)}, "

@@ -145,6 +145,18 @@ class SlackRequestSender:
         """Interactive requests arrive as a single form field `payload` holding JSON."""
         return self.post_form({"payload": json.dumps(payload)})
 
+    def event(self, event: dict[str, Any]) -> requests.Response:
+        """Deliver an Events API callback (JSON body, signed), e.g. app_home_opened."""
+        body = {
+            "token": self.verification_token, "team_id": self.team_id,
+            "api_app_id": self.api_app_id, "type": "event_callback",
+            "event_id": f"Ev{secrets.token_hex(5).upper()}", "event_time": int(time.time()),
+            "authorizations": [{"team_id": self.team_id, "user_id": self.emulator.bot_user_id,
+                                "is_bot": True}],
+            "event": event,
+        }
+        return self.post_raw(json.dumps(body), content_type="application/json")
+
     def new_trigger_id(self) -> str:
         """Unique trigger ids, shaped like Slack's."""
         return f"{next(self._counter)}.{int(time.time())}.{secrets.token_hex(16)}"

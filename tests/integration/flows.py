@@ -94,23 +94,25 @@ def request_access(bot: BotProcess, slack: SlackEmulator, user: str, text: str) 
     return int(match.group(1))
 
 
+def _is_request_message(message: dict[str, Any], request_id: int) -> bool:
+    return re.match(rf"(Access request|Extension request|Break-glass access) #{request_id}:",
+                    str(message.get("text", ""))) is not None
+
+
 def approval_messages(slack: SlackEmulator, request_id: int) -> list[dict[str, Any]]:
     """Every copy of the approval message for ``request_id`` (channel and DMs), current state."""
-    marker = f"Access request #{request_id}:"
     found = []
     for channel in (APPROVALS, slack.dm_channel(ALICE), slack.dm_channel(BOB),
                     slack.dm_channel(MALLORY), slack.dm_channel(REQUESTER)):
-        found.extend(m for m in slack.messages(channel)
-                     if str(m.get("text", "")).startswith(marker))
+        found.extend(m for m in slack.messages(channel) if _is_request_message(m, request_id))
     return found
 
 
 def approval_message(slack: SlackEmulator, request_id: int, channel: str = APPROVALS
                      ) -> dict[str, Any]:
-    marker = f"Access request #{request_id}:"
     return wait_until(
-        lambda: next((m for m in slack.messages(channel)
-                      if str(m.get("text", "")).startswith(marker)), None),
+        lambda: next((m for m in slack.messages(channel) if _is_request_message(m, request_id)),
+                     None),
         what=f"approval message for #{request_id} in {channel}",
     )
 

@@ -254,8 +254,18 @@ def test_dm_delivery_of_a_token_resource() -> None:
     assert h.timers.ends == [(grant.id, START + timedelta(minutes=30))]
 
 
+def test_short_default_lease_is_renewed_up_to_the_approved_duration(h: Harness) -> None:
+    h.issuer.lease_ttl = timedelta(minutes=20)  # e.g. a database role's default_ttl
+    request_id = approved(h)
+    ((_, delivery),) = h.notifier.deliveries
+    assert delivery.expires_at == START + HOUR and delivery.notes == ()
+    assert h.issuer.count("renew") == 1
+    assert h.timers.ends == [(grant_of(h, request_id).id, START + HOUR)]
+
+
 def test_vault_capping_the_grant_is_reported_and_the_timer_follows(h: Harness) -> None:
     h.issuer.lease_ttl = timedelta(minutes=20)
+    h.issuer.renew_cap = timedelta(minutes=20)  # the role's max_ttl allows no more
     request_id = approved(h)
     ((_, delivery),) = h.notifier.deliveries
     assert delivery.expires_at == START + timedelta(minutes=20)
