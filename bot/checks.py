@@ -18,7 +18,8 @@ def _say(ok: bool, what: str) -> None:
 
 
 def run_checks() -> int:
-    from bot.cli import ConfigProblem, load_configuration
+    from bot.cli import load_configuration
+    from bot.errors import ConfigProblem
 
     try:
         settings, policy = load_configuration()

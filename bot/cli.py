@@ -4,6 +4,8 @@
     debug-access dev     run it against an embedded OpenBao dev server, SQLite and a demo policy
     debug-access check   validate the policy and environment; reach Vault, the database, Slack
     debug-access vault-policy   print the least-privilege Vault policy for the bot's token
+    debug-access audit verify | audit export --since 2026-11-01 [--until …] [--format csv]
+    debug-access digest --now   post the daily digest for the last 24 hours
 """
 
 from __future__ import annotations
@@ -13,19 +15,18 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import Engine
 
-from bot.config import Settings
+from bot.config import DatabaseSettings, Settings
+from bot.errors import ConfigProblem
 from bot.logs import configure_logging
 from bot.policy import Policy, PolicyError, load_policy
-
-
-class ConfigProblem(Exception):
-    """Configuration that stops the bot, explained in plain words."""
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -103,6 +104,70 @@ def load_settings_for_policy() -> Path:
     return Path(os.environ.get("DEBUG_ACCESS_POLICY", "policy.yml"))
 
 
+def _parse_day(text: str) -> datetime:
+    from bot.audit_export import parse_day
+
+    try:
+        return parse_day(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _audit_engine() -> Engine:
+    from bot.store.db import create_schema, make_engine
+
+    engine = make_engine(DatabaseSettings().database_url)
+    create_schema(engine)
+    return engine
+
+
+def cmd_audit_verify(_args: argparse.Namespace) -> int:
+    """Walk the hash chain; name the first broken row."""
+    from sqlmodel import Session
+
+    from bot.audit import verify_chain
+    from bot.audit_export import verify_report_text
+
+    with Session(_audit_engine()) as session:
+        report = verify_chain(session)
+    print(verify_report_text(report))  # noqa: T201
+    return 0 if report.ok else 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    """Write audit events for a SIEM, as JSON lines or CSV."""
+    from sqlmodel import Session
+
+    from bot.audit_export import export_events, query_events
+
+    with Session(_audit_engine()) as session:
+        events = query_events(session, args.since, args.until)
+        if args.output == "-":
+            count = export_events(events, args.format, sys.stdout)
+        else:
+            with Path(args.output).open("w", encoding="utf-8", newline="") as out:
+                count = export_events(events, args.format, out)
+    print(f"exported {count} events", file=sys.stderr)  # noqa: T201
+    return 0
+
+
+def cmd_digest(_args: argparse.Namespace) -> int:
+    """Post the digest for the last 24 hours now."""
+    from bot.digest import DailyDigest
+    from bot.ports import SystemClock
+    from bot.slack.app import build_web_client
+    from bot.slack.notifier import SlackNotifier
+    from bot.store.db import create_schema, make_engine
+
+    settings, policy = load_configuration()
+    configure_logging(settings.log_level)
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    notifier = SlackNotifier(build_web_client(settings), policy)
+    DailyDigest(engine, policy, notifier, SystemClock()).run(now=True)
+    return 0
+
+
 def cmd_check(_args: argparse.Namespace) -> int:
     from bot.checks import run_checks
 
@@ -126,6 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
                    ).set_defaults(func=cmd_check)
     sub.add_parser("vault-policy", help="print the least-privilege Vault policy for the bot"
                    ).set_defaults(func=cmd_vault_policy)
+    audit = sub.add_parser("audit", help="verify or export the audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    audit_sub.add_parser("verify", help="check the hash chain; name the first broken row"
+                         ).set_defaults(func=cmd_audit_verify)
+    export = audit_sub.add_parser("export", help="write events for a SIEM")
+    export.add_argument("--since", type=_parse_day, required=True,
+                        help="a date (midnight UTC) or an ISO time")
+    export.add_argument("--until", type=_parse_day, default=None)
+    export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    export.add_argument("--output", default="-", help="a file (default: standard output)")
+    export.set_defaults(func=cmd_audit_export)
+    digest = sub.add_parser("digest", help="post the daily digest")
+    digest.add_argument("--now", action="store_true", required=True,
+                        help="post the digest for the 24 hours up to now")
+    digest.set_defaults(func=cmd_digest)
     return parser
 
 

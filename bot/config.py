@@ -14,10 +14,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 
 
-class Settings(BaseSettings):
-    """Everything the bot reads from its environment."""
+class DatabaseSettings(BaseSettings):
+    """What the audit commands need: only the database (no Slack or Vault secrets)."""
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = "sqlite:///debug-access.db"
+
+
+class Settings(DatabaseSettings):
+    """Everything the bot reads from its environment."""
 
     slack_bot_token: SecretStr
     slack_signing_secret: SecretStr
@@ -30,7 +36,9 @@ class Settings(BaseSettings):
     vault_token: SecretStr
     vault_namespace: str | None = None
 
-    database_url: str = "sqlite:///debug-access.db"
+    pagerduty_token: SecretStr | None = None
+    pagerduty_api_url: str = "https://api.pagerduty.com"
+
     debug_access_policy: Path = Path("policy.yml")
     log_level: str = "INFO"
 

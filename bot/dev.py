@@ -21,7 +21,8 @@ from pathlib import Path
 import hvac
 import yaml
 
-from bot.cli import ConfigProblem, load_configuration, run_bot
+from bot.cli import load_configuration, run_bot
+from bot.errors import ConfigProblem
 
 DEV_DIR = Path(".dev")
 DEMO_POLICY_NAME = "debug-access-demo-read"

@@ -19,10 +19,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from bot.digest_schedule import DigestConfig
 from bot.domain.commands import SUBCOMMANDS
 from bot.domain.durations import (
     MAXIMUM_GRANT,
@@ -30,6 +32,12 @@ from bot.domain.durations import (
     DurationError,
     format_duration,
     parse_duration,
+)
+from bot.oncall.config import (
+    RotationConfig,
+    check_approver_entry,
+    check_rotation_names,
+    undefined_rotations,
 )
 
 RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -127,10 +135,12 @@ class Resource(_Strict):
 
     @field_validator("approvers")
     @classmethod
-    def _approvers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for user in value:
-            if not SLACK_USER_ID.fullmatch(user):
-                raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
+    def _approvers(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        # Slack user ids or rotation names. parse_policy passes the names defined under
+        # `rotations:` as context, so an undefined one is reported at this key.
+        rotations = (info.context or {}).get("rotations")
+        for entry in value:
+            check_approver_entry(entry, rotations)
         return value
 
     @model_validator(mode="after")
@@ -161,9 +171,27 @@ class Policy(_Strict):
     """The whole policy file."""
 
     channels: Channels = Channels()
+    digest: DigestConfig | None = None
     delivery: Literal["wrapped", "dm"] = "wrapped"
     wrap_ttl: Duration = timedelta(minutes=10)
+    rotations: dict[str, RotationConfig] = {}
     resources: dict[str, Resource] = Field(min_length=1)
+
+    @field_validator("rotations")
+    @classmethod
+    def _rotation_names(cls, value: dict[str, RotationConfig]) -> dict[str, RotationConfig]:
+        check_rotation_names(value)
+        return value
+
+    @model_validator(mode="after")
+    def _approver_rotations_exist(self) -> Policy:
+        # The safety net for a Policy validated without parse_policy's context.
+        for name, resource in self.resources.items():
+            missing = undefined_rotations(resource.approvers, self.rotations)
+            if missing:
+                raise ValueError(f"resources.{name}.approvers: {missing[0]!r} is not a Slack "
+                                 "user id or a rotation defined under `rotations:`")
+        return self
 
     @field_validator("resources")
     @classmethod
@@ -221,7 +249,9 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     if not isinstance(raw, dict):
         raise PolicyError(f"{source}: expected a mapping with at least `resources:`")
     try:
-        return Policy.model_validate(raw)
+        rotations = raw.get("rotations")
+        names = set(rotations) if isinstance(rotations, dict) else set()
+        return Policy.model_validate(raw, context={"rotations": names})
     except ValidationError as exc:
         raise PolicyError(_format_errors(source, exc)) from None
 

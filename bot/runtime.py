@@ -15,7 +15,11 @@ from slack_bolt import App
 from bot import scheduler
 from bot.audit import ensure_chain_head
 from bot.config import Settings
+from bot.digest import DailyDigest
+from bot.digest_schedule import cron_trigger
+from bot.errors import ConfigProblem
 from bot.lifecycle import AccessLifecycle
+from bot.oncall.resolver import OnCallConfigError, build_resolver
 from bot.policy import Policy
 from bot.ports import SystemClock
 from bot.scheduler import GrantTimers
@@ -61,12 +65,21 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     client = build_web_client(settings)
     timers = GrantTimers(engine)
     notifier = SlackNotifier(client, policy)
+    token = settings.pagerduty_token.get_secret_value() if settings.pagerduty_token else None
+    try:
+        approvers = build_resolver(policy.rotations, client, token, settings.pagerduty_api_url)
+    except OnCallConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    clock = SystemClock()
     lifecycle = AccessLifecycle(engine=engine, policy=policy, issuer=issuer, notifier=notifier,
-                                timers=timers, clock=SystemClock())
+                                timers=timers, clock=clock, approvers=approvers)
     publish_home = HomePublisher(client, lifecycle)
     notifier.home = publish_home
     app = build_app(settings, client, lifecycle, publish_home)
-    scheduler.bind(lifecycle)
+    daily = DailyDigest(engine, policy, notifier, clock)
+    scheduler.bind(lifecycle, daily)
+    if policy.digest is not None:
+        timers.schedule_digest(cron_trigger(policy.digest))
     timers.start()
     lifecycle.reconcile()
     return Runtime(app=app, lifecycle=lifecycle, timers=timers)

@@ -21,19 +21,33 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine
 
+from bot.digest import DailyDigest
 from bot.lifecycle import AccessLifecycle, EndReason
 
 log = logging.getLogger(__name__)
 
 _lifecycle: AccessLifecycle | None = None
+_digest: DailyDigest | None = None
 
 
-def bind(lifecycle: AccessLifecycle) -> None:
-    """Point scheduled jobs at the running lifecycle."""
-    global _lifecycle
-    _lifecycle = lifecycle
+def bind(lifecycle: AccessLifecycle, digest: DailyDigest | None = None) -> None:
+    """Point scheduled jobs at the running lifecycle (and the daily digest)."""
+    global _lifecycle, _digest
+    _lifecycle, _digest = lifecycle, digest
+
+
+def run_digest() -> None:
+    """The cron job: post the daily digest (once per window, whatever the replica count)."""
+    if _digest is None:
+        log.error("digest timer fired before the digest was bound")
+        return
+    try:
+        _digest.run()
+    except Exception:
+        log.exception("the daily digest failed")
 
 
 def _run(what: str, call: Callable[[AccessLifecycle], object]) -> None:
@@ -93,6 +107,10 @@ class GrantTimers:
 
     def schedule_pending_expiry(self, request_id: int, at: datetime) -> None:
         self._add(f"request-{request_id}-expire", run_pending_expiry, [request_id], at)
+
+    def schedule_digest(self, trigger: BaseTrigger) -> None:
+        self.scheduler.add_job(run_digest, trigger=trigger, id="daily-digest",
+                               replace_existing=True, name="daily-digest")
 
     def cancel_pending(self, request_id: int) -> None:
         for job_id in (f"request-{request_id}-escalate", f"request-{request_id}-expire"):

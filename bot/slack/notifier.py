@@ -17,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from bot.policy import Policy
 from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
 from bot.slack import blocks
+from bot.slack.digest_blocks import DigestMessages
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,23 @@ class SlackNotifier:
         except SLACK_FAILURES as exc:
             log.error("could not post %s to the audit channel: %s", action, error_code(exc))
             return None
+
+    def post_digest(self, messages: DigestMessages) -> None:
+        channel = self.policy.channels.audit
+        if not channel:
+            log.warning("no audit channel in the policy: the digest is not posted")
+            return
+        try:
+            root = self._post(channel, messages.main.text, messages.main.blocks)
+            for reply in messages.thread:
+                self._post(channel, reply.text, reply.blocks, thread_ts=root.ts)
+            if messages.csv_attachment is not None:
+                csv = messages.csv_attachment
+                self.client.files_upload_v2(channel=channel, thread_ts=root.ts,
+                                            filename=csv.filename, title=csv.title,
+                                            content=csv.content)
+        except SLACK_FAILURES as exc:
+            log.error("could not post the digest: %s", error_code(exc))
 
     def home_changed(self, users: Sequence[str]) -> None:
         if self.home is None:

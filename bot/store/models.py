@@ -136,3 +136,13 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     last_hash: str = Field(max_length=64)
     count: int = 0
+
+
+class DigestRun(SQLModel, table=True):
+    """One row per posted digest window, so replicas firing the same cron job post it once."""
+
+    __tablename__ = "digest_run"
+
+    id: int | None = Field(default=None, primary_key=True)
+    window_end: datetime = _when(unique=True)  # type: ignore[assignment]
+    posted_at: datetime = _when()  # type: ignore[assignment]
