@@ -95,6 +95,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif parsed.path.startswith("/response/"):
             key = urllib.parse.unquote(parsed.path[len("/response/") :])
             status, body, headers = self.emulator._handle_response_url(key, params)
+        elif parsed.path.startswith("/upload/"):
+            file_id = parsed.path[len("/upload/") :]
+            status, body, headers = self.emulator._handle_upload(file_id, raw)
         else:
             status, body, headers = 404, {"ok": False, "error": "not_found"}, {}
         payload = json.dumps(body).encode()
@@ -167,6 +170,7 @@ class SlackEmulator:
         self._faults: dict[str, list[_Fault]] = {}
         self._messages: dict[str, dict[str, dict[str, Any]]] = {}
         self._views: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, dict[str, Any]] = {}  # uploaded through files_upload_v2
         self._home_views: dict[str, str] = {}
         self._ts_counter = itertools.count(1)
         self._id_counter = itertools.count(1)
@@ -352,6 +356,39 @@ class SlackEmulator:
             if fault.remaining <= 0:
                 queue.pop(0)
             return fault
+
+    def _handle_upload(self, file_id: str, raw: bytes
+                       ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """The second step of files_upload_v2: the file's bytes, posted to the upload URL."""
+        with self._lock:
+            if file_id not in self.files:
+                return 404, {"ok": False, "error": "unknown_file"}, {}
+            self.files[file_id]["content"] = raw
+        self._record(Call("file_upload", {"file_id": file_id, "size": len(raw)}, time.time(),
+                          {"ok": True}))
+        return 200, {"ok": True}, {}
+
+    def _api_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = self._next_id("F")
+        with self._lock:
+            self.files[file_id] = {"id": file_id, "filename": params["filename"],
+                                   "length": int(params["length"]), "content": b""}
+        return {"ok": True, "upload_url": f"{self.root_url}/upload/{file_id}",
+                "file_id": file_id}
+
+    def _api_files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        files = params["files"]
+        if isinstance(files, str):
+            files = json.loads(files)
+        done = []
+        with self._lock:
+            for item in files:
+                stored = self.files[item["id"]]
+                stored.update(title=item.get("title"), channel=params.get("channel_id"),
+                              thread_ts=params.get("thread_ts"))
+                done.append({"id": item["id"], "title": item.get("title"),
+                             "name": stored["filename"]})
+        return {"ok": True, "files": done}
 
     def _handle_response_url(
         self, key: str, params: dict[str, Any]

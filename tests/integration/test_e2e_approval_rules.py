@@ -225,3 +225,43 @@ def test_break_glass_issues_at_once_is_announced_and_reviewed(
     assert row[0] is True and row[1] == BOB and row[2] is not None and row[3] == REQUESTER
     assert audit_actions(postgres, bot, 1)[:3] == ["break_glass", "issued", "delivered"]
     assert audit_actions(postgres, bot, 1)[-1] == "reviewed"
+
+
+def test_pagerduty_on_call_approves_and_an_outage_falls_back_to_the_user_group(
+    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+) -> None:
+    from tests.emulators.pagerduty_api import PagerDutyEmulator
+
+    slack.usergroups["S0SRELEADS"] = [CAROL]
+    with PagerDutyEmulator() as pagerduty:
+        pagerduty.add_user("PUALICE", f"{ALICE.lower()}@example.com")
+        pagerduty.add_oncall("PUALICE", schedule_id="PSCHED1")
+        policy = with_resource(vault_db.path, approvers=["platform", "sre-leads"])
+        policy["rotations"] = {
+            "platform": {"type": "pagerduty", "schedule_id": "PSCHED1"},
+            "sre-leads": {"type": "usergroup", "usergroup": "S0SRELEADS"},
+        }
+        bot = run_bot(policy, env={"PAGERDUTY_TOKEN": pagerduty.token,
+                                   "PAGERDUTY_API_URL": pagerduty.base_url})
+        first = request_access(bot, slack, REQUESTER, "payments-db 30m INC-26 via pagerduty")
+        assert [m for m in slack.messages(slack.dm_channel(ALICE)) if f"#{first}" in m["text"]]
+        assert not slack.messages(slack.dm_channel(CAROL))
+        # A bystander, on call nowhere, may not approve.
+        refused = click(bot, slack, "U0MALLORY", approval_message(slack, first),
+                        ActionId.APPROVE)
+        assert "Only the approvers" in refused["text"]
+        click(bot, slack, ALICE, approval_message(slack, first), ActionId.APPROVE)
+        credentials_message(slack, REQUESTER, first)
+
+        pagerduty.outage = True
+        bot.restart()  # a fresh process: no cached on-call answer
+        second = request_access(bot, slack, REQUESTER, "payments-db 30m INC-27 pd is down")
+        message = approval_message(slack, second)
+        assert "PagerDuty unreachable" in blocks_text(message)
+        assert "fell back to the next source (sre-leads)" in blocks_text(message)
+        assert [m for m in slack.messages(slack.dm_channel(CAROL)) if f"#{second}" in m["text"]]
+        click(bot, slack, CAROL, message, ActionId.APPROVE)
+        credentials_message(slack, REQUESTER, second)
+        routing = bot_rows(postgres, bot, f"SELECT routing_note FROM access_request WHERE id = "
+                                          f"{second}")[0][0]
+        assert "PagerDuty unreachable" in routing
