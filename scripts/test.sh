@@ -96,8 +96,8 @@ log "installing the project with test extras into .venv"
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
 export no_proxy="$NO_PROXY"
 
-log "ruff check bot tests"
-.venv/bin/ruff check bot tests
+log "ruff check bot tests benchmarks"
+.venv/bin/ruff check bot tests benchmarks
 
 log "mypy"
 .venv/bin/mypy
