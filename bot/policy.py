@@ -33,6 +33,12 @@ from bot.domain.durations import (
     format_duration,
     parse_duration,
 )
+from bot.domain.identifiers import (
+    POLICY_NAME,
+    SLACK_CHANNEL_ID,
+    SLACK_USER_ID,
+    SLACK_USERGROUP_ID,
+)
 from bot.oncall.config import (
     RotationConfig,
     check_approver_entry,
@@ -40,10 +46,7 @@ from bot.oncall.config import (
     undefined_rotations,
 )
 
-RESOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
-SLACK_USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,20}$")
-SLACK_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{2,20}$")
+RESOURCE_NAME = POLICY_NAME
 VAULT_POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 

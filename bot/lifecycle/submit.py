@@ -15,6 +15,7 @@ from sqlmodel import Session, select
 from bot.audit import AuditAction, append_event
 from bot.domain.durations import check_grant_duration, format_duration, parse_duration
 from bot.domain.errors import Conflict, NotAllowed
+from bot.domain.identifiers import SLACK_USERGROUP_ID
 from bot.domain.permissions import check_may_request
 from bot.domain.requests import (
     RequestStatus,
@@ -23,7 +24,7 @@ from bot.domain.requests import (
     validate_break_glass,
 )
 from bot.lifecycle.base import LifecycleBase, MessageKind, SubmitResult
-from bot.policy import SLACK_USERGROUP_ID, Resource
+from bot.policy import Resource
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, GrantStatus, utc
 

@@ -31,11 +31,10 @@ from pydantic import (
 )
 
 from bot.domain.durations import DurationError, parse_duration
+from bot.domain.identifiers import POLICY_NAME, SLACK_USER_ID, SLACK_USERGROUP_ID
 from bot.domain.rotations import Override, RotationError, StaticRotation, load_zone
 
-ROTATION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,20}$")
-SLACK_USERGROUP_ID = re.compile(r"^S[A-Z0-9]{2,20}$")
+ROTATION_NAME = POLICY_NAME
 PAGERDUTY_ID = re.compile(r"^[A-Z0-9]{2,20}$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _HANDOFF = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.domain.digest import Attention, AttentionKind, Digest, GrantLine, RequestRecord
 from bot.domain.durations import format_duration
-from bot.slack.blocks import SECTION_TEXT_LIMIT, Block, escape, when
+from bot.slack.blocks import SECTION_TEXT_LIMIT, Block, context, escape, section, when
 
 HEADER_TEXT_LIMIT = 150
 MESSAGE_BLOCK_LIMIT = 50
@@ -80,7 +80,7 @@ def render_digest(digest: Digest) -> DigestMessages:
             return f"No access requests in the {_span(digest)} to {until}. Audit chain intact."
         return DigestMessages(main=SlackMessage(
             text=line(_plain_time(digest, digest.window_end)),
-            blocks=[_section(line(when(digest.window_end)))],
+            blocks=[section(line(when(digest.window_end)))],
         ))
     attachment = _csv_attachment(digest) if len(digest.grants) >= CSV_THRESHOLD else None
     lists = [
@@ -91,17 +91,17 @@ def render_digest(digest: Digest) -> DigestMessages:
         _List(f":large_green_circle: *Active now ({len(digest.active)})*",
               [active_line(record) for record in digest.active]),
     ]
-    blocks: list[Block] = [_header(digest), _context(_summary(digest))]
+    blocks: list[Block] = [_header(digest), context(_summary(digest))]
     overflow: list[_List] = []
     for part in lists:
         if not part.lines:
             continue
         more = _more_line(part)
         text, shown = _fit(part.title, part.lines, MAIN_ITEMS, more)
-        blocks.append(_section(text))
+        blocks.append(section(text))
         if shown < len(part.lines):
             overflow.append(_List(part.title.replace("*", "").strip(), part.lines[shown:]))
-    blocks.append(_section(_chain_line(digest)))
+    blocks.append(section(_chain_line(digest)))
     thread = _thread(digest, overflow)
     main = SlackMessage(text=_fallback(digest, bool(thread)), blocks=blocks)
     return DigestMessages(main=main, thread=thread, csv_attachment=attachment)
@@ -247,7 +247,7 @@ def _thread(digest: Digest, overflow: Sequence[_List]) -> tuple[SlackMessage, ..
                 or size + len(text) > THREAD_MESSAGE_CHARS:
             messages.append([])
             size = 0
-        messages[-1].append(_section(text))
+        messages[-1].append(section(text))
         size += len(text)
     day = _plain_time(digest, digest.window_end)
     return tuple(
@@ -292,16 +292,6 @@ def _csv_attachment(digest: Digest) -> CsvAttachment:
 
 
 # -- small helpers --------------------------------------------------------------------------------
-
-
-def _section(text: str) -> Block:
-    if len(text) > SECTION_TEXT_LIMIT:
-        text = text[: SECTION_TEXT_LIMIT - 1] + "…"
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
-
-
-def _context(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
 
 
 def _user(user_id: str | None) -> str:
