@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pytest
+from freezegun import freeze_time
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.rotations import StaticRotation
@@ -29,6 +30,7 @@ from bot.oncall.resolver import (
 )
 from bot.oncall.static import StaticSource
 from bot.oncall.usergroup import SlackUsergroups, UsergroupSource
+from bot.ports import SystemClock
 
 NOW = datetime(2026, 2, 2, 12, 0, tzinfo=UTC)
 REQUESTER = "U0REQ"
@@ -214,6 +216,22 @@ def test_only_whoever_is_on_call_at_the_click_may_approve() -> None:
     assert not r.may_approve_now(BOB, entries, REQUESTER, just_before)
     assert not r.may_approve_now(ALICE, entries, REQUESTER, HANDOFF)
     assert r.may_approve_now(BOB, entries, REQUESTER, HANDOFF)
+
+
+def test_the_running_clock_decides_across_a_dst_handoff() -> None:
+    """Through the clock the bot runs with (SystemClock), frozen either side of a handoff that
+    falls on the spring DST change in Berlin (Monday 30 March 2026 09:00 CEST = 07:00 UTC)."""
+    r = resolver(StaticSource(StaticRotation(
+        name="payments-primary", timezone="Europe/Berlin", start=date(2026, 3, 2),
+        shift="weekly", handoff=time(9, 0), members=(ALICE, BOB, CAROL, DAVE))))
+    entries = ["payments-primary"]
+    with freeze_time("2026-03-30T06:59:00Z"):  # 08:59 CEST: still the week of 23 March
+        assert [t.users for t in r.tiers(entries, REQUESTER, SystemClock().now())] == [(DAVE,)]
+    with freeze_time("2026-03-30T07:00:00Z"):  # 09:00 CEST: a new week, back to members[0]
+        now = SystemClock().now()
+        assert [t.users for t in r.tiers(entries, REQUESTER, now)] == [(ALICE,)]
+        assert r.may_approve_now(ALICE, entries, REQUESTER, now)
+        assert not r.may_approve_now(DAVE, entries, REQUESTER, now)
 
 
 def test_a_listed_user_id_always_counts_without_asking_any_source() -> None:
