@@ -12,8 +12,10 @@ Why it works the way it does
 * **Least privilege.** A ``vault_path`` resource gets a per-resource policy
   ``debug-access-grant-<resource>`` that allows only ``read`` on that one path, and the token gets
   no ``default`` policy. The token never leaves the bot. A ``vault_policies`` resource hands the
-  user a token with exactly the operator-chosen policies (plus ``default`` so ``vault token
-  lookup`` works); it is not renewable, so the holder cannot extend their own access.
+  user a token with exactly the operator-chosen policies plus ``debug-access-self-lookup`` (only
+  ``vault token lookup``), and *not* ``default``, whose ``renew-self`` would let the holder extend
+  their own access. Both kinds are renewable, by the bot alone (renew-accessor), for approved
+  extensions; the role's and the token's max TTL still bound them.
 * **Deliver without Slack seeing the secret.** Values are response-wrapped (single use, short TTL);
   ``wrapping_token_unused`` tells whether somebody already unwrapped it.
 * **Revoke and prove it.** ``revoke`` revokes the lease (lease id in the URL, so a path-scoped
@@ -122,6 +124,10 @@ def utc_now() -> datetime:
 def grant_policy_name(resource: str) -> str:
     """Name of the per-resource grant policy (Vault stores policy names in lower case)."""
     return f"{GRANT_POLICY_PREFIX}{resource.lower()}"
+
+
+SELF_LOOKUP_POLICY = "debug-access-self-lookup"
+SELF_LOOKUP_HCL = 'path "auth/token/lookup-self" {\n  capabilities = ["read"]\n}\n'
 
 
 def grant_policy_hcl(vault_path: str) -> str:
@@ -403,6 +409,9 @@ class VaultIssuer:
                 allowed.add(name)
                 self._ensure_policy(name, grant_policy_hcl(resource.vault_path), report)
             allowed.update(p.lower() for p in resource.vault_policies)
+        if any(resource.vault_policies for resource in resources):
+            allowed.add(SELF_LOOKUP_POLICY)
+            self._ensure_policy(SELF_LOOKUP_POLICY, SELF_LOOKUP_HCL, report)
         self._ensure_role(sorted(allowed), report)
         return report.freeze()
 
@@ -589,7 +598,7 @@ class VaultIssuer:
         policies = (
             [grant_policy_name(spec.resource)]
             if for_path
-            else [p.lower() for p in spec.vault_policies]
+            else [*(p.lower() for p in spec.vault_policies), SELF_LOOKUP_POLICY]
         )
         payload = {
             "policies": policies,
@@ -601,12 +610,10 @@ class VaultIssuer:
                 "requester": spec.requester,
                 "resource": spec.resource,
             },
-            # Bot-held tokens may be renewed by the bot within max_ttl; a user-held token must
-            # not let its holder extend their own access.
-            "renewable": for_path,
-            # A bot-held token needs nothing but its read; a user-held one keeps `default` so
-            # `vault token lookup` works.
-            "no_default_policy": for_path,
+            # Renewable by the bot (renew-accessor) for approved extensions. Never `default`:
+            # its renew-self would let a user-held token's holder extend their own access.
+            "renewable": True,
+            "no_default_policy": True,
         }
         path = f"auth/token/create/{self.token_role}"
         now = self._clock()
@@ -623,7 +630,7 @@ class VaultIssuer:
             raise IssuerError(f"Vault token creation via {path} returned no token")
         got = tuple(str(p) for p in (auth.get("policies") or auth.get("token_policies") or []))
         lease = int(auth.get("lease_duration") or 0)
-        unexpected = set(got) - set(policies) - ({"default"} if not for_path else set())
+        unexpected = set(got) - set(policies)
         if unexpected or lease <= 0:
             # Never hand out more than approved, nor a token without an end: take it back.
             self.revoke(str(accessor), None)

@@ -53,9 +53,6 @@ class SubmitMixin(LifecycleBase):
             raise Conflict(f"Request #{request_id} is {parent.status.label}; only active access "
                            "can be extended.")
         resource = self._resource(parent.resource)
-        if resource.vault_path is None:
-            raise Conflict(f"`{parent.resource}` hands out Vault tokens that cannot be renewed; "
-                           "ask for new access when this one ends.")
         extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
         with Session(self.engine) as session:
             grant = self._grant_of(session, request_id)

@@ -154,8 +154,8 @@ def approval_message(view: RequestView) -> tuple[str, list[Block]]:
     return text, blocks
 
 
-def credentials_message(view: RequestView, delivery: CredentialDelivery,
-                        extendable: bool = False) -> tuple[str, list[Block]]:
+def credentials_message(view: RequestView, delivery: CredentialDelivery
+                        ) -> tuple[str, list[Block]]:
     """The DM that hands the requester their access. Only the requester ever receives this."""
     until = when(delivery.expires_at)
     text = f"Your access to {view.resource} (request #{view.id}) is ready"
@@ -178,16 +178,16 @@ def credentials_message(view: RequestView, delivery: CredentialDelivery,
                                "Do not paste these values anywhere."))
     for note in delivery.notes:
         blocks.append(context(f":warning: {escape(note)}"))
-    blocks.append(grant_actions(view, extendable))
+    blocks.append(grant_actions(view))
     return text, blocks
 
 
-def grant_actions(view: RequestView, extendable: bool) -> Block:
-    """Revoke now, and Extend where the grant can be renewed."""
-    elements = [button("Revoke now", ActionId.REVOKE, str(view.id), "danger")]
-    if extendable:
-        elements.append(button("Extend", ActionId.EXTEND, str(view.id)))
-    return {"type": "actions", "block_id": BlockId.GRANT_ACTIONS.value, "elements": elements}
+def grant_actions(view: RequestView) -> Block:
+    """Revoke now, and Extend (the approvers are asked again)."""
+    return {"type": "actions", "block_id": BlockId.GRANT_ACTIONS.value, "elements": [
+        button("Revoke now", ActionId.REVOKE, str(view.id), "danger"),
+        button("Extend", ActionId.EXTEND, str(view.id)),
+    ]}
 
 
 def extend_modal(view: RequestView, max_total: str) -> dict[str, Any]:

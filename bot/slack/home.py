@@ -57,8 +57,7 @@ def home_view(user: str, mine: Sequence[RequestView], waiting: Sequence[RequestV
         left = f"until {when(view.expires_at)}" if view.expires_at else ""
         blocks.append(section(f"{_request_line(view)}\n{left}"))
         if view.status is RequestStatus.ACTIVE:
-            resource = policy.resource(view.resource)
-            blocks.append(grant_actions(view, extendable=bool(resource and resource.vault_path)))
+            blocks.append(grant_actions(view))
     blocks.append(section("*Your pending requests*" if pending else
                            "*Your pending requests*\nNone."))
     for view in pending[:MAX_LISTED]:

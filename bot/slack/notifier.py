@@ -80,13 +80,8 @@ class SlackNotifier:
             log.error("could not update message %s/%s: %s", ref.channel, ref.ts,
                       error_code(exc))
 
-    def _extendable(self, view: RequestView) -> bool:
-        resource = self.policy.resource(view.resource)
-        return resource is not None and resource.vault_path is not None
-
     def deliver_credentials(self, view: RequestView, delivery: CredentialDelivery) -> MessageRef:
-        text, message_blocks = blocks.credentials_message(view, delivery,
-                                                          extendable=self._extendable(view))
+        text, message_blocks = blocks.credentials_message(view, delivery)
         try:
             return self._post(self._dm_channel(view.requester), text, message_blocks)
         except SLACK_FAILURES as exc:

@@ -155,8 +155,19 @@ def test_vault_policies_resource_gets_a_scoped_token(
     values = unwrap_from(credentials_message(slack, REQUESTER, request_id), openbao)
     user = hvac.Client(url=openbao.addr, token=values["token"])
     info = user.auth.token.lookup_self()["data"]
-    assert set(info["policies"]) == {"default", "orders-logs-read"}
-    assert info["renewable"] is False and 19 * 60 < info["ttl"] <= 20 * 60
+    assert set(info["policies"]) == {"debug-access-self-lookup", "orders-logs-read"}
+    assert 19 * 60 < info["ttl"] <= 20 * 60
+    with pytest.raises(hvac.exceptions.Forbidden):
+        user.auth.token.renew_self()  # only the bot renews, after approval
+
+    # An approved extension renews the very token the requester holds.
+    sent = bot.sender.slash(REQUESTER, f"extend {request_id} 30m")
+    reply_to(slack, str(sent.response_key))
+    click(bot, slack, ALICE, approval_message(slack, request_id + 1), ActionId.APPROVE)
+    slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") ==
+                   slack.dm_channel(REQUESTER) and "is extended until" in
+                   str(c.params.get("text")), timeout=30)
+    assert 49 * 60 < user.auth.token.lookup_self()["data"]["ttl"] <= 50 * 60
     read = user.secrets.kv.v2.read_secret_version(path="orders/logs", mount_point="secret",
                                                   raise_on_deleted_version=True)
     assert read["data"]["data"] == {"key": "v1"}

@@ -21,6 +21,7 @@ import pytest
 from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue
 from bot.vault import (
     BOT_POLICY_HCL,
+    SELF_LOOKUP_POLICY,
     ResourceGrantShape,
     SetupReport,
     VaultIssuer,
@@ -203,7 +204,10 @@ def test_ensure_setup_creates_policy_and_role_then_changes_nothing(
     assert root.read(f"auth/token/roles/{role}") is None
 
     first = iss.ensure_setup(shapes)
-    assert first.created == (f"policy {policy}", f"token role {role}")
+    lookup_policy = f"policy {SELF_LOOKUP_POLICY}"  # shared: an earlier test may have made it
+    assert [c for c in first.created if c != lookup_policy] == [
+        f"policy {policy}", f"token role {role}"]
+    assert lookup_policy in first.created + first.present
     assert first.changed and not first.not_created
 
     rules = root.read(f"sys/policy/{policy}")["data"]["rules"]
@@ -213,12 +217,13 @@ def test_ensure_setup_creates_policy_and_role_then_changes_nothing(
     assert data["orphan"] is True
     assert data["renewable"] is True
     assert data["token_type"] == "service"
-    assert sorted(data["allowed_policies"]) == sorted([policy, KV_POLICY])
+    assert sorted(data["allowed_policies"]) == sorted([policy, KV_POLICY, SELF_LOOKUP_POLICY])
     assert data["disallowed_policies"] == ["root"]
     assert data["token_explicit_max_ttl"] == 24 * 3600
 
     second = iss.ensure_setup(shapes)
-    assert second == SetupReport(present=(f"policy {policy}", f"token role {role}"))
+    assert second == SetupReport(present=(f"policy {policy}", lookup_policy,
+                                          f"token role {role}"))
     assert not second.changed
 
     # Drift is repaired: someone made the role non-orphan.
@@ -482,15 +487,15 @@ def test_short_ttl_grant_expires_in_vault_and_takes_the_lease(
 # ---------------------------------------------------------------------------- vault_policies
 
 
-def test_policies_grant_has_exactly_those_policies_and_is_not_renewable(
+def test_policies_grant_has_exactly_those_policies_and_only_the_bot_can_renew_it(
     issuer: VaultIssuer, root: hvac.Client, openbao: Any, kv: str, vault_db: Any
 ) -> None:
     token = issuer.create_grant_token(spec(KV_RESOURCE, vault_policies=(KV_POLICY,)))
     try:
-        assert sorted(token.policies) == ["default", KV_POLICY]
+        assert sorted(token.policies) == sorted([KV_POLICY, SELF_LOOKUP_POLICY])
         info = lookup(root, token.accessor)
-        assert sorted(info["policies"]) == ["default", KV_POLICY]
-        assert info["renewable"] is False
+        assert sorted(info["policies"]) == sorted([KV_POLICY, SELF_LOOKUP_POLICY])
+        assert info["renewable"] is True  # by the bot, through renew-accessor
         assert info["orphan"] is True
         assert 290 <= info["ttl"] <= 300
 
@@ -501,8 +506,11 @@ def test_policies_grant_has_exactly_those_policies_and_is_not_renewable(
             as_user.read(f"{kv}/denied/config")
         with pytest.raises(hvac.exceptions.Forbidden):
             as_user.read(vault_db.path)
-        with pytest.raises(hvac.exceptions.InvalidRequest, match="not renewable"):
-            as_user.auth.token.renew_self()
+        with pytest.raises(hvac.exceptions.Forbidden):
+            as_user.auth.token.renew_self()  # no `default` policy: the holder cannot extend
+        renewed = issuer.renew(token.accessor, None, datetime.now(UTC) + timedelta(minutes=9))
+        assert 8 * 60 < (renewed - datetime.now(UTC)).total_seconds() <= 9 * 60
+        assert 8 * 60 < lookup(root, token.accessor)["ttl"] <= 9 * 60
         with pytest.raises(hvac.exceptions.Forbidden):
             as_user.auth.token.create(ttl="1h")  # cannot mint a longer-lived child
     finally:

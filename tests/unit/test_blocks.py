@@ -249,8 +249,8 @@ def test_credentials_message_has_revoke_now_and_says_when_it_ends(mode: str) -> 
     text, message = blocks.credentials_message(view, delivery)
     (actions,) = _actions(message)
     assert actions["block_id"] == BlockId.GRANT_ACTIONS
-    (button,) = actions["elements"]
-    assert (button["action_id"], button["value"]) == (ActionId.REVOKE.value, str(view.id))
+    assert [(b["action_id"], b["value"]) for b in actions["elements"]] == [
+        (ActionId.REVOKE.value, str(view.id)), (ActionId.EXTEND.value, str(view.id))]
     assert f"<!date^{int(delivery.expires_at.timestamp())}^" in json.dumps(message)
     assert f"<@{APPROVER}>" in json.dumps(message)
     assert "payments-db" in text
