@@ -35,7 +35,6 @@ class AuditAction(enum.StrEnum):
     EXPIRED = "expired"
     FAILED = "failed"
     REVOKE_FAILED = "revoke_failed"
-    REFUSED = "refused"
     ESCALATED = "escalated"
     REQUEST_EXPIRED = "request_expired"
     BREAK_GLASS = "break_glass"

@@ -106,9 +106,18 @@ class DailyDigest:
             log.info("digest for the window ending %s was already posted", window_end)
             return False
         digest = self.build(window_end)
-        self.notifier.post_digest(render_digest(digest))
+        if not self.notifier.post_digest(render_digest(digest)):
+            if not now:
+                self._release(window_end)  # let a later run (or another replica) try again
+            return False
         log.info("posted the digest for %s .. %s", *window_for(window_end))
         return True
+
+    def _release(self, window_end: datetime) -> None:
+        with Session(self.engine) as session:
+            for run in session.exec(select(DigestRun).where(DigestRun.window_end == window_end)):
+                session.delete(run)
+            session.commit()
 
     def _claim(self, window_end: datetime) -> bool:
         with Session(self.engine) as session:

@@ -132,7 +132,8 @@ class Resource(_Strict):
     @classmethod
     def _policies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
-            if not VAULT_POLICY_NAME.fullmatch(name) or name in {"root"}:
+            # `default` carries renew-self: a holder could extend their own access.
+            if not VAULT_POLICY_NAME.fullmatch(name) or name in {"root", "default"}:
                 raise ValueError(f"{name!r} is not an allowed Vault policy name")
         return value
 

@@ -120,8 +120,9 @@ class Notifier(Protocol):
     def home_changed(self, users: Sequence[str]) -> None:
         """Refresh the App Home of these users (their requests or queues changed)."""
 
-    def post_digest(self, messages: DigestMessages) -> None:
-        """Post the daily digest to the audit channel: the main message, its thread, the CSV."""
+    def post_digest(self, messages: DigestMessages) -> bool:
+        """Post the daily digest to the audit channel: the main message, its thread, the CSV.
+        False when it could not be posted."""
 
 
 class DeliveryError(Exception):

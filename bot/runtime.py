@@ -19,6 +19,7 @@ from bot.digest import DailyDigest
 from bot.digest_schedule import cron_trigger
 from bot.errors import ConfigProblem
 from bot.lifecycle import AccessLifecycle
+from bot.logs import remember_secret
 from bot.oncall.resolver import OnCallConfigError, build_resolver
 from bot.policy import Policy
 from bot.ports import SystemClock
@@ -55,6 +56,10 @@ def build_issuer(settings: Settings) -> VaultIssuer:
 
 def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     """Build everything, reconcile against the database, start the timers."""
+    for secret in (settings.slack_bot_token, settings.slack_signing_secret, settings.vault_token,
+                   settings.slack_app_token, settings.pagerduty_token):
+        if secret is not None:
+            remember_secret(secret.get_secret_value())
     engine = make_engine(settings.database_url)
     create_schema(engine)
     ensure_chain_head(engine)
@@ -80,6 +85,7 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     scheduler.bind(lifecycle, daily)
     if policy.digest is not None:
         timers.schedule_digest(cron_trigger(policy.digest))
+    lifecycle.reconcile()  # before the timers run: overdue work first, then every timer set
+    timers.schedule_sweep()
     timers.start()
-    lifecycle.reconcile()
     return Runtime(app=app, lifecycle=lifecycle, timers=timers)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
@@ -67,6 +67,11 @@ def run_end_grant(grant_id: int, reason: str) -> None:
     _run(f"grant-{grant_id}", lambda lifecycle: lifecycle.end_grant(grant_id, reason))
 
 
+def run_sweep() -> None:
+    """Every minute: do whatever is overdue (a lost timer costs a minute, not a restart)."""
+    _run("sweep", lambda lifecycle: lifecycle.sweep())
+
+
 def run_escalation(request_id: int) -> None:
     """The scheduled job: nobody decided in time, ask the next approver tier."""
     _run(f"request-{request_id}-escalate", lambda lifecycle: lifecycle.escalate(request_id))
@@ -107,6 +112,10 @@ class GrantTimers:
 
     def schedule_pending_expiry(self, request_id: int, at: datetime) -> None:
         self._add(f"request-{request_id}-expire", run_pending_expiry, [request_id], at)
+
+    def schedule_sweep(self, every: timedelta = timedelta(minutes=1)) -> None:
+        self.scheduler.add_job(run_sweep, trigger="interval", seconds=every.total_seconds(),
+                               id="sweep", replace_existing=True, name="sweep")
 
     def schedule_digest(self, trigger: BaseTrigger) -> None:
         self.scheduler.add_job(run_digest, trigger=trigger, id="daily-digest",

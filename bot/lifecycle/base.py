@@ -44,7 +44,6 @@ class EndReason:
     REVOKED = "revoked"
     ISSUE_FAILED = "issue_failed"
     DELIVERY_FAILED = "delivery_failed"
-    INTERRUPTED = "interrupted"
 
 
 class MessageKind:
@@ -89,6 +88,9 @@ class LifecycleBase:
         raise NotImplementedError
 
     def expire_pending(self, request_id: int) -> bool:
+        raise NotImplementedError
+
+    def escalate(self, request_id: int) -> bool:
         raise NotImplementedError
 
     def _fail_issue(self, view: RequestView, grant_id: int | None, problem: str) -> RequestView:

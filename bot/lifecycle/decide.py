@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from bot.audit import AuditAction, append_event
@@ -38,7 +38,10 @@ class DecideMixin(LifecycleBase):
             locked = session.exec(
                 update(AccessRequest)
                 .where(col(AccessRequest.id) == request_id,
-                       col(AccessRequest.status) == RequestStatus.PENDING.value)
+                       col(AccessRequest.status) == RequestStatus.PENDING.value,
+                       # A late or lost expiry timer must not let an expired request through.
+                       or_(col(AccessRequest.pending_until).is_(None),
+                           col(AccessRequest.pending_until) > now))
                 .values(updated_at=now)
             ).rowcount
             if locked != 1:
@@ -87,6 +90,9 @@ class DecideMixin(LifecycleBase):
         if view.decided_by:
             return Conflict(f"Request #{request_id} was already {view.status.label} "
                             f"(decided by <@{view.decided_by}>).")
+        if view.status is RequestStatus.PENDING:
+            self.expire_pending(request_id)
+            return Conflict(f"Request #{request_id} waited too long and has expired.")
         return Conflict(
             f"Request #{request_id} is {view.status.label}; it can no longer be decided."
         )

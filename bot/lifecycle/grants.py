@@ -19,19 +19,26 @@ from bot.domain.durations import format_duration
 from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.permissions import check_may_end
 from bot.domain.requests import RequestStatus, extension_limit
+from bot.domain.text import quote
 from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue
 from bot.lifecycle.base import SYSTEM_ACTOR, EndReason, LifecycleBase, MessageKind
 from bot.ports import CredentialDelivery, DeliveryError, RequestView
 from bot.store.db import transaction
-from bot.store.models import Grant, GrantStatus, utc
+from bot.store.models import AccessRequest, Grant, GrantStatus, utc
 
 log = logging.getLogger(__name__)
 
-CLAIM_TIMEOUT = timedelta(minutes=2)
+# Longer than the worst case of one revoke + confirm (retried calls with 10 s timeouts), so a
+# second caller never takes over a revocation that is still running.
+CLAIM_TIMEOUT = timedelta(minutes=5)
 RETRY_BACKOFF = (
     timedelta(seconds=15), timedelta(seconds=30), timedelta(minutes=1), timedelta(minutes=2),
     timedelta(minutes=5), timedelta(minutes=10),
 )
+
+
+class _GrantEnded(Exception):
+    """The grant ended while an extension was being applied."""
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -54,12 +61,24 @@ class GrantMixin(LifecycleBase):
         except IssuerError as exc:
             return self._fail_issue(view, None, f"Vault refused to issue: {exc}")
         with transaction(self.engine) as session:
-            grant = Grant(request_id=view.id, status=GrantStatus.ISSUING,
-                          token_accessor=token.accessor, issued_at=self.clock.now())
-            session.add(grant)
-            session.flush()
-            grant_id = grant.id
-        assert grant_id is not None
+            # Still ours to issue? A reconcile elsewhere may have failed this request meanwhile.
+            still_approved = session.exec(
+                update(AccessRequest)
+                .where(col(AccessRequest.id) == view.id,
+                       col(AccessRequest.status) == RequestStatus.APPROVED.value)
+                .values(updated_at=self.clock.now())
+            ).rowcount
+            grant_id = None
+            if still_approved == 1:
+                grant = Grant(request_id=view.id, status=GrantStatus.ISSUING,
+                              token_accessor=token.accessor, issued_at=self.clock.now())
+                session.add(grant)
+                session.flush()
+                grant_id = grant.id
+        if grant_id is None:
+            self.issuer.revoke(token.accessor, None)
+            log.warning("request %s left APPROVED while issuing; token revoked", view.id)
+            return self.get(view.id)
         try:
             secret = (self.issuer.read_dynamic_secret(token, resource.vault_path)
                       if resource.vault_path else None)
@@ -138,6 +157,7 @@ class GrantMixin(LifecycleBase):
 
     def _fail_issue(self, view: RequestView, grant_id: int | None, problem: str) -> RequestView:
         """Mark the request failed, clean up anything half-issued, and tell both sides."""
+        problem = quote(problem, limit=300)  # Vault's words go into Slack messages
         now = self.clock.now()
         with transaction(self.engine) as session:
             self._move(session, view.id, RequestStatus.FAILED, now, failure=problem)
@@ -228,25 +248,43 @@ class GrantMixin(LifecycleBase):
             if not self.issuer.confirm_revoked(accessor, lease_id):
                 raise IssuerError("Vault still reports the lease or token as live after revoke")
         except IssuerError as exc:
-            self._revocation_failed(grant_id, request_id, str(exc))
+            self._revocation_failed(grant_id, request_id, str(exc), claim=now)
             return False
-        return self._mark_ended(grant_id, request_id, end_reason, ended_by)
+        except Exception as exc:  # never leave a claimed grant without a retry
+            log.exception("unexpected error revoking grant %s", grant_id)
+            self._revocation_failed(grant_id, request_id,
+                                    f"unexpected {type(exc).__name__} while revoking", claim=now)
+            return False
+        return self._mark_ended(grant_id, request_id, end_reason, ended_by, claim=now)
 
-    def _revocation_failed(self, grant_id: int, request_id: int, problem: str) -> None:
+    @staticmethod
+    def _release(session: Session, grant_id: int, claim: datetime, **values: object) -> bool:
+        """Write the outcome of a revocation only if this caller still holds the claim (a
+        caller slower than CLAIM_TIMEOUT may have been overtaken by another)."""
+        return bool(session.exec(
+            update(Grant)
+            .where(col(Grant.id) == grant_id, col(Grant.claimed_at) == claim,
+                   col(Grant.status) == GrantStatus.REVOKING)
+            .values(claimed_at=None, **values)
+        ).rowcount == 1)
+
+    def _revocation_failed(self, grant_id: int, request_id: int, problem: str,
+                           claim: datetime) -> None:
+        problem = quote(problem, limit=300)
         now = self.clock.now()
         with transaction(self.engine) as session:
-            grant = self._grant(session, grant_id)
-            grant.revoke_attempts += 1
-            grant.last_error = problem
-            grant.claimed_at = None
-            session.add(grant)
-            attempts = grant.revoke_attempts
+            if not self._release(session, grant_id, claim, last_error=problem,
+                                 revoke_attempts=Grant.revoke_attempts + 1):
+                return
+            attempts = self._grant(session, grant_id).revoke_attempts
+            retry_at = now + retry_delay(attempts)
+            session.exec(update(Grant).where(col(Grant.id) == grant_id)
+                         .values(next_retry_at=retry_at))
             request = self._request(session, request_id)
             append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.REVOKE_FAILED,
                          request_id=request_id, resource=request.resource,
                          details={"error": problem, "attempt": attempts})
             view = self._view(session, request)
-        retry_at = now + retry_delay(attempts)
         self.timers.schedule_retry(grant_id, retry_at)
         log.error("revocation of grant %s failed (attempt %s): %s", grant_id, attempts, problem)
         self._announce(
@@ -255,14 +293,14 @@ class GrantMixin(LifecycleBase):
             f"revoked; retrying in {format_duration(retry_at - now)}.", alert=True,
         )
 
-    def _mark_ended(self, grant_id: int, request_id: int, reason: str, actor: str) -> bool:
+    def _mark_ended(self, grant_id: int, request_id: int, reason: str, actor: str,
+                    claim: datetime) -> bool:
         now = self.clock.now()
         with transaction(self.engine) as session:
+            if not self._release(session, grant_id, claim, status=GrantStatus.REVOKED,
+                                 ended_at=now):
+                return False
             grant = self._grant(session, grant_id)
-            grant.status = GrantStatus.REVOKED
-            grant.ended_at = now
-            grant.claimed_at = None
-            session.add(grant)
             request = self._request(session, request_id)
             if request.status == RequestStatus.REVOKING.value:
                 self._move(session, request_id, RequestStatus.ENDED, now)
@@ -308,13 +346,26 @@ class GrantMixin(LifecycleBase):
             granted = self.issuer.renew(grant.token_accessor, grant.lease_id, wanted)
         except IssuerError as exc:
             return self._fail_extension(view, f"Vault refused to renew: {exc}")
+        try:
+            return self._record_extension(view, grant, wanted, granted)
+        except _GrantEnded:
+            return self._fail_extension(view, "the access ended while it was being extended")
+
+    def _record_extension(self, view: RequestView, grant: Grant, wanted: datetime,
+                          granted: datetime) -> RequestView:
+        assert grant.id is not None and grant.expires_at is not None
         now = self.clock.now()
         capped = granted < wanted - timedelta(seconds=5)
+        previous = utc(grant.expires_at)
         with transaction(self.engine) as session:
-            row = self._grant(session, grant.id)
-            previous = utc(row.expires_at) if row.expires_at else granted
-            row.expires_at = granted
-            session.add(row)
+            # Only while the grant is still live: if it ended while Vault renewed, say so.
+            extended = session.exec(
+                update(Grant)
+                .where(col(Grant.id) == grant.id, col(Grant.status) == GrantStatus.ACTIVE)
+                .values(expires_at=granted)
+            ).rowcount
+            if extended != 1:
+                raise _GrantEnded
             self._move(session, view.id, RequestStatus.ENDED, now)
             append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.EXTENDED,
                          request_id=view.parent_id, resource=view.resource,
@@ -334,6 +385,7 @@ class GrantMixin(LifecycleBase):
         return done
 
     def _fail_extension(self, view: RequestView, problem: str) -> RequestView:
+        problem = quote(problem, limit=300)
         now = self.clock.now()
         with transaction(self.engine) as session:
             self._move(session, view.id, RequestStatus.FAILED, now, failure=problem)

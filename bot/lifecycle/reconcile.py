@@ -1,8 +1,18 @@
-"""restart: rebuild every timer from the database and finish what a crash interrupted."""
+"""restart and sweep: rebuild timers from the database and finish whatever is overdue.
+
+Timers are an optimisation; the database is the truth. ``reconcile`` runs at start (and
+reschedules every future timer); ``sweep`` runs every minute on every replica and does only
+what is overdue, so a lost timer (APScheduler's job store is not shared safely between
+processes) or an unexpected error delays work by a minute, not until the next restart. Every
+step claims its row atomically, so replicas sweeping together do each thing once.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
+from functools import partial
 
 from sqlmodel import Session, col, select
 
@@ -18,59 +28,100 @@ INTERRUPTED = "the bot stopped while issuing; please request again"
 
 class ReconcileMixin(GrantMixin, LifecycleBase):
     def reconcile(self) -> dict[str, int]:
-        """Runs at start. Past-due grants are revoked now and future ones rescheduled; grants a
-        crash left half-issued are revoked and their requests failed; pending requests get their
-        escalation and expiry timers back (or expire now if their time passed)."""
-        now = self.clock.now()
-        counts = {"expired": 0, "scheduled": 0, "retried": 0, "interrupted": 0, "pending": 0}
-        with Session(self.engine) as session:
-            grants = list(session.exec(select(Grant).where(col(Grant.status).in_(
-                [GrantStatus.ISSUING, GrantStatus.ACTIVE, GrantStatus.REVOKING]))))
-            stranded = list(session.exec(select(AccessRequest).where(
-                AccessRequest.status == RequestStatus.APPROVED.value)))
-            pending = list(session.exec(select(AccessRequest).where(
-                AccessRequest.status == RequestStatus.PENDING.value)))
-        granted = {grant.request_id for grant in grants}
-        for request in stranded:
-            assert request.id is not None
-            if request.id in granted:
-                continue
-            view = self.get(request.id)
-            if view.is_extension:
-                self._apply_extension(view)
-            else:
-                self._fail_issue(view, None, INTERRUPTED)
-            counts["interrupted"] += 1
-        for grant in grants:
-            assert grant.id is not None
-            if grant.status == GrantStatus.ISSUING:
-                self._fail_issue(self.get(grant.request_id), grant.id, INTERRUPTED)
-                counts["interrupted"] += 1
-            elif grant.status == GrantStatus.REVOKING:
-                claimed = utc(grant.claimed_at) if grant.claimed_at else None
-                if claimed is None or claimed < now - CLAIM_TIMEOUT:
-                    self.end_grant(grant.id, grant.end_reason or EndReason.EXPIRED)
-                else:
-                    self.timers.schedule_retry(grant.id, claimed + CLAIM_TIMEOUT)
-                counts["retried"] += 1
-            elif grant.expires_at is None or utc(grant.expires_at) <= now:
-                self.end_grant(grant.id, EndReason.EXPIRED)
-                counts["expired"] += 1
-            else:
-                self.timers.schedule_end(grant.id, utc(grant.expires_at))
-                counts["scheduled"] += 1
-        for request in pending:
-            assert request.id is not None
-            counts["pending"] += 1
-            until = utc(request.pending_until) if request.pending_until else now
-            if until <= now:
-                self.expire_pending(request.id)
-                continue
-            self.timers.schedule_pending_expiry(request.id, until)
-            resource = self.policy.resource(request.resource)
-            if resource is not None and resource.escalate_after is not None:
-                due = utc(request.created_at) + resource.escalate_after * (
-                    request.escalation_level + 1)
-                self.timers.schedule_escalation(request.id, max(due, now))
+        """At start: finish what is overdue and set a timer for everything in the future."""
+        counts = self._catch_up(at_start=True)
         log.info("reconciled at start: %s", counts)
         return counts
+
+    def sweep(self) -> dict[str, int]:
+        """Every minute: finish only what is overdue."""
+        counts = self._catch_up(at_start=False)
+        if any(counts.values()):
+            log.info("sweep: %s", counts)
+        return counts
+
+    def _catch_up(self, at_start: bool) -> dict[str, int]:
+        now = self.clock.now()
+        counts = {"expired": 0, "scheduled": 0, "retried": 0, "interrupted": 0, "pending": 0}
+        stale = now - CLAIM_TIMEOUT
+        def load_grants() -> list[Grant]:
+            with Session(self.engine) as session:
+                return list(session.exec(select(Grant).where(col(Grant.status).in_(
+                    [GrantStatus.ISSUING, GrantStatus.ACTIVE, GrantStatus.REVOKING]))))
+
+        with Session(self.engine) as session:
+            approved = list(session.exec(select(AccessRequest).where(
+                AccessRequest.status == RequestStatus.APPROVED.value)))
+        granted = {grant.request_id for grant in load_grants()}
+
+        def step(what: str, action: Callable[[], object]) -> None:
+            try:
+                action()
+                counts[what] += 1
+            except Exception:  # one bad row must not stop the others, nor the start
+                log.exception("could not finish %s work", what)
+
+        for request in approved:
+            # Only requests nobody has touched for a while: another replica may be issuing.
+            if request.id in granted or utc(request.updated_at) > stale:
+                continue
+            assert request.id is not None
+            view = self.get(request.id)
+            if view.is_extension:
+                step("interrupted", partial(self._apply_extension, view))
+            else:
+                step("interrupted", partial(self._fail_issue, view, None, INTERRUPTED))
+        # Read grants again: finishing a stranded extension above may have moved an expiry.
+        for grant in load_grants():
+            gid = grant.id
+            assert gid is not None
+            if grant.status == GrantStatus.ISSUING:
+                if utc(grant.issued_at) <= stale:
+                    step("interrupted", partial(self._fail_issue, self.get(grant.request_id),
+                                                gid, INTERRUPTED))
+            elif grant.status == GrantStatus.REVOKING:
+                self._catch_up_revoking(grant, now, at_start, step)
+            elif grant.expires_at is None or utc(grant.expires_at) <= now:
+                step("expired", partial(self.end_grant, gid, EndReason.EXPIRED))
+            elif at_start:
+                self.timers.schedule_end(gid, utc(grant.expires_at))
+                counts["scheduled"] += 1
+        with Session(self.engine) as session:
+            pending = list(session.exec(select(AccessRequest).where(
+                AccessRequest.status == RequestStatus.PENDING.value)))
+        for request in pending:
+            self._catch_up_pending(request, now, at_start, step)
+        return counts
+
+    def _catch_up_revoking(self, grant: Grant, now: datetime, at_start: bool,
+                           step: Callable[[str, Callable[[], object]], None]) -> None:
+        gid = grant.id
+        assert gid is not None
+        claimed = utc(grant.claimed_at) if grant.claimed_at else None
+        if claimed is not None and claimed > now - CLAIM_TIMEOUT:
+            if at_start:
+                self.timers.schedule_retry(gid, claimed + CLAIM_TIMEOUT)
+            return
+        retry_at = utc(grant.next_retry_at) if grant.next_retry_at else now
+        if retry_at <= now or at_start:
+            step("retried", lambda: self.end_grant(gid, grant.end_reason or EndReason.EXPIRED))
+
+    def _catch_up_pending(self, request: AccessRequest, now: datetime, at_start: bool,
+                          step: Callable[[str, Callable[[], object]], None]) -> None:
+        rid = request.id
+        assert rid is not None
+        until = utc(request.pending_until) if request.pending_until else now
+        if until <= now:
+            step("pending", lambda: self.expire_pending(rid))
+            return
+        resource = self.policy.resource(request.resource)
+        due = None
+        if resource is not None and resource.escalate_after is not None:
+            due = utc(request.created_at) + resource.escalate_after * (
+                request.escalation_level + 1)
+        if due is not None and due <= now:
+            step("pending", lambda: self.escalate(rid))
+        if at_start:
+            self.timers.schedule_pending_expiry(rid, until)
+            if due is not None and due > now:
+                self.timers.schedule_escalation(rid, due)

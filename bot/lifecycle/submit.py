@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, or_, select
 
 from bot.audit import AuditAction, append_event
 from bot.domain.durations import check_grant_duration, format_duration, parse_duration
@@ -25,6 +25,7 @@ from bot.domain.requests import (
 )
 from bot.lifecycle.base import LifecycleBase, MessageKind, SubmitResult
 from bot.policy import Resource
+from bot.ports import RequestView
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, GrantStatus, utc
 
@@ -37,6 +38,7 @@ class SubmitMixin(LifecycleBase):
         self._check_requester(requester, valid.resource, resource)
         if break_glass:
             validate_break_glass(valid.resource, resource, valid.duration)
+            self._check_no_open_break_glass(requester, valid.resource)
             return self._break_glass(requester, valid, origin_channel, resource)
         return self._route_new(
             requester=requester, resource_name=valid.resource, resource=resource,
@@ -46,13 +48,27 @@ class SubmitMixin(LifecycleBase):
     def request_extension(self, request_id: int, actor: str, duration_text: str
                           ) -> SubmitResult:
         """``/debug-access extend <id> <duration>``: the approvers are asked again."""
+        parent, resource, extra = self.check_extension(request_id, actor, duration_text)
+        return self._route_new(
+            requester=actor, resource_name=parent.resource, resource=resource, duration=extra,
+            reason=parent.reason, origin_channel=None, parent_id=request_id,
+        )
+
+    def check_extension(self, request_id: int, actor: str, duration_text: str
+                        ) -> tuple[RequestView, Resource, timedelta]:
+        """Every rule an extension request must pass, without changing anything (quick enough
+        to run before acknowledging a form)."""
         parent = self.get(request_id)
         if actor != parent.requester:
             raise NotAllowed("Only the requester can ask to extend their access.")
         if parent.status is not RequestStatus.ACTIVE:
             raise Conflict(f"Request #{request_id} is {parent.status.label}; only active access "
                            "can be extended.")
+        if parent.break_glass:
+            raise Conflict("Break-glass access cannot be extended; request access the normal "
+                           "way.")
         resource = self._resource(parent.resource)
+        self._check_requester(actor, parent.resource, resource)
         extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
         with Session(self.engine) as session:
             grant = self._grant_of(session, request_id)
@@ -66,12 +82,24 @@ class SubmitMixin(LifecycleBase):
                            "for approval.")
         extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra,
                         resource.max_duration)
-        return self._route_new(
-            requester=actor, resource_name=parent.resource, resource=resource, duration=extra,
-            reason=parent.reason, origin_channel=None, parent_id=request_id,
-        )
+        return parent, resource, extra
 
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _check_no_open_break_glass(self, requester: str, resource_name: str) -> None:
+        """One break-glass at a time per person and resource, and none while an earlier one
+        awaits review: emergency access must not chain into standing access."""
+        with Session(self.engine) as session:
+            earlier = session.exec(select(AccessRequest).where(
+                AccessRequest.requester == requester, AccessRequest.resource == resource_name,
+                col(AccessRequest.break_glass).is_(True),
+                or_(col(AccessRequest.reviewed_by).is_(None),
+                    col(AccessRequest.status).in_([s.value for s in RequestStatus
+                                                   if s.is_open])))).first()
+        if earlier is not None:
+            raise Conflict(f"Your break-glass access #{earlier.id} to `{resource_name}` is still "
+                           "open or awaiting review; ask an approver to review it, or request "
+                           "access the normal way.")
 
     def _check_requester(self, requester: str, name: str, resource: Resource) -> None:
         if not resource.requesters:

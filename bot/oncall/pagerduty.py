@@ -28,6 +28,7 @@ import requests
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.domain.text import quote as without_markup
 from bot.logs import remember_secret
 from bot.oncall.base import ANSWER_TTL, RETRY_AFTER, OnCall, OnCallUnavailable, TimedCache
 
@@ -151,7 +152,8 @@ class PagerDutySource:
         for pd_id, label in users.items():
             slack_id = self._slack_id(pd_id, now)
             if slack_id is None:
-                unmatched.append(label or pd_id)
+                # A PagerDuty display name is third-party text shown in Slack: no markup.
+                unmatched.append(without_markup(label or pd_id, limit=80))
             elif slack_id not in slack_ids:
                 slack_ids.append(slack_id)
         note = None

@@ -114,11 +114,11 @@ class SlackNotifier:
             log.error("could not post %s to the audit channel: %s", action, error_code(exc))
             return None
 
-    def post_digest(self, messages: DigestMessages) -> None:
+    def post_digest(self, messages: DigestMessages) -> bool:
         channel = self.policy.channels.audit
         if not channel:
             log.warning("no audit channel in the policy: the digest is not posted")
-            return
+            return False
         try:
             root = self._post(channel, messages.main.text, messages.main.blocks)
             for reply in messages.thread:
@@ -130,6 +130,8 @@ class SlackNotifier:
                                             content=csv.content)
         except SLACK_FAILURES as exc:
             log.error("could not post the digest: %s", error_code(exc))
+            return False
+        return True
 
     def home_changed(self, users: Sequence[str]) -> None:
         if self.home is None:

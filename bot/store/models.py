@@ -85,7 +85,6 @@ class GrantStatus:
     ACTIVE = "active"
     REVOKING = "revoking"
     REVOKED = "revoked"
-    FAILED = "failed"
 
 
 class Grant(SQLModel, table=True):
@@ -105,6 +104,8 @@ class Grant(SQLModel, table=True):
     end_reason: str | None = Field(default=None, max_length=32)
     ended_by: str | None = Field(default=None, max_length=32)
     revoke_attempts: int = 0
+    # When a failed revocation is due again (the sweep retries it even if its timer is lost).
+    next_retry_at: datetime | None = _when(default=None)  # type: ignore[assignment]
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 

@@ -51,8 +51,9 @@ OTHER_APPROVER = "U0BOB"
 BYSTANDER = "U0MALLORY"
 
 
-class SimulatedCrash(Exception):
-    """Stands for the process dying mid-step: not an IssuerError, so nothing handles it."""
+class SimulatedCrash(BaseException):
+    """Stands for the process dying mid-step. A BaseException, like SystemExit: a process that
+    dies is not an error the code can handle, so no ``except Exception`` catches it."""
 
 
 class FakeClock:

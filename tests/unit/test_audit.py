@@ -101,7 +101,7 @@ def test_empty_chain_verifies(engine: Engine) -> None:
 
 def test_a_rolled_back_append_leaves_no_trace(chain: Engine) -> None:
     with pytest.raises(RuntimeError), transaction(chain) as session:
-        append_event(session, at=START, actor="U0X", action=AuditAction.REFUSED)
+        append_event(session, at=START, actor="U0X", action=AuditAction.WITHDRAWN)
         raise RuntimeError("the state change failed")
     assert len(_events(chain)) == COUNT
     assert _verify(chain).ok

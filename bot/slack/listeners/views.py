@@ -96,9 +96,14 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
                 errors={BlockId.EXTEND_DURATION.value: "This form is out of date."})
             return
         try:
-            result = lifecycle.request_extension(request_id, user, duration)
+            lifecycle.check_extension(request_id, user, duration)
         except UserError as err:
             ack(response_action="errors", errors={BlockId.EXTEND_DURATION.value: str(err)})
             return
-        ack()
-        _confirm(client, user, None, blocks.confirmation_text(result.view, result.asked))
+        ack()  # before routing: posting to approvers and refreshing homes can take seconds
+        try:
+            result = lifecycle.request_extension(request_id, user, duration)
+            text = blocks.confirmation_text(result.view, result.asked)
+        except UserError as err:
+            text = f":warning: {err}"
+        _confirm(client, user, None, text)
