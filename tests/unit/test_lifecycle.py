@@ -731,3 +731,53 @@ def test_user_errors_carry_no_secret(h: Harness, step: str) -> None:
         calls[step]()
     for secret in h.issuer.secrets:
         assert secret not in str(info.value)
+
+
+# -- the minute sweep: a lost timer costs a minute, not a restart -------------------------------
+
+
+def test_sweep_ends_an_overdue_grant_whose_timer_was_lost(h: Harness) -> None:
+    request_id = approved(h)
+    assert h.lifecycle.sweep()["expired"] == 0  # nothing is due yet
+    assert h.issuer.live
+    h.clock.advance(HOUR + timedelta(seconds=1))
+    assert h.lifecycle.sweep()["expired"] == 1
+    assert h.lifecycle.get(request_id).status is S.ENDED and not h.issuer.live
+    assert h.lifecycle.sweep() == {"expired": 0, "scheduled": 0, "retried": 0,
+                                   "interrupted": 0, "pending": 0}
+
+
+def test_sweep_retries_a_failed_revocation_only_when_its_backoff_is_due(h: Harness) -> None:
+    request_id = approved(h)
+    grant_id = grant_of(h, request_id).id
+    h.issuer.fail("revoke")
+    assert h.lifecycle.end_grant(grant_id, EndReason.REVOKED, actor=REQUESTER) is False
+    assert grant_of(h, request_id).next_retry_at is not None
+    h.clock.advance(timedelta(seconds=5))
+    assert h.lifecycle.sweep()["retried"] == 0  # the 15 s backoff is not over
+    assert h.lifecycle.get(request_id).status is S.REVOKING
+    h.clock.advance(timedelta(seconds=11))
+    assert h.lifecycle.sweep()["retried"] == 1
+    assert h.lifecycle.get(request_id).status is S.ENDED and not h.issuer.live
+
+
+def test_sweep_expires_an_overdue_pending_request(h: Harness) -> None:
+    request_id = submit(h)
+    h.clock.advance(timedelta(minutes=59))
+    h.lifecycle.sweep()
+    assert h.lifecycle.get(request_id).status is S.PENDING
+    h.clock.advance(timedelta(minutes=2))  # past the default pending_ttl of 1h
+    assert h.lifecycle.sweep()["pending"] == 1
+    assert h.lifecycle.get(request_id).status is S.EXPIRED
+    with pytest.raises(Conflict):
+        h.lifecycle.decide(request_id, APPROVER, approve=True)
+
+
+def test_a_late_approval_after_pending_ttl_is_refused_and_expires_the_request(h: Harness
+                                                                              ) -> None:
+    request_id = submit(h)
+    h.clock.advance(timedelta(hours=4))  # the expiry timer never fired
+    with pytest.raises(Conflict, match="expired"):
+        h.lifecycle.decide(request_id, APPROVER, approve=True)
+    assert h.lifecycle.get(request_id).status is S.EXPIRED
+    assert h.issuer.calls == []
