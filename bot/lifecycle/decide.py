@@ -22,6 +22,9 @@ from bot.ports import RequestView
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, Decision
 
+# escalation_level once every tier has been asked (far beyond any real number of tiers).
+ESCALATION_EXHAUSTED = 1000
+
 
 class DecideMixin(LifecycleBase):
     def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
@@ -150,14 +153,23 @@ class DecideMixin(LifecycleBase):
         view = self.get(request_id)
         if view.status is not RequestStatus.PENDING:
             return False
+        if view.escalation_level >= ESCALATION_EXHAUSTED:
+            return False
         resource = self._resource(view.resource)
+        level = view.escalation_level + 1
         now = self.clock.now()
         try:
             staffed, _note = self._tiers(view.resource, resource, view.requester, now)
         except UserError:
-            return False
-        level = view.escalation_level + 1
+            staffed = []
         if level >= len(staffed):
+            # Nobody further to ask: mark escalation as done, so the minute sweep does not ask
+            # the sources again and again until the request expires.
+            with transaction(self.engine) as session:
+                session.exec(update(AccessRequest)
+                             .where(col(AccessRequest.id) == request_id,
+                                    col(AccessRequest.escalation_level) == view.escalation_level)
+                             .values(escalation_level=ESCALATION_EXHAUSTED))
             return False
         new_users = tuple(u for u in staffed[level].users if u not in view.approvers)
         asked = [*view.approvers, *new_users]

@@ -18,6 +18,7 @@ from sqlmodel import Session, col, select
 
 from bot.domain.requests import RequestStatus
 from bot.lifecycle.base import EndReason, LifecycleBase
+from bot.lifecycle.decide import ESCALATION_EXHAUSTED
 from bot.lifecycle.grants import CLAIM_TIMEOUT, GrantMixin
 from bot.store.models import AccessRequest, Grant, GrantStatus, utc
 
@@ -90,7 +91,10 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
             pending = list(session.exec(select(AccessRequest).where(
                 AccessRequest.status == RequestStatus.PENDING.value)))
         for request in pending:
-            self._catch_up_pending(request, now, at_start, step)
+            try:
+                self._catch_up_pending(request, now, at_start, step, counts)
+            except Exception:
+                log.exception("could not catch up pending request %s", request.id)
         return counts
 
     def _catch_up_revoking(self, grant: Grant, now: datetime, at_start: bool,
@@ -107,7 +111,8 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
             step("retried", lambda: self.end_grant(gid, grant.end_reason or EndReason.EXPIRED))
 
     def _catch_up_pending(self, request: AccessRequest, now: datetime, at_start: bool,
-                          step: Callable[[str, Callable[[], object]], None]) -> None:
+                          step: Callable[[str, Callable[[], object]], None],
+                          counts: dict[str, int]) -> None:
         rid = request.id
         assert rid is not None
         until = utc(request.pending_until) if request.pending_until else now
@@ -116,11 +121,12 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
             return
         resource = self.policy.resource(request.resource)
         due = None
-        if resource is not None and resource.escalate_after is not None:
+        if (resource is not None and resource.escalate_after is not None
+                and request.escalation_level < ESCALATION_EXHAUSTED):
             due = utc(request.created_at) + resource.escalate_after * (
                 request.escalation_level + 1)
-        if due is not None and due <= now:
-            step("pending", lambda: self.escalate(rid))
+        if due is not None and due <= now and self.escalate(rid):
+            counts["pending"] += 1
         if at_start:
             self.timers.schedule_pending_expiry(rid, until)
             if due is not None and due > now:

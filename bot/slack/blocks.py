@@ -183,11 +183,11 @@ def credentials_message(view: RequestView, delivery: CredentialDelivery
 
 
 def grant_actions(view: RequestView) -> Block:
-    """Revoke now, and Extend (the approvers are asked again)."""
-    return {"type": "actions", "block_id": BlockId.GRANT_ACTIONS.value, "elements": [
-        button("Revoke now", ActionId.REVOKE, str(view.id), "danger"),
-        button("Extend", ActionId.EXTEND, str(view.id)),
-    ]}
+    """Revoke now, and Extend (the approvers are asked again; never for break-glass)."""
+    elements = [button("Revoke now", ActionId.REVOKE, str(view.id), "danger")]
+    if not view.break_glass:
+        elements.append(button("Extend", ActionId.EXTEND, str(view.id)))
+    return {"type": "actions", "block_id": BlockId.GRANT_ACTIONS.value, "elements": elements}
 
 
 def extend_modal(view: RequestView, max_total: str) -> dict[str, Any]:

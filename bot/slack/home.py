@@ -35,7 +35,7 @@ MAX_LISTED = 15  # per section; a view holds at most 100 blocks
 def _request_line(view: RequestView) -> str:
     return (f"*#{view.id}* `{view.resource}` {format_duration(view.duration)}"
             f"{' (extension of #' + str(view.parent_id) + ')' if view.is_extension else ''} — "
-            f"{escape(view.reason)[:200]}")
+            f"{escape(view.reason[:200])}")
 
 
 def home_view(user: str, mine: Sequence[RequestView], waiting: Sequence[RequestView],
