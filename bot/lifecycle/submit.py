@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
 from bot.audit import AuditAction, append_event
@@ -127,7 +128,11 @@ class SubmitMixin(LifecycleBase):
                 routing_note=note, pending_until=pending_until,
             )
             session.add(request)
-            session.flush()
+            try:
+                session.flush()
+            except IntegrityError:
+                raise Conflict(f"An extension of request #{parent_id} is already waiting for "
+                               "approval.") from None
             append_event(
                 session, at=now, actor=requester, action=AuditAction.REQUESTED,
                 request_id=request.id, resource=resource_name,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from bot.domain.requests import RequestStatus
@@ -26,6 +26,12 @@ class AccessRequest(SQLModel, table=True):
     """One ask for access, from submission to its final state."""
 
     __tablename__ = "access_request"
+    # At most one pending extension per grant, even when two are asked for at the same moment.
+    __table_args__ = (
+        Index("ux_one_pending_extension", "parent_id", unique=True,
+              postgresql_where=text("status = 'pending' AND parent_id IS NOT NULL"),
+              sqlite_where=text("status = 'pending' AND parent_id IS NOT NULL")),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     requester: str = Field(index=True, max_length=32)

@@ -781,3 +781,18 @@ def test_a_late_approval_after_pending_ttl_is_refused_and_expires_the_request(h:
         h.lifecycle.decide(request_id, APPROVER, approve=True)
     assert h.lifecycle.get(request_id).status is S.EXPIRED
     assert h.issuer.calls == []
+
+
+def test_the_database_allows_one_pending_extension_per_grant_even_in_a_race(h: Harness) -> None:
+    request_id = approved(h)
+    h.lifecycle.request_extension(request_id, REQUESTER, "30m")
+    # A second request that passed its checks before the first was stored (a race) still fails.
+    resource = h.policy.resources["payments-db"]
+    with pytest.raises(Conflict, match="already waiting"):
+        h.lifecycle._route_new(requester=REQUESTER, resource_name="payments-db",
+                               resource=resource, duration=timedelta(minutes=30), reason="x",
+                               origin_channel=None, parent_id=request_id)
+    with Session(h.engine) as session:
+        pending = session.exec(select(AccessRequest).where(
+            AccessRequest.parent_id == request_id)).all()
+    assert len(pending) == 1
