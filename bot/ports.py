@@ -64,6 +64,7 @@ class RequestView:
     approved_by: tuple[str, ...] = ()
     approvals_required: int = 1
     escalation_level: int = 0
+    asked_sources: tuple[str, ...] = ()
     routing_note: str | None = None
     pending_until: datetime | None = None
 

@@ -226,6 +226,7 @@ class LifecycleBase:
             reviewed_at=utc(request.reviewed_at) if request.reviewed_at else None,
             approved_by=approved_by, approvals_required=request.approvals_required,
             escalation_level=request.escalation_level, routing_note=request.routing_note,
+            asked_sources=tuple(json.loads(request.asked_sources or "[]")),
             pending_until=utc(request.pending_until) if request.pending_until else None,
         )
 

@@ -162,7 +162,10 @@ class DecideMixin(LifecycleBase):
             staffed, _note = self._tiers(view.resource, resource, view.requester, now)
         except UserError:
             staffed = []
-        if level >= len(staffed):
+        # The next source not asked yet. Not staffed[level]: an earlier tier may have emptied
+        # since (PagerDuty went down), and indexing would then skip a tier.
+        remaining = [t for t in staffed if t.source not in view.asked_sources]
+        if not remaining:
             # Nobody further to ask: mark escalation as done, so the minute sweep does not ask
             # the sources again and again until the request expires.
             with transaction(self.engine) as session:
@@ -171,7 +174,8 @@ class DecideMixin(LifecycleBase):
                                     col(AccessRequest.escalation_level) == view.escalation_level)
                              .values(escalation_level=ESCALATION_EXHAUSTED))
             return False
-        new_users = tuple(u for u in staffed[level].users if u not in view.approvers)
+        tier = remaining[0]
+        new_users = tuple(u for u in tier.users if u not in view.approvers)
         asked = [*view.approvers, *new_users]
         note = f"escalated to {', '.join(f'<@{u}>' for u in new_users) or 'the next tier'} " \
                "(no decision in time)"
@@ -182,6 +186,7 @@ class DecideMixin(LifecycleBase):
                        col(AccessRequest.status) == RequestStatus.PENDING.value,
                        col(AccessRequest.escalation_level) == view.escalation_level)
                 .values(escalation_level=level, asked=json.dumps(asked),
+                        asked_sources=json.dumps([*view.asked_sources, tier.source]),
                         routing_note="; ".join(filter(None, [view.routing_note, note])))
             ).rowcount
             if claimed != 1:
@@ -189,13 +194,13 @@ class DecideMixin(LifecycleBase):
             append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.ESCALATED,
                          request_id=request_id, resource=view.resource,
                          details={"level": level, "asked": list(new_users),
-                                  "source": staffed[level].source})
+                                  "source": tier.source})
             escalated = self._view(session, self._request(session, request_id))
         refs = self.notifier.announce_request(escalated, new_users, in_channel=False)
         self._remember_messages(request_id, MessageKind.APPROVAL, refs)
         self._refresh_request_messages(escalated)
         self._announce(escalated, AuditAction.ESCALATED, note)
-        if resource.escalate_after is not None and level + 1 < len(staffed):
+        if resource.escalate_after is not None and len(remaining) > 1:
             self.timers.schedule_escalation(request_id, now + resource.escalate_after)
         return True
 

@@ -125,6 +125,7 @@ class SubmitMixin(LifecycleBase):
                 created_at=now, updated_at=now,
                 kind="extension" if parent_id else "access", parent_id=parent_id,
                 approvals_required=resource.approvals_required, asked=json.dumps(primary),
+                asked_sources=json.dumps([staffed[0].source]),
                 routing_note=note, pending_until=pending_until,
             )
             session.add(request)

@@ -56,6 +56,7 @@ class AccessRequest(SQLModel, table=True):
     # Everyone asked so far (JSON list), how far it escalated, and why routing looked as it did.
     asked: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     escalation_level: int = 0
+    asked_sources: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     routing_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     pending_until: datetime | None = _when(default=None)  # type: ignore[assignment]
 

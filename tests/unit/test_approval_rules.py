@@ -998,3 +998,23 @@ def test_reconcile_does_not_end_a_grant_it_just_extended(h: Harness) -> None:
     assert counts["expired"] == 0
     assert r.lifecycle.get(request_id).status is S.ACTIVE
     assert r.issuer.count("revoke") == 0
+
+
+def test_escalation_asks_the_next_unasked_source_even_if_an_earlier_one_emptied(
+    routed: tuple[Harness, FakeDirectory],
+) -> None:
+    h, directory = routed
+    request_id = submit(h)  # the primary tier (APPROVER) is asked
+    # The primary source now answers nobody (say PagerDuty went down): the staffed tiers shift.
+    directory.tier_users = [("primary", (), "PagerDuty unreachable"),
+                            *directory.tier_users[1:]]
+    h.clock.advance(10 * MINUTE)
+    assert h.lifecycle.escalate(request_id) is True
+    _, (_, users, _) = h.notifier.of("announce_request")
+    assert users == (OTHER_APPROVER,)  # "secondary", not skipped to the leads
+    assert h.lifecycle.get(request_id).asked_sources == ("primary", "secondary")
+    h.clock.advance(10 * MINUTE)
+    assert h.lifecycle.escalate(request_id) is True
+    _, _, (_, users, _) = h.notifier.of("announce_request")
+    assert users == (LEAD,)
+    assert h.lifecycle.escalate(request_id) is False
