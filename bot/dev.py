@@ -21,7 +21,7 @@ from pathlib import Path
 import hvac
 import yaml
 
-from bot.cli import load_configuration, run_bot
+from bot.cli import load_configuration, load_settings, run_bot
 from bot.errors import ConfigProblem
 
 DEV_DIR = Path(".dev")
@@ -48,11 +48,10 @@ def _free_port(preferred: int) -> int:
             return int(probe.getsockname()[1])
 
 
-def start_openbao(port: int) -> tuple[str, str]:
-    """Start ``bao server -dev`` on loopback; return (address, root token)."""
+def start_openbao(port: int, token: str) -> str:
+    """Start ``bao server -dev`` on loopback with this root token; return its address."""
     DEV_DIR.mkdir(exist_ok=True)
     port = _free_port(port)
-    token = "dev-" + secrets.token_hex(12)
     address = f"http://127.0.0.1:{port}"
     log_file = (DEV_DIR / "openbao.log").open("w")
     process = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
@@ -68,7 +67,7 @@ def start_openbao(port: int) -> tuple[str, str]:
             raise ConfigProblem(f"OpenBao exited at start; see {DEV_DIR / 'openbao.log'}")
         try:
             if client.sys.is_initialized() and not client.sys.is_sealed():
-                return address, token
+                return address
         except Exception:  # noqa: S110 - still starting
             pass
         time.sleep(0.2)
@@ -115,7 +114,9 @@ def run_dev(approvers: list[str], approvals_channel: str | None, audit_channel: 
             "Name at least one approver (someone other than you): "
             "debug-access dev --approver U0123ABCD  (or DEBUG_ACCESS_DEV_APPROVERS).\n"
             "Find a user id in Slack: profile > ⋮ > Copy member ID.")
-    address, token = start_openbao(vault_port)
+    token = "dev-" + secrets.token_hex(12)
+    load_settings(vault_token=token)  # Slack's tokens missing? Say so before starting anything.
+    address = start_openbao(vault_port, token)
     seed_demo(address, token)
     policy_path = write_demo_policy(approvers, approvals_channel, audit_channel)
     settings, policy = load_configuration(
