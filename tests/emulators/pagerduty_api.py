@@ -17,9 +17,10 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.emulators.loopback import LoopbackServer
 
 
 @dataclass
@@ -80,8 +81,11 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up waiting (a timeout test): nobody to answer
 
 
-class PagerDutyEmulator:
+class PagerDutyEmulator(LoopbackServer):
     """Threaded HTTP emulator of the PagerDuty REST API. Point the bot at ``base_url``."""
+
+    handler_class = _Handler
+    thread_name = "pagerduty-emulator"
 
     def __init__(self, token: str = "pd-test-token-0123456789") -> None:
         self.token = token
@@ -98,42 +102,9 @@ class PagerDutyEmulator:
         self._faults: list[int] = []
         self._lock = threading.Lock()
         self._calls: list[PDCall] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        self._init_server()
 
     # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> PagerDutyEmulator:
-        if self._server is not None:
-            return self
-        handler = type("BoundPDHandler", (_Handler,), {"emulator": self})
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        server.daemon_threads = True
-        self._server = server
-        self.port = int(server.server_address[1])
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
-                                        name=f"pagerduty-emulator-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and close the port (connections are then refused); safe twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> PagerDutyEmulator:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
 
     @property
     def base_url(self) -> str:

@@ -22,9 +22,10 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.emulators.loopback import LoopbackServer
 
 # Form-encoded fields that slack_sdk serialises as JSON strings; we decode them so tests see the
 # same Python structures whichever encoding the SDK happened to choose for a method.
@@ -138,11 +139,14 @@ def _parse_params(query: str, raw: bytes, content_type: str) -> dict[str, Any]:
     return params
 
 
-class SlackEmulator:
+class SlackEmulator(LoopbackServer):
     """Threaded HTTP emulator of the Slack Web API plus `response_url` endpoints.
 
     Use as a context manager or call `start()` / `stop()`. Point the bot at `base_url`.
     """
+
+    handler_class = _Handler
+    thread_name = "slack-emulator"
 
     def __init__(
         self,
@@ -174,53 +178,9 @@ class SlackEmulator:
         self._home_views: dict[str, str] = {}
         self._ts_counter = itertools.count(1)
         self._id_counter = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
+        self._init_server()
 
     # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> SlackEmulator:
-        """Bind a free loopback port and serve in a daemon thread."""
-        if self._server is not None:
-            return self
-        handler = type("BoundHandler", (_Handler,), {"emulator": self})
-        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        server.daemon_threads = True
-        self._server = server
-        self.port = int(server.server_address[1])
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            args=(0.05,),
-            name=f"slack-emulator-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port; safe to call twice."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> SlackEmulator:
-        """Start on entry so `with SlackEmulator() as slack:` is ready to use."""
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Always release the port, even when the test failed."""
-        self.stop()
 
     @property
     def root_url(self) -> str:
