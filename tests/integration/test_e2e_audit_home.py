@@ -124,9 +124,9 @@ def test_digest_now_posts_the_day_with_a_thread_and_csv_when_long(
     postgres.execute(
         "INSERT INTO access_request (requester, resource, duration_seconds, reason, status, "
         "created_at, updated_at, decided_by, decided_at, kind, break_glass, approvals_required, "
-        "asked, escalation_level) SELECT 'U0BULK' || g, 'payments-db', 1800, "
+        "asked, asked_sources, escalation_level) SELECT 'U0BULK' || g, 'payments-db', 1800, "
         "'INC-' || g || ' <!channel> bulk', 'ended', now() - interval '2 hours', now(), "
-        "'U0ALICE', now() - interval '2 hours', 'access', false, 1, '[]', 0 "
+        "'U0ALICE', now() - interval '2 hours', 'access', false, 1, '[]', '[]', 0 "
         "FROM generate_series(1, 60) g", dbname=dbname)
     postgres.execute(
         "INSERT INTO \"grant\" (request_id, status, token_accessor, lease_id, issued_at, "
