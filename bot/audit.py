@@ -40,6 +40,8 @@ class AuditAction(enum.StrEnum):
     BREAK_GLASS = "break_glass"
     REVIEWED = "reviewed"
     EXTENDED = "extended"
+    COLLECTED = "collected"
+    NOT_COLLECTED = "not_collected"
 
 
 def canonical_content(

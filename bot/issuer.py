@@ -50,6 +50,17 @@ class SecretValue:
         return hash(self._value)
 
 
+class WrappedSecret(SecretValue):
+    """A response-wrapping token (secret) and its accessor (not secret: it lets the bot ask
+    Vault later whether the requester has unwrapped it, without being able to unwrap it)."""
+
+    __slots__ = ("accessor",)
+
+    def __init__(self, token: str, accessor: str) -> None:
+        super().__init__(token)
+        self.accessor = accessor
+
+
 @dataclass(frozen=True)
 class GrantSpec:
     """What the lifecycle asks the issuer for: one grant for one approved request."""
@@ -94,8 +105,8 @@ class Issuer(Protocol):
         Not idempotent in Vault (each read makes a new database user): never retried blindly.
         """
 
-    def wrap(self, values: Mapping[str, str], ttl: timedelta) -> SecretValue:
-        """Response-wrap ``values``; return the single-use wrapping token."""
+    def wrap(self, values: Mapping[str, str], ttl: timedelta) -> WrappedSecret:
+        """Response-wrap ``values``; return the single-use wrapping token and its accessor."""
 
     def revoke(self, token_accessor: str | None, lease_id: str | None) -> None:
         """Revoke the lease (if any) and the grant token. Idempotent: gone already is success."""

@@ -142,6 +142,8 @@ class Timers(Protocol):
 
     def schedule_pending_expiry(self, request_id: int, at: datetime) -> None: ...
 
+    def schedule_collect_check(self, grant_id: int, at: datetime) -> None: ...
+
     def cancel_pending(self, request_id: int) -> None:
         """Drop a request's escalation and expiry timers once it is no longer pending."""
 

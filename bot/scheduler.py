@@ -67,6 +67,11 @@ def run_end_grant(grant_id: int, reason: str) -> None:
     _run(f"grant-{grant_id}", lambda lifecycle: lifecycle.end_grant(grant_id, reason))
 
 
+def run_collect_check(grant_id: int) -> None:
+    """The scheduled job: were the wrapped credentials unwrapped in time?"""
+    _run(f"grant-{grant_id}-collect", lambda lifecycle: lifecycle.check_collected(grant_id))
+
+
 def run_sweep() -> None:
     """Every minute: do whatever is overdue (a lost timer costs a minute, not a restart)."""
     _run("sweep", lambda lifecycle: lifecycle.sweep())
@@ -120,6 +125,9 @@ class GrantTimers:
     def schedule_digest(self, trigger: BaseTrigger) -> None:
         self.scheduler.add_job(run_digest, trigger=trigger, id="daily-digest",
                                replace_existing=True, name="daily-digest")
+
+    def schedule_collect_check(self, grant_id: int, at: datetime) -> None:
+        self._add(f"grant-{grant_id}-collect", run_collect_check, [grant_id], at)
 
     def cancel_pending(self, request_id: int) -> None:
         for job_id in (f"request-{request_id}-escalate", f"request-{request_id}-expire"):

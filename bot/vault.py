@@ -54,7 +54,14 @@ import hvac.exceptions
 import requests
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue
+from bot.issuer import (
+    DynamicSecret,
+    GrantSpec,
+    GrantToken,
+    IssuerError,
+    SecretValue,
+    WrappedSecret,
+)
 
 __all__ = [
     "BOT_POLICY_HCL",
@@ -666,7 +673,7 @@ class VaultIssuer:
             values=values,
         )
 
-    def wrap(self, values: Mapping[str, str], ttl: timedelta) -> SecretValue:
+    def wrap(self, values: Mapping[str, str], ttl: timedelta) -> WrappedSecret:
         """Response-wrap ``values`` (single use). Not retried: each call mints a new token."""
         payload = dict(values)
         ttl_s = _duration(ttl, "the wrapping TTL")
@@ -681,7 +688,7 @@ class VaultIssuer:
         wrapping_token = wrap_info.get("token")
         if not wrapping_token:
             raise IssuerError("Vault wrap via sys/wrapping/wrap returned no wrapping token")
-        return SecretValue(str(wrapping_token))
+        return WrappedSecret(str(wrapping_token), str(wrap_info.get("accessor") or ""))
 
     def renew(self, token_accessor: str, lease_id: str | None, until: datetime) -> datetime:
         """Extend the grant token (by accessor: the bot never keeps the token) and its lease to

@@ -44,6 +44,7 @@ class EndReason:
     REVOKED = "revoked"
     ISSUE_FAILED = "issue_failed"
     DELIVERY_FAILED = "delivery_failed"
+    NOT_COLLECTED = "not_collected"
 
 
 class MessageKind:

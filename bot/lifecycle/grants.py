@@ -20,7 +20,14 @@ from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.permissions import check_may_end
 from bot.domain.requests import RequestStatus, extension_limit
 from bot.domain.text import quote
-from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue
+from bot.issuer import (
+    DynamicSecret,
+    GrantSpec,
+    GrantToken,
+    IssuerError,
+    SecretValue,
+    WrappedSecret,
+)
 from bot.lifecycle.base import SYSTEM_ACTOR, EndReason, LifecycleBase, MessageKind
 from bot.ports import CredentialDelivery, DeliveryError, RequestView
 from bot.store.db import transaction
@@ -31,6 +38,8 @@ log = logging.getLogger(__name__)
 # Longer than the worst case of one revoke + confirm (retried calls with 10 s timeouts), so a
 # second caller never takes over a revocation that is still running.
 CLAIM_TIMEOUT = timedelta(minutes=5)
+# How long before the wrapping token expires the bot checks whether it was unwrapped.
+COLLECT_MARGIN = timedelta(seconds=15)
 RETRY_BACKOFF = (
     timedelta(seconds=15), timedelta(seconds=30), timedelta(minutes=1), timedelta(minutes=2),
     timedelta(minutes=5), timedelta(minutes=10),
@@ -119,11 +128,57 @@ class GrantMixin(LifecycleBase):
                                f"not be delivered, so the access {state}. Please try again.")
             return self.get(view.id)
         self._remember_messages(view.id, MessageKind.CREDENTIALS, [ref])
+        wrapped = delivery.wrapping_token
+        accessor = wrapped.accessor if isinstance(wrapped, WrappedSecret) else None
+        collect_by = now + self.policy.wrap_ttl if accessor else None
         with transaction(self.engine) as session:
+            if accessor:
+                session.exec(update(Grant).where(col(Grant.id) == grant_id)
+                             .values(wrap_accessor=accessor, collect_by=collect_by))
             append_event(session, at=self.clock.now(), actor=SYSTEM_ACTOR,
                          action=AuditAction.DELIVERED, request_id=view.id, resource=view.resource,
-                         details={"delivery": self.policy.delivery})
+                         details={"delivery": self.policy.delivery,
+                                  "collect_by": collect_by.isoformat() if collect_by else None})
+        if collect_by is not None:
+            self.timers.schedule_collect_check(grant_id, collect_by - COLLECT_MARGIN)
         return view
+
+    def check_collected(self, grant_id: int) -> bool | None:
+        """Shortly before the wrapping token expires: did the requester unwrap it? If not, the
+        credentials can never be collected, so the access is revoked now (least privilege) and
+        the wrapping token with it. Returns whether it was collected (None: nothing to check)."""
+        with Session(self.engine) as session:
+            grant = session.get(Grant, grant_id)
+        if (grant is None or grant.status != GrantStatus.ACTIVE or grant.collected is not None
+                or not grant.wrap_accessor):
+            return None
+        try:
+            # The wrapping token is gone before its TTL only if it was unwrapped.
+            collected = self.issuer.confirm_revoked(grant.wrap_accessor, None)
+        except IssuerError as exc:
+            log.warning("could not check whether grant %s was unwrapped: %s", grant_id, exc)
+            return None
+        now = self.clock.now()
+        with transaction(self.engine) as session:
+            claimed = session.exec(
+                update(Grant).where(col(Grant.id) == grant_id, col(Grant.collected).is_(None))
+                .values(collected=collected)
+            ).rowcount
+            if claimed != 1:
+                return None
+            request = self._request(session, grant.request_id)
+            append_event(session, at=now, actor=SYSTEM_ACTOR,
+                         action=AuditAction.COLLECTED if collected else AuditAction.NOT_COLLECTED,
+                         request_id=grant.request_id, resource=request.resource)
+        if collected:
+            return True
+        try:
+            self.issuer.revoke(grant.wrap_accessor, None)  # nobody may unwrap it late
+        except IssuerError as exc:
+            log.warning("could not revoke the unused wrapping token of grant %s: %s",
+                        grant_id, exc)
+        self.end_grant(grant_id, EndReason.NOT_COLLECTED)
+        return False
 
     def _stretch_lease(self, token: GrantToken, secret: DynamicSecret) -> datetime:
         """A secrets engine's default lease TTL may be shorter than the approved duration (a
@@ -314,12 +369,18 @@ class GrantMixin(LifecycleBase):
             view = self._view(session, self._request(session, request_id))
         for ref in self._refs(request_id, MessageKind.CREDENTIALS):
             self.notifier.close_credentials(view, ref)
+        if reason == EndReason.NOT_COLLECTED:
+            self.notifier.tell(view.requester, f"Your credentials for `{view.resource}` (request "
+                               f"#{view.id}) were not unwrapped in time, so the access was "
+                               "revoked. Ask again when you are ready to use it.")
         if reason in {EndReason.EXPIRED, EndReason.REVOKED}:
             who = "it expired" if reason == EndReason.EXPIRED else f"<@{actor}> revoked it"
             self.notifier.tell(view.requester, f"Your access to `{view.resource}` (request "
                                f"#{view.id}) has ended: {who}. Vault confirmed the credentials "
                                "are gone.")
-        text = {EndReason.EXPIRED: "expired; Vault confirmed revocation",
+        text = {EndReason.NOT_COLLECTED: "credentials never unwrapped, so revoked; Vault "
+                                         "confirmed revocation",
+                EndReason.EXPIRED: "expired; Vault confirmed revocation",
                 EndReason.REVOKED: f"revoked early by <@{actor}>; Vault confirmed revocation"}
         self._announce(view, action, text.get(reason, f"cleaned up ({reason}); Vault "
                                               "confirmed revocation"))

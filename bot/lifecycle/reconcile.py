@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from bot.domain.requests import RequestStatus
 from bot.lifecycle.base import EndReason, LifecycleBase
 from bot.lifecycle.decide import ESCALATION_EXHAUSTED
-from bot.lifecycle.grants import CLAIM_TIMEOUT, GrantMixin
+from bot.lifecycle.grants import CLAIM_TIMEOUT, COLLECT_MARGIN, GrantMixin
 from bot.store.models import AccessRequest, Grant, GrantStatus, utc
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,11 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
                 self._catch_up_revoking(grant, now, at_start, step)
             elif grant.expires_at is None or utc(grant.expires_at) <= now:
                 step("expired", partial(self.end_grant, gid, EndReason.EXPIRED))
-            elif at_start:
-                self.timers.schedule_end(gid, utc(grant.expires_at))
-                counts["scheduled"] += 1
+            else:
+                if at_start:
+                    self.timers.schedule_end(gid, utc(grant.expires_at))
+                    counts["scheduled"] += 1
+                self._catch_up_collection(grant, now, at_start)
         with Session(self.engine) as session:
             pending = list(session.exec(select(AccessRequest).where(
                 AccessRequest.status == RequestStatus.PENDING.value)))
@@ -96,6 +98,19 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
             except Exception:
                 log.exception("could not catch up pending request %s", request.id)
         return counts
+
+    def _catch_up_collection(self, grant: Grant, now: datetime, at_start: bool) -> None:
+        """Wrapped credentials must be unwrapped before their token expires; check on time."""
+        if grant.id is None or grant.collect_by is None or grant.collected is not None:
+            return
+        check_at = utc(grant.collect_by) - COLLECT_MARGIN
+        if check_at <= now:
+            try:
+                self.check_collected(grant.id)
+            except Exception:
+                log.exception("could not check whether grant %s was collected", grant.id)
+        elif at_start:
+            self.timers.schedule_collect_check(grant.id, check_at)
 
     def _catch_up_revoking(self, grant: Grant, now: datetime, at_start: bool,
                            step: Callable[[str, Callable[[], object]], None]) -> None:

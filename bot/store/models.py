@@ -111,6 +111,11 @@ class Grant(SQLModel, table=True):
     end_reason: str | None = Field(default=None, max_length=32)
     ended_by: str | None = Field(default=None, max_length=32)
     revoke_attempts: int = 0
+    # Wrapped delivery: the wrapping token's accessor (not the token), when it must have been
+    # unwrapped by, and whether it was (None until checked).
+    wrap_accessor: str | None = Field(default=None, max_length=128)
+    collect_by: datetime | None = _when(default=None)  # type: ignore[assignment]
+    collected: bool | None = None
     # When a failed revocation is due again (the sweep retries it even if its timer is lost).
     next_retry_at: datetime | None = _when(default=None)  # type: ignore[assignment]
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

@@ -145,3 +145,26 @@ def test_failed_revocation_is_retried_alerted_and_never_marked_ended_early(
     actions = audit_actions(postgres, bot, request_id)
     assert "revoke_failed" in actions and actions[-1] == "revoked"
     assert_nowhere([creds["password"]], slack=slack, bot=bot, postgres=postgres)
+
+
+@pytest.mark.slow
+def test_credentials_never_unwrapped_are_revoked(
+    run_bot, slack: SlackEmulator, openbao: OpenBaoServer, postgres: PostgresServer,
+    vault_db: VaultDatabase,
+) -> None:
+    bot = run_bot(policy_for(vault_db.path, wrap_ttl="1m"))
+    request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-14 never used")
+    click(bot, slack, ALICE, approval_message(slack, request_id), ActionId.APPROVE)
+    credentials = credentials_message(slack, REQUESTER, request_id)
+    # The requester never unwraps. 15 s before the wrapping token would expire, the bot finds
+    # it unused, revokes it and the grant: credentials nobody can collect are no access at all.
+    wait_until(lambda: request_status(postgres, bot, request_id) == "ended", timeout=75,
+               what="the uncollected grant to be revoked")
+    actions = audit_actions(postgres, bot, request_id)
+    assert actions[-2:] == ["not_collected", "revoked"]
+    slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == slack.dm_channel(
+        REQUESTER) and "not unwrapped in time" in str(c.params.get("text")))
+    with pytest.raises(Exception, match="wrapping token is not valid"):
+        unwrap_from(credentials, openbao)  # and it cannot be unwrapped late
+    lease = bot_rows(postgres, bot, 'SELECT lease_id FROM "grant"')[0][0]
+    assert lease_gone(openbao, lease)

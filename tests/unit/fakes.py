@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import create_engine
 
-from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue
+from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue, WrappedSecret
 from bot.lifecycle import AccessLifecycle
 from bot.policy import Policy, parse_policy
 from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
@@ -100,6 +100,8 @@ class FakeIssuer:
         self.token_ttl_cap: timedelta | None = None
         self.lease_ttl: timedelta | None = None
         self.renew_cap: timedelta | None = None
+        self.live_wraps: set[str] = set()  # accessors of wrapping tokens not yet unwrapped
+        self.requester_unwraps = True  # False: wrapped credentials are never collected
         self._failures = dict.fromkeys(OPERATIONS, 0)
         self._crash: set[str] = set()
         self._counter = itertools.count(1)
@@ -169,12 +171,20 @@ class FakeIssuer:
                         "password": self._secret(f"SECRET-password-{n:04d}")},
             )
 
-    def wrap(self, values: Mapping[str, str], ttl: timedelta) -> SecretValue:
+    def wrap(self, values: Mapping[str, str], ttl: timedelta) -> WrappedSecret:
         with self._lock:
             n = self._enter("wrap", (dict(values), ttl))
-            token = self._secret(f"hvs.SECRET-wrapping-{n:04d}")
-            self.wrapped[token.reveal()] = dict(values)
+            text = f"hvs.SECRET-wrapping-{n:04d}"
+            self.secrets.append(text)
+            token = WrappedSecret(text, f"wrap-accessor-{n:04d}")
+            self.wrapped[text] = dict(values)
+            if not self.requester_unwraps:
+                self.live_wraps.add(token.accessor)
             return token
+
+    def unwrap(self, accessor: str) -> None:
+        """The requester unwraps: the wrapping token is gone (test control)."""
+        self.live_wraps.discard(accessor)
 
     def revoke(self, token_accessor: str | None, lease_id: str | None) -> None:
         with self._lock:
@@ -184,6 +194,7 @@ class FakeIssuer:
             self.live_leases.discard(lease_id or "")
             if token_accessor is not None:
                 self.live_tokens.discard(token_accessor)
+                self.live_wraps.discard(token_accessor)
                 # A lease read with the grant token dies with the token, as in Vault.
                 self.live_leases -= {lease for lease, owner in self.lease_owner.items()
                                      if owner == token_accessor}
@@ -191,7 +202,9 @@ class FakeIssuer:
     def confirm_revoked(self, token_accessor: str | None, lease_id: str | None) -> bool:
         with self._lock:
             self._enter("confirm", (token_accessor, lease_id))
-            return token_accessor not in self.live_tokens and lease_id not in self.live_leases
+            return (token_accessor not in self.live_tokens
+                    and token_accessor not in self.live_wraps
+                    and lease_id not in self.live_leases)
 
     def renew(self, token_accessor: str, lease_id: str | None, until: datetime) -> datetime:
         """Renew to ``until``, capped at now + ``renew_cap`` when set (a role's max TTL)."""
@@ -290,6 +303,7 @@ class FakeTimers:
     escalations: list[tuple[int, datetime]] = field(default_factory=list)
     expiries: list[tuple[int, datetime]] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
+    collect_checks: list[tuple[int, datetime]] = field(default_factory=list)
 
     def schedule_end(self, grant_id: int, at: datetime) -> None:
         self.ends.append((grant_id, at))
@@ -305,6 +319,9 @@ class FakeTimers:
 
     def cancel_pending(self, request_id: int) -> None:
         self.cancelled.append(request_id)
+
+    def schedule_collect_check(self, grant_id: int, at: datetime) -> None:
+        self.collect_checks.append((grant_id, at))
 
 
 def memory_engine() -> Engine:

@@ -796,3 +796,42 @@ def test_the_database_allows_one_pending_extension_per_grant_even_in_a_race(h: H
         pending = session.exec(select(AccessRequest).where(
             AccessRequest.parent_id == request_id)).all()
     assert len(pending) == 1
+
+
+# -- wrapped credentials that are never unwrapped --------------------------------------------------
+
+
+def test_credentials_never_unwrapped_are_revoked_before_the_wrapping_token_expires(
+    h: Harness,
+) -> None:
+    h.issuer.requester_unwraps = False
+    request_id = approved(h)
+    grant = grant_of(h, request_id)
+    assert grant.wrap_accessor and grant.collected is None
+    (check,) = h.timers.collect_checks
+    assert check == (grant.id, START + timedelta(minutes=10) - timedelta(seconds=15))
+    h.clock.set(check[1])
+    assert h.lifecycle.check_collected(grant.id) is False
+    assert h.lifecycle.get(request_id).status is S.ENDED
+    assert not h.issuer.live and not h.issuer.live_wraps  # the wrapping token is revoked too
+    assert actions(h, request_id)[-2:] == ["not_collected", "revoked"]
+    assert any("not unwrapped in time" in text for _, text in h.notifier.tells)
+    assert h.lifecycle.check_collected(grant.id) is None  # once only
+
+
+def test_unwrapped_credentials_are_recorded_and_the_grant_stays(h: Harness) -> None:
+    h.issuer.requester_unwraps = False
+    request_id = approved(h)
+    grant = grant_of(h, request_id)
+    h.issuer.unwrap(grant.wrap_accessor)
+    h.clock.advance(timedelta(minutes=9, seconds=50))
+    assert h.lifecycle.sweep()["expired"] == 0
+    assert grant_of(h, request_id).collected is True
+    assert h.lifecycle.get(request_id).status is S.ACTIVE
+    assert actions(h, request_id)[-1] == "collected"
+
+
+def test_dm_delivery_has_nothing_to_collect() -> None:
+    h = make_lifecycle(EXAMPLE_POLICY.replace("delivery: wrapped", "delivery: dm"))
+    request_id = approved(h)
+    assert grant_of(h, request_id).wrap_accessor is None and h.timers.collect_checks == []
