@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
@@ -35,6 +36,8 @@ from bot.store.db import transaction
 from bot.store.models import AccessRequest, Decision, Grant, RequestMessage, utc
 
 log = logging.getLogger(__name__)
+
+RowT = TypeVar("RowT", AccessRequest, Grant)
 
 SYSTEM_ACTOR = "debug-access"
 
@@ -170,20 +173,22 @@ class LifecycleBase:
         return resource
 
     @staticmethod
+    def _fresh(session: Session, model: type[RowT], key: int, missing: str) -> RowT:
+        """The row as committed now (refreshed: another transaction may just have moved it)."""
+        row = session.get(model, key)
+        if row is None:
+            raise NotFound(missing)
+        session.refresh(row)
+        return row
+
+    @staticmethod
     def _request(session: Session, request_id: int) -> AccessRequest:
-        request = session.get(AccessRequest, request_id)
-        if request is None:
-            raise NotFound(f"There is no request #{request_id}.")
-        session.refresh(request)
-        return request
+        return LifecycleBase._fresh(session, AccessRequest, request_id,
+                                    f"There is no request #{request_id}.")
 
     @staticmethod
     def _grant(session: Session, grant_id: int) -> Grant:
-        grant = session.get(Grant, grant_id)
-        if grant is None:
-            raise NotFound(f"There is no grant {grant_id}.")
-        session.refresh(grant)
-        return grant
+        return LifecycleBase._fresh(session, Grant, grant_id, f"There is no grant {grant_id}.")
 
     @staticmethod
     def _grant_of(session: Session, request_id: int) -> Grant | None:
