@@ -107,7 +107,7 @@ def test_future_expiry_survives_a_restart(
     assert request_status(postgres, bot, request_id) == "active"
     assert pg_login_and_select(postgres, creds["username"], creds["password"]) == 3
     jobs = bot_rows(postgres, bot, "SELECT id FROM apscheduler_jobs ORDER BY id")
-    assert [j[0] for j in jobs] == ["grant-1-end", "sweep"]
+    assert [j[0] for j in jobs] == ["grant-1-collect", "grant-1-end", "sweep"]
 
 
 def test_failed_revocation_is_retried_alerted_and_never_marked_ended_early(
