@@ -30,6 +30,7 @@ from bot.issuer import (
 )
 from bot.lifecycle.base import SYSTEM_ACTOR, EndReason, LifecycleBase, MessageKind
 from bot.ports import CredentialDelivery, DeliveryError, RequestView
+from bot.slack.mrkdwn import when
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, Grant, GrantStatus, utc
 
@@ -114,9 +115,7 @@ class GrantMixin(LifecycleBase):
             view = self._view(session, self._request(session, view.id))
         self.timers.schedule_end(grant_id, expires_at)
         self._refresh_request_messages(view)
-        self._announce(view, AuditAction.ISSUED,
-                       f"issued, expires <!date^{int(expires_at.timestamp())}^{{time}}|"
-                       f"{expires_at:%H:%M} UTC>")
+        self._announce(view, AuditAction.ISSUED, f"issued, expires {when(expires_at)}")
         try:
             delivery = self._delivery(view, token, secret, now, expires_at)
             ref = self.notifier.deliver_credentials(view, delivery)
@@ -436,8 +435,7 @@ class GrantMixin(LifecycleBase):
             done = self._view(session, self._request(session, view.id))
         self.timers.schedule_end(grant.id, granted)
         self._refresh_request_messages(done)
-        until = f"<!date^{int(granted.timestamp())}^{{date_short_pretty}} {{time}}|" \
-                f"{granted:%Y-%m-%d %H:%M} UTC>"
+        until = when(granted)
         cap_note = (f" Vault capped the renewal below the {format_duration(view.duration)} "
                     "approved." if capped else "")
         self.notifier.tell(view.requester, f"Your access to `{view.resource}` (request "

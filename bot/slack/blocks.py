@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from bot.domain.durations import format_duration
@@ -17,19 +16,11 @@ from bot.domain.requests import MAX_REASON_LENGTH, RequestStatus
 from bot.policy import Policy
 from bot.ports import CredentialDelivery, RequestView
 from bot.slack.ids import COMMAND, ActionId, BlockId, CallbackId, InputId
+from bot.slack.mrkdwn import escape as escape  # re-exported for the builders' callers
+from bot.slack.mrkdwn import when as when
 
 Block = dict[str, Any]
 SECTION_TEXT_LIMIT = 3000
-
-
-def escape(text: str) -> str:
-    """Slack's mrkdwn escaping: ``&``, ``<`` and ``>`` so user text can neither ping nor link."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def when(moment: datetime, style: str = "{date_short_pretty} {time}") -> str:
-    """A time that each reader sees in their own time zone, with a UTC fallback."""
-    return f"<!date^{int(moment.timestamp())}^{style}|{moment:%Y-%m-%d %H:%M} UTC>"
 
 
 def section(text: str) -> Block:

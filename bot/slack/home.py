@@ -21,13 +21,12 @@ from bot.slack.blocks import (
     Block,
     button,
     context,
-    escape,
     grant_actions,
     section,
     status_line,
-    when,
 )
 from bot.slack.ids import ActionId, BlockId
+from bot.slack.mrkdwn import escape, when
 
 MAX_LISTED = 15  # per section; a view holds at most 100 blocks
 
