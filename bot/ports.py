@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+from bot.domain.permissions import eligible_approvers
 from bot.domain.requests import RequestStatus
 from bot.issuer import SecretValue
 
@@ -176,8 +177,7 @@ class StaticApprovers:
     """``ApproverDirectory`` for policies that list Slack user ids only (one tier each)."""
 
     def tiers(self, entries: Sequence[str], requester: str, now: datetime) -> list[ApproverTier]:
-        users = tuple(u for u in dict.fromkeys(entries) if u != requester)
-        return [ApproverTier(source="policy", users=users)]
+        return [ApproverTier(source="policy", users=tuple(eligible_approvers(requester, entries)))]
 
     def may_approve(self, user: str, entries: Sequence[str], requester: str,
                     now: datetime) -> bool:

@@ -21,6 +21,7 @@ from datetime import datetime
 
 from slack_sdk import WebClient
 
+from bot.domain.permissions import eligible_approvers
 from bot.oncall.base import OnCall, OnCallSource, OnCallUnavailable
 from bot.oncall.config import (
     PagerDutyRotationConfig,
@@ -160,13 +161,13 @@ class ApproverResolver:
               ) -> tuple[ApproverTier, str]:
         """The tier for one entry (or a run of listed user ids), and why it is empty if it is."""
         if isinstance(entry, tuple):
-            users = tuple(user for user in entry if user != requester)
+            users = tuple(eligible_approvers(requester, entry))
             source = ", ".join(entry)
             if not users:
                 return ApproverTier(source, (), REQUESTER_LISTED), REQUESTER_LISTED
             return ApproverTier(source, users, None), ""
         answer = self._ask(self._source(entry), now)
-        users = tuple(user for user in dict.fromkeys(answer.users) if user != requester)
+        users = tuple(eligible_approvers(requester, answer.users))
         if not answer.available:
             reason = answer.note or f"{entry} unavailable"
         elif users:
