@@ -257,16 +257,18 @@ class LifecycleBase:
         self.notifier.refresh_request(view, self._refs(view.id, MessageKind.APPROVAL))
 
     def _announce(self, view: RequestView, action: AuditAction, text: str,
-                  alert: bool = False) -> None:
+                  alert: bool = False, homes: bool = True) -> None:
         """Post to the audit channel, threaded under the request (an extension under the grant
-        it extends), and refresh the App Home of everyone involved."""
+        it extends), and refresh the App Home of everyone involved (``homes=False`` when the
+        next step announces again at once, so each Home is published once, not twice)."""
         root_id = view.parent_id or view.id
         roots = self._refs(root_id, MessageKind.AUDIT)
         posted = self.notifier.audit(view, action.value, text, alert=alert,
                                      thread=roots[0] if roots else None)
         if posted is not None and not roots:
             self._remember_messages(root_id, MessageKind.AUDIT, [posted])
-        self._homes_changed(view)
+        if homes:
+            self._homes_changed(view)
 
     def _homes_changed(self, view: RequestView, extra: Iterable[str] = ()) -> None:
         users = [view.requester, *view.approvers, *view.approved_by, *extra]

@@ -81,7 +81,10 @@ class DecideMixin(LifecycleBase):
                                f"for `{view.resource}`. Nothing was issued.")
             return view
         progress = f" ({details['progress']})" if details else ""
-        self._announce(view, AuditAction.APPROVED, f"approved by <@{actor}>{progress}")
+        # A complete approval goes straight on to issuing (or extending), which announces again
+        # and refreshes the Homes then.
+        self._announce(view, AuditAction.APPROVED, f"approved by <@{actor}>{progress}",
+                       homes=not complete)
         if not complete:
             return view
         if view.is_extension:

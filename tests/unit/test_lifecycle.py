@@ -835,3 +835,13 @@ def test_dm_delivery_has_nothing_to_collect() -> None:
     h = make_lifecycle(EXAMPLE_POLICY.replace("delivery: wrapped", "delivery: dm"))
     request_id = approved(h)
     assert grant_of(h, request_id).wrap_accessor is None and h.timers.collect_checks == []
+
+
+def test_an_approval_that_issues_refreshes_each_home_once(h: Harness) -> None:
+    request_id = submit(h)
+    before = len(h.notifier.of("home_changed"))
+    h.lifecycle.decide(request_id, APPROVER, approve=True)
+    refreshes = h.notifier.of("home_changed")[before:]
+    assert len(refreshes) == 1  # the "issued" announcement; "approved" did not publish too
+    (users,) = refreshes[0]
+    assert REQUESTER in users and APPROVER in users
