@@ -37,6 +37,10 @@ class DecideMixin(LifecycleBase):
         now = self.clock.now()
         allowed = self.approvers.may_approve(actor, resource.approvers, current.requester, now)
         check_may_decide(actor, current.requester, [actor] if allowed else [])
+        if (current.status is RequestStatus.PENDING and current.pending_until is not None
+                and current.pending_until <= now):
+            self.expire_pending(request_id)  # its timer is late or lost: expire it now
+            raise Conflict(f"Request #{request_id} waited too long and has expired.")
         with transaction(self.engine) as session:
             locked = session.exec(
                 update(AccessRequest)
@@ -96,9 +100,6 @@ class DecideMixin(LifecycleBase):
         if view.decided_by:
             return Conflict(f"Request #{request_id} was already {view.status.label} "
                             f"(decided by <@{view.decided_by}>).")
-        if view.status is RequestStatus.PENDING:
-            self.expire_pending(request_id)
-            return Conflict(f"Request #{request_id} waited too long and has expired.")
         return Conflict(
             f"Request #{request_id} is {view.status.label}; it can no longer be decided."
         )
