@@ -12,8 +12,8 @@ from sqlalchemy import text
 from bot.slack.notifier import error_code
 
 
-def _say(ok: bool, what: str) -> None:
-    mark = "ok " if ok else "FAIL"
+def _say(ok: bool, what: str, mark: str | None = None) -> None:
+    mark = mark or ("ok " if ok else "FAIL")
     print(f"[{mark}] {what}")  # noqa: T201
 
 
@@ -54,6 +54,15 @@ def run_checks() -> int:
         # Prepare Vault exactly as `serve` would at start (idempotent), then examine it: with an
         # admin token the role gets created; with a least-privilege one, what is missing shows.
         issuer = build_issuer(settings)
+        if issuer.keeper is not None:
+            token = issuer.keeper.status()
+            _say(True, f"vault log-in {issuer.keeper.login_method.describe()}: "
+                       f"{token.summary()}", "info" if not token.dies_unrenewed else "warn")
+            if token.dies_unrenewed:
+                _say(False, "the bot's Vault token can be neither renewed nor replaced: the "
+                            "bot stops working when it expires. Use a periodic token, "
+                            "VAULT_TOKEN_FILE kept by Vault Agent, AppRole or Kubernetes "
+                            "log-in (see the README)", "warn")
         issuer.ensure_setup(vault_shapes(policy))
         return list(issuer.check())
 

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from bot.config import DatabaseSettings, Settings
+from bot.config import DatabaseSettings, Settings, VaultLoginSettings
 from bot.errors import ConfigProblem
 from bot.logs import configure_logging
 from bot.policy import Policy, PolicyError, load_policy
@@ -33,8 +33,16 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
-                 for e in exc.errors()]
+        errors = list(exc.errors())
+        if not any(e["loc"] == () for e in errors):
+            # Pydantic skips the log-in check when a field failed: run it alone, so one reading
+            # of the message names everything that is missing.
+            try:
+                VaultLoginSettings(**{k: v for k, v in overrides.items() if k.startswith("vault")})
+            except ValidationError as vault_exc:
+                errors += [e for e in vault_exc.errors() if e["loc"] == ()]
+        lines = [f"  {'.'.join(str(p) for p in e['loc']).upper() or 'VAULT LOG-IN'}: {e['msg']}"
+                 for e in errors]
         raise ConfigProblem("The environment is incomplete (see .env.example):\n"
                             + "\n".join(lines)) from None
 
@@ -65,9 +73,11 @@ def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | N
         announce()
     try:
         if settings.socket_mode and settings.slack_app_token is not None:
-            serve_socket_mode(runtime.app, settings.slack_app_token.get_secret_value())
+            serve_socket_mode(runtime.app, runtime.readiness,
+                              settings.slack_app_token.get_secret_value(), runtime.web_client,
+                              settings.host, settings.port)
         else:
-            serve_http(runtime.app, settings.host, settings.port)
+            serve_http(runtime.app, runtime.readiness, settings.host, settings.port)
     finally:
         runtime.shutdown()
 

@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from slack_bolt import App
+from slack_sdk import WebClient
 
 from bot import scheduler
 from bot.audit import ensure_chain_head
@@ -18,6 +19,7 @@ from bot.config import Settings
 from bot.digest import DailyDigest
 from bot.digest_schedule import cron_trigger
 from bot.errors import ConfigProblem
+from bot.health import Readiness, database_check
 from bot.lifecycle import AccessLifecycle
 from bot.logs import remember_secret
 from bot.oncall.resolver import OnCallConfigError, build_resolver
@@ -29,6 +31,7 @@ from bot.slack.home import HomePublisher
 from bot.slack.notifier import SlackNotifier
 from bot.store.db import create_schema, make_engine
 from bot.vault import ResourceGrantShape, VaultIssuer
+from bot.vault_login import VaultLoginError, connect
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +39,16 @@ log = logging.getLogger(__name__)
 @dataclass
 class Runtime:
     app: App
+    web_client: WebClient
     lifecycle: AccessLifecycle
     timers: GrantTimers
+    issuer: VaultIssuer
+    readiness: Readiness
 
     def shutdown(self) -> None:
         self.timers.shutdown()
+        if self.issuer.keeper is not None:
+            self.issuer.keeper.stop()
 
 
 def vault_shapes(policy: Policy) -> list[ResourceGrantShape]:
@@ -50,20 +58,28 @@ def vault_shapes(policy: Policy) -> list[ResourceGrantShape]:
 
 
 def build_issuer(settings: Settings) -> VaultIssuer:
-    return VaultIssuer.from_settings(settings.vault_addr, settings.vault_token.get_secret_value(),
-                                     settings.vault_namespace)
+    """Log in to Vault the way the settings say; the issuer's keeper keeps the token alive
+    (call ``issuer.keeper.start()``)."""
+    try:
+        keeper = connect(settings)
+    except VaultLoginError as exc:
+        raise ConfigProblem(str(exc)) from None
+    return VaultIssuer(keeper.client, keeper=keeper)
 
 
 def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     """Build everything, reconcile against the database, start the timers."""
     for secret in (settings.slack_bot_token, settings.slack_signing_secret, settings.vault_token,
-                   settings.slack_app_token, settings.pagerduty_token):
+                   settings.vault_secret_id, settings.slack_app_token, settings.pagerduty_token):
         if secret is not None:
             remember_secret(secret.get_secret_value())
     engine = make_engine(settings.database_url)
     create_schema(engine)
     ensure_chain_head(engine)
     issuer = build_issuer(settings)
+    keeper = issuer.keeper
+    assert keeper is not None
+    keeper.start()  # renew from now on: set-up and reconcile below may take a while
     report = issuer.ensure_setup(vault_shapes(policy))
     for line in report.lines():
         log.info("vault set-up: %s", line)
@@ -88,4 +104,8 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     lifecycle.reconcile()  # before the timers run: overdue work first, then every timer set
     timers.schedule_sweep()
     timers.start()
-    return Runtime(app=app, lifecycle=lifecycle, timers=timers)
+    readiness = Readiness()
+    readiness.add("database", database_check(engine))
+    readiness.add("vault", lambda: None if keeper.status().ready else keeper.status().summary())
+    return Runtime(app=app, web_client=client, lifecycle=lifecycle, timers=timers,
+                   issuer=issuer, readiness=readiness)

@@ -1,47 +1,85 @@
 """Serving Slack's requests: HTTP (waitress, a production WSGI server) or Socket Mode.
 
 Bolt's own ``app.start()`` is a single-threaded development server; waitress runs the same app
-through Bolt's WSGI adapter with a thread pool. ``/healthz`` answers 200 once the bot is ready
-(the runtime has reconciled), for load balancers and for the tests.
+through Bolt's WSGI adapter with a thread pool. Both transports also answer the probes on
+``PORT``: ``/healthz`` (the process is up and has reconciled) and ``/readyz`` (database, Vault
+token and, in Socket Mode, the Slack connection are all working; see ``bot.health``). In Socket
+Mode that small HTTP server carries nothing else: Slack's traffic comes over the socket.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+
+from bot.health import Readiness
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 
 StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_JSON = [("Content-Type", "application/json")]
 
 
-def wsgi_app(app: App) -> Callable[[dict[str, Any], StartResponse], Iterable[bytes]]:
-    slack = SlackRequestHandler(app, path=EVENTS_PATH)
+def probes_app(readiness: Readiness, fallback: WsgiApp | None = None) -> WsgiApp:
+    """``/healthz`` and ``/readyz``; anything else goes to ``fallback`` (or 404)."""
 
     def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("PATH_INFO") == "/healthz":
-            start_response("200 OK", [("Content-Type", "application/json")])
+        path = environ.get("PATH_INFO")
+        if path == "/healthz":
+            start_response("200 OK", _JSON)
             return [b'{"ok": true}']
-        return slack(environ, start_response)
+        if path == "/readyz":
+            ready, body = readiness.body()
+            start_response("200 OK" if ready else "503 Service Unavailable", _JSON)
+            return [body]
+        if fallback is not None:
+            return fallback(environ, start_response)
+        start_response("404 Not Found", _JSON)
+        return [b'{"error": "not found"}']
 
     return application
 
 
-def serve_http(app: App, host: str, port: int) -> None:
+def wsgi_app(app: App, readiness: Readiness) -> WsgiApp:
+    """Slack's events on ``EVENTS_PATH`` plus the probes."""
+    return probes_app(readiness, SlackRequestHandler(app, path=EVENTS_PATH))
+
+
+def serve_http(app: App, readiness: Readiness, host: str, port: int) -> None:
     from waitress import serve
 
     log.info("serving Slack requests on http://%s:%s%s", host, port, EVENTS_PATH)
-    serve(wsgi_app(app), host=host, port=port, threads=8, ident="debug-access")
+    serve(wsgi_app(app, readiness), host=host, port=port, threads=8, ident="debug-access")
 
 
-def serve_socket_mode(app: App, app_token: str) -> None:
-    from slack_bolt.adapter.socket_mode import SocketModeHandler
+def serve_socket_mode(app: App, readiness: Readiness, app_token: str, web_client: WebClient,
+                      host: str, port: int) -> None:
+    """Connect to Slack over a socket and answer the probes on ``host:port`` until stopped."""
+    from waitress import create_server
 
+    from bot.slack.socket_mode import SocketModeTransport
+
+    transport = SocketModeTransport(app, app_token, web_client)
+    readiness.add("slack", lambda: None if transport.is_connected()
+                  else "not connected to Slack (Socket Mode)")
+    probes = create_server(probes_app(readiness), host=host, port=port, threads=2,
+                           ident="debug-access")
+    threading.Thread(target=probes.run, name="probes", daemon=True).start()
+    log.info("probes on http://%s:%s/healthz and /readyz", host, port)
     log.info("connecting to Slack in Socket Mode")
-    SocketModeHandler(app, app_token).start()  # type: ignore[no-untyped-call]
+    try:
+        transport.start()
+        threading.Event().wait()  # until SIGTERM / Ctrl-C raises in this thread
+    finally:
+        transport.close()
+        probes.close()

@@ -62,6 +62,7 @@ from bot.issuer import (
     SecretValue,
     WrappedSecret,
 )
+from bot.vault_login import TokenKeeper
 
 __all__ = [
     "BOT_POLICY_HCL",
@@ -296,9 +297,12 @@ class VaultIssuer:
         retry_attempts: int = 4,
         retry_wait: float = 0.2,
         retry_sleep: Callable[[float], None] = time.sleep,
+        keeper: TokenKeeper | None = None,
     ) -> None:
         _check_path(token_role)
         self._client = client
+        #: Keeps the bot's token alive and logs in again after a 403 (None: a fixed token).
+        self.keeper = keeper
         self.token_role = token_role
         #: Default TTL for ``wrap`` callers: how long a user has to unwrap.
         self.wrap_ttl = wrap_ttl
@@ -333,7 +337,22 @@ class VaultIssuer:
 
     # ------------------------------------------------------------------ plumbing
 
+    def _after_denied(self, fn: Callable[[], T], *, idempotent: bool) -> T:
+        """Run ``fn`` (a call made with the bot's token). On 403, log in again once; then retry
+        it if it is idempotent, else re-raise (the next call has a fresh token)."""
+        token = self._client.token
+        try:
+            return fn()
+        except hvac.exceptions.Forbidden:
+            if self.keeper is None or not self.keeper.login_again_after_denied(token):
+                raise
+            if not idempotent:
+                raise
+            return fn()
+
     def _retrying(self, fn: Callable[[], T]) -> T:
+        """Idempotent calls with the bot's token: retried on transient errors, and once after
+        logging in again on a 403."""
         retrying = Retrying(
             stop=stop_after_attempt(self._retry_attempts),
             wait=wait_exponential(multiplier=self._retry_wait, max=max(self._retry_wait, 2.0)),
@@ -341,7 +360,7 @@ class VaultIssuer:
             sleep=self._retry_sleep,
             reraise=True,
         )
-        return retrying(fn)
+        return retrying(lambda: self._after_denied(fn, idempotent=True))
 
     def _error(
         self, op: str, path: str, exc: Exception, secrets: Iterable[str | None] = ()
@@ -374,9 +393,14 @@ class VaultIssuer:
         *,
         retry: bool,
         secrets: Iterable[str | None] = (),
+        bot_token: bool = True,
     ) -> T:
+        """Call ``fn``; ``retry`` only for idempotent calls. ``bot_token=False`` for calls made
+        with a grant token, whose 403 says nothing about the bot's own token."""
         try:
-            return self._retrying(fn) if retry else fn()
+            if retry:
+                return self._retrying(fn)
+            return self._after_denied(fn, idempotent=False) if bot_token else fn()
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
             raise self._error(op, path, exc, secrets) from None
 
@@ -532,7 +556,8 @@ class VaultIssuer:
             return [str(self._error("lookup", "auth/token/lookup-self", exc))]
         data = me.get("data") or {}
         ttl = int(data.get("ttl") or 0)
-        if 0 < ttl < _seconds(_LOW_TOKEN_TTL):
+        kept_alive = self.keeper is not None and not self.keeper.status().dies_unrenewed
+        if 0 < ttl < _seconds(_LOW_TOKEN_TTL) and not kept_alive:
             problems.append(
                 f"the bot's Vault token expires in {ttl} seconds: renew it or log in again"
             )
@@ -658,7 +683,8 @@ class VaultIssuer:
         client = self._grant_client(secret_token)  # shares the session: do not close it
         now = self._clock()
         resp = self._call(
-            "read of", path, lambda: client.read(path), retry=False, secrets=[secret_token]
+            "read of", path, lambda: client.read(path), retry=False, secrets=[secret_token],
+            bot_token=False,
         )
         if resp is None:
             raise IssuerError(f"Vault read of {path} failed: 404 nothing at that path")

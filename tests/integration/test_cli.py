@@ -41,6 +41,7 @@ def test_check_passes_against_working_dependencies(
     result = run_cli(["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("[ok ]") == 4
+    assert "[info] vault log-in token: the token never expires" in result.stdout
     assert base_env["VAULT_TOKEN"] not in result.stdout + result.stderr
 
 
@@ -96,3 +97,73 @@ def test_vault_policy_is_accepted_by_vault_and_enough_for_a_grant(
     check = run_cli(["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy),
                                 "VAULT_TOKEN": token}, tmp_path)
     assert "[ok ] vault" in check.stdout, check.stdout
+
+
+def _approle(openbao: OpenBaoServer, ttl: str = "1h") -> tuple[str, str, str]:
+    """An AppRole mount + role for the bot; returns (mount, role_id, secret_id)."""
+    root = openbao.client()
+    mount = "approle-cli"
+    if f"{mount}/" not in root.sys.list_auth_methods()["data"]:
+        root.sys.enable_auth_method("approle", path=mount)
+    root.sys.create_or_update_policy(
+        "cli-admin", 'path "*" { capabilities = ["create", "read", "update", "delete", "list", '
+        '"sudo"] }')
+    root.auth.approle.create_or_update_approle("bot", token_policies=["cli-admin"],
+                                               token_ttl=ttl, mount_point=mount)
+    role_id = root.auth.approle.read_role_id("bot", mount_point=mount)["data"]["role_id"]
+    secret_id = root.auth.approle.generate_secret_id("bot", mount_point=mount)["data"]["secret_id"]
+    return mount, role_id, secret_id
+
+
+def test_check_shows_the_login_method_ttl_and_renewability(
+    base_env: dict[str, str], openbao: OpenBaoServer, vault_db: VaultDatabase, tmp_path: Path,
+) -> None:
+    policy = write_policy(policy_for(vault_db.path), tmp_path)
+    mount, role_id, secret_id = _approle(openbao)
+    secret_file = tmp_path / "secret-id"
+    secret_file.write_text(secret_id)
+    env = {k: v for k, v in base_env.items() if k != "VAULT_TOKEN"}
+    env.update(DEBUG_ACCESS_POLICY=str(policy), VAULT_ROLE_ID=role_id,
+               VAULT_SECRET_ID_FILE=str(secret_file), VAULT_AUTH_MOUNT=mount)
+    result = run_cli(["check"], env, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("[info] vault log-in"))
+    assert f"approle (mount {mount})" in line
+    assert "renewable, kept alive by the bot" in line
+    left = int(line.split("s left")[0].rsplit(" ", 1)[-1])
+    assert 3500 < left <= 3600
+    assert secret_id not in result.stdout + result.stderr
+
+
+def test_check_warns_when_the_token_will_die_unrenewed(
+    base_env: dict[str, str], openbao: OpenBaoServer, vault_db: VaultDatabase, tmp_path: Path,
+) -> None:
+    policy = write_policy(policy_for(vault_db.path), tmp_path)
+    token = openbao.client().auth.token.create(ttl="2h", renewable=False)["auth"]["client_token"]
+    result = run_cli(["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy),
+                                 "VAULT_TOKEN": token}, tmp_path)
+    warnings = [x for x in result.stdout.splitlines() if x.startswith("[warn]")]
+    assert len(warnings) == 2, result.stdout
+    assert "not renewable, will expire unrenewed" in warnings[0]
+    assert "Use a periodic token" in warnings[1]
+
+
+def test_a_failed_vault_login_stops_serve_in_one_line(
+    base_env: dict[str, str], openbao: OpenBaoServer, vault_db: VaultDatabase, tmp_path: Path,
+) -> None:
+    policy = write_policy(policy_for(vault_db.path), tmp_path)
+    mount, role_id, _secret = _approle(openbao)
+    env = {k: v for k, v in base_env.items() if k != "VAULT_TOKEN"}
+    env.update(DEBUG_ACCESS_POLICY=str(policy), VAULT_ROLE_ID=role_id,
+               VAULT_SECRET_ID="wrong-secret-id-0123", VAULT_AUTH_MOUNT=mount)
+    result = run_cli(["serve"], env, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("debug-access: Vault approle")
+    assert "wrong-secret-id-0123" not in result.stderr
+
+
+def test_ambiguous_vault_login_is_refused(base_env: dict[str, str], tmp_path: Path) -> None:
+    result = run_cli(["serve"], {**base_env, "VAULT_ROLE_ID": "r"}, tmp_path)
+    assert result.returncode == 2
+    assert "choose the log-in with VAULT_AUTH_METHOD" in result.stderr

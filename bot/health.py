@@ -1,0 +1,68 @@
+"""Liveness and readiness: ``/healthz`` says the process runs, ``/readyz`` says it can do its job.
+
+Why two: a bot whose Vault token died still *runs*, and restarting it would not help when Vault
+or the database is the problem, so liveness must stay green; but it can neither issue nor revoke,
+and an operator (or Kubernetes, or a load balancer) must see that within seconds. Readiness is
+a list of named checks, each answering ``None`` (fine) or a one-line problem. They read state
+that background work keeps fresh (the Vault token keeper's heartbeat, the Socket Mode
+connection) or make one cheap call (``SELECT 1``), so a probe answers in milliseconds and
+recovers by itself when the dependency does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, text
+
+log = logging.getLogger(__name__)
+
+#: A readiness check: ``None`` when fine, else what is wrong (one line, no secrets).
+Check = Callable[[], "str | None"]
+
+
+@dataclass
+class Readiness:
+    """Named checks; ready when every one of them answers ``None``."""
+
+    checks: dict[str, Check] = field(default_factory=dict)
+
+    def add(self, name: str, check: Check) -> None:
+        self.checks[name] = check
+
+    def report(self) -> tuple[bool, dict[str, str]]:
+        """Run every check. A check that raises counts as failed, with its exception's type."""
+        results: dict[str, str] = {}
+        for name, check in self.checks.items():
+            try:
+                problem = check()
+            except Exception as exc:  # a probe must answer, whatever broke
+                problem = f"check failed: {type(exc).__name__}"
+            results[name] = "ok" if problem is None else problem
+        ok = all(value == "ok" for value in results.values())
+        return ok, results
+
+    def body(self) -> tuple[bool, bytes]:
+        """The JSON a probe gets: ``{"ready": bool, "checks": {name: "ok" | problem}}``."""
+        ok, results = self.report()
+        if not ok:
+            log.warning("not ready: %s", "; ".join(f"{k}: {v}" for k, v in results.items()
+                                                    if v != "ok"))
+        return ok, json.dumps({"ready": ok, "checks": results}).encode()
+
+
+def database_check(engine: Engine) -> Check:
+    """The database answers ``SELECT 1``."""
+
+    def check() -> str | None:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return f"the database is unreachable ({type(exc).__name__})"
+        return None
+
+    return check
