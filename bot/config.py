@@ -22,7 +22,9 @@ VaultAuthMethod = Literal["token", "approle", "kubernetes", "jwt"]
 class DatabaseSettings(BaseSettings):
     """What the audit commands need: only the database (no Slack or Vault secrets)."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # An empty variable (``VAULT_TOKEN=`` as in .env.example) counts as unset.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      env_ignore_empty=True)
 
     database_url: str = "sqlite:///debug-access.db"
 
@@ -37,7 +39,9 @@ def _real_secret(value: SecretStr) -> SecretStr:
 class VaultLoginSettings(BaseSettings):
     """Where Vault is and how the bot logs in (see ``bot.vault_login``)."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # An empty variable (``VAULT_TOKEN=`` as in .env.example) counts as unset.
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      env_ignore_empty=True)
 
     vault_addr: str = "http://127.0.0.1:8200"
     vault_namespace: str | None = None
