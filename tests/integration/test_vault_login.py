@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,11 +26,13 @@ from bot.vault import ResourceGrantShape, VaultIssuer
 from bot.vault_login import (
     AppRoleLogin,
     JwtLogin,
+    KubernetesLogin,
     Login,
     TokenKeeper,
     TokenLogin,
     VaultLoginError,
 )
+from tests.emulators.kubernetes_api import TokenReviewAPI, self_signed_ca_pem
 
 pytestmark = pytest.mark.integration
 
@@ -398,3 +400,64 @@ def test_missing_secret_id_file_is_a_one_line_error(openbao: Any, tmp_path: Path
     keeper = TokenKeeper(new_client(openbao), login)
     with pytest.raises(VaultLoginError, match="cannot read the AppRole secret id"):
         keeper.log_in()
+
+
+def kubernetes_jwt(key: Any, namespace: str = "ops", name: str = "debug-access") -> str:
+    now = int(time.time())
+    claims = {"iss": "https://kubernetes.default.svc", "aud": ["vault"], "iat": now,
+              "exp": now + 600, "sub": f"system:serviceaccount:{namespace}:{name}",
+              "kubernetes.io": {"namespace": namespace,
+                                "serviceaccount": {"name": name, "uid": "uid-1"}}}
+    return jwt.encode(claims, key, algorithm="RS256")
+
+
+@pytest.fixture(scope="module")
+def kubernetes_auth(root: hvac.Client) -> Iterator[tuple[TokenReviewAPI, str]]:
+    """A ``kubernetes`` auth mount whose TokenReview calls go to the stand-in."""
+    api = TokenReviewAPI()
+    mount = f"kubernetes-{SUFFIX}"
+    root.sys.enable_auth_method("kubernetes", path=mount)
+    root.write_data(f"auth/{mount}/config", data={
+        "kubernetes_host": api.url, "kubernetes_ca_cert": self_signed_ca_pem(),
+        "disable_local_ca_jwt": True, "token_reviewer_jwt": "reviewer-jwt"})
+    root.write_data(f"auth/{mount}/role/debug-access", data={
+        "bound_service_account_names": ["debug-access"],
+        "bound_service_account_namespaces": ["ops"],
+        "token_policies": [ADMIN_POLICY], "token_ttl": "1h"})
+    yield api, mount
+    api.stop()
+
+
+def test_kubernetes_login_is_reviewed_by_the_cluster(
+    openbao: Any, kubernetes_auth: tuple[TokenReviewAPI, str], tmp_path: Path, vault_db: Any,
+    root: hvac.Client,
+) -> None:
+    api, mount = kubernetes_auth
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = kubernetes_jwt(key)
+    api.allow(token, "ops", "debug-access", "uid-1")
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    keeper = TokenKeeper(new_client(openbao), KubernetesLogin("debug-access", token_file, mount))
+    keeper.log_in()
+    assert keeper.status().valid and keeper.status().method == "kubernetes"
+    assert api.reviews[-1]["body"]["spec"]["token"] == token
+    issuer = grant_issuer(openbao, keeper, vault_db)
+    grant = issuer.create_grant_token(spec(vault_db))
+    info = root.write_data("auth/token/lookup-accessor", data={"accessor": grant.accessor})
+    assert info["data"]["orphan"] is True
+    issuer.revoke(grant.accessor, None)
+
+
+def test_kubernetes_login_refused_by_the_cluster_fails_cleanly(
+    openbao: Any, kubernetes_auth: tuple[TokenReviewAPI, str], tmp_path: Path,
+) -> None:
+    _api, mount = kubernetes_auth
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token_file = tmp_path / "token"
+    token = kubernetes_jwt(key)  # never allowed: the review says "not authenticated"
+    token_file.write_text(token)
+    keeper = TokenKeeper(new_client(openbao), KubernetesLogin("debug-access", token_file, mount))
+    with pytest.raises(VaultLoginError) as caught:
+        keeper.log_in()
+    assert "kubernetes" in str(caught.value) and token not in str(caught.value)
