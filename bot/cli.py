@@ -6,6 +6,7 @@
     debug-access vault-policy   print the least-privilege Vault policy for the bot's token
     debug-access audit verify | audit export --since 2026-11-01 [--until …] [--format csv]
     debug-access digest --now   post the daily digest for the last 24 hours
+    debug-access db upgrade | db current   migrate the schema / show where it stands
 """
 
 from __future__ import annotations
@@ -123,12 +124,35 @@ def _parse_day(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _audit_engine() -> Engine:
-    from bot.store.db import create_schema, make_engine
+def _database_at_head() -> Engine:
+    """The configured database, refusing unless its schema is this release's."""
+    from bot.store import schema
+    from bot.store.db import make_engine
 
     engine = make_engine(DatabaseSettings().database_url)
-    create_schema(engine)
+    schema.require_head(engine)
     return engine
+
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    """Bring the schema to this release's head (under a lock; replicas may be running)."""
+    from bot.store import schema
+    from bot.store.db import make_engine
+
+    configure_logging("INFO")
+    revision = schema.upgrade(make_engine(DatabaseSettings().database_url))
+    print(f"database schema at {revision} (head)")  # noqa: T201
+    return 0
+
+
+def cmd_db_current(_args: argparse.Namespace) -> int:
+    """Print the database's revision and this release's head; exit 1 when they differ."""
+    from bot.store import schema
+    from bot.store.db import make_engine
+
+    at, wanted = schema.current(make_engine(DatabaseSettings().database_url)), schema.head()
+    print(f"database: {at or 'none (not migrated yet)'}\nthis release: {wanted}")  # noqa: T201
+    return 0 if at == wanted else 1
 
 
 def cmd_audit_verify(_args: argparse.Namespace) -> int:
@@ -138,7 +162,7 @@ def cmd_audit_verify(_args: argparse.Namespace) -> int:
     from bot.audit import verify_chain
     from bot.audit_export import verify_report_text
 
-    with Session(_audit_engine()) as session:
+    with Session(_database_at_head()) as session:
         report = verify_chain(session)
     print(verify_report_text(report))  # noqa: T201
     return 0 if report.ok else 1
@@ -150,7 +174,7 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
 
     from bot.audit_export import export_events, query_events
 
-    with Session(_audit_engine()) as session:
+    with Session(_database_at_head()) as session:
         events = query_events(session, args.since, args.until)
         if args.output == "-":
             count = export_events(events, args.format, sys.stdout)
@@ -167,12 +191,9 @@ def cmd_digest(_args: argparse.Namespace) -> int:
     from bot.ports import SystemClock
     from bot.slack.app import build_web_client
     from bot.slack.notifier import SlackNotifier
-    from bot.store.db import create_schema, make_engine
-
     settings, policy = load_configuration()
     configure_logging(settings.log_level)
-    engine = make_engine(settings.database_url)
-    create_schema(engine)
+    engine = _database_at_head()
     notifier = SlackNotifier(build_web_client(settings), policy)
     DailyDigest(engine, policy, notifier, SystemClock()).run(now=True)
     return 0
@@ -212,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--output", default="-", help="a file (default: standard output)")
     export.set_defaults(func=cmd_audit_export)
+    db = sub.add_parser("db", help="the database schema (Alembic migrations)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="migrate to this release's schema (safe while replicas "
+                      "run: one migrates, the others wait)").set_defaults(func=cmd_db_upgrade)
+    db_sub.add_parser("current", help="show the database's revision and this release's"
+                      ).set_defaults(func=cmd_db_current)
     digest = sub.add_parser("digest", help="post the daily digest")
     digest.add_argument("--now", action="store_true", required=True,
                         help="post the digest for the 24 hours up to now")

@@ -66,3 +66,5 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(numeric if isinstance(numeric, int) else logging.INFO)
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(max(root.level, logging.INFO))
+    # Alembic narrates every step at INFO; bot.store.schema says what happened in one line.
+    logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))

@@ -29,7 +29,8 @@ from bot.scheduler import GrantTimers
 from bot.slack.app import build_app, build_web_client
 from bot.slack.home import HomePublisher
 from bot.slack.notifier import SlackNotifier
-from bot.store.db import create_schema, make_engine
+from bot.store import schema
+from bot.store.db import make_engine
 from bot.vault import ResourceGrantShape, VaultIssuer
 from bot.vault_login import VaultLoginError, connect
 
@@ -74,7 +75,7 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         if secret is not None:
             remember_secret(secret.get_secret_value())
     engine = make_engine(settings.database_url)
-    create_schema(engine)
+    log.info("database schema at %s", schema.upgrade(engine))
     ensure_chain_head(engine)
     issuer = build_issuer(settings)
     keeper = issuer.keeper
