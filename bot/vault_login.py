@@ -460,6 +460,10 @@ def connect(settings: VaultLoginSettings, *, timeout: float = 10.0) -> TokenKeep
         raise VaultLoginError(
             f"the Vault token ({keeper.login_method.describe()}) is invalid or expired "
             "(403 permission denied)") from None
+    except requests.exceptions.SSLError:
+        raise VaultLoginError(
+            f"Vault at {settings.vault_addr} presented a TLS certificate this machine does not "
+            "trust: give its CA bundle in VAULT_CACERT") from None
     except requests.exceptions.RequestException as exc:
         raise VaultLoginError(
             f"Vault at {settings.vault_addr} is unreachable ({type(exc).__name__})") from None
