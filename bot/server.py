@@ -17,7 +17,9 @@ from typing import Any
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
+from bot.errors import ConfigProblem
 from bot.health import Readiness
 
 log = logging.getLogger(__name__)
@@ -76,9 +78,12 @@ def serve_socket_mode(app: App, readiness: Readiness, app_token: str, web_client
                            ident="debug-access")
     threading.Thread(target=probes.run, name="probes", daemon=True).start()
     log.info("probes on http://%s:%s/healthz and /readyz", host, port)
-    log.info("connecting to Slack in Socket Mode")
     try:
-        transport.start()
+        try:
+            transport.start()
+        except SlackApiError as exc:
+            raise ConfigProblem("Slack refused the app-level token (SLACK_APP_TOKEN): "
+                                f"{exc.response.get('error')}") from None
         threading.Event().wait()  # until SIGTERM / Ctrl-C raises in this thread
     finally:
         transport.close()

@@ -23,9 +23,12 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.emulators.loopback import LoopbackServer
+
+if TYPE_CHECKING:
+    from tests.emulators.socket_mode import SocketModeEmulator
 
 # Form-encoded fields that slack_sdk serialises as JSON strings; we decode them so tests see the
 # same Python structures whichever encoding the SDK happened to choose for a method.
@@ -155,9 +158,15 @@ class SlackEmulator(LoopbackServer):
         team_id: str = "T0TEAM",
         bot_id: str = "B0BOT",
         team_domain: str = "t0team",
+        app_token: str = "xapp-1-A0APP-1-test",
     ) -> None:
         """Configure identities; nothing listens until `start()`."""
         self.bot_token = bot_token
+        # The app-level token apps.connections.open requires (Socket Mode), and the Socket Mode
+        # emulator whose URLs it hands out (None: the method answers an error, as for an app
+        # with Socket Mode turned off).
+        self.app_token = app_token
+        self.socket_mode: SocketModeEmulator | None = None
         self.bot_user_id = bot_user_id
         self.team_id = team_id
         self.bot_id = bot_id
@@ -369,8 +378,10 @@ class SlackEmulator(LoopbackServer):
 
         status = 200
         headers: dict[str, str] = {}
-        fault = self._take_fault(method) if token == self.bot_token else None
-        if token != self.bot_token:
+        # apps.connections.open takes the app-level token (xapp-) and nothing else does.
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        fault = self._take_fault(method) if token == expected else None
+        if token != expected:
             response: dict[str, Any] = {"ok": False, "error": "invalid_auth"}
         elif fault is not None:
             status = fault.status
@@ -452,6 +463,12 @@ class SlackEmulator(LoopbackServer):
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
         }
+
+    def _api_apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A fresh single-use WebSocket URL from the attached Socket Mode emulator."""
+        if self.socket_mode is None:
+            return {"ok": False, "error": "not_allowed_token_type"}
+        return {"ok": True, "url": self.socket_mode.new_url()}
 
     def _api_api_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "args": params}
