@@ -401,6 +401,16 @@ class OpenBaoServer:
             self.base_dir = None
 
 
+def admin_policy(client: hvac.Client, name: str) -> str:
+    """Create (or keep) a policy that may do anything a root token may, except be root: for
+    bot tokens that set Vault up themselves, as the dev server's root token would. Returns
+    ``name``."""
+    client.sys.create_or_update_policy(
+        name, 'path "*" { capabilities = ["create", "read", "update", "delete", "list", '
+        '"sudo"] }')
+    return name
+
+
 # ---------------------------------------------------------------------------- Vault DB engine
 
 

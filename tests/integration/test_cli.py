@@ -12,7 +12,7 @@ import pytest
 
 from tests.emulators.slack_api import SlackEmulator
 from tests.integration.flows import policy_for
-from tests.integration.services import OpenBaoServer, VaultDatabase, write_policy
+from tests.integration.services import OpenBaoServer, VaultDatabase, admin_policy, write_policy
 
 pytestmark = pytest.mark.integration
 
@@ -105,11 +105,9 @@ def _approle(openbao: OpenBaoServer, ttl: str = "1h") -> tuple[str, str, str]:
     mount = "approle-cli"
     if f"{mount}/" not in root.sys.list_auth_methods()["data"]:
         root.sys.enable_auth_method("approle", path=mount)
-    root.sys.create_or_update_policy(
-        "cli-admin", 'path "*" { capabilities = ["create", "read", "update", "delete", "list", '
-        '"sudo"] }')
-    root.auth.approle.create_or_update_approle("bot", token_policies=["cli-admin"],
-                                               token_ttl=ttl, mount_point=mount)
+    policies = [admin_policy(root, "cli-admin")]
+    root.auth.approle.create_or_update_approle("bot", token_policies=policies, token_ttl=ttl,
+                                               mount_point=mount)
     role_id = root.auth.approle.read_role_id("bot", mount_point=mount)["data"]["role_id"]
     secret_id = root.auth.approle.generate_secret_id("bot", mount_point=mount)["data"]["secret_id"]
     return mount, role_id, secret_id

@@ -13,7 +13,13 @@ import pytest
 
 from tests.integration.flows import policy_for, wait_until
 from tests.integration.proxy import CuttableProxy
-from tests.integration.services import BotProcess, OpenBaoServer, PostgresServer, VaultDatabase
+from tests.integration.services import (
+    BotProcess,
+    OpenBaoServer,
+    PostgresServer,
+    VaultDatabase,
+    admin_policy,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,9 +45,7 @@ def test_readyz_follows_the_database_and_the_vault_token(
     bot_db_url: str, tmp_path: Path,
 ) -> None:
     root = openbao.client()
-    root.sys.create_or_update_policy(
-        ADMIN, 'path "*" { capabilities = ["create", "read", "update", "delete", "list", '
-        '"sudo"] }')
+    admin_policy(root, ADMIN)
     first = root.auth.token.create(policies=[ADMIN], ttl="1h")["auth"]["client_token"]
     token_file = tmp_path / "vault-token"
     token_file.write_text(first)

@@ -34,7 +34,13 @@ from tests.integration.flows import (
     unwrap_from,
     wait_until,
 )
-from tests.integration.services import BotProcess, OpenBaoServer, PostgresServer, VaultDatabase
+from tests.integration.services import (
+    BotProcess,
+    OpenBaoServer,
+    PostgresServer,
+    VaultDatabase,
+    admin_policy,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,9 +71,7 @@ def test_short_lived_bot_tokens_keep_working_for_minutes(
     vault_db: VaultDatabase,
 ) -> None:
     root = openbao.client()
-    root.sys.create_or_update_policy(
-        ADMIN, 'path "*" { capabilities = ["create", "read", "update", "delete", "list", '
-        '"sudo"] }')
+    admin_policy(root, ADMIN)
     periodic = root.auth.token.create(policies=[ADMIN], period="20s", no_parent=True)["auth"][
         "client_token"]
     mount = f"approle-e2e-{secrets.token_hex(3)}"

@@ -33,6 +33,7 @@ from bot.vault_login import (
     VaultLoginError,
 )
 from tests.emulators.kubernetes_api import TokenReviewAPI, self_signed_ca_pem
+from tests.integration.services import admin_policy
 
 pytestmark = pytest.mark.integration
 
@@ -86,10 +87,7 @@ class CountingLogin(Login):
 def root(openbao: Any) -> hvac.Client:
     client: hvac.Client = openbao.client()
     # The bot's tokens in these tests may set itself up (create role and grant policies).
-    client.sys.create_or_update_policy(
-        ADMIN_POLICY,
-        'path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }',
-    )
+    admin_policy(client, ADMIN_POLICY)
     return client
 
 
