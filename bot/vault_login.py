@@ -67,6 +67,8 @@ def _read_secret_file(path: Path, what: str) -> str:
         value = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise VaultLoginError(f"cannot read {what} from {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise VaultLoginError(f"{what} file {path} is not UTF-8 text") from None
     if not value:
         raise VaultLoginError(f"{what} file {path} is empty")
     remember_secret(value)
@@ -92,6 +94,12 @@ class Login(ABC):
     @property
     def can_log_in_again(self) -> bool:
         """Whether a new log-in can yield a *different* token (a plain VAULT_TOKEN cannot)."""
+        return True
+
+    @property
+    def fresh_on_demand(self) -> bool:
+        """Whether a log-in *now* yields a fresh token (AppRole, Kubernetes, JWT), rather than
+        whatever someone else last put in place (a token file)."""
         return True
 
     def changed(self) -> bool:
@@ -136,6 +144,10 @@ class TokenLogin(Login):
     @property
     def can_log_in_again(self) -> bool:
         return self._file is not None
+
+    @property
+    def fresh_on_demand(self) -> bool:
+        return False  # a token file changes when Vault Agent rewrites it, not when we read it
 
     def changed(self) -> bool:
         return self._file is not None and self._stamp() != self._file_stamp
@@ -236,9 +248,11 @@ class TokenStatus:
 
 @dataclass
 class _TokenFacts:
+    token: str
     ttl: int | None  # None: never expires
     renewable: bool
-    periodic: bool  # renewable forever
+    periodic: bool  # renewable for ever ...
+    bounded: bool  # ... unless an explicit max TTL ends it anyway
     basis: int  # the TTL one renewal asks for: the period, or the TTL the token was created with
     seen_at: float
 
@@ -247,6 +261,7 @@ class TokenKeeper:
     """Owns the bot's token on one ``hvac.Client``: logs in, renews, logs in again.
 
     Thread-safe: issuing threads read ``client.token`` while the keeper's own thread replaces it.
+    ``status()`` never waits on Vault or on a lock, so a probe answers even while Vault hangs.
     """
 
     def __init__(self, client: hvac.Client, login: Login, *,
@@ -261,7 +276,12 @@ class TokenKeeper:
         self._problem: str | None = "not logged in yet"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: A token Vault would not renew for as long as asked (near its max TTL): not again.
+        self._capped_token: str | None = None
+        #: The dead token a log-in last failed for, and when: others give up at once meanwhile.
+        self._failed_login: tuple[str | None, float] | None = None
         self._warned_dying = False
+        self._upkeep_failing = False
 
     # ------------------------------------------------------------------ log-in and facts
 
@@ -282,6 +302,7 @@ class TokenKeeper:
 
     def _look_up(self) -> None:
         """Refresh the facts from ``lookup-self``; a 403 means the token is dead."""
+        token = str(self.client.token)
         try:
             data = self.client.auth.token.lookup_self().get("data") or {}
         except hvac.exceptions.Forbidden:
@@ -295,9 +316,11 @@ class TokenKeeper:
         period = int(data.get("period") or 0)
         creation = int(data.get("creation_ttl") or 0)
         self._facts = _TokenFacts(
+            token=token,
             ttl=ttl if ttl > 0 else None,
             renewable=bool(data.get("renewable")),
             periodic=period > 0,
+            bounded=int(data.get("explicit_max_ttl") or 0) > 0,
             basis=period or creation or ttl,
             seen_at=self._clock(),
         )
@@ -321,36 +344,52 @@ class TokenKeeper:
         if ttl == 0:
             return TokenStatus(self.login_method.method, False, 0, facts.renewable,
                                not can_again, "the token has expired")
+        forever = facts.renewable and facts.periodic and not facts.bounded
         return TokenStatus(
             method=self.login_method.method,
             valid=self._problem is None,
             ttl=ttl,
             renewable=facts.renewable,
-            dies_unrenewed=(ttl is not None and not can_again
-                            and not (facts.renewable and facts.periodic)),
+            dies_unrenewed=ttl is not None and not can_again and not forever,
             problem=self._problem,
         )
 
     # ------------------------------------------------------------------ keeping it alive
 
     def login_again_after_denied(self, failed_token: str | None) -> bool:
-        """A call made with ``failed_token`` got 403: log in again, once per dead token.
+        """A call made with ``failed_token`` got 403: log in again if, and only if, that token
+        is dead; once per dead token, however many threads saw it die.
 
-        Returns True when the client now holds a different token (so the caller may retry an
-        idempotent call), False when nothing better can be had.
+        A 403 also answers a call the token's policy does not allow (``ensure_setup`` with a
+        least-privilege token meets several): the token is then looked up, found alive, and
+        nothing else happens. Returns True when the client now holds a different token (so the
+        caller may retry an idempotent call), False otherwise.
         """
         with self._lock:
             if self.client.token != failed_token:
                 return True  # another thread already replaced it
+            failed = self._failed_login
+            if (failed is not None and failed[0] == failed_token
+                    and self._clock() - failed[1] < RETRY_SECONDS):
+                return False  # a log-in for this very token just failed: do not queue another
+            try:
+                self._look_up()
+                return False  # alive: the 403 was about the call, not the token
+            except hvac.exceptions.Forbidden:
+                pass  # dead indeed
+            except (hvac.exceptions.VaultError, requests.exceptions.RequestException):
+                return False  # cannot tell; the heartbeat will find out
             if not self.login_method.can_log_in_again:
-                self._facts = None
                 self._problem = "the token is invalid or expired (403), and VAULT_TOKEN is fixed"
                 return False
             try:
                 self.log_in()
             except (VaultLoginError, hvac.exceptions.VaultError,
                     requests.exceptions.RequestException) as exc:
-                log.error("vault: logging in again after a 403 failed: %s", exc)
+                repeated = self._failed_login is not None and self._failed_login[0] == failed_token
+                self._failed_login = (failed_token, self._clock())
+                (log.debug if repeated else log.error)(
+                    "vault: logging in again after a 403 failed: %s", exc)
                 return False
             return bool(self.client.token != failed_token)
 
@@ -361,7 +400,24 @@ class TokenKeeper:
         granted = int(auth.get("lease_duration") or 0)
         self._look_up()
         log.info("vault: renewed the bot's token for %ss", granted)
-        return granted >= facts.basis
+        if granted < facts.basis:
+            self._capped_token = facts.token
+            return False
+        return True
+
+    def _near_end(self, facts: _TokenFacts, left: float) -> None:
+        """Half the TTL is gone: renew; where that is no longer possible, log in again."""
+        renewed = (facts.renewable and facts.token != self._capped_token
+                   and self._renew(facts))
+        if renewed:
+            return
+        if self.login_method.fresh_on_demand:
+            log.info("vault: token near its end (%ds left); logging in again", int(left))
+            self.log_in()
+        elif not self._warned_dying:
+            self._warned_dying = True
+            log.warning("vault: the bot's token cannot be renewed any further and will expire "
+                        "in %ds unless a new one is provided", int(left))
 
     def tend(self) -> float:
         """One round of upkeep. Returns the seconds until the next round is due."""
@@ -374,24 +430,19 @@ class TokenKeeper:
                     self.log_in()
                 else:
                     self._look_up()
-                facts = self._facts
-                left = self._left()
-                if facts is None or left is None:
-                    return self._heartbeat
-                if left <= facts.basis * RENEW_AT_FRACTION:
-                    renewed = facts.renewable and self._renew(facts)
-                    if not renewed and self.login_method.can_log_in_again:
-                        log.info("vault: token near its end (%ds left); logging in again",
-                                 int(left))
-                        self.log_in()
-                    elif not renewed and not self._warned_dying:
-                        self._warned_dying = True
-                        log.warning("vault: the bot's token cannot be renewed and will expire in "
-                                    "%ds", int(left))
+                facts, left = self._facts, self._left()
+                if (facts is not None and left is not None
+                        and left <= facts.basis * RENEW_AT_FRACTION):
+                    self._near_end(facts, left)
+                if self._upkeep_failing:
+                    self._upkeep_failing = False
+                    log.info("vault: token upkeep works again")
                 facts, left = self._facts, self._left()
                 if facts is None or left is None:
                     return self._heartbeat
                 until_half = left - facts.basis * RENEW_AT_FRACTION
+                if until_half <= 0:  # acted already (or cannot): next look at the heartbeat
+                    return self._heartbeat
                 return max(0.5, min(self._heartbeat, until_half))
             except hvac.exceptions.Forbidden:
                 if self.login_again_after_denied(self.client.token):
@@ -399,10 +450,17 @@ class TokenKeeper:
                 return RETRY_SECONDS
             except (VaultLoginError, hvac.exceptions.VaultError,
                     requests.exceptions.RequestException) as exc:
-                log.warning("vault: token upkeep failed, trying again shortly: %s",
-                            exc if isinstance(exc, VaultLoginError) else _vault_error_text(exc))
+                text = exc if isinstance(exc, VaultLoginError) else _vault_error_text(exc)
+                if not self._upkeep_failing:
+                    self._upkeep_failing = True
+                    log.warning("vault: token upkeep failed, trying again every %ss: %s",
+                                RETRY_SECONDS, text)
+                else:
+                    log.debug("vault: token upkeep still failing: %s", text)
                 left = self._left()
-                return max(0.2, min(RETRY_SECONDS, left / 4)) if left else RETRY_SECONDS
+                if left is None or left <= 4 * RETRY_SECONDS:
+                    return RETRY_SECONDS
+                return max(1.0, min(RETRY_SECONDS, left / 4))
 
     def start(self) -> None:
         """Run :meth:`tend` in a daemon thread until :meth:`stop`."""

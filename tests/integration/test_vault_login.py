@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.issuer import GrantSpec, IssuerError
-from bot.vault import ResourceGrantShape, VaultIssuer
+from bot.vault import ResourceGrantShape, VaultIssuer, bot_policy_hcl
 from bot.vault_login import (
     AppRoleLogin,
     JwtLogin,
@@ -459,3 +459,28 @@ def test_kubernetes_login_refused_by_the_cluster_fails_cleanly(
     with pytest.raises(VaultLoginError) as caught:
         keeper.log_in()
     assert "kubernetes" in str(caught.value) and token not in str(caught.value)
+
+
+def test_least_privilege_403s_do_not_log_in_again(
+    openbao: Any, root: hvac.Client, vault_db: Any, approle: Callable[..., AppRoleLogin],
+) -> None:
+    """With the production policy, set-up meets 403s by design (it may not write policies):
+    the token is alive, so they must not cost a log-in (each would burn a secret-id use)."""
+    grant_issuer(openbao, TokenKeeper(new_client(openbao), approle()), vault_db)  # role exists
+    root.sys.create_or_update_policy(f"vl-bot-{SUFFIX}", bot_policy_hcl(ROLE))
+    mount = f"approle-{SUFFIX}"
+    root.auth.approle.create_or_update_approle("least", token_policies=[f"vl-bot-{SUFFIX}"],
+                                               token_ttl="1h", mount_point=mount)
+    role_id = root.auth.approle.read_role_id("least", mount_point=mount)["data"]["role_id"]
+    secret_id = root.auth.approle.generate_secret_id("least", mount_point=mount)["data"][
+        "secret_id"]
+    login = CountingLogin(AppRoleLogin(role_id, secret_id, mount=mount))
+    keeper = TokenKeeper(new_client(openbao), login)
+    keeper.log_in()
+    issuer = VaultIssuer(keeper.client, token_role=ROLE, retry_wait=0.01, keeper=keeper)
+    report = issuer.ensure_setup([ResourceGrantShape(f"vl-other-{n}-{SUFFIX}",
+                                                     vault_path=vault_db.path)
+                                  for n in range(3)])
+    assert report.not_created  # the 403s happened
+    assert login.count == 1
+    assert keeper.status().ready
