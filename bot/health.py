@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, text
@@ -54,8 +57,36 @@ class Readiness:
         return ok, json.dumps({"ready": ok, "checks": results}).encode()
 
 
+#: A probe waits this long for a check that does I/O; a hung dependency is a failed check.
+CHECK_TIMEOUT = 2.0
+
+
+def bounded(check: Check, what: str, timeout: float = CHECK_TIMEOUT) -> Check:
+    """``check`` run in its own thread, at most one at a time, waited for ``timeout`` seconds.
+
+    A database that hangs (accepts, never answers) would otherwise hold every probe, and with
+    them the server threads that also answer /healthz and Slack. Probes arriving while a check
+    hangs wait for that same check (no pile of stuck threads) and fail after ``timeout``.
+    """
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readiness")
+    lock = threading.Lock()
+    running: list[Future[str | None]] = []
+
+    def run() -> str | None:
+        with lock:
+            if not running or running[0].done():
+                running[:] = [executor.submit(check)]
+            future = running[0]
+        try:
+            return future.result(timeout=timeout)
+        except FutureTimeout:
+            return f"{what} did not answer within {timeout:g}s"
+
+    return run
+
+
 def database_check(engine: Engine) -> Check:
-    """The database answers ``SELECT 1``."""
+    """The database answers ``SELECT 1`` within ``CHECK_TIMEOUT``."""
 
     def check() -> str | None:
         try:
@@ -65,4 +96,4 @@ def database_check(engine: Engine) -> Check:
             return f"the database is unreachable ({type(exc).__name__})"
         return None
 
-    return check
+    return bounded(check, "the database")

@@ -74,7 +74,7 @@ def serve_socket_mode(app: App, readiness: Readiness, app_token: str, web_client
     transport = SocketModeTransport(app, app_token, web_client)
     readiness.add("slack", lambda: None if transport.is_connected()
                   else "not connected to Slack (Socket Mode)")
-    probes = create_server(probes_app(readiness), host=host, port=port, threads=2,
+    probes = create_server(probes_app(readiness), host=host, port=port, threads=4,
                            ident="debug-access")
     threading.Thread(target=probes.run, name="probes", daemon=True).start()
     log.info("probes on http://%s:%s/healthz and /readyz", host, port)

@@ -1,6 +1,7 @@
 """A TCP proxy on loopback that a test can cut and restore, to break a dependency on purpose.
 
-``cut()`` drops every open connection and answers new ones by closing them at once (what a
+``freeze()`` keeps connections open and passes nothing on (a hung server); ``cut()`` drops every
+open connection and answers new ones by closing them at once (what a
 dead database or a failed load balancer looks like from the client); ``restore()`` forwards
 again. Threads, no asyncio: a test drives it from its own thread.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 LOOPBACK = "127.0.0.1"
 
@@ -27,6 +29,7 @@ class CuttableProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._cut = False
+        self._frozen = threading.Event()
         self._closed = False
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
@@ -38,6 +41,10 @@ class CuttableProxy:
                 return
             if self._cut:
                 client.close()
+                continue
+            if self._frozen.is_set():  # accept, then never answer
+                with self._lock:
+                    self._open.add(client)
                 continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -56,6 +63,8 @@ class CuttableProxy:
                 data = source.recv(65536)
                 if not data:
                     break
+                while self._frozen.is_set() and not self._closed:
+                    time.sleep(0.05)
                 sink.sendall(data)
         except OSError:
             pass
@@ -78,8 +87,13 @@ class CuttableProxy:
         for sock in victims:
             self._drop(sock)
 
+    def freeze(self) -> None:
+        """Keep every connection open but pass nothing on: a server that hangs."""
+        self._frozen.set()
+
     def restore(self) -> None:
         self._cut = False
+        self._frozen.clear()
 
     def close(self) -> None:
         self._closed = True

@@ -67,6 +67,16 @@ def test_readyz_follows_the_database_and_the_vault_token(
         proxy.restore()
         becomes(bot, 200, within=10)
 
+        proxy.freeze()  # PostgreSQL hangs: probes must still answer, and say so
+        took, body = becomes(bot, 503, within=10)
+        assert took < 5, f"/readyz answered after {took:.1f}s while the database hung"
+        assert body["checks"]["database"] == "the database did not answer within 2s"
+        answered = time.monotonic()
+        assert bot.sender.get("/readyz").status_code == 503
+        assert time.monotonic() - answered < 3
+        proxy.restore()
+        becomes(bot, 200, within=10)
+
         root.auth.token.revoke(first)
         took, body = becomes(bot, 503, within=15)
         assert took < 8, f"/readyz noticed the dead token after {took:.1f}s"
