@@ -114,6 +114,8 @@ class SocketModeEmulator:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
+        #: When True, every new connection gets ``hello`` and is then closed (1011) at once.
+        self.flapping = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -227,6 +229,9 @@ class SocketModeEmulator:
             with self._lock:
                 conn.hello_sent = True
                 self._lock.notify_all()
+            if self.flapping:  # a broken edge: says hello, then drops every connection at once
+                await ws.close(1011, "server error")
+                return
             await self._flush_pending()
             async for message in ws:
                 self._on_message(conn, message if isinstance(message, str) else message.decode())
