@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from bot.domain.permissions import eligible_approvers
 from bot.domain.requests import RequestStatus
 from bot.issuer import SecretValue
 
@@ -171,17 +170,3 @@ class ApproverDirectory(Protocol):
 
     def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
         """Whether ``user`` is in one of these Slack user groups."""
-
-
-class StaticApprovers:
-    """``ApproverDirectory`` for policies that list Slack user ids only (one tier each)."""
-
-    def tiers(self, entries: Sequence[str], requester: str, now: datetime) -> list[ApproverTier]:
-        return [ApproverTier(source="policy", users=tuple(eligible_approvers(requester, entries)))]
-
-    def may_approve(self, user: str, entries: Sequence[str], requester: str,
-                    now: datetime) -> bool:
-        return user != requester and user in entries
-
-    def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
-        return False
