@@ -9,13 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from bot.domain.digest import Digest
 from bot.domain.requests import RequestStatus
 from bot.issuer import SecretValue
-
-if TYPE_CHECKING:
-    from bot.slack.digest_blocks import DigestMessages
 
 
 class Clock(Protocol):
@@ -121,9 +119,9 @@ class Notifier(Protocol):
     def home_changed(self, users: Sequence[str]) -> None:
         """Refresh the App Home of these users (their requests or queues changed)."""
 
-    def post_digest(self, messages: DigestMessages) -> bool:
-        """Post the daily digest to the audit channel: the main message, its thread, the CSV.
-        False when it could not be posted."""
+    def post_digest(self, digest: Digest) -> bool:
+        """Post the daily digest to the audit channel (on Slack: the main message, its thread,
+        the CSV). False when it could not be posted."""
 
 
 class DeliveryError(Exception):
