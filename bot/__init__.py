@@ -2,11 +2,17 @@
 
 The request lifecycle, top to bottom:
 
-    slack/commands, slack/views  -> lifecycle.submit_request   (command -> request)
-    slack/actions                -> lifecycle.decide           (decision)
-    lifecycle.issue              -> issuer / vault             (Vault issue)
-    scheduler                    -> lifecycle.end_grant        (schedule -> revoke)
-    audit                                                      (audit trail + channel)
+    slack/listeners/commands.py, views.py -> lifecycle/submit.py    (command / modal -> request)
+    slack/listeners/actions.py            -> lifecycle/decide.py    (decision)
+    lifecycle/grants.py                   -> issuer.py / vault.py   (Vault issue, extend, revoke)
+    scheduler.py                          -> lifecycle end_grant    (schedule -> revoke)
+    lifecycle/*                           -> audit.py               (hash-chained audit trail)
+    scheduler.py                          -> digest.py              (daily digest)
+
+The imports run one way, from the entry points (cli.py, dev.py, checks.py) through server.py,
+runtime.py, slack/ and scheduler.py, the use cases (lifecycle/, digest.py) and policy.py down to
+the edges' interfaces (ports.py, issuer.py, store/, oncall/) and the pure domain/; the contracts
+under ``[tool.importlinter]`` in pyproject.toml keep it so.
 """
 
 __version__ = "0.1.0"

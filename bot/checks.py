@@ -9,6 +9,8 @@ from collections.abc import Callable
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import text
 
+from bot.configuration import load_configuration
+from bot.errors import ConfigProblem
 from bot.slack.notifier import error_code
 
 
@@ -18,9 +20,6 @@ def _say(ok: bool, what: str, mark: str | None = None) -> None:
 
 
 def run_checks() -> int:
-    from bot.cli import load_configuration
-    from bot.errors import ConfigProblem
-
     try:
         settings, policy = load_configuration()
     except ConfigProblem as exc:

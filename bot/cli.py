@@ -13,77 +13,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from bot.config import DatabaseSettings, Settings, VaultLoginSettings
+from bot.config import DatabaseSettings
+from bot.configuration import load_configuration
 from bot.errors import ConfigProblem
 from bot.logs import configure_logging
-from bot.policy import Policy, PolicyError, load_policy
-
-
-def load_settings(**overrides: Any) -> Settings:
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        errors = list(exc.errors())
-        if not any(e["loc"] == () for e in errors):
-            # Pydantic skips the log-in check when a field failed: run it alone, so one reading
-            # of the message names everything that is missing.
-            try:
-                VaultLoginSettings(**{k: v for k, v in overrides.items() if k.startswith("vault")})
-            except ValidationError as vault_exc:
-                errors += [e for e in vault_exc.errors() if e["loc"] == ()]
-        lines = [f"  {'.'.join(str(p) for p in e['loc']).upper() or 'VAULT LOG-IN'}: {e['msg']}"
-                 for e in errors]
-        raise ConfigProblem("The environment is incomplete (see .env.example):\n"
-                            + "\n".join(lines)) from None
-
-
-def load_configuration(**overrides: Any) -> tuple[Settings, Policy]:
-    settings = load_settings(**overrides)
-    try:
-        policy = load_policy(settings.debug_access_policy)
-    except PolicyError as exc:
-        raise ConfigProblem(f"The policy file is invalid:\n{exc}") from None
-    return settings, policy
-
-
-def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | None = None) -> None:
-    """Start the runtime and serve until stopped."""
-    from bot.runtime import start_runtime
-    from bot.server import serve_http, serve_socket_mode
-
-    configure_logging(settings.log_level)
-    runtime = start_runtime(settings, policy)
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        runtime.shutdown()
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, _stop)
-    if announce:
-        announce()
-    try:
-        if settings.socket_mode and settings.slack_app_token is not None:
-            serve_socket_mode(runtime.app, runtime.readiness,
-                              settings.slack_app_token.get_secret_value(), runtime.web_client,
-                              settings.host, settings.port)
-        else:
-            serve_http(runtime.app, runtime.readiness, settings.host, settings.port)
-    finally:
-        runtime.shutdown()
+from bot.policy import PolicyError, load_policy
 
 
 def cmd_serve(_args: argparse.Namespace) -> int:
+    from bot.server import run_bot
+
     settings, policy = load_configuration()
     run_bot(settings, policy)
     return 0

@@ -21,8 +21,9 @@ from pathlib import Path
 import hvac
 import yaml
 
-from bot.cli import load_configuration, load_settings, run_bot
+from bot.configuration import load_configuration, load_settings
 from bot.errors import ConfigProblem
+from bot.server import run_bot
 
 DEV_DIR = Path(".dev")
 DEMO_POLICY_NAME = "debug-access-demo-read"

@@ -22,7 +22,6 @@ from bot.domain.digest import Approval, Digest, RequestRecord, build_digest
 from bot.domain.requests import RequestStatus
 from bot.policy import Policy
 from bot.ports import Clock, Notifier
-from bot.slack.digest_blocks import render_digest
 from bot.store.models import AccessRequest, Decision, DigestRun, Grant, GrantStatus, utc
 
 log = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ class DailyDigest:
             log.info("digest for the window ending %s was already posted", window_end)
             return False
         digest = self.build(window_end)
-        if not self.notifier.post_digest(render_digest(digest)):
+        if not self.notifier.post_digest(digest):
             if not now:
                 self._release(window_end)  # let a later run (or another replica) try again
             return False

@@ -102,17 +102,6 @@ def cron_trigger(config: DigestConfig) -> CronTrigger:
     return CronTrigger.from_crontab(config.schedule, timezone=config.zone)
 
 
-def next_digest_at(config: DigestConfig, after: datetime | None = None) -> datetime:
-    """When the next digest fires after ``after`` (default: now), in UTC."""
-    moment = after if after is not None else datetime.now(UTC)
-    if moment.tzinfo is None:
-        raise ValueError("pass a timezone-aware time")
-    fire: datetime | None = cron_trigger(config).get_next_fire_time(
-        None, moment + timedelta(microseconds=1))
-    assert fire is not None, "a validated cron schedule always fires again"
-    return fire.astimezone(UTC)
-
-
 def fire_time_for_run(config: DigestConfig, ran_at: datetime,
                       grace: timedelta = timedelta(hours=1)) -> datetime:
     """The scheduled time a digest job running at ``ran_at`` stands for, in UTC.

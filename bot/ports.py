@@ -9,14 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from bot.domain.permissions import eligible_approvers
+from bot.domain.digest import Digest
 from bot.domain.requests import RequestStatus
 from bot.issuer import SecretValue
-
-if TYPE_CHECKING:
-    from bot.slack.digest_blocks import DigestMessages
 
 
 class Clock(Protocol):
@@ -122,9 +119,9 @@ class Notifier(Protocol):
     def home_changed(self, users: Sequence[str]) -> None:
         """Refresh the App Home of these users (their requests or queues changed)."""
 
-    def post_digest(self, messages: DigestMessages) -> bool:
-        """Post the daily digest to the audit channel: the main message, its thread, the CSV.
-        False when it could not be posted."""
+    def post_digest(self, digest: Digest) -> bool:
+        """Post the daily digest to the audit channel (on Slack: the main message, its thread,
+        the CSV). False when it could not be posted."""
 
 
 class DeliveryError(Exception):
@@ -171,17 +168,3 @@ class ApproverDirectory(Protocol):
 
     def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
         """Whether ``user`` is in one of these Slack user groups."""
-
-
-class StaticApprovers:
-    """``ApproverDirectory`` for policies that list Slack user ids only (one tier each)."""
-
-    def tiers(self, entries: Sequence[str], requester: str, now: datetime) -> list[ApproverTier]:
-        return [ApproverTier(source="policy", users=tuple(eligible_approvers(requester, entries)))]
-
-    def may_approve(self, user: str, entries: Sequence[str], requester: str,
-                    now: datetime) -> bool:
-        return user != requester and user in entries
-
-    def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
-        return False

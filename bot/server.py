@@ -5,13 +5,16 @@ through Bolt's WSGI adapter with a thread pool. Both transports also answer the 
 ``PORT``: ``/healthz`` (the process is up and has reconciled) and ``/readyz`` (database, Vault
 token and, in Socket Mode, the Slack connection are all working; see ``bot.health``). In Socket
 Mode that small HTTP server carries nothing else: Slack's traffic comes over the socket.
+``run_bot`` starts the runtime and serves on the configured transport until SIGTERM.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from collections.abc import Callable, Iterable
+from types import FrameType
 from typing import Any
 
 from slack_bolt import App
@@ -19,8 +22,12 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.config import Settings
 from bot.errors import ConfigProblem
 from bot.health import Readiness
+from bot.logs import configure_logging
+from bot.policy import Policy
+from bot.runtime import start_runtime
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +95,26 @@ def serve_socket_mode(app: App, readiness: Readiness, app_token: str, web_client
     finally:
         transport.close()
         probes.close()
+
+
+def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | None = None) -> None:
+    """Start the runtime and serve until stopped."""
+    configure_logging(settings.log_level)
+    runtime = start_runtime(settings, policy)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        runtime.shutdown()
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
+    if announce:
+        announce()
+    try:
+        if settings.socket_mode and settings.slack_app_token is not None:
+            serve_socket_mode(runtime.app, runtime.readiness,
+                              settings.slack_app_token.get_secret_value(), runtime.web_client,
+                              settings.host, settings.port)
+        else:
+            serve_http(runtime.app, runtime.readiness, settings.host, settings.port)
+    finally:
+        runtime.shutdown()

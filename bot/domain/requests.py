@@ -21,6 +21,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from bot.domain.durations import (
     MINIMUM_GRANT,
@@ -31,10 +32,30 @@ from bot.domain.durations import (
 )
 from bot.domain.errors import Conflict, UserError
 from bot.domain.text import quote
-from bot.policy import Resource
 
 MAX_REASON_LENGTH = 500
 MIN_REASON_LENGTH = 3
+
+
+class BreakGlassLimits(Protocol):
+    """How long access without approval may last (``bot.policy.BreakGlass``)."""
+
+    @property
+    def max_duration(self) -> timedelta: ...
+
+
+class ResourceLimits(Protocol):
+    """What a request is checked against: the durations of a policy resource
+    (``bot.policy.Resource``), read through this so the domain needs no policy model."""
+
+    @property
+    def default_duration(self) -> timedelta | None: ...
+
+    @property
+    def max_duration(self) -> timedelta: ...
+
+    @property
+    def break_glass(self) -> BreakGlassLimits | None: ...
 
 
 class UnknownResource(UserError):
@@ -135,7 +156,8 @@ def clean_reason(text: str) -> str:
 
 
 def validate_request(
-    resources: Mapping[str, Resource], resource: str, duration_text: str | None, reason: str
+    resources: Mapping[str, ResourceLimits], resource: str, duration_text: str | None,
+    reason: str,
 ) -> ValidRequest:
     """Check a request against the policy. Raises UserError naming what is wrong."""
     wanted = resources.get(resource)
@@ -155,7 +177,8 @@ def validate_request(
     return ValidRequest(resource=resource, duration=duration, reason=clean_reason(reason))
 
 
-def validate_break_glass(resource_name: str, resource: Resource, duration: timedelta) -> None:
+def validate_break_glass(resource_name: str, resource: ResourceLimits,
+                         duration: timedelta) -> None:
     """Break-glass skips approval, so it is allowed only where the policy says, and shorter."""
     if resource.break_glass is None:
         raise UserError(f"`{resource_name}` has no break-glass access; ask for approval instead.")

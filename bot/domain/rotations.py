@@ -119,24 +119,6 @@ class StaticRotation:
             return None
         return self.members[index % len(self.members)]
 
-    def shift_bounds_at(self, instant: datetime) -> tuple[datetime, datetime] | None:
-        """``(start, end)`` in UTC of the scheduled shift containing ``instant``, overrides
-        aside; None before the first handoff."""
-        index = self._shift_index(_require_aware(instant))
-        if index is None:
-            return None
-        return self._handoff(index), self._handoff(index + 1)
-
-    def next_handoff_after(self, instant: datetime) -> datetime:
-        """The first instant strictly after ``instant`` (UTC) at which who is on call may change:
-        the next scheduled handoff, or the start or end of an override, whichever is first."""
-        moment = _require_aware(instant)
-        index = self._shift_index(moment)
-        candidates = [self._handoff(0 if index is None else index + 1)]
-        for starts, ends, _user in self._override_windows:
-            candidates.extend(edge for edge in (starts, ends) if edge > moment)
-        return min(candidates)
-
     # ------------------------------------------------------------------ arithmetic
 
     def _instant(self, value: datetime) -> datetime:

@@ -29,7 +29,6 @@ from bot.ports import (
     MessageRef,
     Notifier,
     RequestView,
-    StaticApprovers,
     Timers,
 )
 from bot.store.db import transaction
@@ -67,7 +66,7 @@ class LifecycleBase:
 
     def __init__(
         self, *, engine: Engine, policy: Policy, issuer: Issuer, notifier: Notifier,
-        timers: Timers, clock: Clock, approvers: ApproverDirectory | None = None,
+        timers: Timers, clock: Clock, approvers: ApproverDirectory,
     ) -> None:
         self.engine = engine
         self.policy = policy
@@ -75,7 +74,7 @@ class LifecycleBase:
         self.notifier = notifier
         self.timers = timers
         self.clock = clock
-        self.approvers: ApproverDirectory = approvers or StaticApprovers()
+        self.approvers = approvers
 
     # -- implemented by the use-case modules (declared here so each can call the others) ------
 

@@ -29,8 +29,8 @@ from bot.issuer import (
     WrappedSecret,
 )
 from bot.lifecycle.base import SYSTEM_ACTOR, EndReason, LifecycleBase, MessageKind
+from bot.mrkdwn import when
 from bot.ports import CredentialDelivery, DeliveryError, RequestView
-from bot.slack.mrkdwn import when
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, Grant, GrantStatus, utc
 

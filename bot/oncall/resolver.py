@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from slack_sdk import WebClient
@@ -36,7 +35,6 @@ from bot.oncall.usergroup import SlackUsergroups, UsergroupSource
 from bot.ports import ApproverDirectory, ApproverTier
 
 __all__ = [
-    "ApproverPlan",
     "ApproverResolver",
     "ApproverTier",
     "OnCallConfigError",
@@ -59,33 +57,6 @@ class UnknownApprover(LookupError):
 
 class OnCallConfigError(Exception):
     """The rotations cannot be served as configured (a PagerDuty rotation without a token)."""
-
-
-@dataclass(frozen=True)
-class ApproverPlan:
-    """The tiers sorted by role: who is asked first, who is escalated to, what was skipped."""
-
-    tiers: tuple[ApproverTier, ...]
-
-    @property
-    def primary(self) -> ApproverTier | None:
-        """The first tier with anyone in it; None when nobody at all can approve now."""
-        return next((tier for tier in self.tiers if tier.users), None)
-
-    @property
-    def escalations(self) -> tuple[ApproverTier, ...]:
-        """The later non-empty tiers, in escalation order (level 1 first)."""
-        return tuple(tier for tier in self.tiers if tier.users)[1:]
-
-    @property
-    def skipped(self) -> tuple[ApproverTier, ...]:
-        """The tiers that yielded nobody; each has a note saying why."""
-        return tuple(tier for tier in self.tiers if not tier.users)
-
-    @property
-    def notes(self) -> tuple[str, ...]:
-        """Every tier's note in approver-list order (fallbacks and partial answers)."""
-        return tuple(tier.note for tier in self.tiers if tier.note)
 
 
 class ApproverResolver:
@@ -111,13 +82,8 @@ class ApproverResolver:
             tiers.append(ApproverTier(tier.source, (), reason))
         return tiers
 
-    def primary_and_escalations(self, approver_entries: Sequence[str], requester: str,
-                                now: datetime) -> ApproverPlan:
-        """The first non-empty tier is primary; the later non-empty ones escalate, in order."""
-        return ApproverPlan(tuple(self.tiers(approver_entries, requester, now)))
-
-    def may_approve_now(self, user: str, approver_entries: Sequence[str], requester: str,
-                        now: datetime) -> bool:
+    def may_approve(self, user: str, approver_entries: Sequence[str], requester: str,
+                    now: datetime) -> bool:
         """Whether ``user`` may approve at ``now``, the moment of the click: never the
         requester; a listed Slack user id always; a rotation's member only while on call."""
         if user == requester:
@@ -130,11 +96,6 @@ class ApproverResolver:
             if user in self._ask(self._source(entry), now).users:
                 return True
         return False
-
-    def may_approve(self, user: str, entries: Sequence[str], requester: str,
-                    now: datetime) -> bool:
-        """``bot.ports.ApproverDirectory`` spelling of ``may_approve_now``."""
-        return self.may_approve_now(user, entries, requester, now)
 
     def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
         """Whether ``user`` is in one of these Slack user groups (False without Slack)."""

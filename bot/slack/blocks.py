@@ -13,11 +13,11 @@ from typing import Any
 
 from bot.domain.durations import format_duration
 from bot.domain.requests import MAX_REASON_LENGTH, RequestStatus
+from bot.mrkdwn import escape as escape  # re-exported for the builders' callers
+from bot.mrkdwn import when as when
 from bot.policy import Policy
 from bot.ports import CredentialDelivery, RequestView
 from bot.slack.ids import COMMAND, ActionId, BlockId, CallbackId, InputId
-from bot.slack.mrkdwn import escape as escape  # re-exported for the builders' callers
-from bot.slack.mrkdwn import when as when
 
 Block = dict[str, Any]
 SECTION_TEXT_LIMIT = 3000

@@ -20,8 +20,8 @@ from datetime import UTC, datetime, timedelta
 
 from bot.domain.digest import Attention, AttentionKind, Digest, GrantLine, RequestRecord
 from bot.domain.durations import format_duration
+from bot.mrkdwn import escape, when
 from bot.slack.blocks import SECTION_TEXT_LIMIT, Block, context, section
-from bot.slack.mrkdwn import escape, when
 
 HEADER_TEXT_LIMIT = 150
 MESSAGE_BLOCK_LIMIT = 50

@@ -15,6 +15,7 @@ from slack_sdk import WebClient
 from bot.domain.durations import format_duration
 from bot.domain.requests import RequestStatus
 from bot.lifecycle import AccessLifecycle
+from bot.mrkdwn import escape, when
 from bot.policy import Policy
 from bot.ports import RequestView
 from bot.slack.blocks import (
@@ -26,7 +27,6 @@ from bot.slack.blocks import (
     status_line,
 )
 from bot.slack.ids import ActionId, BlockId
-from bot.slack.mrkdwn import escape, when
 
 MAX_LISTED = 15  # per section; a view holds at most 100 blocks
 

@@ -14,10 +14,11 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.domain.digest import Digest
 from bot.policy import Policy
 from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
 from bot.slack import blocks
-from bot.slack.digest_blocks import DigestMessages
+from bot.slack.digest_blocks import render_digest
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +115,12 @@ class SlackNotifier:
             log.error("could not post %s to the audit channel: %s", action, error_code(exc))
             return None
 
-    def post_digest(self, messages: DigestMessages) -> bool:
+    def post_digest(self, digest: Digest) -> bool:
         channel = self.policy.channels.audit
         if not channel:
             log.warning("no audit channel in the policy: the digest is not posted")
             return False
+        messages = render_digest(digest)
         try:
             root = self._post(channel, messages.main.text, messages.main.blocks)
             for reply in messages.thread:

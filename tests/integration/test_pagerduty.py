@@ -293,10 +293,10 @@ def test_an_outage_falls_back_to_the_next_tier_with_a_note_then_recovers(
     resolver, _ = resolver_with(pagerduty, slack, slack_client)
     entries = ["platform", "sre-leads", "U0CAROL"]
 
-    plan = resolver.primary_and_escalations(entries, REQUESTER, NOW)
-    assert plan.primary == ApproverTier("platform", ("U0ALICE",), None)
-    assert [t.source for t in plan.escalations] == ["sre-leads", "U0CAROL"]
-    assert plan.escalations[0].users == ("U0DAVE",)  # the requester is left out
+    tiers = resolver.tiers(entries, REQUESTER, NOW)
+    assert tiers[0] == ApproverTier("platform", ("U0ALICE",), None)
+    assert [t.source for t in tiers[1:]] == ["sre-leads", "U0CAROL"]
+    assert tiers[1].users == ("U0DAVE",)  # the requester is left out
 
     pagerduty.outage = True
     later = NOW + timedelta(seconds=30)
@@ -304,12 +304,12 @@ def test_an_outage_falls_back_to_the_next_tier_with_a_note_then_recovers(
     assert oncalls(pagerduty) == 1
 
     after_ttl = NOW + timedelta(seconds=61)
-    plan = resolver.primary_and_escalations(entries, REQUESTER, after_ttl)
-    assert plan.skipped == (ApproverTier(
-        "platform", (), "PagerDuty unreachable (HTTP 503): fell back to the next source "
-                        "(sre-leads)"),)
-    assert plan.primary == ApproverTier("sre-leads", ("U0DAVE",), None)
-    assert plan.escalations == (ApproverTier("U0CAROL", ("U0CAROL",), None),)
+    assert resolver.tiers(entries, REQUESTER, after_ttl) == [
+        ApproverTier("platform", (), "PagerDuty unreachable (HTTP 503): fell back to the next "
+                                     "source (sre-leads)"),
+        ApproverTier("sre-leads", ("U0DAVE",), None),
+        ApproverTier("U0CAROL", ("U0CAROL",), None),
+    ]
     assert oncalls(pagerduty) == 2
 
     pagerduty.outage = False
@@ -325,13 +325,13 @@ def test_a_click_counts_only_while_pagerduty_vouches_for_it(
     pagerduty.add_oncall("PBOB", schedule_id="PSCHED1", start=NOW + timedelta(hours=1))
     resolver, _ = resolver_with(pagerduty, slack, slack_client)
     entries = ["platform", "U0CAROL"]
-    assert resolver.may_approve_now("U0ALICE", entries, REQUESTER, NOW)
-    assert not resolver.may_approve_now("U0BOB", entries, REQUESTER, NOW)
+    assert resolver.may_approve("U0ALICE", entries, REQUESTER, NOW)
+    assert not resolver.may_approve("U0BOB", entries, REQUESTER, NOW)
     handoff = NOW + timedelta(hours=1)
-    assert not resolver.may_approve_now("U0ALICE", entries, REQUESTER, handoff)
-    assert resolver.may_approve_now("U0BOB", entries, REQUESTER, handoff)
+    assert not resolver.may_approve("U0ALICE", entries, REQUESTER, handoff)
+    assert resolver.may_approve("U0BOB", entries, REQUESTER, handoff)
 
     pagerduty.outage = True
     outage = handoff + timedelta(minutes=5)
-    assert not resolver.may_approve_now("U0BOB", entries, REQUESTER, outage)
-    assert resolver.may_approve_now("U0CAROL", entries, REQUESTER, outage)
+    assert not resolver.may_approve("U0BOB", entries, REQUESTER, outage)
+    assert resolver.may_approve("U0CAROL", entries, REQUESTER, outage)

@@ -18,10 +18,11 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import create_engine
 
+from bot.domain.permissions import eligible_approvers
 from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue, WrappedSecret
 from bot.lifecycle import AccessLifecycle
 from bot.policy import Policy, parse_policy
-from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
+from bot.ports import ApproverTier, CredentialDelivery, DeliveryError, MessageRef, RequestView
 from bot.store.db import create_schema
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
@@ -343,6 +344,20 @@ class Harness:
     clock: FakeClock
 
 
+class StaticApprovers:
+    """``ApproverDirectory`` for policies that list Slack user ids only (one tier each)."""
+
+    def tiers(self, entries: Sequence[str], requester: str, now: datetime) -> list[ApproverTier]:
+        return [ApproverTier(source="policy", users=tuple(eligible_approvers(requester, entries)))]
+
+    def may_approve(self, user: str, entries: Sequence[str], requester: str,
+                    now: datetime) -> bool:
+        return user != requester and user in entries
+
+    def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
+        return False
+
+
 def make_lifecycle(
     policy: str | Policy = EXAMPLE_POLICY,
     *,
@@ -360,7 +375,7 @@ def make_lifecycle(
     notifier = notifier or FakeNotifier()
     timers = timers or FakeTimers()
     lifecycle = AccessLifecycle(engine=engine, policy=parsed, issuer=issuer, notifier=notifier,
-                                timers=timers, clock=clock)
+                                timers=timers, clock=clock, approvers=StaticApprovers())
     return Harness(lifecycle, engine, parsed, issuer, notifier, timers, clock)
 
 

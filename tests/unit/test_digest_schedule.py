@@ -14,7 +14,6 @@ from bot.digest_schedule import (
     cron_trigger,
     fire_time_for_run,
     longest_gap,
-    next_digest_at,
     window_for,
 )
 
@@ -111,20 +110,8 @@ def test_longest_gap_of_a_daily_schedule_is_the_autumn_day() -> None:
 ])
 def test_nine_in_berlin_on_both_sides_of_dst(frozen: str, expected: datetime) -> None:
     with freeze_time(frozen):
-        fire = next_digest_at(BERLIN_NINE)
         from_trigger = cron_trigger(BERLIN_NINE).get_next_fire_time(None, datetime.now(UTC))
-    assert fire == expected
     assert from_trigger == expected
-    assert fire.astimezone(BERLIN_NINE.zone).time() == time(9, 0)
-
-
-def test_the_next_digest_is_strictly_after_the_one_firing_now() -> None:
-    assert next_digest_at(BERLIN_NINE, utc(2026, 11, 3, 8, 0)) == utc(2026, 11, 4, 8, 0)
-
-
-def test_next_digest_needs_an_aware_time() -> None:
-    with pytest.raises(ValueError, match="timezone-aware"):
-        next_digest_at(BERLIN_NINE, datetime(2026, 11, 3, 8, 0))
 
 
 # -- which 24 hours it covers ---------------------------------------------------------------------
