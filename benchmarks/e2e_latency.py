@@ -46,8 +46,10 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def report(name: str, seconds: list[float]) -> None:
     ms = [s * 1000 for s in seconds]
-    print(f"{name:<34} n={len(ms):<3} p50={statistics.median(ms):7.1f} ms  "
-          f"p95={percentile(ms, 0.95):7.1f} ms  max={max(ms):7.1f} ms")
+    print(
+        f"{name:<34} n={len(ms):<3} p50={statistics.median(ms):7.1f} ms  "
+        f"p95={percentile(ms, 0.95):7.1f} ms  max={max(ms):7.1f} ms"
+    )
 
 
 def main() -> None:
@@ -62,13 +64,21 @@ def main() -> None:
         with SlackEmulator() as slack:
             workdir = Path(tempfile.mkdtemp(prefix="bench-"))
             port = free_port()
-            env = bot_environment(slack, openbao, postgres.sqlalchemy_url("bench_bot"),
-                                  write_policy(policy_for(vault_db.path), workdir), port,
-                                  secrets.token_hex(16), {"LOG_LEVEL": "WARNING"})
+            env = bot_environment(
+                slack,
+                openbao,
+                postgres.sqlalchemy_url("bench_bot"),
+                write_policy(policy_for(vault_db.path), workdir),
+                port,
+                secrets.token_hex(16),
+                {"LOG_LEVEL": "WARNING"},
+            )
             started = time.perf_counter()
             bot = BotProcess(env, port, workdir / "policy.yml", workdir, slack).start()
-            print(f"bot ready (schema, Vault set-up, reconcile) in "
-                  f"{(time.perf_counter() - started) * 1000:.0f} ms")
+            print(
+                f"bot ready (schema, Vault set-up, reconcile) in "
+                f"{(time.perf_counter() - started) * 1000:.0f} ms"
+            )
             acks, receipts, issues, revokes = [], [], [], []
             try:
                 for cycle in range(1, args.cycles + 1):

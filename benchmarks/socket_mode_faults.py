@@ -73,8 +73,12 @@ def run_child(candidate: str, api_url: str, app_token: str, bot_token: str) -> N
     elif candidate == "builtin-ping1":
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        handler = SocketModeHandler(app, app_token, web_client=client,  # type: ignore[no-untyped-call]
-                                    ping_interval=1)
+        handler = SocketModeHandler(
+            app,
+            app_token,
+            web_client=client,  # type: ignore[no-untyped-call]
+            ping_interval=1,
+        )
         handler.connect()
     elif candidate == "websocket-client":
         from slack_bolt.adapter.socket_mode.websocket_client import SocketModeHandler as WsHandler
@@ -124,14 +128,30 @@ class Harness:
 
         self.slack = SlackEmulator().start()
         self.sm = SocketModeEmulator().start().attach(self.slack)
-        env = dict(os.environ, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
-                   PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        env = dict(
+            os.environ,
+            NO_PROXY="127.0.0.1,localhost",
+            no_proxy="127.0.0.1,localhost",
+            PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+        )
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.socket_mode_faults", "--child", candidate,
-             self.slack.base_url, self.slack.app_token, self.slack.bot_token],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=None if "BENCH_LOG_LEVEL" in os.environ else subprocess.DEVNULL, env=env,
-            cwd=Path(__file__).resolve().parents[1], text=True)
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.socket_mode_faults",
+                "--child",
+                candidate,
+                self.slack.base_url,
+                self.slack.app_token,
+                self.slack.bot_token,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None if "BENCH_LOG_LEVEL" in os.environ else subprocess.DEVNULL,
+            env=env,
+            cwd=Path(__file__).resolve().parents[1],
+            text=True,
+        )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if line.strip() != "READY":
@@ -141,10 +161,19 @@ class Harness:
 
     def command(self) -> str:
         self.counter += 1
-        return self.sm.push("slash_commands", {
-            "command": "/bench", "text": str(self.counter), "user_id": "U0BENCH",
-            "channel_id": "C0BENCH", "team_id": "T0TEAM", "api_app_id": "A0APP",
-            "trigger_id": f"{self.counter}.1.x", "response_url": self.slack.response_url()})
+        return self.sm.push(
+            "slash_commands",
+            {
+                "command": "/bench",
+                "text": str(self.counter),
+                "user_id": "U0BENCH",
+                "channel_id": "C0BENCH",
+                "team_id": "T0TEAM",
+                "api_app_id": "A0APP",
+                "trigger_id": f"{self.counter}.1.x",
+                "response_url": self.slack.response_url(),
+            },
+        )
 
     def ack_latency(self, envelope_id: str, timeout: float) -> float | None:
         with contextlib.suppress(AssertionError):
@@ -179,8 +208,9 @@ def measure_refresh(h: Harness, delay: float, idle: float) -> float | None:
     return h.ack_latency(h.command(), 15)
 
 
-def measure_drop(h: Harness, reset: bool, every: float, limit: float
-                 ) -> tuple[float, float, int, int]:
+def measure_drop(
+    h: Harness, reset: bool, every: float, limit: float
+) -> tuple[float, float, int, int]:
     """Drop without a close frame: (seconds to reconnect, CPU share, commands sent, lost)."""
     h.settle()
     time.sleep(1.0)
@@ -264,34 +294,51 @@ def report(result: Result) -> None:
     print(f"\n== {result.name}: {CANDIDATES[result.name]}")
     for delay, latencies in result.refresh_latency.items():
         over = sum(1 for v in latencies if v > SLACK_LIMIT)
-        print(f"  (a) refresh_requested, command +{delay:.1f}s: ack latency "
-              f"{fmt(latencies)} s; over 3 s: {over}/{len(latencies)}")
+        print(
+            f"  (a) refresh_requested, command +{delay:.1f}s: ack latency "
+            f"{fmt(latencies)} s; over 3 s: {over}/{len(latencies)}"
+        )
     for variant, runs in result.drop.items():
         reconnect = [r[0] for r in runs]
         cpu = [r[1] * 100 for r in runs]
         sent = sum(r[2] for r in runs)
         lost = sum(r[3] for r in runs)
-        print(f"  (b) drop ({variant}, no close frame): reconnect {fmt(reconnect)} s; "
-              f"CPU over the window {fmt(cpu)} % of a core")
-        print(f"  (c) drop ({variant}): commands lost (not acked within 3 s) "
-              f"{lost}/{sent}")
+        print(
+            f"  (b) drop ({variant}, no close frame): reconnect {fmt(reconnect)} s; "
+            f"CPU over the window {fmt(cpu)} % of a core"
+        )
+        print(f"  (c) drop ({variant}): commands lost (not acked within 3 s) {lost}/{sent}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--child", nargs=4, metavar=("CANDIDATE", "API", "APP", "BOT"),
-                        help=argparse.SUPPRESS)
-    parser.add_argument("--clients", default=",".join(CANDIDATES),
-                        help=f"comma-separated, of: {', '.join(CANDIDATES)}")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--child", nargs=4, metavar=("CANDIDATE", "API", "APP", "BOT"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--clients",
+        default=",".join(CANDIDATES),
+        help=f"comma-separated, of: {', '.join(CANDIDATES)}",
+    )
     parser.add_argument("--trials", type=int, default=3)
-    parser.add_argument("--idle", type=float, default=2.0,
-                        help="seconds idle before the refresh (the client sits in a read)")
-    parser.add_argument("--refresh-delays", type=lambda s: [float(x) for x in s.split(",")],
-                        default=[0.0, 0.5])
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=2.0,
+        help="seconds idle before the refresh (the client sits in a read)",
+    )
+    parser.add_argument(
+        "--refresh-delays", type=lambda s: [float(x) for x in s.split(",")], default=[0.0, 0.5]
+    )
     parser.add_argument("--command-every", type=float, default=1.0)
-    parser.add_argument("--drop-limit", type=float, default=90.0,
-                        help="give up waiting for a reconnect after this many seconds")
+    parser.add_argument(
+        "--drop-limit",
+        type=float,
+        default=90.0,
+        help="give up waiting for a reconnect after this many seconds",
+    )
     args = parser.parse_args(argv)
     if args.child:
         run_child(*args.child)

@@ -45,7 +45,11 @@ class AuditAction(enum.StrEnum):
 
 
 def canonical_content(
-    at: datetime, actor: str, action: str, request_id: int | None, resource: str | None,
+    at: datetime,
+    actor: str,
+    action: str,
+    request_id: int | None,
+    resource: str | None,
     details: str,
 ) -> str:
     """The exact text that is hashed: stable key order, UTC ISO time, no whitespace."""
@@ -86,12 +90,18 @@ def append_event(
         session.flush()
     head = session.exec(select(AuditHead).where(AuditHead.id == 1)).one()
     session.refresh(head)
-    details_text = json.dumps(dict(details or {}), sort_keys=True, separators=(",", ":"),
-                              default=str)
+    details_text = json.dumps(
+        dict(details or {}), sort_keys=True, separators=(",", ":"), default=str
+    )
     content = canonical_content(at, actor, action.value, request_id, resource, details_text)
     event = AuditEvent(
-        at=utc(at), actor=actor, action=action.value, request_id=request_id,
-        resource=resource, details=details_text, prev_hash=head.last_hash,
+        at=utc(at),
+        actor=actor,
+        action=action.value,
+        request_id=request_id,
+        resource=resource,
+        details=details_text,
+        prev_hash=head.last_hash,
         hash=chain_hash(head.last_hash, content),
     )
     session.add(event)
@@ -128,10 +138,15 @@ def verify_events(events: Iterable[AuditEvent], head_hash: str | None = None) ->
     for event in events:
         checked += 1
         if event.prev_hash != prev:
-            return ChainReport(False, checked, event.id,
-                               "does not follow the previous row (a row was deleted or moved)")
-        content = canonical_content(event.at, event.actor, event.action, event.request_id,
-                                    event.resource, event.details)
+            return ChainReport(
+                False,
+                checked,
+                event.id,
+                "does not follow the previous row (a row was deleted or moved)",
+            )
+        content = canonical_content(
+            event.at, event.actor, event.action, event.request_id, event.resource, event.details
+        )
         if chain_hash(prev, content) != event.hash:
             return ChainReport(False, checked, event.id, "its content was changed")
         prev = event.hash

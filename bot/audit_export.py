@@ -21,8 +21,7 @@ from bot.audit import ChainReport
 from bot.store.models import AuditEvent, utc
 
 ExportFormat = Literal["jsonl", "csv"]
-COLUMNS = ("id", "at", "actor", "action", "request_id", "resource", "details", "prev_hash",
-           "hash")
+COLUMNS = ("id", "at", "actor", "action", "request_id", "resource", "details", "prev_hash", "hash")
 
 
 def export_events(events: Iterable[AuditEvent], fmt: ExportFormat, out: TextIO) -> int:
@@ -76,12 +75,14 @@ def parse_day(text: str) -> datetime:
     try:
         return utc(datetime.fromisoformat(cleaned))
     except ValueError:
-        raise ValueError(f"{text!r} is not a date like 2026-11-01 or a time like "
-                         "2026-11-01T09:30:00Z") from None
+        raise ValueError(
+            f"{text!r} is not a date like 2026-11-01 or a time like 2026-11-01T09:30:00Z"
+        ) from None
 
 
-def query_events(session: Session, since: datetime | None = None,
-                 until: datetime | None = None) -> Iterator[AuditEvent]:
+def query_events(
+    session: Session, since: datetime | None = None, until: datetime | None = None
+) -> Iterator[AuditEvent]:
     """Events with ``since <= at < until`` (either bound optional), in chain order."""
     statement = select(AuditEvent)
     if since is not None:

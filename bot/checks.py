@@ -25,8 +25,11 @@ def run_checks() -> int:
     except ConfigProblem as exc:
         _say(False, str(exc))
         return 1
-    _say(True, f"environment and policy {settings.debug_access_policy} "
-               f"({len(policy.resources)} resources, delivery: {policy.delivery})")
+    _say(
+        True,
+        f"environment and policy {settings.debug_access_policy} "
+        f"({len(policy.resources)} resources, delivery: {policy.delivery})",
+    )
     failures = 0
 
     def attempt(what: str, check: Callable[[], list[str]]) -> None:
@@ -55,13 +58,20 @@ def run_checks() -> int:
         issuer = build_issuer(settings)
         if issuer.keeper is not None:
             token = issuer.keeper.status()
-            _say(True, f"vault log-in {issuer.keeper.login_method.describe()}: "
-                       f"{token.summary()}", "info" if not token.dies_unrenewed else "warn")
+            _say(
+                True,
+                f"vault log-in {issuer.keeper.login_method.describe()}: {token.summary()}",
+                "info" if not token.dies_unrenewed else "warn",
+            )
             if token.dies_unrenewed:
-                _say(False, "the bot's Vault token can be neither renewed nor replaced: the "
-                            "bot stops working when it expires. Use a periodic token, "
-                            "VAULT_TOKEN_FILE kept by Vault Agent, AppRole or Kubernetes "
-                            "log-in (see the README)", "warn")
+                _say(
+                    False,
+                    "the bot's Vault token can be neither renewed nor replaced: the "
+                    "bot stops working when it expires. Use a periodic token, "
+                    "VAULT_TOKEN_FILE kept by Vault Agent, AppRole or Kubernetes "
+                    "log-in (see the README)",
+                    "warn",
+                )
         issuer.ensure_setup(vault_shapes(policy))
         return list(issuer.check())
 

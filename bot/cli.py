@@ -1,12 +1,12 @@
 """The ``debug-access`` command: serve | dev | check.
 
-    debug-access serve   run the bot (Socket Mode when SLACK_APP_TOKEN is set, else HTTP)
-    debug-access dev     run it against an embedded OpenBao dev server, SQLite and a demo policy
-    debug-access check   validate the policy and environment; reach Vault, the database, Slack
-    debug-access vault-policy   print the least-privilege Vault policy for the bot's token
-    debug-access audit verify | audit export --since 2026-11-01 [--until …] [--format csv]
-    debug-access digest --now   post the daily digest for the last 24 hours
-    debug-access db upgrade | db current   migrate the schema / show where it stands
+debug-access serve   run the bot (Socket Mode when SLACK_APP_TOKEN is set, else HTTP)
+debug-access dev     run it against an embedded OpenBao dev server, SQLite and a demo policy
+debug-access check   validate the policy and environment; reach Vault, the database, Slack
+debug-access vault-policy   print the least-privilege Vault policy for the bot's token
+debug-access audit verify | audit export --since 2026-11-01 [--until …] [--format csv]
+debug-access digest --now   post the daily digest for the last 24 hours
+debug-access db upgrade | db current   migrate the schema / show where it stands
 """
 
 from __future__ import annotations
@@ -38,8 +38,12 @@ def cmd_serve(_args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from bot.dev import run_dev
 
-    return run_dev(approvers=args.approver, approvals_channel=args.approvals_channel,
-                   audit_channel=args.audit_channel, vault_port=args.vault_port)
+    return run_dev(
+        approvers=args.approver,
+        approvals_channel=args.approvals_channel,
+        audit_channel=args.audit_channel,
+        vault_port=args.vault_port,
+    )
 
 
 def cmd_vault_policy(_args: argparse.Namespace) -> int:
@@ -50,8 +54,13 @@ def cmd_vault_policy(_args: argparse.Namespace) -> int:
         policy = load_policy(load_settings_for_policy())
     except PolicyError as exc:
         raise ConfigProblem(f"The policy file is invalid:\n{exc}") from None
-    prefixes = sorted({res.vault_path.rsplit("/", 1)[0] + "/"
-                       for res in policy.resources.values() if res.vault_path})
+    prefixes = sorted(
+        {
+            res.vault_path.rsplit("/", 1)[0] + "/"
+            for res in policy.resources.values()
+            if res.vault_path
+        }
+    )
     print(bot_policy_hcl(lease_prefixes=tuple(prefixes)), end="")  # noqa: T201
     return 0
 
@@ -137,6 +146,7 @@ def cmd_digest(_args: argparse.Namespace) -> int:
     from bot.ports import SystemClock
     from bot.slack.app import build_web_client
     from bot.slack.notifier import SlackNotifier
+
     settings, policy = load_configuration()
     configure_logging(settings.log_level)
     engine = _database_at_head()
@@ -152,42 +162,62 @@ def cmd_check(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="debug-access", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="debug-access",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="run the bot").set_defaults(func=cmd_serve)
     dev = sub.add_parser("dev", help="run with an embedded OpenBao dev server and SQLite")
-    dev.add_argument("--approver", action="append", default=[], metavar="USER_ID",
-                     help="Slack user id allowed to approve the demo resource (repeatable; "
-                          "default: $DEBUG_ACCESS_DEV_APPROVERS)")
+    dev.add_argument(
+        "--approver",
+        action="append",
+        default=[],
+        metavar="USER_ID",
+        help="Slack user id allowed to approve the demo resource (repeatable; "
+        "default: $DEBUG_ACCESS_DEV_APPROVERS)",
+    )
     dev.add_argument("--approvals-channel", metavar="CHANNEL_ID", default=None)
     dev.add_argument("--audit-channel", metavar="CHANNEL_ID", default=None)
     dev.add_argument("--vault-port", type=int, default=8200)
     dev.set_defaults(func=cmd_dev)
-    sub.add_parser("check", help="validate configuration and reach every dependency"
-                   ).set_defaults(func=cmd_check)
-    sub.add_parser("vault-policy", help="print the least-privilege Vault policy for the bot"
-                   ).set_defaults(func=cmd_vault_policy)
+    sub.add_parser("check", help="validate configuration and reach every dependency").set_defaults(
+        func=cmd_check
+    )
+    sub.add_parser(
+        "vault-policy", help="print the least-privilege Vault policy for the bot"
+    ).set_defaults(func=cmd_vault_policy)
     audit = sub.add_parser("audit", help="verify or export the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    audit_sub.add_parser("verify", help="check the hash chain; name the first broken row"
-                         ).set_defaults(func=cmd_audit_verify)
+    audit_sub.add_parser(
+        "verify", help="check the hash chain; name the first broken row"
+    ).set_defaults(func=cmd_audit_verify)
     export = audit_sub.add_parser("export", help="write events for a SIEM")
-    export.add_argument("--since", type=_parse_day, required=True,
-                        help="a date (midnight UTC) or an ISO time")
+    export.add_argument(
+        "--since", type=_parse_day, required=True, help="a date (midnight UTC) or an ISO time"
+    )
     export.add_argument("--until", type=_parse_day, default=None)
     export.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
     export.add_argument("--output", default="-", help="a file (default: standard output)")
     export.set_defaults(func=cmd_audit_export)
     db = sub.add_parser("db", help="the database schema (Alembic migrations)")
     db_sub = db.add_subparsers(dest="db_command", required=True)
-    db_sub.add_parser("upgrade", help="migrate to this release's schema (safe while replicas "
-                      "run: one migrates, the others wait)").set_defaults(func=cmd_db_upgrade)
-    db_sub.add_parser("current", help="show the database's revision and this release's"
-                      ).set_defaults(func=cmd_db_current)
+    db_sub.add_parser(
+        "upgrade",
+        help="migrate to this release's schema (safe while replicas "
+        "run: one migrates, the others wait)",
+    ).set_defaults(func=cmd_db_upgrade)
+    db_sub.add_parser(
+        "current", help="show the database's revision and this release's"
+    ).set_defaults(func=cmd_db_current)
     digest = sub.add_parser("digest", help="post the daily digest")
-    digest.add_argument("--now", action="store_true", required=True,
-                        help="post the digest for the 24 hours up to now")
+    digest.add_argument(
+        "--now",
+        action="store_true",
+        required=True,
+        help="post the digest for the 24 hours up to now",
+    )
     digest.set_defaults(func=cmd_digest)
     return parser
 

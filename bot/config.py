@@ -23,8 +23,9 @@ class DatabaseSettings(BaseSettings):
     """What the audit commands need: only the database (no Slack or Vault secrets)."""
 
     # An empty variable (``VAULT_TOKEN=`` as in .env.example) counts as unset.
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
 
     database_url: str = "sqlite:///debug-access.db"
 
@@ -40,8 +41,9 @@ class VaultLoginSettings(BaseSettings):
     """Where Vault is and how the bot logs in (see ``bot.vault_login``)."""
 
     # An empty variable (``VAULT_TOKEN=`` as in .env.example) counts as unset.
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
-                                      env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
 
     vault_addr: str = "http://127.0.0.1:8200"
     vault_namespace: str | None = None
@@ -70,20 +72,27 @@ class VaultLoginSettings(BaseSettings):
     @model_validator(mode="after")
     def _one_complete_vault_login(self) -> VaultLoginSettings:
         method = self.vault_login_method
-        if self.vault_auth_method is None and self.vault_role_id and (
-            self.vault_token is not None or self.vault_token_file is not None
+        if (
+            self.vault_auth_method is None
+            and self.vault_role_id
+            and (self.vault_token is not None or self.vault_token_file is not None)
         ):
-            raise ValueError("both a Vault token and VAULT_ROLE_ID are set: choose the log-in "
-                             "with VAULT_AUTH_METHOD=token or VAULT_AUTH_METHOD=approle")
+            raise ValueError(
+                "both a Vault token and VAULT_ROLE_ID are set: choose the log-in "
+                "with VAULT_AUTH_METHOD=token or VAULT_AUTH_METHOD=approle"
+            )
         if method == "token" and (self.vault_token is None) == (self.vault_token_file is None):
-            raise ValueError("the token log-in needs exactly one of VAULT_TOKEN or "
-                             "VAULT_TOKEN_FILE")
+            raise ValueError(
+                "the token log-in needs exactly one of VAULT_TOKEN or VAULT_TOKEN_FILE"
+            )
         if method == "approle" and (
             not self.vault_role_id
             or (self.vault_secret_id is None) == (self.vault_secret_id_file is None)
         ):
-            raise ValueError("the approle log-in needs VAULT_ROLE_ID and exactly one of "
-                             "VAULT_SECRET_ID or VAULT_SECRET_ID_FILE")
+            raise ValueError(
+                "the approle log-in needs VAULT_ROLE_ID and exactly one of "
+                "VAULT_SECRET_ID or VAULT_SECRET_ID_FILE"
+            )
         if method in ("kubernetes", "jwt") and not self.vault_auth_role:
             raise ValueError(f"the {method} log-in needs VAULT_AUTH_ROLE (the role to log in as)")
         return self

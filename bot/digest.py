@@ -35,43 +35,76 @@ def load_records(session: Session, window_start: datetime) -> list[RequestRecord
     """Every request that can matter to a window starting at ``window_start``: recent ones,
     anything still live, and unreviewed break-glass however old."""
     live = select(Grant.request_id).where(col(Grant.ended_at).is_(None))
-    rows = list(session.exec(select(AccessRequest).where(or_(
-        col(AccessRequest.created_at) >= window_start - LOOKBACK,
-        col(AccessRequest.id).in_(live),
-        (col(AccessRequest.break_glass).is_(True)) & col(AccessRequest.reviewed_by).is_(None),
-    )).order_by(col(AccessRequest.id))))
+    rows = list(
+        session.exec(
+            select(AccessRequest)
+            .where(
+                or_(
+                    col(AccessRequest.created_at) >= window_start - LOOKBACK,
+                    col(AccessRequest.id).in_(live),
+                    (col(AccessRequest.break_glass).is_(True))
+                    & col(AccessRequest.reviewed_by).is_(None),
+                )
+            )
+            .order_by(col(AccessRequest.id))
+        )
+    )
     ids = [r.id for r in rows]
-    decisions = list(session.exec(select(Decision).where(col(Decision.request_id).in_(ids))
-                                  .order_by(col(Decision.decided_at))))
-    grants: dict[int | None, Grant] = {g.request_id: g for g in session.exec(
-        select(Grant).where(col(Grant.request_id).in_(ids)))}
-    return [_record(row, [d for d in decisions if d.request_id == row.id], grants.get(row.id))
-            for row in rows if row.kind == "access"]
+    decisions = list(
+        session.exec(
+            select(Decision)
+            .where(col(Decision.request_id).in_(ids))
+            .order_by(col(Decision.decided_at))
+        )
+    )
+    grants: dict[int | None, Grant] = {
+        g.request_id: g for g in session.exec(select(Grant).where(col(Grant.request_id).in_(ids)))
+    }
+    return [
+        _record(row, [d for d in decisions if d.request_id == row.id], grants.get(row.id))
+        for row in rows
+        if row.kind == "access"
+    ]
 
 
-def _record(row: AccessRequest, decisions: Iterable[Decision], grant: Grant | None
-            ) -> RequestRecord:
+def _record(
+    row: AccessRequest, decisions: Iterable[Decision], grant: Grant | None
+) -> RequestRecord:
     assert row.id is not None
     decided = row.decided_at
-    if decided is None and row.status in {RequestStatus.EXPIRED.value,
-                                          RequestStatus.WITHDRAWN.value}:
+    if decided is None and row.status in {
+        RequestStatus.EXPIRED.value,
+        RequestStatus.WITHDRAWN.value,
+    }:
         decided = row.updated_at
-    approvals = tuple(Approval(d.approver, utc(d.decided_at)) for d in decisions
-                      if d.verdict == "approve")
+    approvals = tuple(
+        Approval(d.approver, utc(d.decided_at)) for d in decisions if d.verdict == "approve"
+    )
     denied_by = next((d.approver for d in decisions if d.verdict == "deny"), None)
     return RequestRecord(
-        request_id=row.id, requester=row.requester, resource=row.resource, reason=row.reason,
-        duration_asked=timedelta(seconds=row.duration_seconds), status=row.status,
-        created_at=utc(row.created_at), approvals=approvals, denied_by=denied_by,
-        decided_at=utc(decided) if decided else None, break_glass=row.break_glass,
+        request_id=row.id,
+        requester=row.requester,
+        resource=row.resource,
+        reason=row.reason,
+        duration_asked=timedelta(seconds=row.duration_seconds),
+        status=row.status,
+        created_at=utc(row.created_at),
+        approvals=approvals,
+        denied_by=denied_by,
+        decided_at=utc(decided) if decided else None,
+        break_glass=row.break_glass,
         reviewed_by=row.reviewed_by,
         issued_at=utc(grant.issued_at) if grant else None,
         expires_at=utc(grant.expires_at) if grant and grant.expires_at else None,
         ended_at=utc(grant.ended_at) if grant and grant.ended_at else None,
         end_reason=grant.end_reason if grant else None,
         revoke_attempts=grant.revoke_attempts if grant else 0,
-        revoke_failed=bool(grant and grant.ended_at is None and grant.revoke_attempts > 0
-                           and grant.status == GrantStatus.REVOKING),
+        revoke_failed=bool(
+            grant
+            and grant.ended_at is None
+            and grant.revoke_attempts > 0
+            and grant.status == GrantStatus.REVOKING
+        ),
     )
 
 
@@ -91,9 +124,14 @@ class DailyDigest:
             records = load_records(session, start)
             report = verify_chain(session)
         return build_digest(
-            records, window_start=start, window_end=end, now=self.clock.now(),
-            chain_ok=report.ok, chain_problem=None if report.ok else verify_report_text(report),
-            tz=self.config.zone, working_hours=self.config.hours,
+            records,
+            window_start=start,
+            window_end=end,
+            now=self.clock.now(),
+            chain_ok=report.ok,
+            chain_problem=None if report.ok else verify_report_text(report),
+            tz=self.config.zone,
+            working_hours=self.config.hours,
         )
 
     def run(self, now: bool = False) -> bool:
@@ -127,4 +165,3 @@ class DailyDigest:
                 session.rollback()
                 return False
         return True
-

@@ -48,16 +48,19 @@ class DigestConfig(BaseModel):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"{value!r} is not a time zone name (like Europe/Berlin or UTC)"
-                             ) from None
+            raise ValueError(
+                f"{value!r} is not a time zone name (like Europe/Berlin or UTC)"
+            ) from None
         return value
 
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
         if len(value.split()) != 5:
-            raise ValueError(f"{value!r} is not a cron schedule: write five fields, minute hour "
-                             'day month weekday, like "0 9 * * *"')
+            raise ValueError(
+                f"{value!r} is not a cron schedule: write five fields, minute hour "
+                'day month weekday, like "0 9 * * *"'
+            )
         try:
             CronTrigger.from_crontab(value, timezone=UTC)
         except ValueError as exc:
@@ -102,8 +105,9 @@ def cron_trigger(config: DigestConfig) -> CronTrigger:
     return CronTrigger.from_crontab(config.schedule, timezone=config.zone)
 
 
-def fire_time_for_run(config: DigestConfig, ran_at: datetime,
-                      grace: timedelta = timedelta(hours=1)) -> datetime:
+def fire_time_for_run(
+    config: DigestConfig, ran_at: datetime, grace: timedelta = timedelta(hours=1)
+) -> datetime:
     """The scheduled time a digest job running at ``ran_at`` stands for, in UTC.
 
     APScheduler does not tell a job when it was due, and a job runs a little late (or much later,

@@ -52,8 +52,9 @@ class Readiness:
         """The JSON a probe gets: ``{"ready": bool, "checks": {name: "ok" | problem}}``."""
         ok, results = self.report()
         if not ok:
-            log.warning("not ready: %s", "; ".join(f"{k}: {v}" for k, v in results.items()
-                                                    if v != "ok"))
+            log.warning(
+                "not ready: %s", "; ".join(f"{k}: {v}" for k, v in results.items() if v != "ok")
+            )
         return ok, json.dumps({"ready": ok, "checks": results}).encode()
 
 

@@ -114,8 +114,9 @@ class Resource(_Strict):
     def _requesters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for entry in value:
             if not (SLACK_USER_ID.fullmatch(entry) or SLACK_USERGROUP_ID.fullmatch(entry)):
-                raise ValueError(f"{entry!r} is neither a Slack user id nor a user group id "
-                                 "(like S0123ABCD)")
+                raise ValueError(
+                    f"{entry!r} is neither a Slack user id nor a user group id (like S0123ABCD)"
+                )
         return value
 
     @field_validator("vault_path")
@@ -152,8 +153,10 @@ class Resource(_Strict):
         if bool(self.vault_path) == bool(self.vault_policies):
             raise ValueError("set exactly one of vault_path or vault_policies")
         if not MINIMUM_GRANT <= self.max_duration <= MAXIMUM_GRANT:
-            raise ValueError(f"max_duration must be between {format_duration(MINIMUM_GRANT)} "
-                             f"and {format_duration(MAXIMUM_GRANT)}")
+            raise ValueError(
+                f"max_duration must be between {format_duration(MINIMUM_GRANT)} "
+                f"and {format_duration(MAXIMUM_GRANT)}"
+            )
         if self.break_glass is not None and not (
             MINIMUM_GRANT <= self.break_glass.max_duration <= self.max_duration
         ):
@@ -193,8 +196,10 @@ class Policy(_Strict):
         for name, resource in self.resources.items():
             missing = undefined_rotations(resource.approvers, self.rotations)
             if missing:
-                raise ValueError(f"resources.{name}.approvers: {missing[0]!r} is not a Slack "
-                                 "user id or a rotation defined under `rotations:`")
+                raise ValueError(
+                    f"resources.{name}.approvers: {missing[0]!r} is not a Slack "
+                    "user id or a rotation defined under `rotations:`"
+                )
         return self
 
     @field_validator("resources")
@@ -230,7 +235,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 

@@ -93,8 +93,9 @@ class Notifier(Protocol):
     """Everything the lifecycle tells people. Implementations must not raise on Slack errors:
     state is already committed when they run, and a failed post is logged, not fatal."""
 
-    def announce_request(self, view: RequestView, users: Sequence[str],
-                         in_channel: bool = True) -> list[MessageRef]:
+    def announce_request(
+        self, view: RequestView, users: Sequence[str], in_channel: bool = True
+    ) -> list[MessageRef]:
         """Post the request (with its buttons) to the approvals channel when ``in_channel``, and
         by DM to each of ``users``."""
 
@@ -110,8 +111,14 @@ class Notifier(Protocol):
     def tell(self, user: str, text: str) -> None:
         """DM one person a short plain message (``text`` is already mrkdwn-safe)."""
 
-    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False,
-              thread: MessageRef | None = None) -> MessageRef | None:
+    def audit(
+        self,
+        view: RequestView | None,
+        action: str,
+        text: str,
+        alert: bool = False,
+        thread: MessageRef | None = None,
+    ) -> MessageRef | None:
         """Post a lifecycle event to the audit channel: as a reply in the request's ``thread``
         when there is one (``alert`` echoes it to the channel too), else as a new root message,
         whose ref is returned so later events can thread under it."""
@@ -162,8 +169,7 @@ class ApproverDirectory(Protocol):
     def tiers(self, entries: Sequence[str], requester: str, now: datetime) -> list[ApproverTier]:
         """Approver tiers in escalation order (first non-empty = primary), requester removed."""
 
-    def may_approve(self, user: str, entries: Sequence[str], requester: str,
-                    now: datetime) -> bool:
+    def may_approve(self, user: str, entries: Sequence[str], requester: str, now: datetime) -> bool:
         """Whether ``user`` is an approver at this moment (never the requester)."""
 
     def in_any_group(self, user: str, groups: Sequence[str]) -> bool:

@@ -53,9 +53,12 @@ class Runtime:
 
 
 def vault_shapes(policy: Policy) -> list[ResourceGrantShape]:
-    return [ResourceGrantShape(name=name, vault_path=res.vault_path,
-                               vault_policies=tuple(res.vault_policies))
-            for name, res in policy.resources.items()]
+    return [
+        ResourceGrantShape(
+            name=name, vault_path=res.vault_path, vault_policies=tuple(res.vault_policies)
+        )
+        for name, res in policy.resources.items()
+    ]
 
 
 def build_issuer(settings: Settings) -> VaultIssuer:
@@ -70,8 +73,14 @@ def build_issuer(settings: Settings) -> VaultIssuer:
 
 def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     """Build everything, reconcile against the database, start the timers."""
-    for secret in (settings.slack_bot_token, settings.slack_signing_secret, settings.vault_token,
-                   settings.vault_secret_id, settings.slack_app_token, settings.pagerduty_token):
+    for secret in (
+        settings.slack_bot_token,
+        settings.slack_signing_secret,
+        settings.vault_token,
+        settings.vault_secret_id,
+        settings.slack_app_token,
+        settings.pagerduty_token,
+    ):
         if secret is not None:
             remember_secret(secret.get_secret_value())
     engine = make_engine(settings.database_url)
@@ -93,8 +102,15 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     except OnCallConfigError as exc:
         raise ConfigProblem(str(exc)) from None
     clock = SystemClock()
-    lifecycle = AccessLifecycle(engine=engine, policy=policy, issuer=issuer, notifier=notifier,
-                                timers=timers, clock=clock, approvers=approvers)
+    lifecycle = AccessLifecycle(
+        engine=engine,
+        policy=policy,
+        issuer=issuer,
+        notifier=notifier,
+        timers=timers,
+        clock=clock,
+        approvers=approvers,
+    )
     publish_home = HomePublisher(client, lifecycle)
     notifier.home = publish_home
     app = build_app(settings, client, lifecycle, publish_home)
@@ -108,5 +124,11 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     readiness = Readiness()
     readiness.add("database", database_check(engine))
     readiness.add("vault", lambda: None if keeper.status().ready else keeper.status().summary())
-    return Runtime(app=app, web_client=client, lifecycle=lifecycle, timers=timers,
-                   issuer=issuer, readiness=readiness)
+    return Runtime(
+        app=app,
+        web_client=client,
+        lifecycle=lifecycle,
+        timers=timers,
+        issuer=issuer,
+        readiness=readiness,
+    )

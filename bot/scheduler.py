@@ -84,8 +84,7 @@ def run_escalation(request_id: int) -> None:
 
 def run_pending_expiry(request_id: int) -> None:
     """The scheduled job: the request waited ``pending_ttl``; expire it if still pending."""
-    _run(f"request-{request_id}-expire",
-         lambda lifecycle: lifecycle.expire_pending(request_id))
+    _run(f"request-{request_id}-expire", lambda lifecycle: lifecycle.expire_pending(request_id))
 
 
 class GrantTimers:
@@ -119,12 +118,23 @@ class GrantTimers:
         self._add(f"request-{request_id}-expire", run_pending_expiry, [request_id], at)
 
     def schedule_sweep(self, every: timedelta = timedelta(minutes=1)) -> None:
-        self.scheduler.add_job(run_sweep, trigger="interval", seconds=every.total_seconds(),
-                               id="sweep", replace_existing=True, name="sweep")
+        self.scheduler.add_job(
+            run_sweep,
+            trigger="interval",
+            seconds=every.total_seconds(),
+            id="sweep",
+            replace_existing=True,
+            name="sweep",
+        )
 
     def schedule_digest(self, trigger: BaseTrigger) -> None:
-        self.scheduler.add_job(run_digest, trigger=trigger, id="daily-digest",
-                               replace_existing=True, name="daily-digest")
+        self.scheduler.add_job(
+            run_digest,
+            trigger=trigger,
+            id="daily-digest",
+            replace_existing=True,
+            name="daily-digest",
+        )
 
     def schedule_collect_check(self, grant_id: int, at: datetime) -> None:
         self._add(f"grant-{grant_id}-collect", run_collect_check, [grant_id], at)
@@ -134,8 +144,16 @@ class GrantTimers:
             with contextlib.suppress(JobLookupError):
                 self.scheduler.remove_job(job_id)
 
-    def _add(self, job_id: str, func: Callable[..., None], args: list[object],
-             at: datetime) -> None:
-        self.scheduler.add_job(func, trigger="date", run_date=at, args=args, id=job_id,
-                               replace_existing=True, name=job_id)
+    def _add(
+        self, job_id: str, func: Callable[..., None], args: list[object], at: datetime
+    ) -> None:
+        self.scheduler.add_job(
+            func,
+            trigger="date",
+            run_date=at,
+            args=args,
+            id=job_id,
+            replace_existing=True,
+            name=job_id,
+        )
         log.info("timer %s set for %s", job_id, at.isoformat())

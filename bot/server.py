@@ -71,26 +71,31 @@ def serve_http(app: App, readiness: Readiness, host: str, port: int) -> None:
     serve(wsgi_app(app, readiness), host=host, port=port, threads=8, ident="debug-access")
 
 
-def serve_socket_mode(app: App, readiness: Readiness, app_token: str, web_client: WebClient,
-                      host: str, port: int) -> None:
+def serve_socket_mode(
+    app: App, readiness: Readiness, app_token: str, web_client: WebClient, host: str, port: int
+) -> None:
     """Connect to Slack over a socket and answer the probes on ``host:port`` until stopped."""
     from waitress import create_server
 
     from bot.slack.socket_mode import SocketModeTransport
 
     transport = SocketModeTransport(app, app_token, web_client)
-    readiness.add("slack", lambda: None if transport.is_connected()
-                  else "not connected to Slack (Socket Mode)")
-    probes = create_server(probes_app(readiness), host=host, port=port, threads=4,
-                           ident="debug-access")
+    readiness.add(
+        "slack",
+        lambda: None if transport.is_connected() else "not connected to Slack (Socket Mode)",
+    )
+    probes = create_server(
+        probes_app(readiness), host=host, port=port, threads=4, ident="debug-access"
+    )
     threading.Thread(target=probes.run, name="probes", daemon=True).start()
     log.info("probes on http://%s:%s/healthz and /readyz", host, port)
     try:
         try:
             transport.start()
         except SlackApiError as exc:
-            raise ConfigProblem("Slack refused the app-level token (SLACK_APP_TOKEN): "
-                                f"{exc.response.get('error')}") from None
+            raise ConfigProblem(
+                f"Slack refused the app-level token (SLACK_APP_TOKEN): {exc.response.get('error')}"
+            ) from None
         threading.Event().wait()  # until SIGTERM / Ctrl-C raises in this thread
     finally:
         transport.close()
@@ -111,9 +116,14 @@ def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | N
         announce()
     try:
         if settings.socket_mode and settings.slack_app_token is not None:
-            serve_socket_mode(runtime.app, runtime.readiness,
-                              settings.slack_app_token.get_secret_value(), runtime.web_client,
-                              settings.host, settings.port)
+            serve_socket_mode(
+                runtime.app,
+                runtime.readiness,
+                settings.slack_app_token.get_secret_value(),
+                runtime.web_client,
+                settings.host,
+                settings.port,
+            )
         else:
             serve_http(runtime.app, runtime.readiness, settings.host, settings.port)
     finally:

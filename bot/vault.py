@@ -455,8 +455,13 @@ class VaultIssuer:
         return (response.get("data") or response), True
 
     def _write_setup(
-        self, path: str, what: str, data: Mapping[str, Any],
-        current: Mapping[str, Any] | None, readable: bool, report: _Report,
+        self,
+        path: str,
+        what: str,
+        data: Mapping[str, Any],
+        current: Mapping[str, Any] | None,
+        readable: bool,
+        report: _Report,
     ) -> None:
         """Write a set-up object; without permission, report instead of failing (the
         operator may have created it under a least-privilege token)."""
@@ -679,7 +684,11 @@ class VaultIssuer:
         client = self._grant_client(secret_token)  # shares the session: do not close it
         now = self._clock()
         resp = self._call(
-            "read of", path, lambda: client.read(path), retry=False, secrets=[secret_token],
+            "read of",
+            path,
+            lambda: client.read(path),
+            retry=False,
+            secrets=[secret_token],
             bot_token=False,
         )
         if resp is None:
@@ -719,19 +728,23 @@ class VaultIssuer:
         now = self._clock()
         seconds = max(int((until - now).total_seconds()), 1)
         token = self._call(
-            "renew", "auth/token/renew-accessor",
-            lambda: self._client.write_data("auth/token/renew-accessor",
-                                            data={"accessor": token_accessor,
-                                                  "increment": f"{seconds}s"}),
+            "renew",
+            "auth/token/renew-accessor",
+            lambda: self._client.write_data(
+                "auth/token/renew-accessor",
+                data={"accessor": token_accessor, "increment": f"{seconds}s"},
+            ),
             retry=False,
         )
-        expiry = now + timedelta(seconds=int(((token or {}).get("auth") or {})
-                                             .get("lease_duration") or 0))
+        expiry = now + timedelta(
+            seconds=int(((token or {}).get("auth") or {}).get("lease_duration") or 0)
+        )
         if lease_id:
             _check_path(lease_id)
             path = f"sys/leases/renew/{lease_id}"
             lease = self._call(
-                "renew", path,
+                "renew",
+                path,
                 lambda: self._client.write_data(path, data={"increment": seconds}),
                 retry=False,
             )

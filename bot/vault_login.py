@@ -161,8 +161,13 @@ class AppRoleLogin(Login):
 
     method = "approle"
 
-    def __init__(self, role_id: str, secret_id: str | None = None,
-                 secret_id_file: Path | None = None, mount: str = "approle") -> None:
+    def __init__(
+        self,
+        role_id: str,
+        secret_id: str | None = None,
+        secret_id_file: Path | None = None,
+        mount: str = "approle",
+    ) -> None:
         if (secret_id is None) == (secret_id_file is None):
             raise ValueError("give exactly one of secret_id or secret_id_file")
         self._role_id = role_id
@@ -173,10 +178,14 @@ class AppRoleLogin(Login):
             remember_secret(secret_id)
 
     def login(self, client: hvac.Client) -> None:
-        secret_id = (self._secret_id if self._secret_id_file is None
-                     else _read_secret_file(self._secret_id_file, "the AppRole secret id"))
-        client.auth.approle.login(role_id=self._role_id, secret_id=secret_id,
-                                  mount_point=self.mount)
+        secret_id = (
+            self._secret_id
+            if self._secret_id_file is None
+            else _read_secret_file(self._secret_id_file, "the AppRole secret id")
+        )
+        client.auth.approle.login(
+            role_id=self._role_id, secret_id=secret_id, mount_point=self.mount
+        )
 
     def describe(self) -> str:
         return f"approle (mount {self.mount})"
@@ -231,8 +240,9 @@ class TokenStatus:
     @property
     def ready(self) -> bool:
         """Valid, and not about to die for good."""
-        return self.valid and not (self.dies_unrenewed and self.ttl is not None
-                                   and self.ttl < LOW_TTL_SECONDS)
+        return self.valid and not (
+            self.dies_unrenewed and self.ttl is not None and self.ttl < LOW_TTL_SECONDS
+        )
 
     def summary(self) -> str:
         if not self.valid:
@@ -241,8 +251,7 @@ class TokenStatus:
             return "the token never expires (a root token?)"
         left = f"{self.ttl}s left"
         renew = "renewable" if self.renewable else "not renewable"
-        fate = ("will expire unrenewed" if self.dies_unrenewed
-                else "kept alive by the bot")
+        fate = "will expire unrenewed" if self.dies_unrenewed else "kept alive by the bot"
         return f"{left}, {renew}, {fate}"
 
 
@@ -264,9 +273,14 @@ class TokenKeeper:
     ``status()`` never waits on Vault or on a lock, so a probe answers even while Vault hangs.
     """
 
-    def __init__(self, client: hvac.Client, login: Login, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 heartbeat: float = HEARTBEAT_SECONDS) -> None:
+    def __init__(
+        self,
+        client: hvac.Client,
+        login: Login,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        heartbeat: float = HEARTBEAT_SECONDS,
+    ) -> None:
         self.client = client
         self.login_method = login
         self._clock = clock
@@ -293,8 +307,8 @@ class TokenKeeper:
             except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
                 self._problem = f"log-in failed: {_vault_error_text(exc)}"
                 raise VaultLoginError(
-                    f"Vault {self.login_method.describe()} log-in failed: "
-                    f"{_vault_error_text(exc)}") from None
+                    f"Vault {self.login_method.describe()} log-in failed: {_vault_error_text(exc)}"
+                ) from None
             if self.client.token:
                 remember_secret(str(self.client.token))
             self._look_up()
@@ -337,13 +351,20 @@ class TokenKeeper:
         facts = self._facts
         can_again = self.login_method.can_log_in_again
         if facts is None:
-            return TokenStatus(self.login_method.method, False, None, False, not can_again,
-                               self._problem)
+            return TokenStatus(
+                self.login_method.method, False, None, False, not can_again, self._problem
+            )
         left = self._left()
         ttl = None if left is None else max(math.ceil(left), 0)
         if ttl == 0:
-            return TokenStatus(self.login_method.method, False, 0, facts.renewable,
-                               not can_again, "the token has expired")
+            return TokenStatus(
+                self.login_method.method,
+                False,
+                0,
+                facts.renewable,
+                not can_again,
+                "the token has expired",
+            )
         forever = facts.renewable and facts.periodic and not facts.bounded
         return TokenStatus(
             method=self.login_method.method,
@@ -369,8 +390,11 @@ class TokenKeeper:
             if self.client.token != failed_token:
                 return True  # another thread already replaced it
             failed = self._failed_login
-            if (failed is not None and failed[0] == failed_token
-                    and self._clock() - failed[1] < RETRY_SECONDS):
+            if (
+                failed is not None
+                and failed[0] == failed_token
+                and self._clock() - failed[1] < RETRY_SECONDS
+            ):
                 return False  # a log-in for this very token just failed: do not queue another
             try:
                 self._look_up()
@@ -384,12 +408,16 @@ class TokenKeeper:
                 return False
             try:
                 self.log_in()
-            except (VaultLoginError, hvac.exceptions.VaultError,
-                    requests.exceptions.RequestException) as exc:
+            except (
+                VaultLoginError,
+                hvac.exceptions.VaultError,
+                requests.exceptions.RequestException,
+            ) as exc:
                 repeated = self._failed_login is not None and self._failed_login[0] == failed_token
                 self._failed_login = (failed_token, self._clock())
                 (log.debug if repeated else log.error)(
-                    "vault: logging in again after a 403 failed: %s", exc)
+                    "vault: logging in again after a 403 failed: %s", exc
+                )
                 return False
             return bool(self.client.token != failed_token)
 
@@ -407,8 +435,7 @@ class TokenKeeper:
 
     def _near_end(self, facts: _TokenFacts, left: float) -> None:
         """Half the TTL is gone: renew; where that is no longer possible, log in again."""
-        renewed = (facts.renewable and facts.token != self._capped_token
-                   and self._renew(facts))
+        renewed = facts.renewable and facts.token != self._capped_token and self._renew(facts)
         if renewed:
             return
         if self.login_method.fresh_on_demand:
@@ -416,8 +443,11 @@ class TokenKeeper:
             self.log_in()
         elif not self._warned_dying:
             self._warned_dying = True
-            log.warning("vault: the bot's token cannot be renewed any further and will expire "
-                        "in %ds unless a new one is provided", int(left))
+            log.warning(
+                "vault: the bot's token cannot be renewed any further and will expire "
+                "in %ds unless a new one is provided",
+                int(left),
+            )
 
     def tend(self) -> float:
         """One round of upkeep. Returns the seconds until the next round is due."""
@@ -431,8 +461,11 @@ class TokenKeeper:
                 else:
                     self._look_up()
                 facts, left = self._facts, self._left()
-                if (facts is not None and left is not None
-                        and left <= facts.basis * RENEW_AT_FRACTION):
+                if (
+                    facts is not None
+                    and left is not None
+                    and left <= facts.basis * RENEW_AT_FRACTION
+                ):
                     self._near_end(facts, left)
                 if self._upkeep_failing:
                     self._upkeep_failing = False
@@ -448,13 +481,19 @@ class TokenKeeper:
                 if self.login_again_after_denied(self.client.token):
                     return self._heartbeat
                 return RETRY_SECONDS
-            except (VaultLoginError, hvac.exceptions.VaultError,
-                    requests.exceptions.RequestException) as exc:
+            except (
+                VaultLoginError,
+                hvac.exceptions.VaultError,
+                requests.exceptions.RequestException,
+            ) as exc:
                 text = exc if isinstance(exc, VaultLoginError) else _vault_error_text(exc)
                 if not self._upkeep_failing:
                     self._upkeep_failing = True
-                    log.warning("vault: token upkeep failed, trying again every %ss: %s",
-                                RETRY_SECONDS, text)
+                    log.warning(
+                        "vault: token upkeep failed, trying again every %ss: %s",
+                        RETRY_SECONDS,
+                        text,
+                    )
                 else:
                     log.debug("vault: token upkeep still failing: %s", text)
                 left = self._left()
@@ -493,38 +532,46 @@ def login_from_settings(settings: VaultLoginSettings) -> Login:
     mount = settings.vault_auth_mount
     if method == "approle":
         secret = settings.vault_secret_id
-        return AppRoleLogin(settings.vault_role_id or "",
-                            secret.get_secret_value() if secret is not None else None,
-                            settings.vault_secret_id_file, mount=mount or "approle")
+        return AppRoleLogin(
+            settings.vault_role_id or "",
+            secret.get_secret_value() if secret is not None else None,
+            settings.vault_secret_id_file,
+            mount=mount or "approle",
+        )
     if method == "kubernetes":
         return KubernetesLogin(settings.vault_auth_role or "", settings.vault_jwt_file, mount)
     if method == "jwt":
         return JwtLogin(settings.vault_auth_role or "", settings.vault_jwt_file, mount)
     token = settings.vault_token
-    return TokenLogin(token.get_secret_value() if token is not None else None,
-                      settings.vault_token_file)
+    return TokenLogin(
+        token.get_secret_value() if token is not None else None, settings.vault_token_file
+    )
 
 
 def connect(settings: VaultLoginSettings, *, timeout: float = 10.0) -> TokenKeeper:
     """A client for ``settings.vault_addr`` (TLS per VAULT_CACERT, namespace) and its keeper,
     logged in. Raises VaultLoginError with a one-line reason when the log-in fails."""
     verify: bool | str = str(settings.vault_cacert) if settings.vault_cacert else True
-    client = hvac.Client(url=settings.vault_addr, namespace=settings.vault_namespace,
-                         verify=verify, timeout=timeout)
+    client = hvac.Client(
+        url=settings.vault_addr, namespace=settings.vault_namespace, verify=verify, timeout=timeout
+    )
     keeper = TokenKeeper(client, login_from_settings(settings))
     try:
         keeper.log_in()
     except hvac.exceptions.Forbidden:
         raise VaultLoginError(
             f"the Vault token ({keeper.login_method.describe()}) is invalid or expired "
-            "(403 permission denied)") from None
+            "(403 permission denied)"
+        ) from None
     except requests.exceptions.SSLError:
         raise VaultLoginError(
             f"Vault at {settings.vault_addr} presented a TLS certificate this machine does not "
-            "trust: give its CA bundle in VAULT_CACERT") from None
+            "trust: give its CA bundle in VAULT_CACERT"
+        ) from None
     except requests.exceptions.RequestException as exc:
         raise VaultLoginError(
-            f"Vault at {settings.vault_addr} is unreachable ({type(exc).__name__})") from None
+            f"Vault at {settings.vault_addr} is unreachable ({type(exc).__name__})"
+        ) from None
     except hvac.exceptions.VaultError as exc:
         raise VaultLoginError(f"Vault log-in failed: {_vault_error_text(exc)}") from None
     return keeper

@@ -4,7 +4,7 @@
 # Works on a fresh Debian/Ubuntu machine (as root, non-interactive, CI=true or not):
 # installs PostgreSQL server binaries if missing (the tests start their own throwaway
 # cluster; the distribution's cluster is never used), creates .venv, installs the project
-# with its test extras (which bring the `bao` OpenBao binary), then runs ruff, mypy,
+# with its test extras (which bring the `bao` OpenBao binary), then runs ruff (lint and format), mypy,
 # lint-imports and pytest.
 set -euo pipefail
 
@@ -99,6 +99,9 @@ export no_proxy="$NO_PROXY"
 
 log "ruff check bot tests benchmarks"
 .venv/bin/ruff check bot tests benchmarks
+
+log "ruff format --check"
+.venv/bin/ruff format --check .
 
 log "mypy"
 .venv/bin/mypy

@@ -97,14 +97,17 @@ def parse_command(text: str) -> Command:
         return RevokeGrant(parse_request_id(words[1]))
     if head == "extend":
         if len(words) != 3:
-            raise UsageError("Usage: `/debug-access extend <id> <duration>`, for example "
-                             "`/debug-access extend 42 30m`.")
+            raise UsageError(
+                "Usage: `/debug-access extend <id> <duration>`, for example "
+                "`/debug-access extend 42 30m`."
+            )
         return ExtendGrant(parse_request_id(words[1]), words[2])
     break_glass = BREAK_GLASS_FLAG in (word.lower() for word in words)
     words = [word for word in words if word.lower() != BREAK_GLASS_FLAG]
     if not words:
-        raise UsageError(f"Usage: `/debug-access <resource> <duration> {BREAK_GLASS_FLAG} "
-                         "<reason>`.")
+        raise UsageError(
+            f"Usage: `/debug-access <resource> <duration> {BREAK_GLASS_FLAG} <reason>`."
+        )
     if len(words) == 1:
         raise UsageError(
             f"Missing reason. Usage: `/debug-access {quote(words[0])} <duration> <reason>`, "
@@ -117,5 +120,9 @@ def parse_command(text: str) -> Command:
     else:
         duration_text = None
         reason_words = words[1:]
-    return RequestAccess(resource=resource, duration_text=duration_text,
-                         reason=" ".join(reason_words), break_glass=break_glass)
+    return RequestAccess(
+        resource=resource,
+        duration_text=duration_text,
+        reason=" ".join(reason_words),
+        break_glass=break_glass,
+    )

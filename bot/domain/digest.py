@@ -101,8 +101,14 @@ class Counts:
 
     @property
     def total(self) -> int:
-        return (self.requested + self.approved + self.denied + self.expired_unanswered
-                + self.break_glass + self.failed)
+        return (
+            self.requested
+            + self.approved
+            + self.denied
+            + self.expired_unanswered
+            + self.break_glass
+            + self.failed
+        )
 
 
 @dataclass(frozen=True)
@@ -165,8 +171,12 @@ class Digest:
     @property
     def is_empty(self) -> bool:
         """Nothing happened in the window and nothing needs anyone: a one-line digest."""
-        return (self.counts.total == 0 and not self.grants and not self.active
-                and self.needs_attention == 0)
+        return (
+            self.counts.total == 0
+            and not self.grants
+            and not self.active
+            and self.needs_attention == 0
+        )
 
 
 def build_digest(
@@ -196,25 +206,34 @@ def build_digest(
 
     counts = Counts(
         requested=sum(1 for r in rows if inside(r.created_at)),
-        approved=sum(1 for r in rows if r.approvals and r.status not in _NOT_APPROVED
-                     and inside(r.decided_at)),
+        approved=sum(
+            1
+            for r in rows
+            if r.approvals and r.status not in _NOT_APPROVED and inside(r.decided_at)
+        ),
         denied=sum(1 for r in rows if r.status == DENIED and inside(r.decided_at)),
         expired_unanswered=sum(
-            1 for r in rows if r.status == EXPIRED_UNANSWERED and inside(r.decided_at)),
+            1 for r in rows if r.status == EXPIRED_UNANSWERED and inside(r.decided_at)
+        ),
         break_glass=sum(1 for r in rows if r.break_glass and inside(r.created_at)),
         # Issuing follows approval within seconds, so a failure is dated by its decision.
         failed=sum(1 for r in rows if r.status == FAILED and inside(r.decided_at or r.created_at)),
     )
     grants = tuple(
-        GrantLine(record=r, held=held_for(r, end, now),
-                  ended=r.ended_at is not None and r.ended_at <= min(end, now))
+        GrantLine(
+            record=r,
+            held=held_for(r, end, now),
+            ended=r.ended_at is not None and r.ended_at <= min(end, now),
+        )
         for r in sorted(rows, key=lambda r: (_issued(r), r.request_id))
         if _live_during(r, start, end)
     )
-    active = tuple(sorted(
-        (r for r in rows if _live_at(r, now)),
-        key=lambda r: (r.expires_at or _FAR_FUTURE, r.request_id),
-    ))
+    active = tuple(
+        sorted(
+            (r for r in rows if _live_at(r, now)),
+            key=lambda r: (r.expires_at or _FAR_FUTURE, r.request_id),
+        )
+    )
     attention = (
         _failed_revocations(rows)
         + _late_revocations(rows, start, end, now)
@@ -223,8 +242,15 @@ def build_digest(
         + _outside_hours(rows, start, end, tz, working_hours)
     )
     return Digest(
-        window_start=start, window_end=end, now=now, tz=tz, counts=counts, grants=grants,
-        active=active, attention=attention, chain_ok=chain_ok,
+        window_start=start,
+        window_end=end,
+        now=now,
+        tz=tz,
+        counts=counts,
+        grants=grants,
+        active=active,
+        attention=attention,
+        chain_ok=chain_ok,
         chain_problem=None if chain_ok else (chain_problem or "the audit chain did not verify"),
     )
 
@@ -237,8 +263,9 @@ def held_for(record: RequestRecord, window_end: datetime, now: datetime) -> time
     return max(until - record.issued_at, timedelta(0))
 
 
-def is_outside_hours(moment: datetime, tz: ZoneInfo,
-                     working_hours: tuple[time, time] = WORKING_HOURS) -> bool:
+def is_outside_hours(
+    moment: datetime, tz: ZoneInfo, working_hours: tuple[time, time] = WORKING_HOURS
+) -> bool:
     """Whether ``moment`` falls on a weekend or outside ``[start, end)`` on the wall clock of
     ``tz`` (so 07:30 UTC is inside Berlin's working day in summer and outside it in winter)."""
     local = moment.astimezone(tz)
@@ -276,15 +303,23 @@ def _live_at(record: RequestRecord, now: datetime) -> bool:
 
 def _failed_revocations(rows: list[RequestRecord]) -> tuple[Attention, ...]:
     return tuple(
-        Attention(kind=AttentionKind.REVOCATION_FAILED, request_ids=(r.request_id,),
-                  people=(r.requester,), resource=r.resource, at=r.expires_at,
-                  still_live=True, attempts=r.revoke_attempts)
-        for r in sorted(rows, key=lambda r: r.request_id) if r.revoke_failed
+        Attention(
+            kind=AttentionKind.REVOCATION_FAILED,
+            request_ids=(r.request_id,),
+            people=(r.requester,),
+            resource=r.resource,
+            at=r.expires_at,
+            still_live=True,
+            attempts=r.revoke_attempts,
+        )
+        for r in sorted(rows, key=lambda r: r.request_id)
+        if r.revoke_failed
     )
 
 
-def _late_revocations(rows: list[RequestRecord], start: datetime, end: datetime,
-                      now: datetime) -> tuple[Attention, ...]:
+def _late_revocations(
+    rows: list[RequestRecord], start: datetime, end: datetime, now: datetime
+) -> tuple[Attention, ...]:
     """Grants that ended more than the grace after their expiry (in the window), or are still
     live that long after it. A failing revocation is already listed as such."""
     found = []
@@ -294,34 +329,54 @@ def _late_revocations(rows: list[RequestRecord], start: datetime, end: datetime,
         due = r.expires_at + LATE_GRACE
         if r.ended_at is not None:
             if r.ended_at > due and start <= r.ended_at < end:
-                found.append(Attention(
-                    kind=AttentionKind.LATE_REVOCATION, request_ids=(r.request_id,),
-                    people=(r.requester,), resource=r.resource, at=r.expires_at,
-                    late_by=r.ended_at - r.expires_at))
+                found.append(
+                    Attention(
+                        kind=AttentionKind.LATE_REVOCATION,
+                        request_ids=(r.request_id,),
+                        people=(r.requester,),
+                        resource=r.resource,
+                        at=r.expires_at,
+                        late_by=r.ended_at - r.expires_at,
+                    )
+                )
         elif now > due:
-            found.append(Attention(
-                kind=AttentionKind.LATE_REVOCATION, request_ids=(r.request_id,),
-                people=(r.requester,), resource=r.resource, at=r.expires_at,
-                late_by=now - r.expires_at, still_live=True))
+            found.append(
+                Attention(
+                    kind=AttentionKind.LATE_REVOCATION,
+                    request_ids=(r.request_id,),
+                    people=(r.requester,),
+                    resource=r.resource,
+                    at=r.expires_at,
+                    late_by=now - r.expires_at,
+                    still_live=True,
+                )
+            )
     return tuple(sorted(found, key=lambda a: (not a.still_live, a.at or _FAR_FUTURE)))
 
 
 def _unreviewed_break_glass(rows: list[RequestRecord]) -> tuple[Attention, ...]:
     return tuple(
-        Attention(kind=AttentionKind.UNREVIEWED_BREAK_GLASS, request_ids=(r.request_id,),
-                  people=(r.requester,), resource=r.resource, at=r.issued_at or r.created_at)
+        Attention(
+            kind=AttentionKind.UNREVIEWED_BREAK_GLASS,
+            request_ids=(r.request_id,),
+            people=(r.requester,),
+            resource=r.resource,
+            at=r.issued_at or r.created_at,
+        )
         for r in sorted(rows, key=lambda r: (r.created_at, r.request_id))
         if r.break_glass and r.reviewed_by is None
     )
 
 
-def _approvals_in(rows: list[RequestRecord], start: datetime,
-                  end: datetime) -> list[tuple[RequestRecord, Approval]]:
+def _approvals_in(
+    rows: list[RequestRecord], start: datetime, end: datetime
+) -> list[tuple[RequestRecord, Approval]]:
     return [(r, a) for r in rows for a in r.approvals if start <= a.at < end]
 
 
-def _mutual_approvals(rows: list[RequestRecord], start: datetime, end: datetime,
-                      threshold: int) -> tuple[Attention, ...]:
+def _mutual_approvals(
+    rows: list[RequestRecord], start: datetime, end: datetime, threshold: int
+) -> tuple[Attention, ...]:
     """Pairs who approved each other's requests at least ``threshold`` times each way."""
     given: Counter[tuple[str, str]] = Counter()
     requests: dict[tuple[str, str], list[int]] = {}
@@ -334,18 +389,34 @@ def _mutual_approvals(rows: list[RequestRecord], start: datetime, end: datetime,
         back = given.get((b, a), 0)
         if a < b and count >= threshold and back >= threshold:
             ids = sorted({*requests[(a, b)], *requests[(b, a)]})
-            found.append(Attention(kind=AttentionKind.MUTUAL_APPROVALS, request_ids=tuple(ids),
-                                   people=(a, b), times=(count, back)))
+            found.append(
+                Attention(
+                    kind=AttentionKind.MUTUAL_APPROVALS,
+                    request_ids=tuple(ids),
+                    people=(a, b),
+                    times=(count, back),
+                )
+            )
     return tuple(found)
 
 
-def _outside_hours(rows: list[RequestRecord], start: datetime, end: datetime, tz: ZoneInfo,
-                   working_hours: tuple[time, time]) -> tuple[Attention, ...]:
+def _outside_hours(
+    rows: list[RequestRecord],
+    start: datetime,
+    end: datetime,
+    tz: ZoneInfo,
+    working_hours: tuple[time, time],
+) -> tuple[Attention, ...]:
     return tuple(
-        Attention(kind=AttentionKind.OUTSIDE_HOURS, request_ids=(record.request_id,),
-                  people=(approval.approver, record.requester), resource=record.resource,
-                  at=approval.at)
-        for record, approval in sorted(_approvals_in(rows, start, end),
-                                       key=lambda pair: (pair[1].at, pair[0].request_id))
+        Attention(
+            kind=AttentionKind.OUTSIDE_HOURS,
+            request_ids=(record.request_id,),
+            people=(approval.approver, record.requester),
+            resource=record.resource,
+            at=approval.at,
+        )
+        for record, approval in sorted(
+            _approvals_in(rows, start, end), key=lambda pair: (pair[1].at, pair[0].request_id)
+        )
         if is_outside_hours(approval.at, tz, working_hours)
     )

@@ -33,8 +33,7 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.fullmatch(cleaned) if cleaned else None
     if match is None or not any(match.groupdict().values()):
         raise DurationError(
-            f"`{quote(text)}` is not a duration. Use minutes and hours like "
-            "`15m`, `2h` or `1h30m`."
+            f"`{quote(text)}` is not a duration. Use minutes and hours like `15m`, `2h` or `1h30m`."
         )
     seconds = sum(int(v) * _UNIT_SECONDS[k] for k, v in match.groupdict().items() if v)
     return timedelta(seconds=seconds)

@@ -30,11 +30,14 @@ def eligible_approvers(requester: str, approvers: Collection[str]) -> list[str]:
     return [user for user in dict.fromkeys(approvers) if user != requester]
 
 
-def check_may_request(user: str, resource: str, allowed: Collection[str],
-                      user_groups: Collection[str]) -> None:
+def check_may_request(
+    user: str, resource: str, allowed: Collection[str], user_groups: Collection[str]
+) -> None:
     """Raise NotAllowed unless the resource is open to everyone (``allowed`` empty), or lists the
     user or one of the Slack user groups the user belongs to."""
     if not allowed or user in allowed or any(group in allowed for group in user_groups):
         return
-    raise NotAllowed(f"You are not among the people who may ask for `{resource}`. Its owners "
-                     "decide who may (the policy's `requesters`).")
+    raise NotAllowed(
+        f"You are not among the people who may ask for `{resource}`. Its owners "
+        "decide who may (the policy's `requesters`)."
+    )

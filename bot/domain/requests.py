@@ -104,8 +104,12 @@ _LABELS = {
 
 ALLOWED_TRANSITIONS: Mapping[RequestStatus, frozenset[RequestStatus]] = {
     RequestStatus.PENDING: frozenset(
-        {RequestStatus.APPROVED, RequestStatus.DENIED, RequestStatus.WITHDRAWN,
-         RequestStatus.EXPIRED}
+        {
+            RequestStatus.APPROVED,
+            RequestStatus.DENIED,
+            RequestStatus.WITHDRAWN,
+            RequestStatus.EXPIRED,
+        }
     ),
     RequestStatus.APPROVED: frozenset(
         {RequestStatus.ACTIVE, RequestStatus.FAILED, RequestStatus.ENDED}
@@ -150,13 +154,16 @@ def clean_reason(text: str) -> str:
             "`INC-4211 checkout errors`."
         )
     if len(reason) > MAX_REASON_LENGTH:
-        raise ReasonError(f"The reason is too long ({len(reason)} characters, at most "
-                        f"{MAX_REASON_LENGTH}).")
+        raise ReasonError(
+            f"The reason is too long ({len(reason)} characters, at most {MAX_REASON_LENGTH})."
+        )
     return reason
 
 
 def validate_request(
-    resources: Mapping[str, ResourceLimits], resource: str, duration_text: str | None,
+    resources: Mapping[str, ResourceLimits],
+    resource: str,
+    duration_text: str | None,
     reason: str,
 ) -> ValidRequest:
     """Check a request against the policy. Raises UserError naming what is wrong."""
@@ -177,19 +184,20 @@ def validate_request(
     return ValidRequest(resource=resource, duration=duration, reason=clean_reason(reason))
 
 
-def validate_break_glass(resource_name: str, resource: ResourceLimits,
-                         duration: timedelta) -> None:
+def validate_break_glass(resource_name: str, resource: ResourceLimits, duration: timedelta) -> None:
     """Break-glass skips approval, so it is allowed only where the policy says, and shorter."""
     if resource.break_glass is None:
         raise UserError(f"`{resource_name}` has no break-glass access; ask for approval instead.")
     limit = resource.break_glass.max_duration
     if duration > limit:
-        raise DurationError(f"Break-glass access to `{resource_name}` lasts at most "
-                            f"{format_duration(limit)}.")
+        raise DurationError(
+            f"Break-glass access to `{resource_name}` lasts at most {format_duration(limit)}."
+        )
 
 
-def extension_limit(issued_at: datetime, expires_at: datetime, extra: timedelta,
-                    max_duration: timedelta) -> datetime:
+def extension_limit(
+    issued_at: datetime, expires_at: datetime, extra: timedelta, max_duration: timedelta
+) -> datetime:
     """The new expiry for an extension, refusing any that would exceed ``max_duration`` in total
     (counted from the moment the grant was issued)."""
     new_expiry = expires_at + extra
@@ -199,7 +207,7 @@ def extension_limit(issued_at: datetime, expires_at: datetime, extra: timedelta,
         raise DurationError(
             f"That would exceed the resource's {format_duration(max_duration)} in total; at most "
             f"{format_duration(room)} more can be granted."
-            if room >= MINIMUM_GRANT else
-            f"This grant is already at the resource's {format_duration(max_duration)} maximum."
+            if room >= MINIMUM_GRANT
+            else f"This grant is already at the resource's {format_duration(max_duration)} maximum."
         )
     return new_expiry

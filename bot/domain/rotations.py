@@ -78,7 +78,8 @@ class StaticRotation:
     overrides: tuple[Override, ...] = ()
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
     _override_windows: tuple[tuple[datetime, datetime, str], ...] = field(
-        init=False, repr=False, compare=False)
+        init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         zone = load_zone(self.timezone)
@@ -90,10 +91,13 @@ class StaticRotation:
                 raise RotationError(f"rotation {self.name!r}: a shift must last at least 1m")
         elif self.shift not in _CALENDAR_DAYS:
             raise RotationError(
-                f"rotation {self.name!r}: shift must be daily, weekly or a duration like 12h")
+                f"rotation {self.name!r}: shift must be daily, weekly or a duration like 12h"
+            )
         if self.handoff.tzinfo is not None:
-            raise RotationError(f"rotation {self.name!r}: handoff is a local time, without "
-                                "a time zone (the rotation's timezone applies)")
+            raise RotationError(
+                f"rotation {self.name!r}: handoff is a local time, without "
+                "a time zone (the rotation's timezone applies)"
+            )
         windows = []
         for override in self.overrides:
             if not override.user:
@@ -102,7 +106,8 @@ class StaticRotation:
             if starts >= ends:
                 raise RotationError(
                     f"rotation {self.name!r}: override for {override.user} must end after it "
-                    f"starts ({override.starts.isoformat()} to {override.ends.isoformat()})")
+                    f"starts ({override.starts.isoformat()} to {override.ends.isoformat()})"
+                )
             windows.append((starts, ends, override.user))
         object.__setattr__(self, "_override_windows", tuple(windows))
 

@@ -1,10 +1,10 @@
 """The request lifecycle, one module per stage, composed into ``AccessLifecycle``:
 
-    submit.py     command -> request (routing to approvers, break-glass, extension requests)
-    decide.py     decision (approve / deny / withdraw / escalate / expire unanswered / review)
-    grants.py     Vault issue -> schedule -> revoke (and applying an approved extension)
-    reconcile.py  restart: rebuild timers, finish what a crash interrupted
-    base.py       the edges, row access, views, and telling people (audit channel, App Home)
+submit.py     command -> request (routing to approvers, break-glass, extension requests)
+decide.py     decision (approve / deny / withdraw / escalate / expire unanswered / review)
+grants.py     Vault issue -> schedule -> revoke (and applying an approved extension)
+reconcile.py  restart: rebuild timers, finish what a crash interrupted
+base.py       the edges, row access, views, and telling people (audit channel, App Home)
 """
 
 from bot.lifecycle.base import SYSTEM_ACTOR, EndReason, SubmitResult

@@ -65,8 +65,15 @@ class LifecycleBase:
     """The edges the use cases talk to, and the helpers they share."""
 
     def __init__(
-        self, *, engine: Engine, policy: Policy, issuer: Issuer, notifier: Notifier,
-        timers: Timers, clock: Clock, approvers: ApproverDirectory,
+        self,
+        *,
+        engine: Engine,
+        policy: Policy,
+        issuer: Issuer,
+        notifier: Notifier,
+        timers: Timers,
+        clock: Clock,
+        approvers: ApproverDirectory,
     ) -> None:
         self.engine = engine
         self.policy = policy
@@ -101,8 +108,9 @@ class LifecycleBase:
 
     # -- routing ----------------------------------------------------------------------------------
 
-    def _tiers(self, resource_name: str, resource: Resource, requester: str, now: datetime
-               ) -> tuple[list[ApproverTier], str | None]:
+    def _tiers(
+        self, resource_name: str, resource: Resource, requester: str, now: datetime
+    ) -> tuple[list[ApproverTier], str | None]:
         """The approver tiers with someone in them now, and the routing notes (fallbacks)."""
         tiers = self.approvers.tiers(resource.approvers, requester, now)
         notes = [t.note for t in tiers if t.note]
@@ -111,7 +119,8 @@ class LifecycleBase:
             raise NotAllowed(
                 f"Nobody but you can approve `{resource_name}` right now"
                 + (f" ({'; '.join(notes)})" if notes else "")
-                + ". Ask the owners of the policy to add approvers.")
+                + ". Ask the owners of the policy to add approvers."
+            )
         return staffed, "; ".join(notes) or None
 
     # -- queries ----------------------------------------------------------------------------------
@@ -135,17 +144,22 @@ class LifecycleBase:
         """Pending requests this user may decide now and has not yet approved."""
         now = self.clock.now()
         with Session(self.engine) as session:
-            rows = list(session.exec(
-                select(AccessRequest)
-                .where(AccessRequest.status == RequestStatus.PENDING.value)
-                .order_by(col(AccessRequest.id))
-            ))
+            rows = list(
+                session.exec(
+                    select(AccessRequest)
+                    .where(AccessRequest.status == RequestStatus.PENDING.value)
+                    .order_by(col(AccessRequest.id))
+                )
+            )
             views = [self._view(session, row) for row in rows]
         waiting = []
         for view in views:
             resource = self.policy.resource(view.resource)
-            if (resource is not None and user not in view.approved_by
-                    and self.approvers.may_approve(user, resource.approvers, view.requester, now)):
+            if (
+                resource is not None
+                and user not in view.approved_by
+                and self.approvers.may_approve(user, resource.approvers, view.requester, now)
+            ):
                 waiting.append(view)
         return waiting
 
@@ -155,9 +169,12 @@ class LifecycleBase:
             decided_ids = select(Decision.request_id).where(Decision.approver == user)
             rows = session.exec(
                 select(AccessRequest)
-                .where(col(AccessRequest.decided_at).is_not(None),
-                       or_(col(AccessRequest.requester) == user,
-                           col(AccessRequest.id).in_(decided_ids)))
+                .where(
+                    col(AccessRequest.decided_at).is_not(None),
+                    or_(
+                        col(AccessRequest.requester) == user, col(AccessRequest.id).in_(decided_ids)
+                    ),
+                )
                 .order_by(col(AccessRequest.decided_at).desc())
                 .limit(limit)
             )
@@ -182,8 +199,9 @@ class LifecycleBase:
 
     @staticmethod
     def _request(session: Session, request_id: int) -> AccessRequest:
-        return LifecycleBase._fresh(session, AccessRequest, request_id,
-                                    f"There is no request #{request_id}.")
+        return LifecycleBase._fresh(
+            session, AccessRequest, request_id, f"There is no request #{request_id}."
+        )
 
     @staticmethod
     def _grant(session: Session, grant_id: int) -> Grant:
@@ -194,8 +212,13 @@ class LifecycleBase:
         return session.exec(select(Grant).where(Grant.request_id == request_id)).first()
 
     @staticmethod
-    def _move(session: Session, request_id: int, target: RequestStatus, now: datetime,
-              failure: str | None = None) -> AccessRequest:
+    def _move(
+        session: Session,
+        request_id: int,
+        target: RequestStatus,
+        now: datetime,
+        failure: str | None = None,
+    ) -> AccessRequest:
         request = LifecycleBase._request(session, request_id)
         check_transition(RequestStatus(request.status), target)
         request.status = target.value
@@ -209,16 +232,22 @@ class LifecycleBase:
         assert request.id is not None
         resource = self.policy.resource(request.resource)
         grant = self._grant_of(session, request.parent_id or request.id)
-        approved_by = tuple(session.exec(
-            select(Decision.approver)
-            .where(Decision.request_id == request.id, Decision.verdict == "approve")
-            .order_by(col(Decision.decided_at), col(Decision.id))
-        ))
+        approved_by = tuple(
+            session.exec(
+                select(Decision.approver)
+                .where(Decision.request_id == request.id, Decision.verdict == "approve")
+                .order_by(col(Decision.decided_at), col(Decision.id))
+            )
+        )
         return RequestView(
-            id=request.id, requester=request.requester, resource=request.resource,
+            id=request.id,
+            requester=request.requester,
+            resource=request.resource,
             description=resource.description if resource else "",
-            duration=timedelta(seconds=request.duration_seconds), reason=request.reason,
-            status=RequestStatus(request.status), created_at=utc(request.created_at),
+            duration=timedelta(seconds=request.duration_seconds),
+            reason=request.reason,
+            status=RequestStatus(request.status),
+            created_at=utc(request.created_at),
             approvers=tuple(json.loads(request.asked or "[]")),
             decided_by=request.decided_by,
             decided_at=utc(request.decided_at) if request.decided_at else None,
@@ -226,11 +255,16 @@ class LifecycleBase:
             ended_at=utc(grant.ended_at) if grant and grant.ended_at else None,
             end_reason=grant.end_reason if grant else None,
             ended_by=grant.ended_by if grant else None,
-            failure=request.failure, kind=request.kind, parent_id=request.parent_id,
-            break_glass=request.break_glass, reviewed_by=request.reviewed_by,
+            failure=request.failure,
+            kind=request.kind,
+            parent_id=request.parent_id,
+            break_glass=request.break_glass,
+            reviewed_by=request.reviewed_by,
             reviewed_at=utc(request.reviewed_at) if request.reviewed_at else None,
-            approved_by=approved_by, approvals_required=request.approvals_required,
-            escalation_level=request.escalation_level, routing_note=request.routing_note,
+            approved_by=approved_by,
+            approvals_required=request.approvals_required,
+            escalation_level=request.escalation_level,
+            routing_note=request.routing_note,
             asked_sources=tuple(json.loads(request.asked_sources or "[]")),
             pending_until=utc(request.pending_until) if request.pending_until else None,
         )
@@ -239,31 +273,43 @@ class LifecycleBase:
 
     def _refs(self, request_id: int, kind: str) -> list[MessageRef]:
         with Session(self.engine) as session:
-            return [MessageRef(m.channel, m.ts) for m in session.exec(
-                select(RequestMessage).where(RequestMessage.request_id == request_id,
-                                             RequestMessage.kind == kind)
-                .order_by(col(RequestMessage.id)))]
+            return [
+                MessageRef(m.channel, m.ts)
+                for m in session.exec(
+                    select(RequestMessage)
+                    .where(RequestMessage.request_id == request_id, RequestMessage.kind == kind)
+                    .order_by(col(RequestMessage.id))
+                )
+            ]
 
     def _remember_messages(self, request_id: int, kind: str, refs: Sequence[MessageRef]) -> None:
         if not refs:
             return
         with transaction(self.engine) as session:
             for ref in refs:
-                session.add(RequestMessage(request_id=request_id, kind=kind, channel=ref.channel,
-                                           ts=ref.ts))
+                session.add(
+                    RequestMessage(request_id=request_id, kind=kind, channel=ref.channel, ts=ref.ts)
+                )
 
     def _refresh_request_messages(self, view: RequestView) -> None:
         self.notifier.refresh_request(view, self._refs(view.id, MessageKind.APPROVAL))
 
-    def _announce(self, view: RequestView, action: AuditAction, text: str,
-                  alert: bool = False, homes: bool = True) -> None:
+    def _announce(
+        self,
+        view: RequestView,
+        action: AuditAction,
+        text: str,
+        alert: bool = False,
+        homes: bool = True,
+    ) -> None:
         """Post to the audit channel, threaded under the request (an extension under the grant
         it extends), and refresh the App Home of everyone involved (``homes=False`` when the
         next step announces again at once, so each Home is published once, not twice)."""
         root_id = view.parent_id or view.id
         roots = self._refs(root_id, MessageKind.AUDIT)
-        posted = self.notifier.audit(view, action.value, text, alert=alert,
-                                     thread=roots[0] if roots else None)
+        posted = self.notifier.audit(
+            view, action.value, text, alert=alert, thread=roots[0] if roots else None
+        )
         if posted is not None and not roots:
             self._remember_messages(root_id, MessageKind.AUDIT, [posted])
         if homes:

@@ -31,24 +31,32 @@ class DecideMixin(LifecycleBase):
         """Record an approver's verdict; when enough approvals are in, issue (or extend)."""
         current = self.get(request_id)
         if current.break_glass:
-            raise Conflict("Break-glass access needs no approval; use Reviewed once you have "
-                           "looked at it.")
+            raise Conflict(
+                "Break-glass access needs no approval; use Reviewed once you have looked at it."
+            )
         resource = self._resource(current.resource)
         now = self.clock.now()
         allowed = self.approvers.may_approve(actor, resource.approvers, current.requester, now)
         check_may_decide(actor, current.requester, [actor] if allowed else [])
-        if (current.status is RequestStatus.PENDING and current.pending_until is not None
-                and current.pending_until <= now):
+        if (
+            current.status is RequestStatus.PENDING
+            and current.pending_until is not None
+            and current.pending_until <= now
+        ):
             self.expire_pending(request_id)  # its timer is late or lost: expire it now
             raise Conflict(f"Request #{request_id} waited too long and has expired.")
         with transaction(self.engine) as session:
             locked = session.exec(
                 update(AccessRequest)
-                .where(col(AccessRequest.id) == request_id,
-                       col(AccessRequest.status) == RequestStatus.PENDING.value,
-                       # A late or lost expiry timer must not let an expired request through.
-                       or_(col(AccessRequest.pending_until).is_(None),
-                           col(AccessRequest.pending_until) > now))
+                .where(
+                    col(AccessRequest.id) == request_id,
+                    col(AccessRequest.status) == RequestStatus.PENDING.value,
+                    # A late or lost expiry timer must not let an expired request through.
+                    or_(
+                        col(AccessRequest.pending_until).is_(None),
+                        col(AccessRequest.pending_until) > now,
+                    ),
+                )
                 .values(updated_at=now)
             ).rowcount
             if locked != 1:
@@ -57,13 +65,22 @@ class DecideMixin(LifecycleBase):
             earlier = list(session.exec(select(Decision).where(Decision.request_id == request_id)))
             if any(d.approver == actor for d in earlier):
                 raise Conflict(f"You already decided on request #{request_id}.")
-            session.add(Decision(request_id=request_id, approver=actor,
-                                 verdict="approve" if approve else "deny", decided_at=now))
+            session.add(
+                Decision(
+                    request_id=request_id,
+                    approver=actor,
+                    verdict="approve" if approve else "deny",
+                    decided_at=now,
+                )
+            )
             complete = False
             details: dict[str, object] = {}
             if approve:
-                tally = tally_after([d.approver for d in earlier if d.verdict == "approve"],
-                                    actor, request.approvals_required)
+                tally = tally_after(
+                    [d.approver for d in earlier if d.verdict == "approve"],
+                    actor,
+                    request.approvals_required,
+                )
                 complete = tally.complete
                 details = {"progress": tally.progress} if tally.progress else {}
             if complete or not approve:
@@ -71,9 +88,13 @@ class DecideMixin(LifecycleBase):
                 moved = self._move(session, request_id, target, now)
                 moved.decided_by, moved.decided_at = actor, now
             append_event(
-                session, at=now, actor=actor,
+                session,
+                at=now,
+                actor=actor,
                 action=AuditAction.APPROVED if approve else AuditAction.DENIED,
-                request_id=request_id, resource=current.resource, details=details,
+                request_id=request_id,
+                resource=current.resource,
+                details=details,
             )
             view = self._view(session, self._request(session, request_id))
         if view.status is not RequestStatus.PENDING:
@@ -81,14 +102,18 @@ class DecideMixin(LifecycleBase):
         self._refresh_request_messages(view)
         if not approve:
             self._announce(view, AuditAction.DENIED, f"denied by <@{actor}>")
-            self.notifier.tell(view.requester, f"<@{actor}> denied your {view.label.lower()} "
-                               f"for `{view.resource}`. Nothing was issued.")
+            self.notifier.tell(
+                view.requester,
+                f"<@{actor}> denied your {view.label.lower()} "
+                f"for `{view.resource}`. Nothing was issued.",
+            )
             return view
         progress = f" ({details['progress']})" if details else ""
         # A complete approval goes straight on to issuing (or extending), which announces again
         # and refreshes the Homes then.
-        self._announce(view, AuditAction.APPROVED, f"approved by <@{actor}>{progress}",
-                       homes=not complete)
+        self._announce(
+            view, AuditAction.APPROVED, f"approved by <@{actor}>{progress}", homes=not complete
+        )
         if not complete:
             return view
         if view.is_extension:
@@ -98,8 +123,10 @@ class DecideMixin(LifecycleBase):
     def _already_decided(self, request_id: int) -> UserError:
         view = self.get(request_id)
         if view.decided_by:
-            return Conflict(f"Request #{request_id} was already {view.status.label} "
-                            f"(decided by <@{view.decided_by}>).")
+            return Conflict(
+                f"Request #{request_id} was already {view.status.label} "
+                f"(decided by <@{view.decided_by}>)."
+            )
         return Conflict(
             f"Request #{request_id} is {view.status.label}; it can no longer be decided."
         )
@@ -110,14 +137,22 @@ class DecideMixin(LifecycleBase):
         with transaction(self.engine) as session:
             claimed = session.exec(
                 update(AccessRequest)
-                .where(col(AccessRequest.id) == view.id,
-                       col(AccessRequest.status) == RequestStatus.PENDING.value)
+                .where(
+                    col(AccessRequest.id) == view.id,
+                    col(AccessRequest.status) == RequestStatus.PENDING.value,
+                )
                 .values(status=RequestStatus.WITHDRAWN.value, updated_at=now)
             ).rowcount
             if claimed != 1:
                 raise self._already_decided(view.id)
-            append_event(session, at=now, actor=view.requester, action=AuditAction.WITHDRAWN,
-                         request_id=view.id, resource=view.resource)
+            append_event(
+                session,
+                at=now,
+                actor=view.requester,
+                action=AuditAction.WITHDRAWN,
+                request_id=view.id,
+                resource=view.resource,
+            )
             withdrawn = self._view(session, self._request(session, view.id))
         self.timers.cancel_pending(view.id)
         self._refresh_request_messages(withdrawn)
@@ -132,21 +167,31 @@ class DecideMixin(LifecycleBase):
         resource = self._resource(view.resource)
         now = self.clock.now()
         if actor == view.requester or not self.approvers.may_approve(
-                actor, resource.approvers, view.requester, now):
-            raise NotAllowed("Only an approver of this resource (not the requester) can review "
-                             "break-glass access.")
+            actor, resource.approvers, view.requester, now
+        ):
+            raise NotAllowed(
+                "Only an approver of this resource (not the requester) can review "
+                "break-glass access."
+            )
         with transaction(self.engine) as session:
             claimed = session.exec(
                 update(AccessRequest)
-                .where(col(AccessRequest.id) == request_id,
-                       col(AccessRequest.reviewed_by).is_(None))
+                .where(
+                    col(AccessRequest.id) == request_id, col(AccessRequest.reviewed_by).is_(None)
+                )
                 .values(reviewed_by=actor, reviewed_at=now)
             ).rowcount
             if claimed != 1:
                 who = self._request(session, request_id).reviewed_by
                 raise Conflict(f"Already reviewed by <@{who}>.")
-            append_event(session, at=now, actor=actor, action=AuditAction.REVIEWED,
-                         request_id=request_id, resource=view.resource)
+            append_event(
+                session,
+                at=now,
+                actor=actor,
+                action=AuditAction.REVIEWED,
+                request_id=request_id,
+                resource=view.resource,
+            )
             reviewed = self._view(session, self._request(session, request_id))
         self._refresh_request_messages(reviewed)
         self._announce(reviewed, AuditAction.REVIEWED, f"break-glass reviewed by <@{actor}>")
@@ -173,32 +218,48 @@ class DecideMixin(LifecycleBase):
             # Nobody further to ask: mark escalation as done, so the minute sweep does not ask
             # the sources again and again until the request expires.
             with transaction(self.engine) as session:
-                session.exec(update(AccessRequest)
-                             .where(col(AccessRequest.id) == request_id,
-                                    col(AccessRequest.escalation_level) == view.escalation_level)
-                             .values(escalation_level=ESCALATION_EXHAUSTED))
+                session.exec(
+                    update(AccessRequest)
+                    .where(
+                        col(AccessRequest.id) == request_id,
+                        col(AccessRequest.escalation_level) == view.escalation_level,
+                    )
+                    .values(escalation_level=ESCALATION_EXHAUSTED)
+                )
             return False
         tier = remaining[0]
         new_users = tuple(u for u in tier.users if u not in view.approvers)
         asked = [*view.approvers, *new_users]
-        note = f"escalated to {', '.join(f'<@{u}>' for u in new_users) or 'the next tier'} " \
-               "(no decision in time)"
+        note = (
+            f"escalated to {', '.join(f'<@{u}>' for u in new_users) or 'the next tier'} "
+            "(no decision in time)"
+        )
         with transaction(self.engine) as session:
             claimed = session.exec(
                 update(AccessRequest)
-                .where(col(AccessRequest.id) == request_id,
-                       col(AccessRequest.status) == RequestStatus.PENDING.value,
-                       col(AccessRequest.escalation_level) == view.escalation_level)
-                .values(escalation_level=level, asked=json.dumps(asked),
-                        asked_sources=json.dumps([*view.asked_sources, tier.source]),
-                        routing_note="; ".join(filter(None, [view.routing_note, note])))
+                .where(
+                    col(AccessRequest.id) == request_id,
+                    col(AccessRequest.status) == RequestStatus.PENDING.value,
+                    col(AccessRequest.escalation_level) == view.escalation_level,
+                )
+                .values(
+                    escalation_level=level,
+                    asked=json.dumps(asked),
+                    asked_sources=json.dumps([*view.asked_sources, tier.source]),
+                    routing_note="; ".join(filter(None, [view.routing_note, note])),
+                )
             ).rowcount
             if claimed != 1:
                 return False
-            append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.ESCALATED,
-                         request_id=request_id, resource=view.resource,
-                         details={"level": level, "asked": list(new_users),
-                                  "source": tier.source})
+            append_event(
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.ESCALATED,
+                request_id=request_id,
+                resource=view.resource,
+                details={"level": level, "asked": list(new_users), "source": tier.source},
+            )
             escalated = self._view(session, self._request(session, request_id))
         refs = self.notifier.announce_request(escalated, new_users, in_channel=False)
         self._remember_messages(request_id, MessageKind.APPROVAL, refs)
@@ -214,21 +275,31 @@ class DecideMixin(LifecycleBase):
         with transaction(self.engine) as session:
             claimed = session.exec(
                 update(AccessRequest)
-                .where(col(AccessRequest.id) == request_id,
-                       col(AccessRequest.status) == RequestStatus.PENDING.value,
-                       col(AccessRequest.pending_until) <= now)
+                .where(
+                    col(AccessRequest.id) == request_id,
+                    col(AccessRequest.status) == RequestStatus.PENDING.value,
+                    col(AccessRequest.pending_until) <= now,
+                )
                 .values(status=RequestStatus.EXPIRED.value, updated_at=now)
             ).rowcount
             if claimed != 1:
                 return False
             request = self._request(session, request_id)
-            append_event(session, at=now, actor=SYSTEM_ACTOR,
-                         action=AuditAction.REQUEST_EXPIRED, request_id=request_id,
-                         resource=request.resource)
+            append_event(
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.REQUEST_EXPIRED,
+                request_id=request_id,
+                resource=request.resource,
+            )
             view = self._view(session, request)
         self._refresh_request_messages(view)
-        self.notifier.tell(view.requester, f"Your {view.label.lower()} for `{view.resource}` "
-                           "expired before anyone decided. Nothing was issued; ask again if you "
-                           "still need it.")
+        self.notifier.tell(
+            view.requester,
+            f"Your {view.label.lower()} for `{view.resource}` "
+            "expired before anyone decided. Nothing was issued; ask again if you "
+            "still need it.",
+        )
         self._announce(view, AuditAction.REQUEST_EXPIRED, "expired unanswered")
         return True

@@ -42,8 +42,12 @@ CLAIM_TIMEOUT = timedelta(minutes=5)
 # How long before the wrapping token expires the bot checks whether it was unwrapped.
 COLLECT_MARGIN = timedelta(seconds=15)
 RETRY_BACKOFF = (
-    timedelta(seconds=15), timedelta(seconds=30), timedelta(minutes=1), timedelta(minutes=2),
-    timedelta(minutes=5), timedelta(minutes=10),
+    timedelta(seconds=15),
+    timedelta(seconds=30),
+    timedelta(minutes=1),
+    timedelta(minutes=2),
+    timedelta(minutes=5),
+    timedelta(minutes=10),
 )
 
 
@@ -62,8 +66,12 @@ class GrantMixin(LifecycleBase):
     def _issue(self, view: RequestView) -> RequestView:
         resource = self._resource(view.resource)
         spec = GrantSpec(
-            request_id=view.id, requester=view.requester, resource=view.resource,
-            ttl=view.duration, max_ttl=resource.max_duration, vault_path=resource.vault_path,
+            request_id=view.id,
+            requester=view.requester,
+            resource=view.resource,
+            ttl=view.duration,
+            max_ttl=resource.max_duration,
+            vault_path=resource.vault_path,
             vault_policies=resource.vault_policies,
         )
         try:
@@ -74,14 +82,20 @@ class GrantMixin(LifecycleBase):
             # Still ours to issue? A reconcile elsewhere may have failed this request meanwhile.
             still_approved = session.exec(
                 update(AccessRequest)
-                .where(col(AccessRequest.id) == view.id,
-                       col(AccessRequest.status) == RequestStatus.APPROVED.value)
+                .where(
+                    col(AccessRequest.id) == view.id,
+                    col(AccessRequest.status) == RequestStatus.APPROVED.value,
+                )
                 .values(updated_at=self.clock.now())
             ).rowcount
             grant_id = None
             if still_approved == 1:
-                grant = Grant(request_id=view.id, status=GrantStatus.ISSUING,
-                              token_accessor=token.accessor, issued_at=self.clock.now())
+                grant = Grant(
+                    request_id=view.id,
+                    status=GrantStatus.ISSUING,
+                    token_accessor=token.accessor,
+                    issued_at=self.clock.now(),
+                )
                 session.add(grant)
                 session.flush()
                 grant_id = grant.id
@@ -90,8 +104,11 @@ class GrantMixin(LifecycleBase):
             log.warning("request %s left APPROVED while issuing; token revoked", view.id)
             return self.get(view.id)
         try:
-            secret = (self.issuer.read_dynamic_secret(token, resource.vault_path)
-                      if resource.vault_path else None)
+            secret = (
+                self.issuer.read_dynamic_secret(token, resource.vault_path)
+                if resource.vault_path
+                else None
+            )
         except IssuerError as exc:
             return self._fail_issue(view, grant_id, f"Vault could not issue the secret: {exc}")
         expires_at = token.expires_at
@@ -106,11 +123,18 @@ class GrantMixin(LifecycleBase):
             session.add(grant_row)
             self._move(session, view.id, RequestStatus.ACTIVE, now)
             append_event(
-                session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.ISSUED,
-                request_id=view.id, resource=view.resource,
-                details={"lease_id": grant_row.lease_id, "token_accessor": token.accessor,
-                         "expires_at": expires_at.isoformat(),
-                         "held_for": format_duration(expires_at - now)},
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.ISSUED,
+                request_id=view.id,
+                resource=view.resource,
+                details={
+                    "lease_id": grant_row.lease_id,
+                    "token_accessor": token.accessor,
+                    "expires_at": expires_at.isoformat(),
+                    "held_for": format_duration(expires_at - now),
+                },
             )
             view = self._view(session, self._request(session, view.id))
         self.timers.schedule_end(grant_id, expires_at)
@@ -123,8 +147,11 @@ class GrantMixin(LifecycleBase):
             log.error("delivery of request %s failed: %s", view.id, exc)
             ended = self.end_grant(grant_id, EndReason.DELIVERY_FAILED)
             state = "was revoked" if ended else "is being revoked"
-            self.notifier.tell(view.requester, f"Your credentials for request #{view.id} could "
-                               f"not be delivered, so the access {state}. Please try again.")
+            self.notifier.tell(
+                view.requester,
+                f"Your credentials for request #{view.id} could "
+                f"not be delivered, so the access {state}. Please try again.",
+            )
             return self.get(view.id)
         self._remember_messages(view.id, MessageKind.CREDENTIALS, [ref])
         wrapped = delivery.wrapping_token
@@ -132,12 +159,23 @@ class GrantMixin(LifecycleBase):
         collect_by = now + self.policy.wrap_ttl if accessor else None
         with transaction(self.engine) as session:
             if accessor:
-                session.exec(update(Grant).where(col(Grant.id) == grant_id)
-                             .values(wrap_accessor=accessor, collect_by=collect_by))
-            append_event(session, at=self.clock.now(), actor=SYSTEM_ACTOR,
-                         action=AuditAction.DELIVERED, request_id=view.id, resource=view.resource,
-                         details={"delivery": self.policy.delivery,
-                                  "collect_by": collect_by.isoformat() if collect_by else None})
+                session.exec(
+                    update(Grant)
+                    .where(col(Grant.id) == grant_id)
+                    .values(wrap_accessor=accessor, collect_by=collect_by)
+                )
+            append_event(
+                session,
+                at=self.clock.now(),
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.DELIVERED,
+                request_id=view.id,
+                resource=view.resource,
+                details={
+                    "delivery": self.policy.delivery,
+                    "collect_by": collect_by.isoformat() if collect_by else None,
+                },
+            )
         if collect_by is not None:
             self.timers.schedule_collect_check(grant_id, collect_by - COLLECT_MARGIN)
         return view
@@ -148,8 +186,12 @@ class GrantMixin(LifecycleBase):
         the wrapping token with it. Returns whether it was collected (None: nothing to check)."""
         with Session(self.engine) as session:
             grant = session.get(Grant, grant_id)
-        if (grant is None or grant.status != GrantStatus.ACTIVE or grant.collected is not None
-                or not grant.wrap_accessor):
+        if (
+            grant is None
+            or grant.status != GrantStatus.ACTIVE
+            or grant.collected is not None
+            or not grant.wrap_accessor
+        ):
             return None
         try:
             # The wrapping token is gone before its TTL only if it was unwrapped.
@@ -160,22 +202,27 @@ class GrantMixin(LifecycleBase):
         now = self.clock.now()
         with transaction(self.engine) as session:
             claimed = session.exec(
-                update(Grant).where(col(Grant.id) == grant_id, col(Grant.collected).is_(None))
+                update(Grant)
+                .where(col(Grant.id) == grant_id, col(Grant.collected).is_(None))
                 .values(collected=collected)
             ).rowcount
             if claimed != 1:
                 return None
             request = self._request(session, grant.request_id)
-            append_event(session, at=now, actor=SYSTEM_ACTOR,
-                         action=AuditAction.COLLECTED if collected else AuditAction.NOT_COLLECTED,
-                         request_id=grant.request_id, resource=request.resource)
+            append_event(
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.COLLECTED if collected else AuditAction.NOT_COLLECTED,
+                request_id=grant.request_id,
+                resource=request.resource,
+            )
         if collected:
             return True
         try:
             self.issuer.revoke(grant.wrap_accessor, None)  # nobody may unwrap it late
         except IssuerError as exc:
-            log.warning("could not revoke the unused wrapping token of grant %s: %s",
-                        grant_id, exc)
+            log.warning("could not revoke the unused wrapping token of grant %s: %s", grant_id, exc)
         self.end_grant(grant_id, EndReason.NOT_COLLECTED)
         return False
 
@@ -192,22 +239,33 @@ class GrantMixin(LifecycleBase):
             return secret.lease_expires_at
 
     def _delivery(
-        self, view: RequestView, token: GrantToken, secret: DynamicSecret | None, now: datetime,
+        self,
+        view: RequestView,
+        token: GrantToken,
+        secret: DynamicSecret | None,
+        now: datetime,
         expires_at: datetime,
     ) -> CredentialDelivery:
         values: dict[str, SecretValue] = dict(secret.values) if secret else {"token": token.token}
         notes: tuple[str, ...] = ()
         if expires_at < now + view.duration - timedelta(seconds=5):
-            notes = (f"Vault capped this grant at {format_duration(expires_at - now)}, "
-                     f"less than the {format_duration(view.duration)} approved.",)
+            notes = (
+                f"Vault capped this grant at {format_duration(expires_at - now)}, "
+                f"less than the {format_duration(view.duration)} approved.",
+            )
         if self.policy.delivery == "dm":
             return CredentialDelivery(expires_at=expires_at, values=values, notes=notes)
         payload = {key: value.reveal() for key, value in values.items()}
-        payload.update(resource=view.resource, request_id=str(view.id),
-                       expires_at=expires_at.isoformat())
+        payload.update(
+            resource=view.resource, request_id=str(view.id), expires_at=expires_at.isoformat()
+        )
         wrapped = self.issuer.wrap(payload, self.policy.wrap_ttl)
-        return CredentialDelivery(expires_at=expires_at, wrapping_token=wrapped,
-                                  wrap_ttl=self.policy.wrap_ttl, notes=notes)
+        return CredentialDelivery(
+            expires_at=expires_at,
+            wrapping_token=wrapped,
+            wrap_ttl=self.policy.wrap_ttl,
+            notes=notes,
+        )
 
     def _fail_issue(self, view: RequestView, grant_id: int | None, problem: str) -> RequestView:
         """Mark the request failed, clean up anything half-issued, and tell both sides."""
@@ -220,20 +278,35 @@ class GrantMixin(LifecycleBase):
                 grant.status = GrantStatus.REVOKING
                 grant.end_reason = EndReason.ISSUE_FAILED
                 session.add(grant)
-            append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.FAILED,
-                         request_id=view.id, resource=view.resource, details={"error": problem})
+            append_event(
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.FAILED,
+                request_id=view.id,
+                resource=view.resource,
+                details={"error": problem},
+            )
             failed = self._view(session, self._request(session, view.id))
         cleaned = grant_id is None or self.end_grant(grant_id, EndReason.ISSUE_FAILED)
         self._refresh_request_messages(failed)
         self._announce(failed, AuditAction.FAILED, f"failed: {problem}", alert=True)
-        aftermath = ("Nothing was left behind." if cleaned else
-                     "What was half-issued is being revoked; the audit channel follows it.")
-        self.notifier.tell(failed.requester,
-                           f"Request #{failed.id} for `{failed.resource}` was approved but could "
-                           f"not be issued: {problem}. {aftermath}")
+        aftermath = (
+            "Nothing was left behind."
+            if cleaned
+            else "What was half-issued is being revoked; the audit channel follows it."
+        )
+        self.notifier.tell(
+            failed.requester,
+            f"Request #{failed.id} for `{failed.resource}` was approved but could "
+            f"not be issued: {problem}. {aftermath}",
+        )
         if failed.decided_by:
-            self.notifier.tell(failed.decided_by, f"You approved request #{failed.id}, but "
-                               f"issuing failed: {problem}. The requester has been told.")
+            self.notifier.tell(
+                failed.decided_by,
+                f"You approved request #{failed.id}, but "
+                f"issuing failed: {problem}. The requester has been told.",
+            )
         return failed
 
     # -- revoke (early, at expiry, or to clean up) ------------------------------------------------
@@ -243,15 +316,17 @@ class GrantMixin(LifecycleBase):
         view = self.get(request_id)
         resource = self.policy.resource(view.resource)
         approver = resource is not None and self.approvers.may_approve(
-            actor, resource.approvers, view.requester, self.clock.now())
+            actor, resource.approvers, view.requester, self.clock.now()
+        )
         check_may_end(actor, view.requester, [actor] if approver else [])
         if view.status is RequestStatus.PENDING:
             if actor != view.requester:
                 raise NotAllowed("This request is still waiting: use Deny to refuse it.")
             return self.withdraw(view)
         if view.status not in {RequestStatus.ACTIVE, RequestStatus.REVOKING}:
-            raise Conflict(f"Request #{request_id} is {view.status.label}; there is nothing to "
-                           "revoke.")
+            raise Conflict(
+                f"Request #{request_id} is {view.status.label}; there is nothing to revoke."
+            )
         with Session(self.engine) as session:
             grant = session.exec(select(Grant).where(Grant.request_id == request_id)).first()
             grant_id = grant.id if grant else None
@@ -277,8 +352,10 @@ class GrantMixin(LifecycleBase):
                         col(Grant.status) == GrantStatus.ACTIVE,
                         col(Grant.status) == GrantStatus.ISSUING,
                         (col(Grant.status) == GrantStatus.REVOKING)
-                        & or_(col(Grant.claimed_at).is_(None),
-                              col(Grant.claimed_at) < now - CLAIM_TIMEOUT),
+                        & or_(
+                            col(Grant.claimed_at).is_(None),
+                            col(Grant.claimed_at) < now - CLAIM_TIMEOUT,
+                        ),
                     ),
                 )
                 .values(status=GrantStatus.REVOKING, claimed_at=now)
@@ -306,8 +383,9 @@ class GrantMixin(LifecycleBase):
             return False
         except Exception as exc:  # never leave a claimed grant without a retry
             log.exception("unexpected error revoking grant %s", grant_id)
-            self._revocation_failed(grant_id, request_id,
-                                    f"unexpected {type(exc).__name__} while revoking", claim=now)
+            self._revocation_failed(
+                grant_id, request_id, f"unexpected {type(exc).__name__} while revoking", claim=now
+            )
             return False
         return self._mark_ended(grant_id, request_id, end_reason, ended_by, claim=now)
 
@@ -315,74 +393,115 @@ class GrantMixin(LifecycleBase):
     def _release(session: Session, grant_id: int, claim: datetime, **values: object) -> bool:
         """Write the outcome of a revocation only if this caller still holds the claim (a
         caller slower than CLAIM_TIMEOUT may have been overtaken by another)."""
-        return bool(session.exec(
-            update(Grant)
-            .where(col(Grant.id) == grant_id, col(Grant.claimed_at) == claim,
-                   col(Grant.status) == GrantStatus.REVOKING)
-            .values(claimed_at=None, **values)
-        ).rowcount == 1)
+        return bool(
+            session.exec(
+                update(Grant)
+                .where(
+                    col(Grant.id) == grant_id,
+                    col(Grant.claimed_at) == claim,
+                    col(Grant.status) == GrantStatus.REVOKING,
+                )
+                .values(claimed_at=None, **values)
+            ).rowcount
+            == 1
+        )
 
-    def _revocation_failed(self, grant_id: int, request_id: int, problem: str,
-                           claim: datetime) -> None:
+    def _revocation_failed(
+        self, grant_id: int, request_id: int, problem: str, claim: datetime
+    ) -> None:
         problem = quote(problem, limit=300)
         now = self.clock.now()
         with transaction(self.engine) as session:
-            if not self._release(session, grant_id, claim, last_error=problem,
-                                 revoke_attempts=Grant.revoke_attempts + 1):
+            if not self._release(
+                session,
+                grant_id,
+                claim,
+                last_error=problem,
+                revoke_attempts=Grant.revoke_attempts + 1,
+            ):
                 return
             attempts = self._grant(session, grant_id).revoke_attempts
             retry_at = now + retry_delay(attempts)
-            session.exec(update(Grant).where(col(Grant.id) == grant_id)
-                         .values(next_retry_at=retry_at))
+            session.exec(
+                update(Grant).where(col(Grant.id) == grant_id).values(next_retry_at=retry_at)
+            )
             request = self._request(session, request_id)
-            append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.REVOKE_FAILED,
-                         request_id=request_id, resource=request.resource,
-                         details={"error": problem, "attempt": attempts})
+            append_event(
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.REVOKE_FAILED,
+                request_id=request_id,
+                resource=request.resource,
+                details={"error": problem, "attempt": attempts},
+            )
             view = self._view(session, request)
         self.timers.schedule_retry(grant_id, retry_at)
         log.error("revocation of grant %s failed (attempt %s): %s", grant_id, attempts, problem)
         self._announce(
-            view, AuditAction.REVOKE_FAILED,
+            view,
+            AuditAction.REVOKE_FAILED,
             f"REVOCATION FAILED (attempt {attempts}): {problem}. Still live in Vault until "
-            f"revoked; retrying in {format_duration(retry_at - now)}.", alert=True,
+            f"revoked; retrying in {format_duration(retry_at - now)}.",
+            alert=True,
         )
 
-    def _mark_ended(self, grant_id: int, request_id: int, reason: str, actor: str,
-                    claim: datetime) -> bool:
+    def _mark_ended(
+        self, grant_id: int, request_id: int, reason: str, actor: str, claim: datetime
+    ) -> bool:
         now = self.clock.now()
         with transaction(self.engine) as session:
-            if not self._release(session, grant_id, claim, status=GrantStatus.REVOKED,
-                                 ended_at=now):
+            if not self._release(
+                session, grant_id, claim, status=GrantStatus.REVOKED, ended_at=now
+            ):
                 return False
             grant = self._grant(session, grant_id)
             request = self._request(session, request_id)
             if request.status == RequestStatus.REVOKING.value:
                 self._move(session, request_id, RequestStatus.ENDED, now)
             action = AuditAction.EXPIRED if reason == EndReason.EXPIRED else AuditAction.REVOKED
-            append_event(session, at=now, actor=actor, action=action, request_id=request_id,
-                         resource=request.resource,
-                         details={"reason": reason, "lease_id": grant.lease_id,
-                                  "token_accessor": grant.token_accessor,
-                                  "held_for": format_duration(now - utc(grant.issued_at)),
-                                  "confirmed_by_vault": True})
+            append_event(
+                session,
+                at=now,
+                actor=actor,
+                action=action,
+                request_id=request_id,
+                resource=request.resource,
+                details={
+                    "reason": reason,
+                    "lease_id": grant.lease_id,
+                    "token_accessor": grant.token_accessor,
+                    "held_for": format_duration(now - utc(grant.issued_at)),
+                    "confirmed_by_vault": True,
+                },
+            )
             view = self._view(session, self._request(session, request_id))
         for ref in self._refs(request_id, MessageKind.CREDENTIALS):
             self.notifier.close_credentials(view, ref)
         if reason == EndReason.NOT_COLLECTED:
-            self.notifier.tell(view.requester, f"Your credentials for `{view.resource}` (request "
-                               f"#{view.id}) were not unwrapped in time, so the access was "
-                               "revoked. Ask again when you are ready to use it.")
+            self.notifier.tell(
+                view.requester,
+                f"Your credentials for `{view.resource}` (request "
+                f"#{view.id}) were not unwrapped in time, so the access was "
+                "revoked. Ask again when you are ready to use it.",
+            )
         if reason in {EndReason.EXPIRED, EndReason.REVOKED}:
             who = "it expired" if reason == EndReason.EXPIRED else f"<@{actor}> revoked it"
-            self.notifier.tell(view.requester, f"Your access to `{view.resource}` (request "
-                               f"#{view.id}) has ended: {who}. Vault confirmed the credentials "
-                               "are gone.")
-        text = {EndReason.NOT_COLLECTED: "credentials never unwrapped, so revoked; Vault "
-                                         "confirmed revocation",
-                EndReason.EXPIRED: "expired; Vault confirmed revocation",
-                EndReason.REVOKED: f"revoked early by <@{actor}>; Vault confirmed revocation"}
-        self._announce(view, action, text.get(reason, f"cleaned up ({reason}); Vault "
-                                              "confirmed revocation"))
+            self.notifier.tell(
+                view.requester,
+                f"Your access to `{view.resource}` (request "
+                f"#{view.id}) has ended: {who}. Vault confirmed the credentials "
+                "are gone.",
+            )
+        text = {
+            EndReason.NOT_COLLECTED: "credentials never unwrapped, so revoked; Vault "
+            "confirmed revocation",
+            EndReason.EXPIRED: "expired; Vault confirmed revocation",
+            EndReason.REVOKED: f"revoked early by <@{actor}>; Vault confirmed revocation",
+        }
+        self._announce(
+            view, action, text.get(reason, f"cleaned up ({reason}); Vault confirmed revocation")
+        )
         return True
 
     # -- extension ----------------------------------------------------------------------------
@@ -394,12 +513,18 @@ class GrantMixin(LifecycleBase):
         resource = self._resource(view.resource)
         with Session(self.engine) as session:
             grant = self._grant_of(session, view.parent_id)
-        if (grant is None or grant.id is None or grant.status != GrantStatus.ACTIVE
-                or grant.expires_at is None or grant.token_accessor is None):
+        if (
+            grant is None
+            or grant.id is None
+            or grant.status != GrantStatus.ACTIVE
+            or grant.expires_at is None
+            or grant.token_accessor is None
+        ):
             return self._fail_extension(view, "the access had already ended")
         try:
-            wanted = extension_limit(utc(grant.issued_at), utc(grant.expires_at), view.duration,
-                                     resource.max_duration)
+            wanted = extension_limit(
+                utc(grant.issued_at), utc(grant.expires_at), view.duration, resource.max_duration
+            )
         except UserError as exc:  # the grant used up its room while the extension waited
             return self._fail_extension(view, str(exc))
         try:
@@ -411,8 +536,9 @@ class GrantMixin(LifecycleBase):
         except _GrantEnded:
             return self._fail_extension(view, "the access ended while it was being extended")
 
-    def _record_extension(self, view: RequestView, grant: Grant, wanted: datetime,
-                          granted: datetime) -> RequestView:
+    def _record_extension(
+        self, view: RequestView, grant: Grant, wanted: datetime, granted: datetime
+    ) -> RequestView:
         assert grant.id is not None and grant.expires_at is not None
         now = self.clock.now()
         capped = granted < wanted - timedelta(seconds=5)
@@ -427,19 +553,35 @@ class GrantMixin(LifecycleBase):
             if extended != 1:
                 raise _GrantEnded
             self._move(session, view.id, RequestStatus.ENDED, now)
-            append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.EXTENDED,
-                         request_id=view.parent_id, resource=view.resource,
-                         details={"extension": view.id, "from": previous.isoformat(),
-                                  "to": granted.isoformat(), "asked_until": wanted.isoformat(),
-                                  "capped_by_vault": capped})
+            append_event(
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.EXTENDED,
+                request_id=view.parent_id,
+                resource=view.resource,
+                details={
+                    "extension": view.id,
+                    "from": previous.isoformat(),
+                    "to": granted.isoformat(),
+                    "asked_until": wanted.isoformat(),
+                    "capped_by_vault": capped,
+                },
+            )
             done = self._view(session, self._request(session, view.id))
         self.timers.schedule_end(grant.id, granted)
         self._refresh_request_messages(done)
         until = when(granted)
-        cap_note = (f" Vault capped the renewal below the {format_duration(view.duration)} "
-                    "approved." if capped else "")
-        self.notifier.tell(view.requester, f"Your access to `{view.resource}` (request "
-                           f"#{view.parent_id}) is extended until {until}.{cap_note}")
+        cap_note = (
+            f" Vault capped the renewal below the {format_duration(view.duration)} approved."
+            if capped
+            else ""
+        )
+        self.notifier.tell(
+            view.requester,
+            f"Your access to `{view.resource}` (request "
+            f"#{view.parent_id}) is extended until {until}.{cap_note}",
+        )
         self._announce(done, AuditAction.EXTENDED, f"extended until {until}.{cap_note}")
         return done
 
@@ -448,11 +590,20 @@ class GrantMixin(LifecycleBase):
         now = self.clock.now()
         with transaction(self.engine) as session:
             self._move(session, view.id, RequestStatus.FAILED, now, failure=problem)
-            append_event(session, at=now, actor=SYSTEM_ACTOR, action=AuditAction.FAILED,
-                         request_id=view.id, resource=view.resource, details={"error": problem})
+            append_event(
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.FAILED,
+                request_id=view.id,
+                resource=view.resource,
+                details={"error": problem},
+            )
             failed = self._view(session, self._request(session, view.id))
         self._refresh_request_messages(failed)
-        self.notifier.tell(view.requester, f"Extension #{view.id} of request #{view.parent_id} "
-                           f"could not be applied: {problem}")
+        self.notifier.tell(
+            view.requester,
+            f"Extension #{view.id} of request #{view.parent_id} could not be applied: {problem}",
+        )
         self._announce(failed, AuditAction.FAILED, f"extension failed: {problem}", alert=True)
         return failed

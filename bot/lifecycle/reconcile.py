@@ -45,14 +45,27 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
         now = self.clock.now()
         counts = {"expired": 0, "scheduled": 0, "retried": 0, "interrupted": 0, "pending": 0}
         stale = now - CLAIM_TIMEOUT
+
         def load_grants() -> list[Grant]:
             with Session(self.engine) as session:
-                return list(session.exec(select(Grant).where(col(Grant.status).in_(
-                    [GrantStatus.ISSUING, GrantStatus.ACTIVE, GrantStatus.REVOKING]))))
+                return list(
+                    session.exec(
+                        select(Grant).where(
+                            col(Grant.status).in_(
+                                [GrantStatus.ISSUING, GrantStatus.ACTIVE, GrantStatus.REVOKING]
+                            )
+                        )
+                    )
+                )
 
         with Session(self.engine) as session:
-            approved = list(session.exec(select(AccessRequest).where(
-                AccessRequest.status == RequestStatus.APPROVED.value)))
+            approved = list(
+                session.exec(
+                    select(AccessRequest).where(
+                        AccessRequest.status == RequestStatus.APPROVED.value
+                    )
+                )
+            )
         granted = {grant.request_id for grant in load_grants()}
 
         def step(what: str, action: Callable[[], object]) -> None:
@@ -78,8 +91,10 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
             assert gid is not None
             if grant.status == GrantStatus.ISSUING:
                 if utc(grant.issued_at) <= stale:
-                    step("interrupted", partial(self._fail_issue, self.get(grant.request_id),
-                                                gid, INTERRUPTED))
+                    step(
+                        "interrupted",
+                        partial(self._fail_issue, self.get(grant.request_id), gid, INTERRUPTED),
+                    )
             elif grant.status == GrantStatus.REVOKING:
                 self._catch_up_revoking(grant, now, at_start, step)
             elif grant.expires_at is None or utc(grant.expires_at) <= now:
@@ -90,8 +105,11 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
                     counts["scheduled"] += 1
                 self._catch_up_collection(grant, now, at_start)
         with Session(self.engine) as session:
-            pending = list(session.exec(select(AccessRequest).where(
-                AccessRequest.status == RequestStatus.PENDING.value)))
+            pending = list(
+                session.exec(
+                    select(AccessRequest).where(AccessRequest.status == RequestStatus.PENDING.value)
+                )
+            )
         for request in pending:
             try:
                 self._catch_up_pending(request, now, at_start, step, counts)
@@ -112,8 +130,13 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
         elif at_start:
             self.timers.schedule_collect_check(grant.id, check_at)
 
-    def _catch_up_revoking(self, grant: Grant, now: datetime, at_start: bool,
-                           step: Callable[[str, Callable[[], object]], None]) -> None:
+    def _catch_up_revoking(
+        self,
+        grant: Grant,
+        now: datetime,
+        at_start: bool,
+        step: Callable[[str, Callable[[], object]], None],
+    ) -> None:
         gid = grant.id
         assert gid is not None
         claimed = utc(grant.claimed_at) if grant.claimed_at else None
@@ -125,9 +148,14 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
         if retry_at <= now or at_start:
             step("retried", lambda: self.end_grant(gid, grant.end_reason or EndReason.EXPIRED))
 
-    def _catch_up_pending(self, request: AccessRequest, now: datetime, at_start: bool,
-                          step: Callable[[str, Callable[[], object]], None],
-                          counts: dict[str, int]) -> None:
+    def _catch_up_pending(
+        self,
+        request: AccessRequest,
+        now: datetime,
+        at_start: bool,
+        step: Callable[[str, Callable[[], object]], None],
+        counts: dict[str, int],
+    ) -> None:
         rid = request.id
         assert rid is not None
         until = utc(request.pending_until) if request.pending_until else now
@@ -136,10 +164,12 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
             return
         resource = self.policy.resource(request.resource)
         due = None
-        if (resource is not None and resource.escalate_after is not None
-                and request.escalation_level < ESCALATION_EXHAUSTED):
-            due = utc(request.created_at) + resource.escalate_after * (
-                request.escalation_level + 1)
+        if (
+            resource is not None
+            and resource.escalate_after is not None
+            and request.escalation_level < ESCALATION_EXHAUSTED
+        ):
+            due = utc(request.created_at) + resource.escalate_after * (request.escalation_level + 1)
         if due is not None and due <= now and self.escalate(rid):
             counts["pending"] += 1
         if at_start:

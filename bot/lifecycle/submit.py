@@ -32,8 +32,13 @@ from bot.store.models import AccessRequest, GrantStatus, utc
 
 
 class SubmitMixin(LifecycleBase):
-    def submit(self, requester: str, valid: ValidRequest, origin_channel: str | None,
-               break_glass: bool = False) -> SubmitResult:
+    def submit(
+        self,
+        requester: str,
+        valid: ValidRequest,
+        origin_channel: str | None,
+        break_glass: bool = False,
+    ) -> SubmitResult:
         """Store a validated request and put it in front of its approvers."""
         resource = self._resource(valid.resource)
         self._check_requester(requester, valid.resource, resource)
@@ -42,47 +47,60 @@ class SubmitMixin(LifecycleBase):
             self._check_no_open_break_glass(requester, valid.resource)
             return self._break_glass(requester, valid, origin_channel, resource)
         return self._route_new(
-            requester=requester, resource_name=valid.resource, resource=resource,
-            duration=valid.duration, reason=valid.reason, origin_channel=origin_channel,
+            requester=requester,
+            resource_name=valid.resource,
+            resource=resource,
+            duration=valid.duration,
+            reason=valid.reason,
+            origin_channel=origin_channel,
         )
 
-    def request_extension(self, request_id: int, actor: str, duration_text: str
-                          ) -> SubmitResult:
+    def request_extension(self, request_id: int, actor: str, duration_text: str) -> SubmitResult:
         """``/debug-access extend <id> <duration>``: the approvers are asked again."""
         parent, resource, extra = self.check_extension(request_id, actor, duration_text)
         return self._route_new(
-            requester=actor, resource_name=parent.resource, resource=resource, duration=extra,
-            reason=parent.reason, origin_channel=None, parent_id=request_id,
+            requester=actor,
+            resource_name=parent.resource,
+            resource=resource,
+            duration=extra,
+            reason=parent.reason,
+            origin_channel=None,
+            parent_id=request_id,
         )
 
-    def check_extension(self, request_id: int, actor: str, duration_text: str
-                        ) -> tuple[RequestView, Resource, timedelta]:
+    def check_extension(
+        self, request_id: int, actor: str, duration_text: str
+    ) -> tuple[RequestView, Resource, timedelta]:
         """Every rule an extension request must pass, without changing anything (quick enough
         to run before acknowledging a form)."""
         parent = self.get(request_id)
         if actor != parent.requester:
             raise NotAllowed("Only the requester can ask to extend their access.")
         if parent.status is not RequestStatus.ACTIVE:
-            raise Conflict(f"Request #{request_id} is {parent.status.label}; only active access "
-                           "can be extended.")
+            raise Conflict(
+                f"Request #{request_id} is {parent.status.label}; only active access "
+                "can be extended."
+            )
         if parent.break_glass:
-            raise Conflict("Break-glass access cannot be extended; request access the normal "
-                           "way.")
+            raise Conflict("Break-glass access cannot be extended; request access the normal way.")
         resource = self._resource(parent.resource)
         self._check_requester(actor, parent.resource, resource)
         extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
         with Session(self.engine) as session:
             grant = self._grant_of(session, request_id)
-            waiting = session.exec(select(AccessRequest).where(
-                AccessRequest.parent_id == request_id,
-                AccessRequest.status == RequestStatus.PENDING.value)).first()
+            waiting = session.exec(
+                select(AccessRequest).where(
+                    AccessRequest.parent_id == request_id,
+                    AccessRequest.status == RequestStatus.PENDING.value,
+                )
+            ).first()
         if grant is None or grant.expires_at is None or grant.status != GrantStatus.ACTIVE:
             raise Conflict(f"Request #{request_id} has no active grant to extend.")
         if waiting is not None:
-            raise Conflict(f"Extension #{waiting.id} of request #{request_id} is already waiting "
-                           "for approval.")
-        extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra,
-                        resource.max_duration)
+            raise Conflict(
+                f"Extension #{waiting.id} of request #{request_id} is already waiting for approval."
+            )
+        extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra, resource.max_duration)
         return parent, resource, extra
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -91,16 +109,25 @@ class SubmitMixin(LifecycleBase):
         """One break-glass at a time per person and resource, and none while an earlier one
         awaits review: emergency access must not chain into standing access."""
         with Session(self.engine) as session:
-            earlier = session.exec(select(AccessRequest).where(
-                AccessRequest.requester == requester, AccessRequest.resource == resource_name,
-                col(AccessRequest.break_glass).is_(True),
-                or_(col(AccessRequest.reviewed_by).is_(None),
-                    col(AccessRequest.status).in_([s.value for s in RequestStatus
-                                                   if s.is_open])))).first()
+            earlier = session.exec(
+                select(AccessRequest).where(
+                    AccessRequest.requester == requester,
+                    AccessRequest.resource == resource_name,
+                    col(AccessRequest.break_glass).is_(True),
+                    or_(
+                        col(AccessRequest.reviewed_by).is_(None),
+                        col(AccessRequest.status).in_(
+                            [s.value for s in RequestStatus if s.is_open]
+                        ),
+                    ),
+                )
+            ).first()
         if earlier is not None:
-            raise Conflict(f"Your break-glass access #{earlier.id} to `{resource_name}` is still "
-                           "open or awaiting review; ask an approver to review it, or request "
-                           "access the normal way.")
+            raise Conflict(
+                f"Your break-glass access #{earlier.id} to `{resource_name}` is still "
+                "open or awaiting review; ask an approver to review it, or request "
+                "access the normal way."
+            )
 
     def _check_requester(self, requester: str, name: str, resource: Resource) -> None:
         if not resource.requesters:
@@ -110,8 +137,15 @@ class SubmitMixin(LifecycleBase):
         check_may_request(requester, name, resource.requesters, member_of)
 
     def _route_new(
-        self, *, requester: str, resource_name: str, resource: Resource, duration: timedelta,
-        reason: str, origin_channel: str | None, parent_id: int | None = None,
+        self,
+        *,
+        requester: str,
+        resource_name: str,
+        resource: Resource,
+        duration: timedelta,
+        reason: str,
+        origin_channel: str | None,
+        parent_id: int | None = None,
     ) -> SubmitResult:
         now = self.clock.now()
         staffed, note = self._tiers(resource_name, resource, requester, now)
@@ -119,28 +153,45 @@ class SubmitMixin(LifecycleBase):
         pending_until = now + resource.pending_ttl
         with transaction(self.engine) as session:
             request = AccessRequest(
-                requester=requester, resource=resource_name,
-                duration_seconds=int(duration.total_seconds()), reason=reason,
-                status=RequestStatus.PENDING.value, origin_channel=origin_channel,
-                created_at=now, updated_at=now,
-                kind="extension" if parent_id else "access", parent_id=parent_id,
-                approvals_required=resource.approvals_required, asked=json.dumps(primary),
+                requester=requester,
+                resource=resource_name,
+                duration_seconds=int(duration.total_seconds()),
+                reason=reason,
+                status=RequestStatus.PENDING.value,
+                origin_channel=origin_channel,
+                created_at=now,
+                updated_at=now,
+                kind="extension" if parent_id else "access",
+                parent_id=parent_id,
+                approvals_required=resource.approvals_required,
+                asked=json.dumps(primary),
                 asked_sources=json.dumps([staffed[0].source]),
-                routing_note=note, pending_until=pending_until,
+                routing_note=note,
+                pending_until=pending_until,
             )
             session.add(request)
             try:
                 session.flush()
             except IntegrityError:
-                raise Conflict(f"An extension of request #{parent_id} is already waiting for "
-                               "approval.") from None
+                raise Conflict(
+                    f"An extension of request #{parent_id} is already waiting for approval."
+                ) from None
             append_event(
-                session, at=now, actor=requester, action=AuditAction.REQUESTED,
-                request_id=request.id, resource=resource_name,
-                details={"duration": format_duration(duration), "reason": reason,
-                         "asked": list(primary), "routing": note, "kind": request.kind,
-                         "extends": parent_id,
-                         "approvals_required": resource.approvals_required},
+                session,
+                at=now,
+                actor=requester,
+                action=AuditAction.REQUESTED,
+                request_id=request.id,
+                resource=resource_name,
+                details={
+                    "duration": format_duration(duration),
+                    "reason": reason,
+                    "asked": list(primary),
+                    "routing": note,
+                    "kind": request.kind,
+                    "extends": parent_id,
+                    "approvals_required": resource.approvals_required,
+                },
             )
             view = self._view(session, request)
         refs = self.notifier.announce_request(view, primary, in_channel=True)
@@ -148,22 +199,32 @@ class SubmitMixin(LifecycleBase):
         self.timers.schedule_pending_expiry(view.id, pending_until)
         if resource.escalate_after is not None and len(staffed) > 1:
             self.timers.schedule_escalation(view.id, now + resource.escalate_after)
-        what = (f"asked to extend #{parent_id} by {format_duration(duration)}" if parent_id
-                else "requested")
+        what = (
+            f"asked to extend #{parent_id} by {format_duration(duration)}"
+            if parent_id
+            else "requested"
+        )
         self._announce(view, AuditAction.REQUESTED, what)
         return SubmitResult(view=view, asked=primary)
 
-    def _break_glass(self, requester: str, valid: ValidRequest, origin_channel: str | None,
-                     resource: Resource) -> SubmitResult:
+    def _break_glass(
+        self, requester: str, valid: ValidRequest, origin_channel: str | None, resource: Resource
+    ) -> SubmitResult:
         now = self.clock.now()
         tiers = self.approvers.tiers(resource.approvers, requester, now)
         on_call = next((t.users for t in tiers if t.users), ())
         with transaction(self.engine) as session:
             request = AccessRequest(
-                requester=requester, resource=valid.resource,
-                duration_seconds=int(valid.duration.total_seconds()), reason=valid.reason,
-                status=RequestStatus.PENDING.value, origin_channel=origin_channel,
-                created_at=now, updated_at=now, break_glass=True, asked=json.dumps(on_call),
+                requester=requester,
+                resource=valid.resource,
+                duration_seconds=int(valid.duration.total_seconds()),
+                reason=valid.reason,
+                status=RequestStatus.PENDING.value,
+                origin_channel=origin_channel,
+                created_at=now,
+                updated_at=now,
+                break_glass=True,
+                asked=json.dumps(on_call),
             )
             session.add(request)
             session.flush()
@@ -171,16 +232,26 @@ class SubmitMixin(LifecycleBase):
             moved = self._move(session, request.id, RequestStatus.APPROVED, now)
             moved.decided_by, moved.decided_at = requester, now
             append_event(
-                session, at=now, actor=requester, action=AuditAction.BREAK_GLASS,
-                request_id=request.id, resource=valid.resource,
-                details={"duration": format_duration(valid.duration), "reason": valid.reason,
-                         "notified": list(on_call)},
+                session,
+                at=now,
+                actor=requester,
+                action=AuditAction.BREAK_GLASS,
+                request_id=request.id,
+                resource=valid.resource,
+                details={
+                    "duration": format_duration(valid.duration),
+                    "reason": valid.reason,
+                    "notified": list(on_call),
+                },
             )
             view = self._view(session, moved)
         refs = self.notifier.announce_request(view, on_call, in_channel=True)
         self._remember_messages(view.id, MessageKind.APPROVAL, refs)
-        self._announce(view, AuditAction.BREAK_GLASS,
-                       "BREAK-GLASS: access taken without approval; awaiting review",
-                       alert=True)
+        self._announce(
+            view,
+            AuditAction.BREAK_GLASS,
+            "BREAK-GLASS: access taken without approval; awaiting review",
+            alert=True,
+        )
         issued = self._issue(view)
         return SubmitResult(view=issued, asked=on_call)

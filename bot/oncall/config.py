@@ -99,8 +99,10 @@ class OverrideConfig(_Strict):
     @classmethod
     def _local(cls, value: datetime) -> datetime:
         if value.tzinfo is not None:
-            raise ValueError("write a local time without an offset, like 2026-12-24T00:00 "
-                             "(the rotation's timezone applies)")
+            raise ValueError(
+                "write a local time without an offset, like 2026-12-24T00:00 "
+                "(the rotation's timezone applies)"
+            )
         return value
 
 
@@ -223,18 +225,22 @@ def check_approver_entry(entry: str, rotations: Collection[str] | None = None) -
     if rotations is not None and entry in rotations:
         return entry
     if rotations is not None and ROTATION_NAME.fullmatch(entry):
-        raise ValueError(f"{entry!r} is not a Slack user id (like U0123ABCD) or a rotation "
-                         "defined under `rotations:`")
+        raise ValueError(
+            f"{entry!r} is not a Slack user id (like U0123ABCD) or a rotation "
+            "defined under `rotations:`"
+        )
     raise ValueError(f"{entry!r} is not a Slack user id (like U0123ABCD) or a rotation name")
 
 
 def undefined_rotations(approvers: Iterable[str], rotations: Collection[str]) -> list[str]:
     """The approver entries that are not Slack user ids and name no defined rotation."""
-    return [entry for entry in approvers
-            if not SLACK_USER_ID.fullmatch(entry) and entry not in rotations]
+    return [
+        entry
+        for entry in approvers
+        if not SLACK_USER_ID.fullmatch(entry) and entry not in rotations
+    ]
 
 
 def is_slack_user_id(entry: str) -> bool:
     """True for ``U…``/``W…`` ids; False for rotation names."""
     return SLACK_USER_ID.fullmatch(entry) is not None
-

@@ -158,20 +158,24 @@ class PagerDutySource:
                 slack_ids.append(slack_id)
         note = None
         if unmatched:
-            note = (f"no Slack account matches the email of PagerDuty user(s) "
-                    f"{', '.join(unmatched)}")
+            note = f"no Slack account matches the email of PagerDuty user(s) {', '.join(unmatched)}"
         return OnCall(self._name, tuple(slack_ids), note=note)
 
     def _oncalls(self, now: datetime) -> Iterator[dict[str, Any]]:
         params: list[tuple[str, str | int]] = [
-            ("since", _iso(now)), ("until", _iso(now)), ("time_zone", "UTC"),
-            ("include[]", "users"), ("limit", PAGE_SIZE),
+            ("since", _iso(now)),
+            ("until", _iso(now)),
+            ("time_zone", "UTC"),
+            ("include[]", "users"),
+            ("limit", PAGE_SIZE),
         ]
         if self.schedule_id is not None:
             params.append(("schedule_ids[]", self.schedule_id))
         else:
-            params += [("escalation_policy_ids[]", str(self.escalation_policy_id)),
-                       ("escalation_levels[]", self.escalation_level)]
+            params += [
+                ("escalation_policy_ids[]", str(self.escalation_policy_id)),
+                ("escalation_levels[]", self.escalation_level),
+            ]
         offset = 0
         for _page in range(MAX_PAGES):
             try:
@@ -193,17 +197,22 @@ class PagerDutySource:
         """Belt and braces over PagerDuty's own filter: only an entry for the right level
         whose period includes ``now`` counts (no start/end means permanently on call)."""
         if self.escalation_policy_id is not None and entry.get("escalation_level") not in (
-            None, self.escalation_level
+            None,
+            self.escalation_level,
         ):
             return False
         start, end = _parse_time(entry.get("start")), _parse_time(entry.get("end"))
         return (start is None or start <= now) and (end is None or now < end)
 
-    def _get(self, path: str, params: list[tuple[str, str | int]] | None = None,
-             ) -> dict[str, Any]:
+    def _get(
+        self,
+        path: str,
+        params: list[tuple[str, str | int]] | None = None,
+    ) -> dict[str, Any]:
         try:
-            response = self._session.get(self.api_url + path, params=params,
-                                         headers=self._headers, timeout=self.timeout)
+            response = self._session.get(
+                self.api_url + path, params=params, headers=self._headers, timeout=self.timeout
+            )
         except requests.Timeout:
             raise OnCallUnavailable("PagerDuty unreachable (timed out)") from None
         except requests.RequestException as exc:
@@ -259,7 +268,8 @@ class PagerDutySource:
             if error == "users_not_found":
                 return None
             raise OnCallUnavailable(
-                f"Slack could not match PagerDuty users by email ({error})") from None
+                f"Slack could not match PagerDuty users by email ({error})"
+            ) from None
         except OSError as exc:
             raise OnCallUnavailable(
                 f"Slack could not match PagerDuty users by email ({type(exc).__name__})",

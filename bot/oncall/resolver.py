@@ -62,13 +62,15 @@ class OnCallConfigError(Exception):
 class ApproverResolver:
     """``bot.ports.ApproverDirectory`` over on-call sources keyed by rotation name."""
 
-    def __init__(self, sources: Mapping[str, OnCallSource],
-                 usergroups: SlackUsergroups | None = None) -> None:
+    def __init__(
+        self, sources: Mapping[str, OnCallSource], usergroups: SlackUsergroups | None = None
+    ) -> None:
         self.sources = dict(sources)
         self.usergroups = usergroups
 
-    def tiers(self, approver_entries: Sequence[str], requester: str,
-              now: datetime) -> list[ApproverTier]:
+    def tiers(
+        self, approver_entries: Sequence[str], requester: str, now: datetime
+    ) -> list[ApproverTier]:
         """One tier per distinct entry, in order; empty tiers carry a note (see module doc)."""
         answers = [self._tier(entry, requester, now) for entry in _group(approver_entries)]
         tiers: list[ApproverTier] = []
@@ -76,14 +78,15 @@ class ApproverResolver:
             if tier.users:
                 tiers.append(tier)
                 continue
-            later = next((t for t, _ in answers[index + 1:] if t.users), None)
+            later = next((t for t, _ in answers[index + 1 :] if t.users), None)
             if later is not None:
                 reason = f"{reason}: fell back to the next source ({later.source})"
             tiers.append(ApproverTier(tier.source, (), reason))
         return tiers
 
-    def may_approve(self, user: str, approver_entries: Sequence[str], requester: str,
-                    now: datetime) -> bool:
+    def may_approve(
+        self, user: str, approver_entries: Sequence[str], requester: str, now: datetime
+    ) -> bool:
         """Whether ``user`` may approve at ``now``, the moment of the click: never the
         requester; a listed Slack user id always; a rotation's member only while on call."""
         if user == requester:
@@ -107,7 +110,8 @@ class ApproverResolver:
         source = self.sources.get(entry)
         if source is None:
             raise UnknownApprover(
-                f"approver {entry!r} is neither a Slack user id nor a defined rotation")
+                f"approver {entry!r} is neither a Slack user id nor a defined rotation"
+            )
         return source
 
     @staticmethod
@@ -118,8 +122,9 @@ class ApproverResolver:
             log.warning("rotation %s unavailable: %s", source.name, exc)
             return OnCall(source.name, (), available=False, note=str(exc) or "unavailable")
 
-    def _tier(self, entry: str | tuple[str, ...], requester: str, now: datetime
-              ) -> tuple[ApproverTier, str]:
+    def _tier(
+        self, entry: str | tuple[str, ...], requester: str, now: datetime
+    ) -> tuple[ApproverTier, str]:
         """The tier for one entry (or a run of listed user ids), and why it is empty if it is."""
         if isinstance(entry, tuple):
             users = tuple(eligible_approvers(requester, entry))
@@ -157,18 +162,24 @@ def _group(entries: Sequence[str]) -> list[str | tuple[str, ...]]:
     return grouped
 
 
-def build_sources(rotations: Mapping[str, RotationConfig], slack_client: WebClient,
-                  pagerduty_token: str | None, pagerduty_url: str = DEFAULT_API_URL,
-                  usergroups: SlackUsergroups | None = None) -> dict[str, OnCallSource]:
+def build_sources(
+    rotations: Mapping[str, RotationConfig],
+    slack_client: WebClient,
+    pagerduty_token: str | None,
+    pagerduty_url: str = DEFAULT_API_URL,
+    usergroups: SlackUsergroups | None = None,
+) -> dict[str, OnCallSource]:
     """One source per rotation in the policy. Raises OnCallConfigError when a PagerDuty
     rotation exists but no API token was configured."""
     token = (pagerduty_token or "").strip()
-    needs_token = sorted(name for name, config in rotations.items()
-                         if isinstance(config, PagerDutyRotationConfig))
+    needs_token = sorted(
+        name for name, config in rotations.items() if isinstance(config, PagerDutyRotationConfig)
+    )
     if needs_token and not token:
         raise OnCallConfigError(
             f"rotation(s) {', '.join(needs_token)} read PagerDuty, but PAGERDUTY_TOKEN is not "
-            "set: add the API token (read-only is enough) or remove those rotations")
+            "set: add the API token (read-only is enough) or remove those rotations"
+        )
     directory = usergroups or SlackUsergroups(slack_client)
     sources: dict[str, OnCallSource] = {}
     for name, config in rotations.items():
@@ -176,17 +187,25 @@ def build_sources(rotations: Mapping[str, RotationConfig], slack_client: WebClie
             sources[name] = StaticSource(config.to_static_rotation(name))
         elif isinstance(config, PagerDutyRotationConfig):
             sources[name] = PagerDutySource(
-                name, token=token, slack_client=slack_client, schedule_id=config.schedule_id,
+                name,
+                token=token,
+                slack_client=slack_client,
+                schedule_id=config.schedule_id,
                 escalation_policy_id=config.escalation_policy_id,
-                escalation_level=config.escalation_level, api_url=pagerduty_url)
+                escalation_level=config.escalation_level,
+                api_url=pagerduty_url,
+            )
         elif isinstance(config, UsergroupRotationConfig):
             sources[name] = UsergroupSource(name, config.usergroup, directory)
     return sources
 
 
-def build_resolver(rotations: Mapping[str, RotationConfig], slack_client: WebClient,
-                   pagerduty_token: str | None,
-                   pagerduty_url: str = DEFAULT_API_URL) -> ApproverResolver:
+def build_resolver(
+    rotations: Mapping[str, RotationConfig],
+    slack_client: WebClient,
+    pagerduty_token: str | None,
+    pagerduty_url: str = DEFAULT_API_URL,
+) -> ApproverResolver:
     """The resolver the bot runs with: every rotation, plus user group membership for the
     policy's ``requesters``, sharing one user group cache."""
     usergroups = SlackUsergroups(slack_client)

@@ -26,9 +26,13 @@ class SlackUsergroups:
     """Members of Slack user groups, cached for ``ttl``; a failed lookup is remembered for
     ``retry_after`` so a Slack outage is not asked again on every click."""
 
-    def __init__(self, client: WebClient, ttl: timedelta = ANSWER_TTL,
-                 retry_after: timedelta = RETRY_AFTER,
-                 clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        client: WebClient,
+        ttl: timedelta = ANSWER_TTL,
+        retry_after: timedelta = RETRY_AFTER,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
         self.client = client
         self.ttl = ttl
         self.retry_after = retry_after

@@ -25,13 +25,16 @@ def build_web_client(settings: Settings) -> WebClient:
     return WebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=3),
-                        ConnectionErrorRetryHandler(max_retry_count=2)],
+        retry_handlers=[
+            RateLimitErrorRetryHandler(max_retry_count=3),
+            ConnectionErrorRetryHandler(max_retry_count=2),
+        ],
     )
 
 
-def build_app(settings: Settings, client: WebClient, lifecycle: AccessLifecycle,
-              publish_home: HomePublisher) -> App:
+def build_app(
+    settings: Settings, client: WebClient, lifecycle: AccessLifecycle, publish_home: HomePublisher
+) -> App:
     """The Bolt app with every listener registered. Calls auth.test (fails fast on a bad token)."""
     app = App(
         client=client,
@@ -44,8 +47,12 @@ def build_app(settings: Settings, client: WebClient, lifecycle: AccessLifecycle,
     @app.error
     def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
         # Log the type and where, not the payload (it may carry user text; never secrets).
-        log.error("unhandled %s while handling a %s: %s", type(error).__name__,
-                  body.get("type") or body.get("command"), error)
+        log.error(
+            "unhandled %s while handling a %s: %s",
+            type(error).__name__,
+            body.get("type") or body.get("command"),
+            error,
+        )
         return BoltResponse(status=500, body="")
 
     return app

@@ -34,16 +34,23 @@ def context(text: str) -> Block:
 
 
 def button(text: str, action_id: ActionId, value: str, style: str | None = None) -> Block:
-    button: Block = {"type": "button", "text": {"type": "plain_text", "text": text},
-                     "action_id": action_id.value, "value": value}
+    button: Block = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text},
+        "action_id": action_id.value,
+        "value": value,
+    }
     if style:
         button["style"] = style
     return button
 
 
 def _summary(view: RequestView) -> Block:
-    duration = (f"{format_duration(view.duration)} more on #{view.parent_id}"
-                if view.is_extension else format_duration(view.duration))
+    duration = (
+        f"{format_duration(view.duration)} more on #{view.parent_id}"
+        if view.is_extension
+        else format_duration(view.duration)
+    )
     fields = [
         f"*Requester*\n<@{view.requester}>",
         f"*Resource*\n`{view.resource}`",
@@ -68,8 +75,9 @@ def status_line(view: RequestView) -> str:
         line = f":hourglass_flowing_sand: Waiting for approval from {asked}"
         if view.approvals_required > 1:
             got = ", ".join(f"<@{u}>" for u in view.approved_by)
-            line += (f" — {len(view.approved_by)} of {view.approvals_required} approvals"
-                     + (f" ({got})" if got else ""))
+            line += f" — {len(view.approved_by)} of {view.approvals_required} approvals" + (
+                f" ({got})" if got else ""
+            )
         return line
     if status is RequestStatus.EXPIRED:
         return ":hourglass: Expired unanswered; nothing was issued"
@@ -80,8 +88,11 @@ def status_line(view: RequestView) -> str:
             others = ", ".join(f"<@{u}>" for u in view.approved_by if u != view.decided_by)
             decided += f" (with {others})"
     if view.break_glass:
-        review = (f"reviewed by <@{view.reviewed_by}> at {when(view.reviewed_at)}"
-                  if view.reviewed_by and view.reviewed_at else "*not yet reviewed*")
+        review = (
+            f"reviewed by <@{view.reviewed_by}> at {when(view.reviewed_at)}"
+            if view.reviewed_by and view.reviewed_at
+            else "*not yet reviewed*"
+        )
         return f":rotating_light: Break-glass access taken at {when(view.created_at)}; {review}"
     if view.is_extension and status is RequestStatus.ENDED:
         return f":white_check_mark: Approved{decided}; the grant was extended"
@@ -106,17 +117,24 @@ def approval_message(view: RequestView) -> tuple[str, list[Block]]:
     """The request as approvers see it: with Approve/Deny while pending, without afterwards;
     break-glass access with a Reviewed button until an approver has looked at it."""
     if view.break_glass:
-        text = (f"{view.label}: <@{view.requester}> took `{view.resource}` for "
-                f"{format_duration(view.duration)} WITHOUT APPROVAL")
-        title = (f":rotating_light: *BREAK-GLASS: {view.label}* — taken without approval, "
-                 "needs review")
+        text = (
+            f"{view.label}: <@{view.requester}> took `{view.resource}` for "
+            f"{format_duration(view.duration)} WITHOUT APPROVAL"
+        )
+        title = (
+            f":rotating_light: *BREAK-GLASS: {view.label}* — taken without approval, needs review"
+        )
     elif view.is_extension:
-        text = (f"{view.label}: <@{view.requester}> asks for {format_duration(view.duration)} "
-                f"more on `{view.resource}` (request #{view.parent_id})")
+        text = (
+            f"{view.label}: <@{view.requester}> asks for {format_duration(view.duration)} "
+            f"more on `{view.resource}` (request #{view.parent_id})"
+        )
         title = f":stopwatch: *{view.label}*"
     else:
-        text = (f"{view.label}: <@{view.requester}> asks for `{view.resource}` "
-                f"for {format_duration(view.duration)}")
+        text = (
+            f"{view.label}: <@{view.requester}> asks for `{view.resource}` "
+            f"for {format_duration(view.duration)}"
+        )
         title = f":key: *{view.label}*"
     blocks: list[Block] = [
         section(title + (f" — {escape(view.description)}" if view.description else "")),
@@ -126,47 +144,59 @@ def approval_message(view: RequestView) -> tuple[str, list[Block]]:
     if view.routing_note:
         blocks.append(context(f":information_source: {view.routing_note}"))
     if view.break_glass and not view.reviewed_by:
-        blocks.append({
-            "type": "actions",
-            "block_id": BlockId.DECISION.value,
-            "elements": [button("Reviewed", ActionId.REVIEW, str(view.id), "primary")],
-        })
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": BlockId.DECISION.value,
+                "elements": [button("Reviewed", ActionId.REVIEW, str(view.id), "primary")],
+            }
+        )
     if view.status is RequestStatus.PENDING:
         value = str(view.id)
-        blocks.append({
-            "type": "actions",
-            "block_id": BlockId.DECISION.value,
-            "elements": [
-                button("Approve", ActionId.APPROVE, value, "primary"),
-                button("Deny", ActionId.DENY, value, "danger"),
-            ],
-        })
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": BlockId.DECISION.value,
+                "elements": [
+                    button("Approve", ActionId.APPROVE, value, "primary"),
+                    button("Deny", ActionId.DENY, value, "danger"),
+                ],
+            }
+        )
     blocks.append(context(status_line(view)))
     return text, blocks
 
 
-def credentials_message(view: RequestView, delivery: CredentialDelivery
-                        ) -> tuple[str, list[Block]]:
+def credentials_message(view: RequestView, delivery: CredentialDelivery) -> tuple[str, list[Block]]:
     """The DM that hands the requester their access. Only the requester ever receives this."""
     until = when(delivery.expires_at)
     text = f"Your access to {view.resource} (request #{view.id}) is ready"
     blocks: list[Block] = [
-        section(f":unlock: *Access to `{view.resource}` granted* (request #{view.id}), "
-                 f"approved by <@{view.decided_by}>. It ends at {until}."),
+        section(
+            f":unlock: *Access to `{view.resource}` granted* (request #{view.id}), "
+            f"approved by <@{view.decided_by}>. It ends at {until}."
+        ),
     ]
     if delivery.wrapping_token is not None:
         ttl = format_duration(delivery.wrap_ttl) if delivery.wrap_ttl else "a few minutes"
         token = delivery.wrapping_token.reveal()
-        blocks.append(section(
-            "Your credentials are sealed in a single-use wrapping token. Unwrap it within "
-            f"{ttl}; nobody else can, and once you have it is spent:\n"
-            f"```vault unwrap {token}```\n(or `bao unwrap {token}` with OpenBao)"
-        ))
+        blocks.append(
+            section(
+                "Your credentials are sealed in a single-use wrapping token. Unwrap it within "
+                f"{ttl}; nobody else can, and once you have it is spent:\n"
+                f"```vault unwrap {token}```\n(or `bao unwrap {token}` with OpenBao)"
+            )
+        )
     elif delivery.values:
-        lines = "\n".join(f"{key}: {escape(value.reveal())}"
-                          for key, value in delivery.values.items())
-        blocks.append(section(f"```{lines}```\nThis message is only visible to you. "
-                               "Do not paste these values anywhere."))
+        lines = "\n".join(
+            f"{key}: {escape(value.reveal())}" for key, value in delivery.values.items()
+        )
+        blocks.append(
+            section(
+                f"```{lines}```\nThis message is only visible to you. "
+                "Do not paste these values anywhere."
+            )
+        )
     for note in delivery.notes:
         blocks.append(context(f":warning: {escape(note)}"))
     blocks.append(grant_actions(view))
@@ -191,13 +221,21 @@ def extend_modal(view: RequestView, max_total: str) -> dict[str, Any]:
         "submit": {"type": "plain_text", "text": "Ask approvers"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            section(f"Extend `{view.resource}` (request #{view.id}). The approvers are asked "
-                    f"again; access to it lasts at most {max_total} in total."),
-            {"type": "input", "block_id": BlockId.EXTEND_DURATION.value,
-             "label": {"type": "plain_text", "text": "How much longer"},
-             "hint": {"type": "plain_text", "text": "Like 15m, 30m or 1h"},
-             "element": {"type": "plain_text_input", "action_id": InputId.EXTEND_DURATION.value,
-                         "placeholder": {"type": "plain_text", "text": "30m"}}},
+            section(
+                f"Extend `{view.resource}` (request #{view.id}). The approvers are asked "
+                f"again; access to it lasts at most {max_total} in total."
+            ),
+            {
+                "type": "input",
+                "block_id": BlockId.EXTEND_DURATION.value,
+                "label": {"type": "plain_text", "text": "How much longer"},
+                "hint": {"type": "plain_text", "text": "Like 15m, 30m or 1h"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": InputId.EXTEND_DURATION.value,
+                    "placeholder": {"type": "plain_text", "text": "30m"},
+                },
+            },
         ],
     }
 
@@ -205,22 +243,31 @@ def extend_modal(view: RequestView, max_total: str) -> dict[str, Any]:
 def credentials_closed_message(view: RequestView) -> tuple[str, list[Block]]:
     """What the credentials DM becomes once the grant has ended: no secret, no buttons."""
     text = f"Your access to {view.resource} (request #{view.id}) has ended"
-    return text, [section(f":lock: *Access to `{view.resource}` ended* (request #{view.id})."),
-                  context(status_line(view))]
+    return text, [
+        section(f":lock: *Access to `{view.resource}` ended* (request #{view.id})."),
+        context(status_line(view)),
+    ]
 
 
 def confirmation_text(view: RequestView, asked: Sequence[str]) -> str:
     """The requester's ephemeral receipt for a new request."""
     who = ", ".join(f"<@{user}>" for user in asked)
     if view.break_glass:
-        return (f":rotating_light: Request #{view.id}: break-glass access to `{view.resource}` "
-                f"({format_duration(view.duration)}) is {view.status.label}. It has been "
-                f"announced to the audit and approvals channels and to {who or 'nobody on call'}"
-                "; an approver will review it.")
-    what = (f"Extension of #{view.parent_id} by {format_duration(view.duration)}"
-            if view.is_extension else f"`{view.resource}` ({format_duration(view.duration)})")
-    return (f":inbox_tray: Request #{view.id} for {what} sent to {who}. You will get a DM when "
-            f"it is decided. Withdraw it with `{COMMAND} revoke {view.id}`.")
+        return (
+            f":rotating_light: Request #{view.id}: break-glass access to `{view.resource}` "
+            f"({format_duration(view.duration)}) is {view.status.label}. It has been "
+            f"announced to the audit and approvals channels and to {who or 'nobody on call'}"
+            "; an approver will review it."
+        )
+    what = (
+        f"Extension of #{view.parent_id} by {format_duration(view.duration)}"
+        if view.is_extension
+        else f"`{view.resource}` ({format_duration(view.duration)})"
+    )
+    return (
+        f":inbox_tray: Request #{view.id} for {what} sent to {who}. You will get a DM when "
+        f"it is decided. Withdraw it with `{COMMAND} revoke {view.id}`."
+    )
 
 
 def list_message(views: Sequence[RequestView]) -> str:
@@ -229,10 +276,15 @@ def list_message(views: Sequence[RequestView]) -> str:
         return f"You have no pending requests or active grants. `{COMMAND} help` shows how to ask."
     lines = ["*Your open requests and grants*"]
     for view in views[:40]:
-        until = f", until {when(view.expires_at)}" if view.expires_at and view.status in {
-            RequestStatus.ACTIVE, RequestStatus.REVOKING} else ""
-        lines.append(f"• #{view.id} `{view.resource}` {format_duration(view.duration)} — "
-                     f"{view.status.label}{until}")
+        until = (
+            f", until {when(view.expires_at)}"
+            if view.expires_at and view.status in {RequestStatus.ACTIVE, RequestStatus.REVOKING}
+            else ""
+        )
+        lines.append(
+            f"• #{view.id} `{view.resource}` {format_duration(view.duration)} — "
+            f"{view.status.label}{until}"
+        )
     return "\n".join(lines)
 
 
@@ -263,11 +315,14 @@ def help_text(policy: Policy) -> str:
 def request_modal(policy: Policy, origin_channel: str | None) -> dict[str, Any]:
     """The request form: resource select (from the policy), duration, reason."""
     options = [
-        {"text": {"type": "plain_text", "text": name[:75]},
-         "description": {"type": "plain_text",
-                         "text": (res.description or f"up to {format_duration(res.max_duration)}")
-                         [:75]},
-         "value": name}
+        {
+            "text": {"type": "plain_text", "text": name[:75]},
+            "description": {
+                "type": "plain_text",
+                "text": (res.description or f"up to {format_duration(res.max_duration)}")[:75],
+            },
+            "value": name,
+        }
         for name, res in sorted(policy.resources.items())
     ][:100]
     return {
@@ -278,27 +333,47 @@ def request_modal(policy: Policy, origin_channel: str | None) -> dict[str, Any]:
         "submit": {"type": "plain_text", "text": "Request"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {"type": "input", "block_id": BlockId.RESOURCE.value,
-             "label": {"type": "plain_text", "text": "Resource"},
-             "element": {"type": "static_select", "action_id": InputId.RESOURCE.value,
-                         "placeholder": {"type": "plain_text", "text": "Choose a resource"},
-                         "options": options}},
-            {"type": "input", "block_id": BlockId.DURATION.value,
-             "label": {"type": "plain_text", "text": "Duration"},
-             "hint": {"type": "plain_text", "text": "Like 15m, 2h or 1h30m"},
-             "element": {"type": "plain_text_input", "action_id": InputId.DURATION.value,
-                         "placeholder": {"type": "plain_text", "text": "30m"}}},
-            {"type": "input", "block_id": BlockId.REASON.value,
-             "label": {"type": "plain_text", "text": "Reason"},
-             "hint": {"type": "plain_text", "text": "An incident or ticket id helps approvers"},
-             "element": {"type": "plain_text_input", "action_id": InputId.REASON.value,
-                         "multiline": True, "max_length": MAX_REASON_LENGTH}},
+            {
+                "type": "input",
+                "block_id": BlockId.RESOURCE.value,
+                "label": {"type": "plain_text", "text": "Resource"},
+                "element": {
+                    "type": "static_select",
+                    "action_id": InputId.RESOURCE.value,
+                    "placeholder": {"type": "plain_text", "text": "Choose a resource"},
+                    "options": options,
+                },
+            },
+            {
+                "type": "input",
+                "block_id": BlockId.DURATION.value,
+                "label": {"type": "plain_text", "text": "Duration"},
+                "hint": {"type": "plain_text", "text": "Like 15m, 2h or 1h30m"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": InputId.DURATION.value,
+                    "placeholder": {"type": "plain_text", "text": "30m"},
+                },
+            },
+            {
+                "type": "input",
+                "block_id": BlockId.REASON.value,
+                "label": {"type": "plain_text", "text": "Reason"},
+                "hint": {"type": "plain_text", "text": "An incident or ticket id helps approvers"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": InputId.REASON.value,
+                    "multiline": True,
+                    "max_length": MAX_REASON_LENGTH,
+                },
+            },
         ],
     }
 
 
-def audit_text(view: RequestView | None, event: str, alert: bool = False,
-               threaded: bool = False) -> str:
+def audit_text(
+    view: RequestView | None, event: str, alert: bool = False, threaded: bool = False
+) -> str:
     """One audit-channel line: what happened to which request, for whom. A reply in the
     request's thread needs no repeat of who and what, unless it is echoed to the channel."""
     prefix = ":rotating_light: " if alert else ""
@@ -306,5 +381,7 @@ def audit_text(view: RequestView | None, event: str, alert: bool = False,
         return f"{prefix}{escape(event)}"
     if threaded and not alert:
         return f"{prefix}#{view.id}: {event}"
-    return (f"{prefix}#{view.id} `{view.resource}` for <@{view.requester}> "
-            f"({format_duration(view.duration)}): {event}")
+    return (
+        f"{prefix}#{view.id} `{view.resource}` for <@{view.requester}> "
+        f"({format_duration(view.duration)}): {event}"
+    )

@@ -77,20 +77,31 @@ class _List:
 def render_digest(digest: Digest) -> DigestMessages:
     """The digest as a main message, its thread replies, and on busy days a CSV of the grants."""
     if digest.is_empty:
+
         def line(until: str) -> str:
             return f"No access requests in the {_span(digest)} to {until}. Audit chain intact."
-        return DigestMessages(main=SlackMessage(
-            text=line(_plain_time(digest, digest.window_end)),
-            blocks=[section(line(when(digest.window_end)))],
-        ))
+
+        return DigestMessages(
+            main=SlackMessage(
+                text=line(_plain_time(digest, digest.window_end)),
+                blocks=[section(line(when(digest.window_end)))],
+            )
+        )
     attachment = _csv_attachment(digest) if len(digest.grants) >= CSV_THRESHOLD else None
     lists = [
-        _List(f":rotating_light: *Needs attention ({len(digest.attention)})*",
-              [attention_line(item, digest) for item in digest.attention]),
-        _List(f":key: *Grants ({len(digest.grants)})*",
-              [grant_line(grant) for grant in digest.grants], in_csv=attachment is not None),
-        _List(f":large_green_circle: *Active now ({len(digest.active)})*",
-              [active_line(record) for record in digest.active]),
+        _List(
+            f":rotating_light: *Needs attention ({len(digest.attention)})*",
+            [attention_line(item, digest) for item in digest.attention],
+        ),
+        _List(
+            f":key: *Grants ({len(digest.grants)})*",
+            [grant_line(grant) for grant in digest.grants],
+            in_csv=attachment is not None,
+        ),
+        _List(
+            f":large_green_circle: *Active now ({len(digest.active)})*",
+            [active_line(record) for record in digest.active],
+        ),
     ]
     blocks: list[Block] = [_header(digest), context(_summary(digest))]
     overflow: list[_List] = []
@@ -115,8 +126,9 @@ def grant_line(grant: GrantLine) -> str:
     """``#42 `payments-db` · @carol · approved by @alice · asked 1h, held 45m (expired) — why``"""
     record = grant.record
     if record.break_glass:
-        approved = "break-glass, " + ("reviewed by " + _user(record.reviewed_by)
-                                      if record.reviewed_by else "not reviewed")
+        approved = "break-glass, " + (
+            "reviewed by " + _user(record.reviewed_by) if record.reviewed_by else "not reviewed"
+        )
     elif record.approvers:
         approved = "approved by " + ", ".join(_user(u) for u in record.approvers)
     else:
@@ -126,17 +138,20 @@ def grant_line(grant: GrantLine) -> str:
         held += f" ({escape(record.end_reason)})" if record.end_reason else ""
     else:
         held += " so far"
-    return (f"• #{record.request_id} `{record.resource}` · {_user(record.requester)} · "
-            f"{approved} · asked {format_duration(record.duration_asked)}, held {held} — "
-            f"{_reason(record.reason)}")
+    return (
+        f"• #{record.request_id} `{record.resource}` · {_user(record.requester)} · "
+        f"{approved} · asked {format_duration(record.duration_asked)}, held {held} — "
+        f"{_reason(record.reason)}"
+    )
 
 
 def active_line(record: RequestRecord) -> str:
     """``#42 `payments-db` · @carol · until 14:30``"""
     until = f"until {when(record.expires_at)}" if record.expires_at else "no expiry recorded"
     failing = ", revocation failing" if record.revoke_failed else ""
-    return f"• #{record.request_id} `{record.resource}` · {_user(record.requester)} · " \
-           f"{until}{failing}"
+    return (
+        f"• #{record.request_id} `{record.resource}` · {_user(record.requester)} · {until}{failing}"
+    )
 
 
 def attention_line(item: Attention, digest: Digest) -> str:
@@ -145,8 +160,7 @@ def attention_line(item: Attention, digest: Digest) -> str:
     who = _user(item.people[0]) if item.people else "someone"
     if item.kind is AttentionKind.REVOCATION_FAILED:
         tries = f"{item.attempts} attempt{'' if item.attempts == 1 else 's'}"
-        return (f"• :x: {ref} for {who}: revocation failing after {tries}; "
-                "still live in Vault")
+        return f"• :x: {ref} for {who}: revocation failing after {tries}; still live in Vault"
     if item.kind is AttentionKind.LATE_REVOCATION:
         late = format_duration(item.late_by or timedelta(0))
         due = when(item.at) if item.at else "its expiry"
@@ -162,8 +176,10 @@ def attention_line(item: Attention, digest: Digest) -> str:
         ids = ", ".join(f"#{i}" for i in item.request_ids[:_MENTIONED_IDS])
         if len(item.request_ids) > _MENTIONED_IDS:
             ids += ", …"
-        return (f"• :left_right_arrow: {first} and {second} approved each other's requests "
-                f"({there} and {back} times): {ids}")
+        return (
+            f"• :left_right_arrow: {first} and {second} approved each other's requests "
+            f"({there} and {back} times): {ids}"
+        )
     # Outside working hours: the policy's wall clock is what the rule is about, so show it.
     local = item.at.astimezone(digest.tz) if item.at else None
     at = f" at {local:%a %H:%M} {digest.tz.key}" if local else ""
@@ -178,10 +194,14 @@ def _header(digest: Digest) -> Block:
     day = digest.window_end.astimezone(digest.tz)
     text = f"Access digest · {day:%a} {day.day} {day:%b %Y}"
     if digest.needs_attention:
-        text += f" · {digest.needs_attention} need{'s' if digest.needs_attention == 1 else ''} " \
-                "attention"
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:HEADER_TEXT_LIMIT],
-                                       "emoji": True}}
+        text += (
+            f" · {digest.needs_attention} need{'s' if digest.needs_attention == 1 else ''} "
+            "attention"
+        )
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": text[:HEADER_TEXT_LIMIT], "emoji": True},
+    }
 
 
 def _summary(digest: Digest) -> str:
@@ -189,9 +209,11 @@ def _summary(digest: Digest) -> str:
     span = f"In the {_span(digest)} to {when(digest.window_end)}"
     if c.total == 0:
         return f"{span}: no new requests."
-    return (f"{span}: *{c.requested}* requested · *{c.approved}* approved · *{c.denied}* denied · "
-            f"*{c.expired_unanswered}* expired unanswered · *{c.break_glass}* break-glass · "
-            f"*{c.failed}* failed")
+    return (
+        f"{span}: *{c.requested}* requested · *{c.approved}* approved · *{c.denied}* denied · "
+        f"*{c.expired_unanswered}* expired unanswered · *{c.break_glass}* break-glass · "
+        f"*{c.failed}* failed"
+    )
 
 
 def _chain_line(digest: Digest) -> str:
@@ -203,13 +225,16 @@ def _chain_line(digest: Digest) -> str:
 
 def _fallback(digest: Digest, threaded: bool) -> str:
     c = digest.counts
-    text = (f"Access digest for the {_span(digest)} to {_plain_time(digest, digest.window_end)}: "
-            f"{c.requested} requested, {c.approved} approved, {c.denied} denied, "
-            f"{c.expired_unanswered} expired unanswered, {c.break_glass} break-glass, "
-            f"{c.failed} failed; {len(digest.active)} active now")
+    text = (
+        f"Access digest for the {_span(digest)} to {_plain_time(digest, digest.window_end)}: "
+        f"{c.requested} requested, {c.approved} approved, {c.denied} denied, "
+        f"{c.expired_unanswered} expired unanswered, {c.break_glass} break-glass, "
+        f"{c.failed} failed; {len(digest.active)} active now"
+    )
     if digest.needs_attention:
-        text += f"; {digest.needs_attention} need{'s' if digest.needs_attention == 1 else ''} " \
-                "attention"
+        text += (
+            f"; {digest.needs_attention} need{'s' if digest.needs_attention == 1 else ''} attention"
+        )
     if not digest.chain_ok:
         text += "; AUDIT CHAIN BROKEN"
     return text + (" (more in the thread)." if threaded else ".")
@@ -219,11 +244,13 @@ def _more_line(part: _List) -> Callable[[int], str]:
     def more(hidden: int) -> str:
         also = f" (all {len(part.lines):,} also in the attached CSV)" if part.in_csv else ""
         return f"_… and {hidden:,} more in the thread{also}_"
+
     return more
 
 
-def _fit(title: str, lines: Sequence[str], limit: int,
-         more: Callable[[int], str]) -> tuple[str, int]:
+def _fit(
+    title: str, lines: Sequence[str], limit: int, more: Callable[[int], str]
+) -> tuple[str, int]:
     """The title and as many of the first ``limit`` lines as fit one section, plus the line
     saying how many more there are; returns the text and how many lines it shows."""
     for shown in range(min(limit, len(lines)), -1, -1):
@@ -244,16 +271,21 @@ def _thread(digest: Digest, overflow: Sequence[_List]) -> tuple[SlackMessage, ..
     messages: list[list[Block]] = []
     size = 0
     for text in sections:
-        if not messages or len(messages[-1]) >= MESSAGE_BLOCK_LIMIT \
-                or size + len(text) > THREAD_MESSAGE_CHARS:
+        if (
+            not messages
+            or len(messages[-1]) >= MESSAGE_BLOCK_LIMIT
+            or size + len(text) > THREAD_MESSAGE_CHARS
+        ):
             messages.append([])
             size = 0
         messages[-1].append(section(text))
         size += len(text)
     day = _plain_time(digest, digest.window_end)
     return tuple(
-        SlackMessage(text=f"Access digest for the {_span(digest)} to {day}, continued "
-                          f"({n}/{len(messages)})", blocks=blocks)
+        SlackMessage(
+            text=f"Access digest for the {_span(digest)} to {day}, continued ({n}/{len(messages)})",
+            blocks=blocks,
+        )
         for n, blocks in enumerate(messages, start=1)
     )
 
@@ -275,21 +307,48 @@ def _pack(title: str, lines: Sequence[str]) -> list[str]:
 def _csv_attachment(digest: Digest) -> CsvAttachment:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["request_id", "requester", "resource", "approvers", "break_glass",
-                     "reviewed_by", "asked", "held", "issued_at", "expires_at", "ended_at",
-                     "end_reason", "reason"])
+    writer.writerow(
+        [
+            "request_id",
+            "requester",
+            "resource",
+            "approvers",
+            "break_glass",
+            "reviewed_by",
+            "asked",
+            "held",
+            "issued_at",
+            "expires_at",
+            "ended_at",
+            "end_reason",
+            "reason",
+        ]
+    )
     for grant in digest.grants:
         r = grant.record
-        writer.writerow([
-            r.request_id, r.requester, r.resource, " ".join(r.approvers),
-            "yes" if r.break_glass else "no", r.reviewed_by or "",
-            format_duration(r.duration_asked), format_duration(grant.held), _iso(r.issued_at),
-            _iso(r.expires_at), _iso(r.ended_at), r.end_reason or "", _cell(r.reason),
-        ])
+        writer.writerow(
+            [
+                r.request_id,
+                r.requester,
+                r.resource,
+                " ".join(r.approvers),
+                "yes" if r.break_glass else "no",
+                r.reviewed_by or "",
+                format_duration(r.duration_asked),
+                format_duration(grant.held),
+                _iso(r.issued_at),
+                _iso(r.expires_at),
+                _iso(r.ended_at),
+                r.end_reason or "",
+                _cell(r.reason),
+            ]
+        )
     day = digest.window_end.astimezone(digest.tz)
-    return CsvAttachment(filename=f"access-digest-{day:%Y-%m-%d}.csv",
-                         title=f"All {len(digest.grants)} grants, {day:%Y-%m-%d}",
-                         content=buffer.getvalue())
+    return CsvAttachment(
+        filename=f"access-digest-{day:%Y-%m-%d}.csv",
+        title=f"All {len(digest.grants)} grants, {day:%Y-%m-%d}",
+        content=buffer.getvalue(),
+    )
 
 
 # -- small helpers --------------------------------------------------------------------------------

@@ -32,50 +32,77 @@ MAX_LISTED = 15  # per section; a view holds at most 100 blocks
 
 
 def _request_line(view: RequestView) -> str:
-    return (f"*#{view.id}* `{view.resource}` {format_duration(view.duration)}"
-            f"{' (extension of #' + str(view.parent_id) + ')' if view.is_extension else ''} — "
-            f"{escape(view.reason[:200])}")
+    return (
+        f"*#{view.id}* `{view.resource}` {format_duration(view.duration)}"
+        f"{' (extension of #' + str(view.parent_id) + ')' if view.is_extension else ''} — "
+        f"{escape(view.reason[:200])}"
+    )
 
 
-def home_view(user: str, mine: Sequence[RequestView], waiting: Sequence[RequestView],
-              recent: Sequence[RequestView], policy: Policy) -> dict[str, Any]:
+def home_view(
+    user: str,
+    mine: Sequence[RequestView],
+    waiting: Sequence[RequestView],
+    recent: Sequence[RequestView],
+    policy: Policy,
+) -> dict[str, Any]:
     """The Home tab for ``user``."""
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "debug-access"}},
-        section("Temporary, approved access to production. Ask, and the people on call "
-                 "decide; access ends on its own."),
-        {"type": "actions", "block_id": BlockId.HOME_ACTIONS.value,
-         "elements": [button("Request access", ActionId.OPEN_REQUEST_FORM, "home", "primary")]},
+        section(
+            "Temporary, approved access to production. Ask, and the people on call "
+            "decide; access ends on its own."
+        ),
+        {
+            "type": "actions",
+            "block_id": BlockId.HOME_ACTIONS.value,
+            "elements": [button("Request access", ActionId.OPEN_REQUEST_FORM, "home", "primary")],
+        },
         {"type": "divider"},
     ]
     active = [v for v in mine if v.status in {RequestStatus.ACTIVE, RequestStatus.REVOKING}]
     pending = [v for v in mine if v.status is RequestStatus.PENDING]
-    blocks.append(section("*Your active access*" if active else
-                           "*Your active access*\nNone right now."))
+    blocks.append(
+        section("*Your active access*" if active else "*Your active access*\nNone right now.")
+    )
     for view in active[:MAX_LISTED]:
         left = f"until {when(view.expires_at)}" if view.expires_at else ""
         blocks.append(section(f"{_request_line(view)}\n{left}"))
         if view.status is RequestStatus.ACTIVE:
             blocks.append(grant_actions(view))
-    blocks.append(section("*Your pending requests*" if pending else
-                           "*Your pending requests*\nNone."))
+    blocks.append(
+        section("*Your pending requests*" if pending else "*Your pending requests*\nNone.")
+    )
     for view in pending[:MAX_LISTED]:
         blocks.append(section(f"{_request_line(view)}\n{status_line(view)}"))
     blocks.append({"type": "divider"})
-    blocks.append(section("*Waiting for your decision*" if waiting else
-                           "*Waiting for your decision*\nNothing — thank you."))
+    blocks.append(
+        section(
+            "*Waiting for your decision*"
+            if waiting
+            else "*Waiting for your decision*\nNothing — thank you."
+        )
+    )
     for view in waiting[:MAX_LISTED]:
         blocks.append(section(f"<@{view.requester}> asks: {_request_line(view)}"))
-        blocks.append({"type": "actions", "elements": [
-            button("Approve", ActionId.APPROVE, str(view.id), "primary"),
-            button("Deny", ActionId.DENY, str(view.id), "danger"),
-        ]})
+        blocks.append(
+            {
+                "type": "actions",
+                "elements": [
+                    button("Approve", ActionId.APPROVE, str(view.id), "primary"),
+                    button("Deny", ActionId.DENY, str(view.id), "danger"),
+                ],
+            }
+        )
     if recent:
         blocks.append({"type": "divider"})
         blocks.append(section("*Recent decisions*"))
         for view in recent:
-            blocks.append(context(f"#{view.id} `{view.resource}` for <@{view.requester}>: "
-                                   f"{status_line(view)}"))
+            blocks.append(
+                context(
+                    f"#{view.id} `{view.resource}` for <@{view.requester}>: {status_line(view)}"
+                )
+            )
     return {"type": "home", "blocks": blocks[:100]}
 
 
@@ -88,6 +115,11 @@ class HomePublisher:
 
     def __call__(self, user: str) -> None:
         lifecycle = self.lifecycle
-        view = home_view(user, lifecycle.open_requests_of(user), lifecycle.waiting_for(user),
-                         lifecycle.recent_decisions(user), lifecycle.policy)
+        view = home_view(
+            user,
+            lifecycle.open_requests_of(user),
+            lifecycle.waiting_for(user),
+            lifecycle.recent_decisions(user),
+            lifecycle.policy,
+        )
         self.client.views_publish(user_id=user, view=view)

@@ -41,18 +41,30 @@ class SlackNotifier:
         self.policy = policy
         self.home: Callable[[str], None] | None = None  # set once the App Home can be built
 
-    def _post(self, channel: str, text: str, message_blocks: list[dict[str, Any]] | None = None,
-              **extra: Any) -> MessageRef:
-        response = self.client.chat_postMessage(channel=channel, text=text, blocks=message_blocks,
-                                                unfurl_links=False, unfurl_media=False, **extra)
+    def _post(
+        self,
+        channel: str,
+        text: str,
+        message_blocks: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> MessageRef:
+        response = self.client.chat_postMessage(
+            channel=channel,
+            text=text,
+            blocks=message_blocks,
+            unfurl_links=False,
+            unfurl_media=False,
+            **extra,
+        )
         return MessageRef(channel=str(response["channel"]), ts=str(response["ts"]))
 
     def _dm_channel(self, user: str) -> str:
         response = self.client.conversations_open(users=user)
         return str(response["channel"]["id"])
 
-    def announce_request(self, view: RequestView, users: Sequence[str],
-                         in_channel: bool = True) -> list[MessageRef]:
+    def announce_request(
+        self, view: RequestView, users: Sequence[str], in_channel: bool = True
+    ) -> list[MessageRef]:
         text, message_blocks = blocks.approval_message(view)
         refs: list[MessageRef] = []
         targets: list[tuple[str, str]] = []
@@ -64,8 +76,13 @@ class SlackNotifier:
                 channel = self._dm_channel(target) if kind == "user" else target
                 refs.append(self._post(channel, text, message_blocks))
             except SLACK_FAILURES as exc:
-                log.error("could not post request #%s to %s %s: %s", view.id, kind, target,
-                          error_code(exc))
+                log.error(
+                    "could not post request #%s to %s %s: %s",
+                    view.id,
+                    kind,
+                    target,
+                    error_code(exc),
+                )
         return refs
 
     def refresh_request(self, view: RequestView, refs: Sequence[MessageRef]) -> None:
@@ -75,11 +92,11 @@ class SlackNotifier:
 
     def _update(self, ref: MessageRef, text: str, message_blocks: list[dict[str, Any]]) -> None:
         try:
-            self.client.chat_update(channel=ref.channel, ts=ref.ts, text=text,
-                                    blocks=message_blocks)
+            self.client.chat_update(
+                channel=ref.channel, ts=ref.ts, text=text, blocks=message_blocks
+            )
         except SLACK_FAILURES as exc:
-            log.error("could not update message %s/%s: %s", ref.channel, ref.ts,
-                      error_code(exc))
+            log.error("could not update message %s/%s: %s", ref.channel, ref.ts, error_code(exc))
 
     def deliver_credentials(self, view: RequestView, delivery: CredentialDelivery) -> MessageRef:
         text, message_blocks = blocks.credentials_message(view, delivery)
@@ -99,16 +116,26 @@ class SlackNotifier:
         except SLACK_FAILURES as exc:
             log.error("could not DM %s: %s", user, error_code(exc))
 
-    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False,
-              thread: MessageRef | None = None) -> MessageRef | None:
+    def audit(
+        self,
+        view: RequestView | None,
+        action: str,
+        text: str,
+        alert: bool = False,
+        thread: MessageRef | None = None,
+    ) -> MessageRef | None:
         channel = self.policy.channels.audit
         if not channel:
             return None
         try:
             if thread is not None:
                 # Alerts (failed revocation, break-glass) are echoed to the channel itself.
-                self._post(channel, blocks.audit_text(view, text, alert, threaded=True),
-                           thread_ts=thread.ts, reply_broadcast=alert)
+                self._post(
+                    channel,
+                    blocks.audit_text(view, text, alert, threaded=True),
+                    thread_ts=thread.ts,
+                    reply_broadcast=alert,
+                )
                 return None
             return self._post(channel, blocks.audit_text(view, text, alert))
         except SLACK_FAILURES as exc:
@@ -127,9 +154,13 @@ class SlackNotifier:
                 self._post(channel, reply.text, reply.blocks, thread_ts=root.ts)
             if messages.csv_attachment is not None:
                 csv = messages.csv_attachment
-                self.client.files_upload_v2(channel=channel, thread_ts=root.ts,
-                                            filename=csv.filename, title=csv.title,
-                                            content=csv.content)
+                self.client.files_upload_v2(
+                    channel=channel,
+                    thread_ts=root.ts,
+                    filename=csv.filename,
+                    title=csv.title,
+                    content=csv.content,
+                )
         except SLACK_FAILURES as exc:
             log.error("could not post the digest: %s", error_code(exc))
             return False

@@ -128,8 +128,9 @@ class _ResilientClient(SocketModeClient):
         assert new is not None
         if old is not None:
             self._retiring[id(new)] = old
-        threading.Thread(target=self._run_session, args=(new,), daemon=True,
-                         name="socket-mode-session").start()
+        threading.Thread(
+            target=self._run_session, args=(new,), daemon=True, name="socket-mode-session"
+        ).start()
 
     def _on_open(self, ws: WebSocketApp) -> None:
         if ws is not self.current_session:
@@ -139,18 +140,22 @@ class _ResilientClient(SocketModeClient):
         self._opened_at[id(ws)] = time.monotonic()
         old = self._retiring.pop(id(ws), None)
         if old is not None:
-            threading.Thread(target=old.close, kwargs={"timeout": 1}, daemon=True,
-                             name="socket-mode-retire").start()
+            threading.Thread(
+                target=old.close, kwargs={"timeout": 1}, daemon=True, name="socket-mode-retire"
+            ).start()
 
     def _run_session(self, session: WebSocketApp) -> None:
         """Read one session until it ends; a pong timeout notices silent dead links."""
         try:
-            session.run_forever(ping_interval=self.ping_interval, ping_timeout=PING_TIMEOUT,
-                                reconnect=0,  # slack_sdk opens a new URL; never reuse one
-                                http_proxy_host=self.http_proxy_host,
-                                http_proxy_port=self.http_proxy_port,
-                                http_proxy_auth=self.http_proxy_auth,
-                                proxy_type=self.proxy_type)
+            session.run_forever(
+                ping_interval=self.ping_interval,
+                ping_timeout=PING_TIMEOUT,
+                reconnect=0,  # slack_sdk opens a new URL; never reuse one
+                http_proxy_host=self.http_proxy_host,
+                http_proxy_port=self.http_proxy_port,
+                http_proxy_auth=self.http_proxy_auth,
+                proxy_type=self.proxy_type,
+            )
         except Exception:
             self.logger.exception("Socket Mode session failed")
             session.close()
@@ -215,8 +220,9 @@ class SocketModeTransport:
         self._hello = threading.Event()
         self.client.message_listeners.append(self._on_message)  # type: ignore[arg-type]
 
-    def _on_message(self, _client: SocketModeClient, message: dict[str, Any],
-                    _raw: str | None) -> None:
+    def _on_message(
+        self, _client: SocketModeClient, message: dict[str, Any], _raw: str | None
+    ) -> None:
         if message.get("type") == "hello":
             self._hello.set()
 

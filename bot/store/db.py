@@ -26,8 +26,14 @@ def make_engine(url: str) -> Engine:
 
         return engine
     # A server that does not answer a connection attempt within seconds is down: fail, retry.
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
-                         pool_timeout=10, connect_args={"connect_timeout": 5})
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=10,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 def create_schema(engine: Engine) -> None:

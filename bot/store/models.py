@@ -28,9 +28,13 @@ class AccessRequest(SQLModel, table=True):
     __tablename__ = "access_request"
     # At most one pending extension per grant, even when two are asked for at the same moment.
     __table_args__ = (
-        Index("ux_one_pending_extension", "parent_id", unique=True,
-              postgresql_where=text("status = 'pending' AND parent_id IS NOT NULL"),
-              sqlite_where=text("status = 'pending' AND parent_id IS NOT NULL")),
+        Index(
+            "ux_one_pending_extension",
+            "parent_id",
+            unique=True,
+            postgresql_where=text("status = 'pending' AND parent_id IS NOT NULL"),
+            sqlite_where=text("status = 'pending' AND parent_id IS NOT NULL"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)

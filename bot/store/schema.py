@@ -67,16 +67,16 @@ APSCHEDULER_TABLE = "apscheduler_jobs"
 # Tables in our database that the revisions must never create, alter or drop.
 NOT_OURS = frozenset({APSCHEDULER_TABLE, VERSION_TABLE})
 # One advisory-lock key for "the bot's schema", the same in every replica and release.
-LOCK_KEY = int.from_bytes(hashlib.sha256(b"debug-access schema").digest()[:8], "big",
-                          signed=True)
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"debug-access schema").digest()[:8], "big", signed=True)
 
 
 class SchemaProblem(ConfigProblem):
     """The database cannot be migrated safely as it is; the message says why, in one line."""
 
 
-def include_name(name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
-                 ) -> bool:
+def include_name(
+    name: str | None, type_: NameFilterType, parent_names: NameFilterParentNames
+) -> bool:
     """Alembic's filter: leave APScheduler's job table and Alembic's own table alone."""
     return not (type_ == "table" and name in NOT_OURS)
 
@@ -113,8 +113,10 @@ def require_head(engine: Engine) -> None:
     """
     at, wanted = current(engine), head()
     if at != wanted:
-        raise SchemaProblem(f"the database schema is at {at or 'no revision'} but this release "
-                            f"needs {wanted}: run `debug-access db upgrade` first")
+        raise SchemaProblem(
+            f"the database schema is at {at or 'no revision'} but this release "
+            f"needs {wanted}: run `debug-access db upgrade` first"
+        )
 
 
 def upgrade(engine: Engine) -> str:
@@ -135,9 +137,14 @@ def differences(connection: Connection) -> list[Any]:
 
     The same filter as the migrations: APScheduler's and Alembic's tables are not compared.
     """
-    context = MigrationContext.configure(connection, opts={
-        "include_name": include_name, "compare_type": True,
-        "target_metadata": SQLModel.metadata})
+    context = MigrationContext.configure(
+        connection,
+        opts={
+            "include_name": include_name,
+            "compare_type": True,
+            "target_metadata": SQLModel.metadata,
+        },
+    )
     return list(compare_metadata(context, SQLModel.metadata))
 
 
@@ -153,8 +160,10 @@ def _migrate(conn: Connection) -> str:
         _check_is_baseline(conn)
         command.stamp(config, BASELINE)
         before = BASELINE
-        log.warning("database schema: the tables made before migrations match the baseline; "
-                    "stamped at %s", BASELINE)
+        log.warning(
+            "database schema: the tables made before migrations match the baseline; stamped at %s",
+            BASELINE,
+        )
     elif before is not None:
         _check_known(before)
     command.upgrade(config, "head")
@@ -190,12 +199,16 @@ def _check_is_baseline(conn: Connection) -> None:
     missing = sorted(baseline.shape - found, key=_tables_first)
     unexpected = sorted(found - baseline.shape, key=_tables_first)
     if missing or unexpected:
-        parts = [f"{label} {_first(items)}" for label, items in
-                 (("missing", missing), ("unexpected", unexpected)) if items]
+        parts = [
+            f"{label} {_first(items)}"
+            for label, items in (("missing", missing), ("unexpected", unexpected))
+            if items
+        ]
         raise SchemaProblem(
             "the database has debug-access tables but no alembic_version, and they are not the "
             f"baseline schema ({'; '.join(parts)}); refusing to stamp it: restore it from a "
-            "backup made by the last release, or fix it by hand to match the baseline")
+            "backup made by the last release, or fix it by hand to match the baseline"
+        )
 
 
 def _tables_first(item: str) -> tuple[bool, str]:
@@ -203,8 +216,9 @@ def _tables_first(item: str) -> tuple[bool, str]:
 
 
 def _first(items: list[str], count: int = 5) -> str:
-    return ", ".join(items[:count]) + (f" and {len(items) - count} more" if len(items) > count
-                                       else "")
+    return ", ".join(items[:count]) + (
+        f" and {len(items) - count} more" if len(items) > count else ""
+    )
 
 
 class _Baseline(NamedTuple):
@@ -254,8 +268,10 @@ def _shape(conn: Connection, tables: Iterable[str]) -> frozenset[str]:
         for unique in inspector.get_unique_constraints(table):
             items.add(f"unique {table}({', '.join(unique['column_names'])})")
         for foreign in inspector.get_foreign_keys(table):
-            items.add(f"foreign key {table}({', '.join(foreign['constrained_columns'])}) -> "
-                      f"{foreign['referred_table']}({', '.join(foreign['referred_columns'])})")
+            items.add(
+                f"foreign key {table}({', '.join(foreign['constrained_columns'])}) -> "
+                f"{foreign['referred_table']}({', '.join(foreign['referred_columns'])})"
+            )
         for index in inspector.get_indexes(table):
             # Indexes behind unique constraints are listed above (PostgreSQL reports both).
             if index["name"] and not index.get("duplicates_constraint"):

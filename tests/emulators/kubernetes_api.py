@@ -29,8 +29,11 @@ def self_signed_ca_pem() -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test-cluster-ca")])
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(1)
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
         .not_valid_before(datetime.datetime(2020, 1, 1))
         .not_valid_after(datetime.datetime(2040, 1, 1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -52,20 +55,33 @@ class TokenReviewAPI:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                api.reviews.append({"path": self.path, "body": body,
-                                    "authorization": self.headers.get("Authorization")})
+                api.reviews.append(
+                    {
+                        "path": self.path,
+                        "body": body,
+                        "authorization": self.headers.get("Authorization"),
+                    }
+                )
                 status: dict[str, Any] = {"authenticated": False, "user": {}}
                 who = api.valid.get(body.get("spec", {}).get("token", ""))
                 if self.path == REVIEW_PATH and who is not None:
                     namespace, name, uid = who
                     status = {
                         "authenticated": True,
-                        "user": {"username": f"system:serviceaccount:{namespace}:{name}",
-                                 "uid": uid, "groups": ["system:serviceaccounts"]},
+                        "user": {
+                            "username": f"system:serviceaccount:{namespace}:{name}",
+                            "uid": uid,
+                            "groups": ["system:serviceaccounts"],
+                        },
                         "audiences": body["spec"].get("audiences") or [],
                     }
-                data = json.dumps({"apiVersion": "authentication.k8s.io/v1",
-                                   "kind": "TokenReview", "status": status}).encode()
+                data = json.dumps(
+                    {
+                        "apiVersion": "authentication.k8s.io/v1",
+                        "kind": "TokenReview",
+                        "status": status,
+                    }
+                ).encode()
                 self.send_response(201)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))

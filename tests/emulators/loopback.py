@@ -27,14 +27,19 @@ class LoopbackServer:
         """Bind the loopback port and serve in a daemon thread (no-op when running)."""
         if self._server is not None:
             return self
-        handler = type(f"Bound{self.handler_class.__name__}", (self.handler_class,),
-                       {"emulator": self})
+        handler = type(
+            f"Bound{self.handler_class.__name__}", (self.handler_class,), {"emulator": self}
+        )
         server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         server.daemon_threads = True
         self._server = server
         self.port = int(server.server_address[1])
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,),
-                                        name=f"{self.thread_name}-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            args=(0.05,),
+            name=f"{self.thread_name}-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -52,6 +57,10 @@ class LoopbackServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

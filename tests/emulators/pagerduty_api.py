@@ -52,7 +52,8 @@ class OnCallEntry:
 
     def overlaps(self, since: datetime, until: datetime) -> bool:
         return (self.start is None or self.start <= until) and (
-            self.end is None or self.end > since)
+            self.end is None or self.end > since
+        )
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -115,14 +116,26 @@ class PagerDutyEmulator(LoopbackServer):
     # ------------------------------------------------------------------ state API
 
     def add_user(self, user_id: str, email: str, name: str | None = None) -> None:
-        self.users[user_id] = {"id": user_id, "type": "user", "email": email,
-                               "name": name or f"PD {user_id}", "summary": name or user_id}
+        self.users[user_id] = {
+            "id": user_id,
+            "type": "user",
+            "email": email,
+            "name": name or f"PD {user_id}",
+            "summary": name or user_id,
+        }
 
-    def add_oncall(self, user_id: str, escalation_policy_id: str = "PEP0001",
-                   escalation_level: int = 1, schedule_id: str | None = None,
-                   start: datetime | None = None, end: datetime | None = None) -> None:
-        self.oncalls.append(OnCallEntry(user_id, escalation_policy_id, escalation_level,
-                                        schedule_id, start, end))
+    def add_oncall(
+        self,
+        user_id: str,
+        escalation_policy_id: str = "PEP0001",
+        escalation_level: int = 1,
+        schedule_id: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> None:
+        self.oncalls.append(
+            OnCallEntry(user_id, escalation_policy_id, escalation_level, schedule_id, start, end)
+        )
 
     def fail_next(self, status: int = 503, times: int = 1) -> None:
         """Answer the next ``times`` requests with ``status``."""
@@ -139,8 +152,9 @@ class PagerDutyEmulator(LoopbackServer):
 
     # ------------------------------------------------------------------ handling
 
-    def _handle(self, path: str, params: dict[str, list[str]],
-                headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _handle(
+        self, path: str, params: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
         if self.delay:
             time.sleep(self.delay)
         status, body = self._answer(path, params, headers)
@@ -150,8 +164,9 @@ class PagerDutyEmulator(LoopbackServer):
             self._calls.append(PDCall(path, params, kept, status))
         return status, body
 
-    def _answer(self, path: str, params: dict[str, list[str]],
-                headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _answer(
+        self, path: str, params: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
         with self._lock:
             fault = self._faults.pop(0) if self._faults else None
         if self.outage:
@@ -163,7 +178,7 @@ class PagerDutyEmulator(LoopbackServer):
         if path == "/oncalls":
             return self._list_oncalls(params)
         if path.startswith("/users/"):
-            user = self.users.get(urllib.parse.unquote(path[len("/users/"):]))
+            user = self.users.get(urllib.parse.unquote(path[len("/users/") :]))
             if user is None:
                 return 404, {"error": {"message": "Not Found", "code": 2100}}
             return 200, {"user": user}
@@ -185,32 +200,42 @@ class PagerDutyEmulator(LoopbackServer):
         policies = set(params.get("escalation_policy_ids[]", []))
         include_users = self.honour_include and "users" in params.get("include[]", [])
         matching = [
-            entry for entry in self.oncalls
+            entry
+            for entry in self.oncalls
             if (not schedules or entry.schedule_id in schedules)
             and (not policies or entry.escalation_policy_id in policies)
             and (not self.filter_server_side or not levels or entry.escalation_level in levels)
             and (not self.filter_server_side or entry.overlaps(since, until))
         ]
-        page = matching[offset:offset + limit]
+        page = matching[offset : offset + limit]
         return 200, {
             "oncalls": [self._render(entry, include_users) for entry in page],
-            "limit": limit, "offset": offset, "more": offset + limit < len(matching),
+            "limit": limit,
+            "offset": offset,
+            "more": offset + limit < len(matching),
             "total": None,
         }
 
     def _render(self, entry: OnCallEntry, include_users: bool) -> dict[str, Any]:
-        user: dict[str, Any] = {"id": entry.user_id, "type": "user_reference",
-                                "summary": self.users.get(entry.user_id, {}).get(
-                                    "name", entry.user_id)}
+        user: dict[str, Any] = {
+            "id": entry.user_id,
+            "type": "user_reference",
+            "summary": self.users.get(entry.user_id, {}).get("name", entry.user_id),
+        }
         if include_users and entry.user_id in self.users:
             user = {**self.users[entry.user_id]}
-        schedule = None if entry.schedule_id is None else {
-            "id": entry.schedule_id, "type": "schedule_reference"}
+        schedule = (
+            None
+            if entry.schedule_id is None
+            else {"id": entry.schedule_id, "type": "schedule_reference"}
+        )
         return {
             "user": user,
             "schedule": schedule,
-            "escalation_policy": {"id": entry.escalation_policy_id,
-                                  "type": "escalation_policy_reference"},
+            "escalation_policy": {
+                "id": entry.escalation_policy_id,
+                "type": "escalation_policy_reference",
+            },
             "escalation_level": entry.escalation_level,
             "start": _iso(entry.start),
             "end": _iso(entry.end),

@@ -326,24 +326,29 @@ class SlackEmulator(LoopbackServer):
                 queue.pop(0)
             return fault
 
-    def _handle_upload(self, file_id: str, raw: bytes
-                       ) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _handle_upload(
+        self, file_id: str, raw: bytes
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """The second step of files_upload_v2: the file's bytes, posted to the upload URL."""
         with self._lock:
             if file_id not in self.files:
                 return 404, {"ok": False, "error": "unknown_file"}, {}
             self.files[file_id]["content"] = raw
-        self._record(Call("file_upload", {"file_id": file_id, "size": len(raw)}, time.time(),
-                          {"ok": True}))
+        self._record(
+            Call("file_upload", {"file_id": file_id, "size": len(raw)}, time.time(), {"ok": True})
+        )
         return 200, {"ok": True}, {}
 
     def _api_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
         file_id = self._next_id("F")
         with self._lock:
-            self.files[file_id] = {"id": file_id, "filename": params["filename"],
-                                   "length": int(params["length"]), "content": b""}
-        return {"ok": True, "upload_url": f"{self.root_url}/upload/{file_id}",
-                "file_id": file_id}
+            self.files[file_id] = {
+                "id": file_id,
+                "filename": params["filename"],
+                "length": int(params["length"]),
+                "content": b"",
+            }
+        return {"ok": True, "upload_url": f"{self.root_url}/upload/{file_id}", "file_id": file_id}
 
     def _api_files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
         files = params["files"]
@@ -353,10 +358,14 @@ class SlackEmulator(LoopbackServer):
         with self._lock:
             for item in files:
                 stored = self.files[item["id"]]
-                stored.update(title=item.get("title"), channel=params.get("channel_id"),
-                              thread_ts=params.get("thread_ts"))
-                done.append({"id": item["id"], "title": item.get("title"),
-                             "name": stored["filename"]})
+                stored.update(
+                    title=item.get("title"),
+                    channel=params.get("channel_id"),
+                    thread_ts=params.get("thread_ts"),
+                )
+                done.append(
+                    {"id": item["id"], "title": item.get("title"), "name": stored["filename"]}
+                )
         return {"ok": True, "files": done}
 
     def _handle_response_url(

@@ -148,11 +148,15 @@ class SlackRequestSender:
     def event(self, event: dict[str, Any]) -> requests.Response:
         """Deliver an Events API callback (JSON body, signed), e.g. app_home_opened."""
         body = {
-            "token": self.verification_token, "team_id": self.team_id,
-            "api_app_id": self.api_app_id, "type": "event_callback",
-            "event_id": f"Ev{secrets.token_hex(5).upper()}", "event_time": int(time.time()),
-            "authorizations": [{"team_id": self.team_id, "user_id": self.emulator.bot_user_id,
-                                "is_bot": True}],
+            "token": self.verification_token,
+            "team_id": self.team_id,
+            "api_app_id": self.api_app_id,
+            "type": "event_callback",
+            "event_id": f"Ev{secrets.token_hex(5).upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {"team_id": self.team_id, "user_id": self.emulator.bot_user_id, "is_bot": True}
+            ],
             "event": event,
         }
         return self.post_raw(json.dumps(body), content_type="application/json")

@@ -151,9 +151,15 @@ class SocketModeEmulator:
         return self
 
     async def _serve(self) -> Server:
-        return await serve(self._handle, "127.0.0.1", self.port or 0,
-                           process_request=self._check_ticket, compression=None,
-                           ping_interval=self.ping_interval, close_timeout=1)
+        return await serve(
+            self._handle,
+            "127.0.0.1",
+            self.port or 0,
+            process_request=self._check_ticket,
+            compression=None,
+            ping_interval=self.ping_interval,
+            close_timeout=1,
+        )
 
     def stop(self) -> None:
         """Close every connection and the port; safe twice."""
@@ -179,8 +185,12 @@ class SocketModeEmulator:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     def attach(self, slack: SlackEmulator) -> Self:
@@ -213,19 +223,28 @@ class SocketModeEmulator:
     # ------------------------------------------------------------------ serving
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = Connection(next(self._conn_ids), getattr(ws, "request_ticket", ""),
-                          time.monotonic(), _ws=ws)
+        conn = Connection(
+            next(self._conn_ids), getattr(ws, "request_ticket", ""), time.monotonic(), _ws=ws
+        )
         with self._lock:
             self._connections.append(conn)
             count = sum(1 for c in self._connections if c.is_open)
             self._lock.notify_all()
         try:
-            await ws.send(json.dumps({
-                "type": "hello", "num_connections": count,
-                "debug_info": {"host": "emulator", "build_number": 1,
-                               "approximate_connection_time": 18060},
-                "connection_info": {"app_id": self.app_id},
-            }))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "num_connections": count,
+                        "debug_info": {
+                            "host": "emulator",
+                            "build_number": 1,
+                            "approximate_connection_time": 18060,
+                        },
+                        "connection_info": {"app_id": self.app_id},
+                    }
+                )
+            )
             with self._lock:
                 conn.hello_sent = True
                 self._lock.notify_all()
@@ -255,15 +274,19 @@ class SocketModeEmulator:
                 envelope_id = message["envelope_id"]
                 payload = message.get("payload")
                 if envelope_id not in self._acks:  # keep the first ack
-                    self._acks[envelope_id] = Ack(envelope_id, payload if isinstance(
-                        payload, dict) else None, now, conn.id)
+                    self._acks[envelope_id] = Ack(
+                        envelope_id, payload if isinstance(payload, dict) else None, now, conn.id
+                    )
             else:
                 self._other_messages.append((now, text))
             self._lock.notify_all()
 
     def _newest_live(self) -> Connection | None:
-        live = [c for c in self._connections
-                if c.is_open and c.hello_sent and not c.dropped and c._ws is not None]
+        live = [
+            c
+            for c in self._connections
+            if c.is_open and c.hello_sent and not c.dropped and c._ws is not None
+        ]
         return live[-1] if live else None
 
     async def _flush_pending(self) -> None:
@@ -276,12 +299,16 @@ class SocketModeEmulator:
                 envelope = self._envelopes[self._pending.pop(0)]
                 ws = conn._ws
             assert ws is not None
-            frame = json.dumps({
-                "envelope_id": envelope.envelope_id, "type": envelope.type,
-                "payload": envelope.payload,
-                "accepts_response_payload": envelope.accepts_response_payload,
-                "retry_attempt": 0, "retry_reason": "",
-            })
+            frame = json.dumps(
+                {
+                    "envelope_id": envelope.envelope_id,
+                    "type": envelope.type,
+                    "payload": envelope.payload,
+                    "accepts_response_payload": envelope.accepts_response_payload,
+                    "retry_attempt": 0,
+                    "retry_reason": "",
+                }
+            )
             try:
                 await ws.send(frame)
             except ConnectionClosed:
@@ -303,8 +330,9 @@ class SocketModeEmulator:
 
     # ------------------------------------------------------------------ pushing
 
-    def push(self, type_: str, payload: dict[str, Any],
-             accepts_response_payload: bool | None = None) -> str:
+    def push(
+        self, type_: str, payload: dict[str, Any], accepts_response_payload: bool | None = None
+    ) -> str:
         """Send an envelope (to the newest live connection, or when one appears); its id.
 
         ``accepts_response_payload`` defaults to what Slack sets: true for slash commands and
@@ -315,14 +343,16 @@ class SocketModeEmulator:
             accepts_response_payload = type_ != "events_api"
         envelope_id = f"{secrets.token_hex(4)}-{secrets.token_hex(2)}-{secrets.token_hex(6)}"
         with self._lock:
-            self._envelopes[envelope_id] = Envelope(envelope_id, type_, payload,
-                                                    accepts_response_payload, time.monotonic())
+            self._envelopes[envelope_id] = Envelope(
+                envelope_id, type_, payload, accepts_response_payload, time.monotonic()
+            )
             self._pending.append(envelope_id)
         self._call(self._flush_pending)
         return envelope_id
 
-    def disconnect(self, reason: str = "refresh_requested",
-                   connection: Connection | None = None) -> Connection:
+    def disconnect(
+        self, reason: str = "refresh_requested", connection: Connection | None = None
+    ) -> Connection:
         """Send ``{"type": "disconnect", "reason": reason}`` on a connection (default newest).
 
         The connection stays open (Slack keeps it about ten seconds), so the client decides when
@@ -332,8 +362,9 @@ class SocketModeEmulator:
         ws = conn._ws
         if ws is None:
             raise AssertionError(f"connection {conn.id} is closed")
-        frame = json.dumps({"type": "disconnect", "reason": reason,
-                            "debug_info": {"host": "emulator"}})
+        frame = json.dumps(
+            {"type": "disconnect", "reason": reason, "debug_info": {"host": "emulator"}}
+        )
         self._call(lambda: ws.send(frame))
         return conn
 
@@ -407,17 +438,21 @@ class SocketModeEmulator:
                 if remaining <= 0:
                     break
                 self._lock.wait(min(remaining, 0.2))
-            state = (f"connections={self._connections!r} pending={self._pending!r} "
-                     f"acks={list(self._acks)!r}")
+            state = (
+                f"connections={self._connections!r} pending={self._pending!r} "
+                f"acks={list(self._acks)!r}"
+            )
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; {state}")
 
     def wait_for_ack(self, envelope_id: str, timeout: float = 10.0) -> Ack:
         """Wait for the client's ack of ``envelope_id``."""
-        return self._wait(lambda: self._acks.get(envelope_id), timeout,
-                          f"the ack of envelope {envelope_id}")
+        return self._wait(
+            lambda: self._acks.get(envelope_id), timeout, f"the ack of envelope {envelope_id}"
+        )
 
     def wait_for_connection(self, after: int = 0, timeout: float = 10.0) -> Connection:
         """Wait for a greeted, open connection with ``id > after``; return the newest."""
+
         def ready() -> Connection | None:
             conn = self._newest_live()
             return conn if conn is not None and conn.id > after else None
@@ -426,8 +461,11 @@ class SocketModeEmulator:
 
     def wait_closed(self, connection: Connection, timeout: float = 10.0) -> Connection:
         """Wait until ``connection`` is closed (by the client, or by us)."""
-        return self._wait(lambda: connection if connection.closed_at is not None else None,
-                          timeout, f"connection #{connection.id} to close")
+        return self._wait(
+            lambda: connection if connection.closed_at is not None else None,
+            timeout,
+            f"connection #{connection.id} to close",
+        )
 
     def ack_latency(self, envelope_id: str) -> float | None:
         """Seconds from a test asking to push ``envelope_id`` to the client's ack."""
@@ -453,16 +491,26 @@ class SocketModeSender(SlackRequestSender):
     is never acked within ``timeout`` answers 504, which the flows' status assertions report.
     """
 
-    def __init__(self, socket_mode: SocketModeEmulator, emulator: SlackEmulator,
-                 timeout: float = 10.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        socket_mode: SocketModeEmulator,
+        emulator: SlackEmulator,
+        timeout: float = 10.0,
+        **kwargs: Any,
+    ) -> None:
         """No URL or signing secret: Socket Mode envelopes are authenticated by the socket."""
         super().__init__("socket-mode://", "unused", emulator, timeout=timeout, **kwargs)
         self.socket_mode = socket_mode
         self.last_envelope_id: str | None = None
 
-    def post_raw(self, body: bytes | str, timestamp: int | None = None,
-                 signature: str | None = None, content_type: str = FORM,
-                 headers: dict[str, str] | None = None) -> requests.Response:
+    def post_raw(
+        self,
+        body: bytes | str,
+        timestamp: int | None = None,
+        signature: str | None = None,
+        content_type: str = FORM,
+        headers: dict[str, str] | None = None,
+    ) -> requests.Response:
         """Turn what would be an HTTP body into an envelope, push it, wait for its ack."""
         text = body.decode() if isinstance(body, bytes) else body
         if "json" in content_type:

@@ -95,44 +95,61 @@ def request_access(bot: BotProcess, slack: SlackEmulator, user: str, text: str) 
 
 
 def _is_request_message(message: dict[str, Any], request_id: int) -> bool:
-    return re.match(rf"(Access request|Extension request|Break-glass access) #{request_id}:",
-                    str(message.get("text", ""))) is not None
+    return (
+        re.match(
+            rf"(Access request|Extension request|Break-glass access) #{request_id}:",
+            str(message.get("text", "")),
+        )
+        is not None
+    )
 
 
 def approval_messages(slack: SlackEmulator, request_id: int) -> list[dict[str, Any]]:
     """Every copy of the approval message for ``request_id`` (channel and DMs), current state."""
     found = []
-    for channel in (APPROVALS, slack.dm_channel(ALICE), slack.dm_channel(BOB),
-                    slack.dm_channel(MALLORY), slack.dm_channel(REQUESTER)):
+    for channel in (
+        APPROVALS,
+        slack.dm_channel(ALICE),
+        slack.dm_channel(BOB),
+        slack.dm_channel(MALLORY),
+        slack.dm_channel(REQUESTER),
+    ):
         found.extend(m for m in slack.messages(channel) if _is_request_message(m, request_id))
     return found
 
 
-def approval_message(slack: SlackEmulator, request_id: int, channel: str = APPROVALS
-                     ) -> dict[str, Any]:
+def approval_message(
+    slack: SlackEmulator, request_id: int, channel: str = APPROVALS
+) -> dict[str, Any]:
     return wait_until(
-        lambda: next((m for m in slack.messages(channel) if _is_request_message(m, request_id)),
-                     None),
+        lambda: next(
+            (m for m in slack.messages(channel) if _is_request_message(m, request_id)), None
+        ),
         what=f"approval message for #{request_id} in {channel}",
     )
 
 
-def click(bot: BotProcess, slack: SlackEmulator, user: str, message: dict[str, Any],
-          action_id: str) -> dict[str, Any]:
+def click(
+    bot: BotProcess, slack: SlackEmulator, user: str, message: dict[str, Any], action_id: str
+) -> dict[str, Any]:
     """Click a button on a message and return the bot's ephemeral answer to the clicker."""
     sent = bot.sender.click(user, message, action_id)
     assert sent.status_code == 200, sent.text
     return reply_to(slack, str(sent.response_key), timeout=30)
 
 
-def credentials_message(slack: SlackEmulator, user: str, request_id: int,
-                        timeout: float = 30.0) -> dict[str, Any]:
+def credentials_message(
+    slack: SlackEmulator, user: str, request_id: int, timeout: float = 30.0
+) -> dict[str, Any]:
     """The credentials DM for ``request_id`` as the requester sees it now."""
     marker = f"(request #{request_id}) is ready"
     return wait_until(
-        lambda: next((m for m in slack.messages(slack.dm_channel(user))
-                      if marker in str(m.get("text", ""))), None),
-        timeout=timeout, what=f"credentials DM for #{request_id}",
+        lambda: next(
+            (m for m in slack.messages(slack.dm_channel(user)) if marker in str(m.get("text", ""))),
+            None,
+        ),
+        timeout=timeout,
+        what=f"credentials DM for #{request_id}",
     )
 
 
@@ -174,15 +191,20 @@ def request_status(postgres: PostgresServer, bot: BotProcess, request_id: int) -
 
 
 def audit_actions(postgres: PostgresServer, bot: BotProcess, request_id: int) -> list[str]:
-    rows = bot_rows(postgres, bot, "SELECT action FROM audit_event WHERE request_id = "
-                    f"{request_id} ORDER BY id")
+    rows = bot_rows(
+        postgres, bot, f"SELECT action FROM audit_event WHERE request_id = {request_id} ORDER BY id"
+    )
     return [str(r[0]) for r in rows]
 
 
 def database_dump(postgres: PostgresServer, bot: BotProcess) -> str:
     """Every value in every table of the bot's database, as text (for secret scans)."""
-    tables = [r[0] for r in bot_rows(postgres, bot, "SELECT tablename FROM pg_tables WHERE "
-                                     "schemaname = 'public'")]
+    tables = [
+        r[0]
+        for r in bot_rows(
+            postgres, bot, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        )
+    ]
     dump = []
     for table in tables:
         for row in bot_rows(postgres, bot, f'SELECT * FROM "{table}"'):
@@ -190,8 +212,14 @@ def database_dump(postgres: PostgresServer, bot: BotProcess) -> str:
     return "\n".join(dump)
 
 
-def assert_nowhere(secrets: Iterable[str], *, slack: SlackEmulator, bot: BotProcess,
-                   postgres: PostgresServer, allowed_channels: Iterable[str] = ()) -> None:
+def assert_nowhere(
+    secrets: Iterable[str],
+    *,
+    slack: SlackEmulator,
+    bot: BotProcess,
+    postgres: PostgresServer,
+    allowed_channels: Iterable[str] = (),
+) -> None:
     """No secret value in any Slack call (except DMs to ``allowed_channels``), log or DB row."""
     allowed = set(allowed_channels)
     logs = bot.log_text()
@@ -200,10 +228,13 @@ def assert_nowhere(secrets: Iterable[str], *, slack: SlackEmulator, bot: BotProc
         assert len(secret) >= 8, "a secret this short would match by accident"
         for call in slack.calls():
             if call.params.get("channel") in allowed and call.method in {
-                    "chat.postMessage", "chat.update"}:
+                "chat.postMessage",
+                "chat.update",
+            }:
                 continue
             assert secret not in json.dumps(call.params, default=str), (
-                f"secret leaked to Slack in {call.method} to {call.params.get('channel')}")
+                f"secret leaked to Slack in {call.method} to {call.params.get('channel')}"
+            )
         assert secret not in logs, "secret leaked into the bot's log"
         assert secret not in dump, "secret leaked into the bot's database"
 

@@ -406,8 +406,8 @@ def admin_policy(client: hvac.Client, name: str) -> str:
     bot tokens that set Vault up themselves, as the dev server's root token would. Returns
     ``name``."""
     client.sys.create_or_update_policy(
-        name, 'path "*" { capabilities = ["create", "read", "update", "delete", "list", '
-        '"sudo"] }')
+        name, 'path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }'
+    )
     return name
 
 

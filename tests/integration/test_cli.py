@@ -22,20 +22,33 @@ REPO = Path(__file__).resolve().parents[2]
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "SLACK_"))}
     full.update(env, PYTHONPATH=str(REPO), NO_PROXY="127.0.0.1,localhost")
-    return subprocess.run([sys.executable, "-m", "bot", *args], env=full, cwd=cwd,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        env=full,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 @pytest.fixture
 def base_env(slack: SlackEmulator, openbao: OpenBaoServer, tmp_path: Path) -> dict[str, str]:
-    return {"SLACK_BOT_TOKEN": slack.bot_token, "SLACK_SIGNING_SECRET": "s" * 32,
-            "SLACK_API_URL": slack.base_url, "VAULT_ADDR": openbao.addr,
-            "VAULT_TOKEN": openbao.root_token,
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'check.db'}"}
+    return {
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": "s" * 32,
+        "SLACK_API_URL": slack.base_url,
+        "VAULT_ADDR": openbao.addr,
+        "VAULT_TOKEN": openbao.root_token,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'check.db'}",
+    }
 
 
 def test_check_passes_against_working_dependencies(
-    base_env: dict[str, str], vault_db: VaultDatabase, tmp_path: Path,
+    base_env: dict[str, str],
+    vault_db: VaultDatabase,
+    tmp_path: Path,
 ) -> None:
     policy = write_policy(policy_for(vault_db.path), tmp_path)
     result = run_cli(["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}, tmp_path)
@@ -46,27 +59,44 @@ def test_check_passes_against_working_dependencies(
 
 
 def test_check_names_each_broken_dependency(
-    base_env: dict[str, str], vault_db: VaultDatabase, tmp_path: Path,
+    base_env: dict[str, str],
+    vault_db: VaultDatabase,
+    tmp_path: Path,
 ) -> None:
     policy = write_policy(policy_for(vault_db.path), tmp_path)
-    env = {**base_env, "DEBUG_ACCESS_POLICY": str(policy), "VAULT_TOKEN": "not-a-real-token",
-           "SLACK_BOT_TOKEN": "xoxb-wrong"}
+    env = {
+        **base_env,
+        "DEBUG_ACCESS_POLICY": str(policy),
+        "VAULT_TOKEN": "not-a-real-token",
+        "SLACK_BOT_TOKEN": "xoxb-wrong",
+    }
     result = run_cli(["check"], env, tmp_path)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert any(line.startswith("[FAIL] vault") for line in lines), result.stdout
     assert any(line.startswith("[FAIL] slack") and "invalid_auth" in line for line in lines), (
-        result.stdout)
+        result.stdout
+    )
     assert any(line.startswith("[ok ] database") for line in lines)
     assert "not-a-real-token" not in result.stdout + result.stderr
 
 
 def test_invalid_policy_stops_serve_naming_file_key_and_problem(
-    base_env: dict[str, str], tmp_path: Path,
+    base_env: dict[str, str],
+    tmp_path: Path,
 ) -> None:
-    policy = write_policy({"resources": {"payments-db": {
-        "vault_path": "database/creds/x", "max_duration": "4 hours", "approvers": ["U0ALICE"]}}},
-        tmp_path)
+    policy = write_policy(
+        {
+            "resources": {
+                "payments-db": {
+                    "vault_path": "database/creds/x",
+                    "max_duration": "4 hours",
+                    "approvers": ["U0ALICE"],
+                }
+            }
+        },
+        tmp_path,
+    )
     result = run_cli(["serve"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}, tmp_path)
     assert result.returncode == 2
     assert f"{policy}: resources.payments-db.max_duration:" in result.stderr
@@ -81,7 +111,10 @@ def test_missing_environment_is_explained(tmp_path: Path) -> None:
 
 
 def test_vault_policy_is_accepted_by_vault_and_enough_for_a_grant(
-    base_env: dict[str, str], openbao: OpenBaoServer, vault_db: VaultDatabase, tmp_path: Path,
+    base_env: dict[str, str],
+    openbao: OpenBaoServer,
+    vault_db: VaultDatabase,
+    tmp_path: Path,
 ) -> None:
     policy = write_policy(policy_for(vault_db.path), tmp_path)
     result = run_cli(["vault-policy"], {"DEBUG_ACCESS_POLICY": str(policy)}, tmp_path)
@@ -89,13 +122,15 @@ def test_vault_policy_is_accepted_by_vault_and_enough_for_a_grant(
     assert 'path "sys/leases/revoke/database/creds/*"' in result.stdout
     root = openbao.client()
     root.sys.create_or_update_policy(name="debug-access-cli-test", policy=result.stdout)
-    token = root.auth.token.create(policies=["debug-access-cli-test"], no_parent=True,
-                                   ttl="1h")["auth"]["client_token"]
+    token = root.auth.token.create(policies=["debug-access-cli-test"], no_parent=True, ttl="1h")[
+        "auth"
+    ]["client_token"]
     # The operator's one-time set-up (here: a run with the admin token creates role + policies).
     setup = run_cli(["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}, tmp_path)
     assert setup.returncode == 0, setup.stdout
-    check = run_cli(["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy),
-                                "VAULT_TOKEN": token}, tmp_path)
+    check = run_cli(
+        ["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy), "VAULT_TOKEN": token}, tmp_path
+    )
     assert "[ok ] vault" in check.stdout, check.stdout
 
 
@@ -106,23 +141,31 @@ def _approle(openbao: OpenBaoServer, ttl: str = "1h") -> tuple[str, str, str]:
     if f"{mount}/" not in root.sys.list_auth_methods()["data"]:
         root.sys.enable_auth_method("approle", path=mount)
     policies = [admin_policy(root, "cli-admin")]
-    root.auth.approle.create_or_update_approle("bot", token_policies=policies, token_ttl=ttl,
-                                               mount_point=mount)
+    root.auth.approle.create_or_update_approle(
+        "bot", token_policies=policies, token_ttl=ttl, mount_point=mount
+    )
     role_id = root.auth.approle.read_role_id("bot", mount_point=mount)["data"]["role_id"]
     secret_id = root.auth.approle.generate_secret_id("bot", mount_point=mount)["data"]["secret_id"]
     return mount, role_id, secret_id
 
 
 def test_check_shows_the_login_method_ttl_and_renewability(
-    base_env: dict[str, str], openbao: OpenBaoServer, vault_db: VaultDatabase, tmp_path: Path,
+    base_env: dict[str, str],
+    openbao: OpenBaoServer,
+    vault_db: VaultDatabase,
+    tmp_path: Path,
 ) -> None:
     policy = write_policy(policy_for(vault_db.path), tmp_path)
     mount, role_id, secret_id = _approle(openbao)
     secret_file = tmp_path / "secret-id"
     secret_file.write_text(secret_id)
     env = {k: v for k, v in base_env.items() if k != "VAULT_TOKEN"}
-    env.update(DEBUG_ACCESS_POLICY=str(policy), VAULT_ROLE_ID=role_id,
-               VAULT_SECRET_ID_FILE=str(secret_file), VAULT_AUTH_MOUNT=mount)
+    env.update(
+        DEBUG_ACCESS_POLICY=str(policy),
+        VAULT_ROLE_ID=role_id,
+        VAULT_SECRET_ID_FILE=str(secret_file),
+        VAULT_AUTH_MOUNT=mount,
+    )
     result = run_cli(["check"], env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     line = next(x for x in result.stdout.splitlines() if x.startswith("[info] vault log-in"))
@@ -134,12 +177,16 @@ def test_check_shows_the_login_method_ttl_and_renewability(
 
 
 def test_check_warns_when_the_token_will_die_unrenewed(
-    base_env: dict[str, str], openbao: OpenBaoServer, vault_db: VaultDatabase, tmp_path: Path,
+    base_env: dict[str, str],
+    openbao: OpenBaoServer,
+    vault_db: VaultDatabase,
+    tmp_path: Path,
 ) -> None:
     policy = write_policy(policy_for(vault_db.path), tmp_path)
     token = openbao.client().auth.token.create(ttl="2h", renewable=False)["auth"]["client_token"]
-    result = run_cli(["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy),
-                                 "VAULT_TOKEN": token}, tmp_path)
+    result = run_cli(
+        ["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy), "VAULT_TOKEN": token}, tmp_path
+    )
     warnings = [x for x in result.stdout.splitlines() if x.startswith("[warn]")]
     assert len(warnings) == 2, result.stdout
     assert "not renewable, will expire unrenewed" in warnings[0]
@@ -147,13 +194,20 @@ def test_check_warns_when_the_token_will_die_unrenewed(
 
 
 def test_a_failed_vault_login_stops_serve_in_one_line(
-    base_env: dict[str, str], openbao: OpenBaoServer, vault_db: VaultDatabase, tmp_path: Path,
+    base_env: dict[str, str],
+    openbao: OpenBaoServer,
+    vault_db: VaultDatabase,
+    tmp_path: Path,
 ) -> None:
     policy = write_policy(policy_for(vault_db.path), tmp_path)
     mount, role_id, _secret = _approle(openbao)
     env = {k: v for k, v in base_env.items() if k != "VAULT_TOKEN"}
-    env.update(DEBUG_ACCESS_POLICY=str(policy), VAULT_ROLE_ID=role_id,
-               VAULT_SECRET_ID="wrong-secret-id-0123", VAULT_AUTH_MOUNT=mount)
+    env.update(
+        DEBUG_ACCESS_POLICY=str(policy),
+        VAULT_ROLE_ID=role_id,
+        VAULT_SECRET_ID="wrong-secret-id-0123",
+        VAULT_AUTH_MOUNT=mount,
+    )
     result = run_cli(["serve"], env, tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr

@@ -52,25 +52,33 @@ def with_resource(vault_path: str, **settings: object) -> dict:
 
 
 def test_two_of_three_approvals_with_duplicate_and_concurrent_clicks(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
-    bot = run_bot(with_resource(vault_db.path, approvers=[ALICE, BOB, CAROL],
-                                approvals_required=2))
+    bot = run_bot(with_resource(vault_db.path, approvers=[ALICE, BOB, CAROL], approvals_required=2))
     request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-20 two keys")
     message = approval_message(slack, request_id)
     first = click(bot, slack, ALICE, message, ActionId.APPROVE)
     assert "still needs 1 more approval" in first["text"]
     assert request_status(postgres, bot, request_id) == "pending"
-    progress = wait_until(lambda: "1 of 2 approvals" in blocks_text(
-        approval_message(slack, request_id)), what="progress on the message")
+    progress = wait_until(
+        lambda: "1 of 2 approvals" in blocks_text(approval_message(slack, request_id)),
+        what="progress on the message",
+    )
     assert progress
     again = click(bot, slack, ALICE, approval_message(slack, request_id), ActionId.APPROVE)
     assert "already decided" in again["text"]
 
     answers: list[dict] = []
     message = approval_message(slack, request_id)
-    threads = [threading.Thread(target=lambda u=u: answers.append(
-        click(bot, slack, u, message, ActionId.APPROVE))) for u in (BOB, CAROL, BOB)]
+    threads = [
+        threading.Thread(
+            target=lambda u=u: answers.append(click(bot, slack, u, message, ActionId.APPROVE))
+        )
+        for u in (BOB, CAROL, BOB)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -86,7 +94,10 @@ def test_two_of_three_approvals_with_duplicate_and_concurrent_clicks(
 
 
 def test_only_listed_requesters_may_ask(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(with_resource(vault_db.path, requesters=[REQUESTER]))
     sent = bot.sender.slash("U0MALLORY", "payments-db 30m INC-21 let me in")
@@ -96,38 +107,75 @@ def test_only_listed_requesters_may_ask(
 
 
 def test_escalation_then_expiry_unanswered(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
-    policy = with_resource(vault_db.path, approvers=["first-line", "second-line"],
-                           escalate_after="4s", pending_ttl="10s")
+    policy = with_resource(
+        vault_db.path,
+        approvers=["first-line", "second-line"],
+        escalate_after="4s",
+        pending_ttl="10s",
+    )
     policy["rotations"] = {
-        "first-line": {"type": "static", "timezone": "UTC", "start": "2026-01-01",
-                       "shift": "weekly", "handoff": "00:00", "members": [ALICE]},
-        "second-line": {"type": "static", "timezone": "UTC", "start": "2026-01-01",
-                        "shift": "daily", "handoff": "00:00", "members": [BOB]},
+        "first-line": {
+            "type": "static",
+            "timezone": "UTC",
+            "start": "2026-01-01",
+            "shift": "weekly",
+            "handoff": "00:00",
+            "members": [ALICE],
+        },
+        "second-line": {
+            "type": "static",
+            "timezone": "UTC",
+            "start": "2026-01-01",
+            "shift": "daily",
+            "handoff": "00:00",
+            "members": [BOB],
+        },
     }
     bot = run_bot(policy)
     request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-22 anyone?")
     assert [m for m in slack.messages(slack.dm_channel(ALICE)) if "#1" in m["text"]]
     assert not slack.messages(slack.dm_channel(BOB))
     # Nobody decides: after escalate_after the second line is asked, and the message says so.
-    escalated = slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") ==
-                               slack.dm_channel(BOB), timeout=15)
+    escalated = slack.wait_for(
+        "chat.postMessage", lambda c: c.params.get("channel") == slack.dm_channel(BOB), timeout=15
+    )
     assert "Access request #1" in escalated.params["text"]
-    wait_until(lambda: "escalated to <@U0BOB>" in blocks_text(approval_message(
-        slack, request_id)), what="the escalation note")
+    wait_until(
+        lambda: "escalated to <@U0BOB>" in blocks_text(approval_message(slack, request_id)),
+        what="the escalation note",
+    )
     # Still nobody: after pending_ttl it expires, messages lose their buttons, requester told.
-    wait_until(lambda: request_status(postgres, bot, request_id) == "expired", timeout=20,
-               what="the request to expire")
-    slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == slack.dm_channel(
-        REQUESTER) and "expired before anyone decided" in str(c.params.get("text")))
-    wait_until(lambda: action_ids(approval_message(slack, request_id)) == [],
-               what="buttons gone")
-    assert audit_actions(postgres, bot, request_id) == [
-        "requested", "escalated", "request_expired"]
-    late = click(bot, slack, BOB, approval_message(slack, request_id, slack.dm_channel(BOB)),
-                 ActionId.APPROVE) if ActionId.APPROVE in action_ids(approval_message(
-                     slack, request_id, slack.dm_channel(BOB))) else None
+    wait_until(
+        lambda: request_status(postgres, bot, request_id) == "expired",
+        timeout=20,
+        what="the request to expire",
+    )
+    slack.wait_for(
+        "chat.postMessage",
+        lambda c: (
+            c.params.get("channel") == slack.dm_channel(REQUESTER)
+            and "expired before anyone decided" in str(c.params.get("text"))
+        ),
+    )
+    wait_until(lambda: action_ids(approval_message(slack, request_id)) == [], what="buttons gone")
+    assert audit_actions(postgres, bot, request_id) == ["requested", "escalated", "request_expired"]
+    late = (
+        click(
+            bot,
+            slack,
+            BOB,
+            approval_message(slack, request_id, slack.dm_channel(BOB)),
+            ActionId.APPROVE,
+        )
+        if ActionId.APPROVE
+        in action_ids(approval_message(slack, request_id, slack.dm_channel(BOB)))
+        else None
+    )
     assert late is None
     assert bot_rows(postgres, bot, 'SELECT count(*) FROM "grant"')[0][0] == 0
 
@@ -137,7 +185,10 @@ def lease_ttl(openbao: OpenBaoServer, lease_id: str) -> int:
 
 
 def test_extension_is_approved_renewed_in_vault_and_capped_at_max_duration(
-    run_bot, slack: SlackEmulator, openbao: OpenBaoServer, postgres: PostgresServer,
+    run_bot,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
     vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(with_resource(vault_db.path, max_duration="4h"))
@@ -156,9 +207,14 @@ def test_extension_is_approved_renewed_in_vault_and_capped_at_max_duration(
     extension = approval_message(slack, 2)
     assert extension["text"].startswith("Extension request #2")
     click(bot, slack, BOB, extension, ActionId.APPROVE)
-    told = slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") ==
-                          slack.dm_channel(REQUESTER) and "is extended until" in
-                          str(c.params.get("text")), timeout=30)
+    told = slack.wait_for(
+        "chat.postMessage",
+        lambda c: (
+            c.params.get("channel") == slack.dm_channel(REQUESTER)
+            and "is extended until" in str(c.params.get("text"))
+        ),
+        timeout=30,
+    )
     assert "capped" not in told.params["text"]
     assert 3 * 3600 + 25 * 60 < lease_ttl(openbao, lease_id) <= 3 * 3600 + 30 * 60
     expires_at = bot_rows(postgres, bot, 'SELECT expires_at FROM "grant"')[0][0]
@@ -167,20 +223,30 @@ def test_extension_is_approved_renewed_in_vault_and_capped_at_max_duration(
     assert request_status(postgres, bot, 2) == "ended"
     assert "extended" in audit_actions(postgres, bot, request_id)
     assert pg_login_and_select(postgres, creds["username"], creds["password"]) == 3
-    jobs = {r[0]: r[1] for r in bot_rows(postgres, bot, "SELECT id, next_run_time FROM "
-                                                        "apscheduler_jobs")}
+    jobs = {
+        r[0]: r[1]
+        for r in bot_rows(postgres, bot, "SELECT id, next_run_time FROM apscheduler_jobs")
+    }
     assert abs(jobs["grant-1-end"] - expires_at.timestamp()) < 2
 
 
 def test_extension_capped_by_vault_says_so(
-    run_bot, slack: SlackEmulator, openbao: OpenBaoServer, postgres: PostgresServer,
+    run_bot,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
     vault_db: VaultDatabase,
 ) -> None:
     root = openbao.client()
     root.secrets.database.create_role(
-        name="payments-short", db_name=vault_db.connection,
-        creation_statements=CREATION_STATEMENTS, revocation_statements=REVOCATION_STATEMENTS,
-        default_ttl="1h", max_ttl="1h30m", mount_point=vault_db.mount)
+        name="payments-short",
+        db_name=vault_db.connection,
+        creation_statements=CREATION_STATEMENTS,
+        revocation_statements=REVOCATION_STATEMENTS,
+        default_ttl="1h",
+        max_ttl="1h30m",
+        mount_point=vault_db.mount,
+    )
     bot = run_bot(with_resource(f"{vault_db.mount}/creds/payments-short", max_duration="4h"))
     request_id = request_access(bot, slack, REQUESTER, "payments-db 1h INC-24 capped")
     click(bot, slack, ALICE, approval_message(slack, request_id), ActionId.APPROVE)
@@ -188,14 +254,22 @@ def test_extension_capped_by_vault_says_so(
     sent = bot.sender.slash(REQUESTER, f"extend {request_id} 2h")
     reply_to(slack, str(sent.response_key))
     click(bot, slack, ALICE, approval_message(slack, 2), ActionId.APPROVE)
-    told = slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") ==
-                          slack.dm_channel(REQUESTER) and "is extended until" in
-                          str(c.params.get("text")), timeout=30)
+    told = slack.wait_for(
+        "chat.postMessage",
+        lambda c: (
+            c.params.get("channel") == slack.dm_channel(REQUESTER)
+            and "is extended until" in str(c.params.get("text"))
+        ),
+        timeout=30,
+    )
     assert "Vault capped the renewal" in told.params["text"]
 
 
 def test_break_glass_issues_at_once_is_announced_and_reviewed(
-    run_bot, slack: SlackEmulator, openbao: OpenBaoServer, postgres: PostgresServer,
+    run_bot,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
     vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(with_resource(vault_db.path, break_glass={"max_duration": "30m"}))
@@ -220,15 +294,21 @@ def test_break_glass_issues_at_once_is_announced_and_reviewed(
     assert "You reviewed" in reviewed["text"]
     after = approval_message(slack, 1, APPROVALS)
     assert action_ids(after) == [] and f"reviewed by <@{BOB}>" in blocks_text(after)
-    row = bot_rows(postgres, bot, "SELECT break_glass, reviewed_by, reviewed_at, decided_by "
-                                  "FROM access_request WHERE id = 1")[0]
+    row = bot_rows(
+        postgres,
+        bot,
+        "SELECT break_glass, reviewed_by, reviewed_at, decided_by FROM access_request WHERE id = 1",
+    )[0]
     assert row[0] is True and row[1] == BOB and row[2] is not None and row[3] == REQUESTER
     assert audit_actions(postgres, bot, 1)[:3] == ["break_glass", "issued", "delivered"]
     assert audit_actions(postgres, bot, 1)[-1] == "reviewed"
 
 
 def test_pagerduty_on_call_approves_and_an_outage_falls_back_to_the_user_group(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     from tests.emulators.pagerduty_api import PagerDutyEmulator
 
@@ -241,14 +321,15 @@ def test_pagerduty_on_call_approves_and_an_outage_falls_back_to_the_user_group(
             "platform": {"type": "pagerduty", "schedule_id": "PSCHED1"},
             "sre-leads": {"type": "usergroup", "usergroup": "S0SRELEADS"},
         }
-        bot = run_bot(policy, env={"PAGERDUTY_TOKEN": pagerduty.token,
-                                   "PAGERDUTY_API_URL": pagerduty.base_url})
+        bot = run_bot(
+            policy,
+            env={"PAGERDUTY_TOKEN": pagerduty.token, "PAGERDUTY_API_URL": pagerduty.base_url},
+        )
         first = request_access(bot, slack, REQUESTER, "payments-db 30m INC-26 via pagerduty")
         assert [m for m in slack.messages(slack.dm_channel(ALICE)) if f"#{first}" in m["text"]]
         assert not slack.messages(slack.dm_channel(CAROL))
         # A bystander, on call nowhere, may not approve.
-        refused = click(bot, slack, "U0MALLORY", approval_message(slack, first),
-                        ActionId.APPROVE)
+        refused = click(bot, slack, "U0MALLORY", approval_message(slack, first), ActionId.APPROVE)
         assert "Only the approvers" in refused["text"]
         click(bot, slack, ALICE, approval_message(slack, first), ActionId.APPROVE)
         credentials_message(slack, REQUESTER, first)
@@ -262,6 +343,7 @@ def test_pagerduty_on_call_approves_and_an_outage_falls_back_to_the_user_group(
         assert [m for m in slack.messages(slack.dm_channel(CAROL)) if f"#{second}" in m["text"]]
         click(bot, slack, CAROL, message, ActionId.APPROVE)
         credentials_message(slack, REQUESTER, second)
-        routing = bot_rows(postgres, bot, f"SELECT routing_note FROM access_request WHERE id = "
-                                          f"{second}")[0][0]
+        routing = bot_rows(
+            postgres, bot, f"SELECT routing_note FROM access_request WHERE id = {second}"
+        )[0][0]
         assert "PagerDuty unreachable" in routing

@@ -39,13 +39,15 @@ REPO = Path(__file__).resolve().parents[2]
 def granted_and_revoked(bot, slack: SlackEmulator) -> int:
     request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-30 audit me")
     click(bot, slack, ALICE, approval_message(slack, request_id), ActionId.APPROVE)
-    click(bot, slack, REQUESTER, credentials_message(slack, REQUESTER, request_id),
-          ActionId.REVOKE)
+    click(bot, slack, REQUESTER, credentials_message(slack, REQUESTER, request_id), ActionId.REVOKE)
     return request_id
 
 
 def test_audit_channel_has_one_thread_per_request(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(policy_for(vault_db.path))
     first = granted_and_revoked(bot, slack)
@@ -57,11 +59,11 @@ def test_audit_channel_has_one_thread_per_request(
     assert [r.params["text"].split(" ")[0] for r in roots] == [f"#{first}", f"#{second}"]
     root_ts = {r.response["ts"]: r.params["text"].split(" ")[0] for r in roots}
     replies = [c for c in posts if c.params.get("thread_ts")]
-    by_thread = {ts: [c.params["text"] for c in replies if c.params["thread_ts"] == ts]
-                 for ts in root_ts}
+    by_thread = {
+        ts: [c.params["text"] for c in replies if c.params["thread_ts"] == ts] for ts in root_ts
+    }
     first_thread = next(v for ts, v in by_thread.items() if root_ts[ts] == f"#{first}")
-    assert [t.split(": ", 1)[1][:8] for t in first_thread] == [
-        "approved", "issued, ", "revoked "]
+    assert [t.split(": ", 1)[1][:8] for t in first_thread] == ["approved", "issued, ", "revoked "]
     second_thread = next(v for ts, v in by_thread.items() if root_ts[ts] == f"#{second}")
     assert len(second_thread) == 1 and "denied by" in second_thread[0]
 
@@ -69,12 +71,22 @@ def test_audit_channel_has_one_thread_per_request(
 def cli(bot, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in bot.env.items()}
     env["PYTHONPATH"] = str(REPO)
-    return subprocess.run([sys.executable, "-m", "bot", *args], env=env, capture_output=True,
-                          text=True, timeout=60, check=False, cwd=bot.workdir)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=bot.workdir,
+    )
 
 
 def test_audit_verify_and_export_round_trip_and_catch_tampering(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(policy_for(vault_db.path))
     granted_and_revoked(bot, slack)
@@ -94,8 +106,7 @@ def test_audit_verify_and_export_round_trip_and_catch_tampering(
     assert none.stdout == "" and "exported 0 events" in none.stderr
 
     dbname = bot.env["DATABASE_URL"].rsplit("/", 1)[-1]
-    postgres.execute("UPDATE audit_event SET actor = 'U0SOMEONEELSE' WHERE id = 2",
-                     dbname=dbname)
+    postgres.execute("UPDATE audit_event SET actor = 'U0SOMEONEELSE' WHERE id = 2", dbname=dbname)
     broken = cli(bot, "audit", "verify")
     assert broken.returncode == 1 and "BROKEN at event 2" in broken.stdout
     postgres.execute("UPDATE audit_event SET actor = 'U0ALICE' WHERE id = 2", dbname=dbname)
@@ -106,10 +117,14 @@ def test_audit_verify_and_export_round_trip_and_catch_tampering(
 
 
 def test_digest_now_posts_the_day_with_a_thread_and_csv_when_long(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
-    policy = policy_for(vault_db.path, digest={"schedule": "0 9 * * *",
-                                               "timezone": "Europe/Berlin"})
+    policy = policy_for(
+        vault_db.path, digest={"schedule": "0 9 * * *", "timezone": "Europe/Berlin"}
+    )
     bot = run_bot(policy)
     result = cli(bot, "digest", "--now")
     assert result.returncode == 0, result.stderr
@@ -127,13 +142,17 @@ def test_digest_now_posts_the_day_with_a_thread_and_csv_when_long(
         "asked, asked_sources, escalation_level) SELECT 'U0BULK' || g, 'payments-db', 1800, "
         "'INC-' || g || ' <!channel> bulk', 'ended', now() - interval '2 hours', now(), "
         "'U0ALICE', now() - interval '2 hours', 'access', false, 1, '[]', '[]', 0 "
-        "FROM generate_series(1, 60) g", dbname=dbname)
+        "FROM generate_series(1, 60) g",
+        dbname=dbname,
+    )
     postgres.execute(
-        "INSERT INTO \"grant\" (request_id, status, token_accessor, lease_id, issued_at, "
+        'INSERT INTO "grant" (request_id, status, token_accessor, lease_id, issued_at, '
         "expires_at, ended_at, end_reason, revoke_attempts) SELECT id, 'revoked', 'acc' || id, "
         "'database/creds/payments-readonly/l' || id, now() - interval '2 hours', "
         "now() - interval '90 minutes', now() - interval '90 minutes', 'expired', 0 "
-        "FROM access_request WHERE requester LIKE 'U0BULK%'", dbname=dbname)
+        "FROM access_request WHERE requester LIKE 'U0BULK%'",
+        dbname=dbname,
+    )
     slack.clear()
     result = cli(bot, "digest", "--now")
     assert result.returncode == 0, result.stderr
@@ -160,18 +179,34 @@ def test_digest_now_posts_the_day_with_a_thread_and_csv_when_long(
 
 def publish_home(bot, slack: SlackEmulator, user: str) -> dict:
     slack.clear()
-    assert bot.sender.event({"type": "app_home_opened", "user": user, "tab": "home",
-                             "channel": slack.dm_channel(user)}).status_code == 200
+    assert (
+        bot.sender.event(
+            {
+                "type": "app_home_opened",
+                "user": user,
+                "tab": "home",
+                "channel": slack.dm_channel(user),
+            }
+        ).status_code
+        == 200
+    )
     return slack.wait_for("views.publish", lambda c: c.params["user_id"] == user).params["view"]
 
 
 def home_buttons(view: dict) -> list[tuple[str, str]]:
-    return [(e["action_id"], e.get("value", "")) for b in view["blocks"]
-            if b["type"] == "actions" for e in b["elements"]]
+    return [
+        (e["action_id"], e.get("value", ""))
+        for b in view["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+    ]
 
 
 def test_app_home_shows_where_everyone_stands_and_its_buttons_work(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(policy_for(vault_db.path))
     home = publish_home(bot, slack, REQUESTER)
@@ -188,16 +223,19 @@ def test_app_home_shows_where_everyone_stands_and_its_buttons_work(
     credentials_message(slack, REQUESTER, first)
     assert request_status(postgres, bot, first) == "active"
     # The lifecycle refreshed the homes itself; the approver's queue is empty again.
-    refreshed = slack.wait_for("views.publish", lambda c: c.params["user_id"] == ALICE and
-                               "Nothing" in json.dumps(c.params["view"])).params["view"]
+    refreshed = slack.wait_for(
+        "views.publish",
+        lambda c: c.params["user_id"] == ALICE and "Nothing" in json.dumps(c.params["view"]),
+    ).params["view"]
     assert (ActionId.APPROVE, str(first)) not in home_buttons(refreshed)
 
     requester_home = publish_home(bot, slack, REQUESTER)
     assert (ActionId.REVOKE, str(first)) in home_buttons(requester_home)
     assert (ActionId.EXTEND, str(first)) in home_buttons(requester_home)
     bot.sender.click_in_view(REQUESTER, requester_home, ActionId.EXTEND)
-    extend_form = slack.wait_for("views.open", lambda c: c.params["view"]["callback_id"] ==
-                                 CallbackId.EXTEND_MODAL).params["view"]
+    extend_form = slack.wait_for(
+        "views.open", lambda c: c.params["view"]["callback_id"] == CallbackId.EXTEND_MODAL
+    ).params["view"]
     assert json.loads(extend_form["private_metadata"]) == {"request_id": first}
     bot.sender.click_in_view(REQUESTER, requester_home, ActionId.REVOKE)
     wait_until(lambda: request_status(postgres, bot, first) == "ended", timeout=30)
@@ -209,6 +247,11 @@ def test_app_home_shows_where_everyone_stands_and_its_buttons_work(
     second = request_access(bot, slack, REQUESTER, "payments-db 30m INC-34 again")
     stale = publish_home(bot, slack, ALICE)
     bot.sender.click_in_view("U0MALLORY", stale, ActionId.APPROVE)
-    slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == slack.dm_channel(
-        "U0MALLORY") and "Only the approvers" in str(c.params.get("text")))
+    slack.wait_for(
+        "chat.postMessage",
+        lambda c: (
+            c.params.get("channel") == slack.dm_channel("U0MALLORY")
+            and "Only the approvers" in str(c.params.get("text"))
+        ),
+    )
     assert request_status(postgres, bot, second) == "pending"

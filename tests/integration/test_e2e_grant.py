@@ -45,14 +45,20 @@ pytestmark = pytest.mark.integration
 
 
 def grant_refs(postgres: PostgresServer, bot, request_id: int) -> tuple[str, str, str]:
-    rows = bot_rows(postgres, bot, "SELECT lease_id, token_accessor, status FROM \"grant\" "
-                    f"WHERE request_id = {request_id}")
+    rows = bot_rows(
+        postgres,
+        bot,
+        f'SELECT lease_id, token_accessor, status FROM "grant" WHERE request_id = {request_id}',
+    )
     assert len(rows) == 1
     return rows[0]
 
 
 def test_request_approve_use_and_revoke_now(
-    run_bot, slack: SlackEmulator, openbao: OpenBaoServer, postgres: PostgresServer,
+    run_bot,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
     vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(policy_for(vault_db.path))
@@ -61,8 +67,12 @@ def test_request_approve_use_and_revoke_now(
     assert request_status(postgres, bot, request_id) == "pending"
 
     # The approvers get it in the approvals channel and by DM, with both buttons.
-    copies = wait_until(lambda: len(approval_messages(slack, request_id)) == 3 and
-                        approval_messages(slack, request_id), what="three copies")
+    copies = wait_until(
+        lambda: (
+            len(approval_messages(slack, request_id)) == 3 and approval_messages(slack, request_id)
+        ),
+        what="three copies",
+    )
     channels = {m["channel"] for m in copies}
     assert channels == {APPROVALS, slack.dm_channel(ALICE), slack.dm_channel(BOB)}
     for copy in copies:
@@ -101,7 +111,12 @@ def test_request_approve_use_and_revoke_now(
     assert action_ids(closed) == []
 
     assert audit_actions(postgres, bot, request_id) == [
-        "requested", "approved", "issued", "delivered", "revoked"]
+        "requested",
+        "approved",
+        "issued",
+        "delivered",
+        "revoked",
+    ]
     audit_posts = [c.params["text"] for c in posts_to(slack, AUDIT)]
     assert any("requested" in t for t in audit_posts)
     assert any("revoked early" in t and "Vault confirmed" in t for t in audit_posts)
@@ -111,26 +126,42 @@ def test_request_approve_use_and_revoke_now(
 
 def credentials_message_after_close(slack: SlackEmulator, request_id: int) -> dict:
     marker = f"(request #{request_id}) has ended"
-    return wait_until(lambda: next((m for m in slack.messages(slack.dm_channel(REQUESTER))
-                                    if marker in m.get("text", "")), None), what="closed DM")
+    return wait_until(
+        lambda: next(
+            (m for m in slack.messages(slack.dm_channel(REQUESTER)) if marker in m.get("text", "")),
+            None,
+        ),
+        what="closed DM",
+    )
 
 
 def test_dm_delivery_and_slash_revoke(
-    run_bot, slack: SlackEmulator, openbao: OpenBaoServer, postgres: PostgresServer,
+    run_bot,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
     vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(policy_for(vault_db.path, delivery="dm"))
     request_id = request_access(bot, slack, REQUESTER, "payments-db 15m INC-1 slow queries")
     click(bot, slack, BOB, approval_message(slack, request_id), ActionId.APPROVE)
     credentials = credentials_message(slack, REQUESTER, request_id)
-    section = next(b["text"]["text"] for b in credentials["blocks"]
-                   if "password: " in b.get("text", {}).get("text", ""))
+    section = next(
+        b["text"]["text"]
+        for b in credentials["blocks"]
+        if "password: " in b.get("text", {}).get("text", "")
+    )
     fields = dict(line.split(": ", 1) for line in section.split("```")[1].splitlines())
     username, password = fields["username"], fields["password"]
     assert pg_login_and_select(postgres, username, password) == 3
     # Only the requester's DM holds the values.
-    assert_nowhere([password], slack=slack, bot=bot, postgres=postgres,
-                   allowed_channels=[slack.dm_channel(REQUESTER)])
+    assert_nowhere(
+        [password],
+        slack=slack,
+        bot=bot,
+        postgres=postgres,
+        allowed_channels=[slack.dm_channel(REQUESTER)],
+    )
 
     sent = bot.sender.slash(REQUESTER, f"revoke {request_id}")
     assert "ended" in reply_to(slack, str(sent.response_key), timeout=30)["text"]
@@ -139,16 +170,22 @@ def test_dm_delivery_and_slash_revoke(
 
 
 def test_vault_policies_resource_gets_a_scoped_token(
-    run_bot, slack: SlackEmulator, openbao: OpenBaoServer, postgres: PostgresServer,
+    run_bot,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
     vault_db: VaultDatabase,
 ) -> None:
     root = openbao.client()
     root.sys.create_or_update_policy(
-        name="orders-logs-read", policy='path "secret/data/orders/*" { capabilities = ["read"] }')
-    root.secrets.kv.v2.create_or_update_secret(path="orders/logs", secret={"key": "v1"},
-                                               mount_point="secret")
-    root.secrets.kv.v2.create_or_update_secret(path="payments/other", secret={"key": "no"},
-                                               mount_point="secret")
+        name="orders-logs-read", policy='path "secret/data/orders/*" { capabilities = ["read"] }'
+    )
+    root.secrets.kv.v2.create_or_update_secret(
+        path="orders/logs", secret={"key": "v1"}, mount_point="secret"
+    )
+    root.secrets.kv.v2.create_or_update_secret(
+        path="payments/other", secret={"key": "no"}, mount_point="secret"
+    )
     bot = run_bot(policy_for(vault_db.path))
     request_id = request_access(bot, slack, REQUESTER, "orders-logs 20m INC-7 log shipping")
     click(bot, slack, ALICE, approval_message(slack, request_id), ActionId.APPROVE)
@@ -164,16 +201,23 @@ def test_vault_policies_resource_gets_a_scoped_token(
     sent = bot.sender.slash(REQUESTER, f"extend {request_id} 30m")
     reply_to(slack, str(sent.response_key))
     click(bot, slack, ALICE, approval_message(slack, request_id + 1), ActionId.APPROVE)
-    slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") ==
-                   slack.dm_channel(REQUESTER) and "is extended until" in
-                   str(c.params.get("text")), timeout=30)
+    slack.wait_for(
+        "chat.postMessage",
+        lambda c: (
+            c.params.get("channel") == slack.dm_channel(REQUESTER)
+            and "is extended until" in str(c.params.get("text"))
+        ),
+        timeout=30,
+    )
     assert 49 * 60 < user.auth.token.lookup_self()["data"]["ttl"] <= 50 * 60
-    read = user.secrets.kv.v2.read_secret_version(path="orders/logs", mount_point="secret",
-                                                  raise_on_deleted_version=True)
+    read = user.secrets.kv.v2.read_secret_version(
+        path="orders/logs", mount_point="secret", raise_on_deleted_version=True
+    )
     assert read["data"]["data"] == {"key": "v1"}
     with pytest.raises(hvac.exceptions.Forbidden):
-        user.secrets.kv.v2.read_secret_version(path="payments/other", mount_point="secret",
-                                               raise_on_deleted_version=True)
+        user.secrets.kv.v2.read_secret_version(
+            path="payments/other", mount_point="secret", raise_on_deleted_version=True
+        )
 
     sent = bot.sender.slash(REQUESTER, f"revoke {request_id}")
     reply_to(slack, str(sent.response_key), timeout=30)
@@ -183,23 +227,34 @@ def test_vault_policies_resource_gets_a_scoped_token(
 
 
 def test_deny_tells_the_requester_and_issues_nothing(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(policy_for(vault_db.path))
     request_id = request_access(bot, slack, REQUESTER, "payments-db 1h INC-9 curious")
     answer = click(bot, slack, BOB, approval_message(slack, request_id), ActionId.DENY)
     assert "denied" in answer["text"]
     assert request_status(postgres, bot, request_id) == "denied"
-    slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == slack.dm_channel(
-        REQUESTER) and "denied your access request" in str(c.params.get("text")))
+    slack.wait_for(
+        "chat.postMessage",
+        lambda c: (
+            c.params.get("channel") == slack.dm_channel(REQUESTER)
+            and "denied your access request" in str(c.params.get("text"))
+        ),
+    )
     for copy in approval_messages(slack, request_id):
         assert action_ids(copy) == [] and f"Denied by <@{BOB}>" in blocks_text(copy)
-    assert bot_rows(postgres, bot, "SELECT count(*) FROM \"grant\"")[0][0] == 0
+    assert bot_rows(postgres, bot, 'SELECT count(*) FROM "grant"')[0][0] == 0
     assert audit_actions(postgres, bot, request_id) == ["requested", "denied"]
 
 
 def test_self_approval_and_bystanders_are_refused(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(policy_for(vault_db.path))
     # ALICE is an approver of payments-db, but not of her own request.
@@ -215,12 +270,16 @@ def test_self_approval_and_bystanders_are_refused(
     assert action_ids(approval_message(slack, request_id)) == [ActionId.APPROVE, ActionId.DENY]
     assert audit_actions(postgres, bot, request_id) == ["requested"]
     # ALICE's request went to BOB only: she is not asked to approve herself.
-    assert not [m for m in slack.messages(slack.dm_channel(ALICE)) if "Access request" in
-                m.get("text", "")]
+    assert not [
+        m for m in slack.messages(slack.dm_channel(ALICE)) if "Access request" in m.get("text", "")
+    ]
 
 
 def test_concurrent_and_repeated_approvals_issue_one_credential(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = run_bot(policy_for(vault_db.path))
     request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-6 race")
@@ -241,7 +300,7 @@ def test_concurrent_and_repeated_approvals_issue_one_credential(
     assert len(winners) == 1, answers
     assert sum("already" in a["text"] for a in answers) == 3
     credentials_message(slack, REQUESTER, request_id)
-    assert bot_rows(postgres, bot, "SELECT count(*) FROM \"grant\"")[0][0] == 1
+    assert bot_rows(postgres, bot, 'SELECT count(*) FROM "grant"')[0][0] == 1
     assert bot_rows(postgres, bot, "SELECT count(*) FROM decision")[0][0] == 1
     new_roles = set(r[0] for r in postgres.execute("SELECT rolname FROM pg_roles")) - roles_before
     assert len(new_roles) == 1, new_roles
@@ -249,21 +308,37 @@ def test_concurrent_and_repeated_approvals_issue_one_credential(
 
 
 def test_vault_failure_at_approval_fails_cleanly(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     policy = policy_for(vault_db.path)
     policy["resources"]["broken-db"] = {
-        "vault_path": "database/creds/no-such-role", "max_duration": "1h", "approvers": [ALICE]}
+        "vault_path": "database/creds/no-such-role",
+        "max_duration": "1h",
+        "approvers": [ALICE],
+    }
     bot = run_bot(policy)
     request_id = request_access(bot, slack, REQUESTER, "broken-db 10m INC-8 will fail")
     answer = click(bot, slack, ALICE, approval_message(slack, request_id), ActionId.APPROVE)
     assert "failed" in answer["text"]
     assert request_status(postgres, bot, request_id) == "failed"
-    slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == slack.dm_channel(
-        REQUESTER) and "could not be issued" in str(c.params.get("text")))
-    slack.wait_for("chat.postMessage", lambda c: c.params.get("channel") == slack.dm_channel(
-        ALICE) and "issuing failed" in str(c.params.get("text")))
-    rows = bot_rows(postgres, bot, "SELECT status, token_accessor FROM \"grant\"")
+    slack.wait_for(
+        "chat.postMessage",
+        lambda c: (
+            c.params.get("channel") == slack.dm_channel(REQUESTER)
+            and "could not be issued" in str(c.params.get("text"))
+        ),
+    )
+    slack.wait_for(
+        "chat.postMessage",
+        lambda c: (
+            c.params.get("channel") == slack.dm_channel(ALICE)
+            and "issuing failed" in str(c.params.get("text"))
+        ),
+    )
+    rows = bot_rows(postgres, bot, 'SELECT status, token_accessor FROM "grant"')
     assert [r[0] for r in rows] == ["revoked"]  # the grant token was created, then cleaned up
     assert "failed" in audit_actions(postgres, bot, request_id)
     message = approval_message(slack, request_id)

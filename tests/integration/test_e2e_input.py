@@ -42,8 +42,10 @@ def bot(run_bot, vault_db: VaultDatabase):
 
 
 BAD_COMMANDS = [
-    ("no-such-db 30m INC-1 why", ["Unknown resource `no-such-db`", "`orders-logs`",
-                                  "`payments-db`"]),
+    (
+        "no-such-db 30m INC-1 why",
+        ["Unknown resource `no-such-db`", "`orders-logs`", "`payments-db`"],
+    ),
     ("payments-db 3x INC-1 why", ["`3x` is not a duration"]),
     ("payments-db 0m INC-1 why", ["too short"]),
     ("payments-db -5m INC-1 why", ["is not a duration"]),
@@ -61,7 +63,11 @@ BAD_COMMANDS = [
 
 @pytest.mark.parametrize(("text", "expected"), BAD_COMMANDS)
 def test_bad_commands_explain_and_change_nothing(
-    bot, slack: SlackEmulator, postgres: PostgresServer, text: str, expected: list[str],
+    bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    text: str,
+    expected: list[str],
 ) -> None:
     sent = bot.sender.slash(REQUESTER, text)
     assert sent.status_code == 200
@@ -75,15 +81,19 @@ def test_bad_commands_explain_and_change_nothing(
 
 
 def test_revoke_of_someone_elses_or_unknown_request_is_refused(
-    bot, slack: SlackEmulator, postgres: PostgresServer,
+    bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
 ) -> None:
     request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-2 mine")
     sent = bot.sender.slash("U0MALLORY", f"revoke {request_id}")
     assert "Only the requester or an approver" in reply_to(slack, str(sent.response_key))["text"]
     sent = bot.sender.slash(REQUESTER, "revoke 4242")
     assert "no request #4242" in reply_to(slack, str(sent.response_key))["text"]
-    assert bot_rows(postgres, bot, f"SELECT status FROM access_request WHERE id={request_id}"
-                    )[0][0] == "pending"
+    assert (
+        bot_rows(postgres, bot, f"SELECT status FROM access_request WHERE id={request_id}")[0][0]
+        == "pending"
+    )
     # The requester may withdraw their own pending request.
     sent = bot.sender.slash(REQUESTER, f"revoke {request_id}")
     assert "withdrawn" in reply_to(slack, str(sent.response_key))["text"]
@@ -94,7 +104,9 @@ def test_revoke_of_someone_elses_or_unknown_request_is_refused(
 
 
 def test_hostile_reason_is_escaped_everywhere(
-    bot, slack: SlackEmulator, postgres: PostgresServer,
+    bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
 ) -> None:
     reason = "INC-3 <!channel> <@U0CEO> <https://evil.example|click me> & <#C0SECRET>"
     request_id = request_access(bot, slack, REQUESTER, f"payments-db 30m {reason}")
@@ -112,15 +124,24 @@ def test_hostile_reason_is_escaped_everywhere(
 
 
 def signed_form(bot, user: str, text: str, timestamp: int) -> tuple[bytes, dict[str, str]]:
-    body = urllib.parse.urlencode({
-        "team_id": "T0TEAM", "user_id": user, "command": "/debug-access", "text": text,
-        "channel_id": "C0GENERAL", "response_url": "http://127.0.0.1:9/nowhere",
-        "trigger_id": "1.2.3"}).encode()
+    body = urllib.parse.urlencode(
+        {
+            "team_id": "T0TEAM",
+            "user_id": user,
+            "command": "/debug-access",
+            "text": text,
+            "channel_id": "C0GENERAL",
+            "response_url": "http://127.0.0.1:9/nowhere",
+            "trigger_id": "1.2.3",
+        }
+    ).encode()
     return body, bot.sender.sign(body, timestamp=timestamp)
 
 
 def test_forged_stale_and_replayed_requests_get_401_and_change_nothing(
-    bot, slack: SlackEmulator, postgres: PostgresServer,
+    bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
 ) -> None:
     now = int(time.time())
     body, headers = signed_form(bot, REQUESTER, "payments-db 30m INC-4 forged", now)
@@ -128,8 +149,7 @@ def test_forged_stale_and_replayed_requests_get_401_and_change_nothing(
     assert forged.status_code == 401
     stale_ts = now - 6 * 60
     body, headers = signed_form(bot, REQUESTER, "payments-db 30m INC-4 stale", stale_ts)
-    stale = bot.sender.post_raw(body, timestamp=stale_ts,
-                                signature=headers["X-Slack-Signature"])
+    stale = bot.sender.post_raw(body, timestamp=stale_ts, signature=headers["X-Slack-Signature"])
     assert stale.status_code == 401
     # A body altered after signing (a replay with a different text) is rejected too.
     body, headers = signed_form(bot, REQUESTER, "payments-db 30m INC-4 original", now)
@@ -142,7 +162,9 @@ def test_forged_stale_and_replayed_requests_get_401_and_change_nothing(
 
 
 def test_modal_request_with_validation_errors_then_success(
-    bot, slack: SlackEmulator, postgres: PostgresServer,
+    bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
 ) -> None:
     sent = bot.sender.slash(REQUESTER, "", channel_id="C0TEAM")
     assert sent.status_code == 200

@@ -34,15 +34,22 @@ def readiness(bot: BotProcess) -> tuple[int, dict[str, Any]]:
 def becomes(bot: BotProcess, status: int, within: float) -> tuple[float, dict[str, Any]]:
     """Wait until /readyz answers ``status``; return how long it took and the body."""
     start = time.monotonic()
-    body = wait_until(lambda: (lambda r: r[1] if r[0] == status else None)(readiness(bot)),
-                      timeout=within, what=f"/readyz to answer {status}")
+    body = wait_until(
+        lambda: (lambda r: r[1] if r[0] == status else None)(readiness(bot)),
+        timeout=within,
+        what=f"/readyz to answer {status}",
+    )
     assert bot.sender.get("/healthz").status_code == 200, "liveness must not follow readiness"
     return time.monotonic() - start, body
 
 
 def test_readyz_follows_the_database_and_the_vault_token(
-    run_bot: Any, openbao: OpenBaoServer, postgres: PostgresServer, vault_db: VaultDatabase,
-    bot_db_url: str, tmp_path: Path,
+    run_bot: Any,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
+    bot_db_url: str,
+    tmp_path: Path,
 ) -> None:
     root = openbao.client()
     admin_policy(root, ADMIN)
@@ -52,9 +59,14 @@ def test_readyz_follows_the_database_and_the_vault_token(
     proxy = CuttableProxy(postgres.host, postgres.port)
     proxied_url = bot_db_url.replace(f":{postgres.port}/", f":{proxy.port}/")
     try:
-        bot = run_bot(policy_for(vault_db.path),
-                      env={"VAULT_TOKEN": "", "VAULT_TOKEN_FILE": str(token_file),
-                           "DATABASE_URL": proxied_url})
+        bot = run_bot(
+            policy_for(vault_db.path),
+            env={
+                "VAULT_TOKEN": "",
+                "VAULT_TOKEN_FILE": str(token_file),
+                "DATABASE_URL": proxied_url,
+            },
+        )
         status, body = readiness(bot)
         assert status == 200, body
         assert body == {"ready": True, "checks": {"database": "ok", "vault": "ok"}}

@@ -58,6 +58,7 @@ pytestmark = pytest.mark.integration
 SLACK_ACK_LIMIT = 3.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+
 class SocketModeBot(BotProcess):
     """The bot in Socket Mode; deliveries go over the socket, health over HTTP on PORT."""
 
@@ -70,12 +71,17 @@ class SocketModeBot(BotProcess):
         """Launch; ready when /healthz answers and the bot holds a greeted connection."""
         command = [sys.executable, "-m", "bot", "serve"]
         with self.log_path.open("ab") as log:
-            log.write(f"\n===== starting Socket Mode bot (health on {self.port}) =====\n"
-                      .encode())
+            log.write(f"\n===== starting Socket Mode bot (health on {self.port}) =====\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=self.env,
-                                         cwd=self.workdir, start_new_session=True)
+            self.proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         session = requests.Session()
         session.trust_env = False
         deadline = time.monotonic() + self.health_timeout
@@ -84,13 +90,16 @@ class SocketModeBot(BotProcess):
             if code is not None:
                 raise RuntimeError(f"bot exited with {code}:\n{tail(self.log_path)}")
             with contextlib.suppress(requests.RequestException):
-                if (session.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
-                        and self.socket_mode.live_connections()):
+                if (
+                    session.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
+                    and self.socket_mode.live_connections()
+                ):
                     return self
             time.sleep(0.1)
         self.kill()
-        raise RuntimeError(f"bot not connected after {self.health_timeout}s:\n"
-                           f"{tail(self.log_path)}")
+        raise RuntimeError(
+            f"bot not connected after {self.health_timeout}s:\n{tail(self.log_path)}"
+        )
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system, all threads) the bot process has used so far."""
@@ -110,8 +119,13 @@ def socket_mode(slack: SlackEmulator) -> Iterator[SocketModeEmulator]:
 
 @pytest.fixture
 def socket_bot(
-    slack: SlackEmulator, socket_mode: SocketModeEmulator, openbao: OpenBaoServer,
-    vault_db: VaultDatabase, bot_db_url: str, tmp_path: Path, request: pytest.FixtureRequest,
+    slack: SlackEmulator,
+    socket_mode: SocketModeEmulator,
+    openbao: OpenBaoServer,
+    vault_db: VaultDatabase,
+    bot_db_url: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Callable[..., SocketModeBot]]:
     """Factory: ``socket_bot(policy) -> SocketModeBot`` (started and connected)."""
     bots: list[BotProcess] = []
@@ -121,10 +135,18 @@ def socket_bot(
         workdir = tmp_path / f"sbot{len(bots)}"
         workdir.mkdir()
         port = free_port()
-        env = bot_environment(slack, openbao, bot_db_url, write_policy(policy, workdir), port,
-                              "unused-in-socket-mode", {"SLACK_APP_TOKEN": slack.app_token})
-        bot = SocketModeBot(env, port, Path(env["DEBUG_ACCESS_POLICY"]), workdir, slack,
-                            socket_mode=socket_mode)
+        env = bot_environment(
+            slack,
+            openbao,
+            bot_db_url,
+            write_policy(policy, workdir),
+            port,
+            "unused-in-socket-mode",
+            {"SLACK_APP_TOKEN": slack.app_token},
+        )
+        bot = SocketModeBot(
+            env, port, Path(env["DEBUG_ACCESS_POLICY"]), workdir, slack, socket_mode=socket_mode
+        )
         bots.append(bot)
         return bot.start()
 
@@ -133,8 +155,9 @@ def socket_bot(
         started.stop()
 
 
-def connected_bot(socket_bot: Callable[..., SocketModeBot], vault_db: VaultDatabase,
-                  slack: SlackEmulator) -> SocketModeBot:
+def connected_bot(
+    socket_bot: Callable[..., SocketModeBot], vault_db: VaultDatabase, slack: SlackEmulator
+) -> SocketModeBot:
     bot = socket_bot(policy_for(vault_db.path))
     # apps.connections.open went to the emulator with the app-level token (not to slack.com).
     opened = slack.calls("apps.connections.open")
@@ -146,8 +169,11 @@ def connected_bot(socket_bot: Callable[..., SocketModeBot], vault_db: VaultDatab
 
 
 def test_command_click_modal_and_home_over_the_socket(
-    socket_bot: Callable[..., SocketModeBot], slack: SlackEmulator,
-    socket_mode: SocketModeEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
+    socket_bot: Callable[..., SocketModeBot],
+    slack: SlackEmulator,
+    socket_mode: SocketModeEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = connected_bot(socket_bot, vault_db, slack)
 
@@ -163,14 +189,17 @@ def test_command_click_modal_and_home_over_the_socket(
     # payload (response_action), a good submission files the request.
     sent = bot.sender.slash(REQUESTER, "", channel_id="C0TEAM")
     assert sent.status_code == 200
-    view = slack.wait_for("views.open", lambda c: c.params["trigger_id"] == sent.trigger_id
-                          ).params["view"]
+    view = slack.wait_for("views.open", lambda c: c.params["trigger_id"] == sent.trigger_id).params[
+        "view"
+    ]
     assert view["callback_id"] == CallbackId.REQUEST_MODAL
 
     def values(duration: str) -> dict[str, Any]:
-        return {BlockId.RESOURCE: {InputId.RESOURCE: bot.sender.selected("payments-db")},
-                BlockId.DURATION: {InputId.DURATION: duration},
-                BlockId.REASON: {InputId.REASON: "INC-78 from the modal"}}
+        return {
+            BlockId.RESOURCE: {InputId.RESOURCE: bot.sender.selected("payments-db")},
+            BlockId.DURATION: {InputId.DURATION: duration},
+            BlockId.REASON: {InputId.REASON: "INC-78 from the modal"},
+        }
 
     bad = bot.sender.submit_view(REQUESTER, view, values("9h"))
     assert bad.status_code == 200
@@ -178,16 +207,23 @@ def test_command_click_modal_and_home_over_the_socket(
     assert BlockId.DURATION in bad.json()["errors"]
     good = bot.sender.submit_view(REQUESTER, view, values("45m"))
     assert good.status_code == 200 and not good.text
-    confirmation = slack.wait_for("chat.postEphemeral",
-                                  lambda c: "INC-78" in str(c.params) or
-                                  "Request #" in str(c.params.get("text")))
+    confirmation = slack.wait_for(
+        "chat.postEphemeral",
+        lambda c: "INC-78" in str(c.params) or "Request #" in str(c.params.get("text")),
+    )
     assert confirmation.params["user"] == REQUESTER
     modal_request = approval_message(slack, request_id + 1)
     assert "45m" in blocks_text(modal_request)
 
     # App Home: an Events API envelope (no response payload) -> views.publish.
-    home_sent = bot.sender.event({"type": "app_home_opened", "user": ALICE, "tab": "home",
-                                  "channel": slack.dm_channel(ALICE)})
+    home_sent = bot.sender.event(
+        {
+            "type": "app_home_opened",
+            "user": ALICE,
+            "tab": "home",
+            "channel": slack.dm_channel(ALICE),
+        }
+    )
     assert home_sent.status_code == 200
     envelope = socket_mode.envelope(bot.sender.last_envelope_id or "")
     assert envelope.type == "events_api" and not envelope.accepts_response_payload
@@ -205,8 +241,10 @@ def test_command_click_modal_and_home_over_the_socket(
 
 
 def test_refresh_requested_while_idle_then_a_command_is_acked_within_a_second(
-    socket_bot: Callable[..., SocketModeBot], slack: SlackEmulator,
-    socket_mode: SocketModeEmulator, vault_db: VaultDatabase,
+    socket_bot: Callable[..., SocketModeBot],
+    slack: SlackEmulator,
+    socket_mode: SocketModeEmulator,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = connected_bot(socket_bot, vault_db, slack)
     assert bot.sender.slash(REQUESTER, "help").status_code == 200  # acked: now idle
@@ -230,8 +268,11 @@ def test_refresh_requested_while_idle_then_a_command_is_acked_within_a_second(
 
 @pytest.mark.parametrize("reset", [False, True], ids=["fin", "rst"])
 def test_connection_dropped_without_close_frame_reconnects_fast_without_spinning(
-    socket_bot: Callable[..., SocketModeBot], slack: SlackEmulator,
-    socket_mode: SocketModeEmulator, vault_db: VaultDatabase, reset: bool,
+    socket_bot: Callable[..., SocketModeBot],
+    slack: SlackEmulator,
+    socket_mode: SocketModeEmulator,
+    vault_db: VaultDatabase,
+    reset: bool,
 ) -> None:
     bot = connected_bot(socket_bot, vault_db, slack)
     assert bot.sender.slash(REQUESTER, "help").status_code == 200
@@ -261,8 +302,10 @@ def test_connection_dropped_without_close_frame_reconnects_fast_without_spinning
 
 
 def test_readyz_follows_the_socket(
-    socket_bot: Callable[..., SocketModeBot], slack: SlackEmulator,
-    socket_mode: SocketModeEmulator, vault_db: VaultDatabase,
+    socket_bot: Callable[..., SocketModeBot],
+    slack: SlackEmulator,
+    socket_mode: SocketModeEmulator,
+    vault_db: VaultDatabase,
 ) -> None:
     """/readyz says whether the bot holds a connection; /healthz only that the process is up."""
     bot = connected_bot(socket_bot, vault_db, slack)
@@ -284,8 +327,10 @@ def test_readyz_follows_the_socket(
 
 
 def test_sigterm_closes_the_socket(
-    socket_bot: Callable[..., SocketModeBot], slack: SlackEmulator,
-    socket_mode: SocketModeEmulator, vault_db: VaultDatabase,
+    socket_bot: Callable[..., SocketModeBot],
+    slack: SlackEmulator,
+    socket_mode: SocketModeEmulator,
+    vault_db: VaultDatabase,
 ) -> None:
     bot = connected_bot(socket_bot, vault_db, slack)
     conn = socket_mode.live_connections()[-1]
@@ -298,16 +343,34 @@ def test_sigterm_closes_the_socket(
 
 
 def test_a_refused_app_token_stops_serve_in_one_line(
-    slack: SlackEmulator, socket_mode: SocketModeEmulator, openbao: OpenBaoServer,
-    vault_db: VaultDatabase, bot_db_url: str, tmp_path: Path,
+    slack: SlackEmulator,
+    socket_mode: SocketModeEmulator,
+    openbao: OpenBaoServer,
+    vault_db: VaultDatabase,
+    bot_db_url: str,
+    tmp_path: Path,
 ) -> None:
-    env = bot_environment(slack, openbao, bot_db_url,
-                          write_policy(policy_for(vault_db.path), tmp_path), free_port(),
-                          "unused-in-socket-mode", {"SLACK_APP_TOKEN": "xapp-1-wrong-token"})
-    result = subprocess.run([sys.executable, "-m", "bot", "serve"], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60, check=False)
+    env = bot_environment(
+        slack,
+        openbao,
+        bot_db_url,
+        write_policy(policy_for(vault_db.path), tmp_path),
+        free_port(),
+        "unused-in-socket-mode",
+        {"SLACK_APP_TOKEN": "xapp-1-wrong-token"},
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stdout + result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last == "debug-access: Slack refused the app-level token (SLACK_APP_TOKEN): " \
-                   "invalid_auth", result.stderr
+    assert (
+        last == "debug-access: Slack refused the app-level token (SLACK_APP_TOKEN): invalid_auth"
+    ), result.stderr

@@ -49,8 +49,14 @@ REQUESTER_P = "U0REQPERIODIC"
 REQUESTER_A = "U0REQAPPROLE"
 
 
-def grant_flow(bot: BotProcess, slack: SlackEmulator, openbao: OpenBaoServer, user: str,
-               text: str, approvals: str) -> tuple[int, dict[str, Any]]:
+def grant_flow(
+    bot: BotProcess,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    user: str,
+    text: str,
+    approvals: str,
+) -> tuple[int, dict[str, Any]]:
     request_id = request_access(bot, slack, user, text)
     click(bot, slack, ALICE, approval_message(slack, request_id, approvals), ActionId.APPROVE)
     return request_id, unwrap_from(credentials_message(slack, user, request_id), openbao)
@@ -67,20 +73,24 @@ def policy(vault_path: str, approvals: str, audit: str) -> dict[str, Any]:
 
 
 def test_short_lived_bot_tokens_keep_working_for_minutes(
-    run_bot: Any, slack: SlackEmulator, openbao: OpenBaoServer, postgres: PostgresServer,
+    run_bot: Any,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
     vault_db: VaultDatabase,
 ) -> None:
     root = openbao.client()
     admin_policy(root, ADMIN)
     periodic = root.auth.token.create(policies=[ADMIN], period="20s", no_parent=True)["auth"][
-        "client_token"]
+        "client_token"
+    ]
     mount = f"approle-e2e-{secrets.token_hex(3)}"
     root.sys.enable_auth_method("approle", path=mount)
-    root.auth.approle.create_or_update_approle("bot", token_policies=[ADMIN], token_ttl="30s",
-                                               token_max_ttl="60s", mount_point=mount)
+    root.auth.approle.create_or_update_approle(
+        "bot", token_policies=[ADMIN], token_ttl="30s", token_max_ttl="60s", mount_point=mount
+    )
     role_id = root.auth.approle.read_role_id("bot", mount_point=mount)["data"]["role_id"]
-    secret_id = root.auth.approle.generate_secret_id("bot", mount_point=mount)["data"][
-        "secret_id"]
+    secret_id = root.auth.approle.generate_secret_id("bot", mount_point=mount)["data"]["secret_id"]
     second_db = f"bot_approle_{secrets.token_hex(4)}"
     postgres.create_database(second_db)
 
@@ -88,20 +98,38 @@ def test_short_lived_bot_tokens_keep_working_for_minutes(
     bot_p = run_bot(policy(vault_db.path, APPROVALS, AUDIT), env={"VAULT_TOKEN": periodic})
     bot_a = run_bot(
         policy(vault_db.path, "C0APPROVALS2", "C0AUDIT2"),
-        env={"VAULT_AUTH_METHOD": "approle", "VAULT_ROLE_ID": role_id,
-             "VAULT_SECRET_ID": secret_id, "VAULT_AUTH_MOUNT": mount,
-             "DATABASE_URL": postgres.sqlalchemy_url(second_db)},
+        env={
+            "VAULT_AUTH_METHOD": "approle",
+            "VAULT_ROLE_ID": role_id,
+            "VAULT_SECRET_ID": secret_id,
+            "VAULT_AUTH_MOUNT": mount,
+            "DATABASE_URL": postgres.sqlalchemy_url(second_db),
+        },
     )
 
-    one_minute, creds_1m = grant_flow(bot_a, slack, openbao, REQUESTER_A,
-                                      "payments-db 1m INC-1 expires in between", "C0APPROVALS2")
-    two_minutes, creds_2m = grant_flow(bot_a, slack, openbao, REQUESTER_A,
-                                       "payments-db 2m INC-2 outlives the bot token",
-                                       "C0APPROVALS2")
+    one_minute, creds_1m = grant_flow(
+        bot_a,
+        slack,
+        openbao,
+        REQUESTER_A,
+        "payments-db 1m INC-1 expires in between",
+        "C0APPROVALS2",
+    )
+    two_minutes, creds_2m = grant_flow(
+        bot_a,
+        slack,
+        openbao,
+        REQUESTER_A,
+        "payments-db 2m INC-2 outlives the bot token",
+        "C0APPROVALS2",
+    )
 
     # The 1-minute grant ends on time although every bot token lives at most 60 s.
-    wait_until(lambda: request_status(postgres, bot_a, one_minute) == "ended", timeout=100,
-               what="the 1-minute grant to end")
+    wait_until(
+        lambda: request_status(postgres, bot_a, one_minute) == "ended",
+        timeout=100,
+        what="the 1-minute grant to end",
+    )
     assert not postgres.role_exists(creds_1m["username"])
     assert audit_actions(postgres, bot_a, one_minute)[-1] == "expired"
     # The 2-minute grant's token was created by a bot token that has died by now (max TTL
@@ -112,20 +140,25 @@ def test_short_lived_bot_tokens_keep_working_for_minutes(
     # Bot P, two minutes in: its 20 s periodic token is alive, and a full cycle works.
     wait_until(lambda: time.monotonic() - started > 125, timeout=130)
     assert root.auth.token.lookup(periodic)["data"]["ttl"] > 0
-    request_p, creds_p = grant_flow(bot_p, slack, openbao, REQUESTER_P,
-                                    "payments-db 30m INC-3 still working", APPROVALS)
+    request_p, creds_p = grant_flow(
+        bot_p, slack, openbao, REQUESTER_P, "payments-db 30m INC-3 still working", APPROVALS
+    )
     assert pg_login_and_select(postgres, creds_p["username"], creds_p["password"]) == 3
     revoke_now(bot_p, slack, REQUESTER_P, request_p)
     wait_until(lambda: request_status(postgres, bot_p, request_p) == "ended", timeout=30)
     assert not postgres.role_exists(creds_p["username"])
 
     # Bot A, three minutes in: the 2-minute grant expired on time, and a full cycle works.
-    wait_until(lambda: request_status(postgres, bot_a, two_minutes) == "ended", timeout=60,
-               what="the 2-minute grant to end")
+    wait_until(
+        lambda: request_status(postgres, bot_a, two_minutes) == "ended",
+        timeout=60,
+        what="the 2-minute grant to end",
+    )
     assert not postgres.role_exists(creds_2m["username"])
     wait_until(lambda: time.monotonic() - started > 185, timeout=190)
-    request_a, creds_a = grant_flow(bot_a, slack, openbao, REQUESTER_A,
-                                    "payments-db 30m INC-4 three minutes in", "C0APPROVALS2")
+    request_a, creds_a = grant_flow(
+        bot_a, slack, openbao, REQUESTER_A, "payments-db 30m INC-4 three minutes in", "C0APPROVALS2"
+    )
     revoke_now(bot_a, slack, REQUESTER_A, request_a)
     wait_until(lambda: request_status(postgres, bot_a, request_a) == "ended", timeout=30)
     assert not postgres.role_exists(creds_a["username"])

@@ -63,23 +63,28 @@ def catalog(postgres: PostgresServer, dbname: str) -> dict[str, set[tuple[Any, .
     """What PostgreSQL itself records about our tables, Alembic's own table left out."""
     queries = {
         "columns": "SELECT table_name, column_name, ordinal_position, data_type, "
-                   "character_maximum_length, is_nullable, column_default "
-                   "FROM information_schema.columns WHERE table_schema = 'public'",
+        "character_maximum_length, is_nullable, column_default "
+        "FROM information_schema.columns WHERE table_schema = 'public'",
         "constraints": "SELECT conrelid::regclass::text, conname, contype, "
-                       "pg_get_constraintdef(oid) FROM pg_constraint "
-                       "WHERE connamespace = 'public'::regnamespace",
+        "pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace = 'public'::regnamespace",
         "indexes": "SELECT tablename, indexname, indexdef FROM pg_indexes "
-                   "WHERE schemaname = 'public'",
+        "WHERE schemaname = 'public'",
         "sequences": "SELECT sequence_name, data_type, start_value, increment "
-                     "FROM information_schema.sequences WHERE sequence_schema = 'public'",
+        "FROM information_schema.sequences WHERE sequence_schema = 'public'",
     }
-    return {kind: {row for row in postgres.execute(query, dbname=dbname)
-                   if "alembic_version" not in row[0]}
-            for kind, query in queries.items()}
+    return {
+        kind: {
+            row for row in postgres.execute(query, dbname=dbname) if "alembic_version" not in row[0]
+        }
+        for kind, query in queries.items()
+    }
 
 
 def test_the_baseline_is_what_create_all_makes_on_postgresql(
-    postgres: PostgresServer, bot_db_url: str, engine: Engine,
+    postgres: PostgresServer,
+    bot_db_url: str,
+    engine: Engine,
 ) -> None:
     """Columns in order with types and defaults, constraints with the names PostgreSQL gave
     them, index definitions (the partial unique one too) and sequences: all identical."""
@@ -91,9 +96,15 @@ def test_the_baseline_is_what_create_all_makes_on_postgresql(
         assert schema.upgrade(engine) == schema.head()
         made = catalog(postgres, bot_db_url.rsplit("/", 1)[-1])
         assert {k: len(v) for k, v in made.items()} == {
-            "columns": 65, "constraints": 17, "indexes": 25, "sequences": 6}
-        assert any("WHERE (((status)::text = 'pending'::text) AND (parent_id IS NOT NULL))"
-                   in row[2] for row in made["indexes"])
+            "columns": 65,
+            "constraints": 17,
+            "indexes": 25,
+            "sequences": 6,
+        }
+        assert any(
+            "WHERE (((status)::text = 'pending'::text) AND (parent_id IS NOT NULL))" in row[2]
+            for row in made["indexes"]
+        )
         assert catalog(postgres, other) == made
         with engine.connect() as conn:
             assert schema.differences(conn) == []
@@ -103,7 +114,10 @@ def test_the_baseline_is_what_create_all_makes_on_postgresql(
 
 
 def test_replicas_starting_together_migrate_once(
-    postgres: PostgresServer, bot_db_url: str, engine: Engine, caplog: pytest.LogCaptureFixture,
+    postgres: PostgresServer,
+    bot_db_url: str,
+    engine: Engine,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """While someone holds the schema lock both replicas wait on it; once it is free, one
     creates the schema and the other finds it at head."""
@@ -124,8 +138,10 @@ def test_replicas_starting_together_migrate_once(
         threads = [threading.Thread(target=start, args=(r,)) for r in replicas]
         for thread in threads:
             thread.start()
-        waiting = ("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                   f"AND database = (SELECT oid FROM pg_database WHERE datname = '{dbname}')")
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            f"AND database = (SELECT oid FROM pg_database WHERE datname = '{dbname}')"
+        )
         wait_until(lambda: postgres.execute(waiting)[0][0] == 2, what="both replicas to wait")
         assert results == []
     finally:
@@ -137,7 +153,8 @@ def test_replicas_starting_together_migrate_once(
         replica.dispose()
     assert results == [schema.head(), schema.head()]
     assert [r.getMessage() for r in caplog.records if r.name == "bot.store.schema"] == [
-        f"database schema: created at {schema.head()}"]
+        f"database schema: created at {schema.head()}"
+    ]
     assert schema.current(engine) == schema.head()
     assert bot_rows_count(postgres, dbname, "alembic_version") == 1
 
@@ -151,12 +168,17 @@ def bot_rows_count(postgres: PostgresServer, dbname: str, table: str) -> int:
 
 def release_checkout(directory: Path) -> Path:
     """The ``bot`` package as the last release shipped it, extracted from git history."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", RELEASE, "bot"],
-                             capture_output=True, check=False)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", RELEASE, "bot"],
+        capture_output=True,
+        check=False,
+    )
     if archive.returncode != 0:
-        pytest.fail(f"the upgrade test runs release {RELEASE} from git history, which is not "
-                    f"available here ({archive.stderr.decode().strip()}); use a full clone "
-                    "(git fetch --unshallow)")
+        pytest.fail(
+            f"the upgrade test runs release {RELEASE} from git history, which is not "
+            f"available here ({archive.stderr.decode().strip()}); use a full clone "
+            "(git fetch --unshallow)"
+        )
     with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
         tar.extractall(directory, filter="data")
     return directory
@@ -165,29 +187,52 @@ def release_checkout(directory: Path) -> Path:
 def imported_bot_package(env: dict[str, str]) -> tuple[str, bool]:
     """Where ``python -m bot`` in this environment imports ``bot`` from; whether it migrates."""
     probe = subprocess.run(
-        [sys.executable, "-c", "import importlib.util, bot; "
-         "print(bot.__file__); print(importlib.util.find_spec('bot.store.schema') is not None)"],
-        env=env, capture_output=True, text=True, check=True, cwd="/")
+        [
+            sys.executable,
+            "-c",
+            "import importlib.util, bot; "
+            "print(bot.__file__); print(importlib.util.find_spec('bot.store.schema') is not None)",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    )
     path, has_schema = probe.stdout.split()
     return path, has_schema == "True"
 
 
 def all_rows(postgres: PostgresServer, dbname: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, in primary-key order (Alembic's own table left out)."""
-    tables = [r[0] for r in postgres.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-        "AND tablename != 'alembic_version' ORDER BY tablename", dbname=dbname)]
-    return {table: [tuple(r) for r in postgres.execute(f'SELECT * FROM "{table}" ORDER BY 1',
-                                                        dbname=dbname)]
-            for table in tables}
+    tables = [
+        r[0]
+        for r in postgres.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename != 'alembic_version' ORDER BY tablename",
+            dbname=dbname,
+        )
+    ]
+    return {
+        table: [
+            tuple(r) for r in postgres.execute(f'SELECT * FROM "{table}" ORDER BY 1', dbname=dbname)
+        ]
+        for table in tables
+    }
 
 
 def audit_verify(bot: BotProcess) -> subprocess.CompletedProcess[str]:
     """``debug-access audit verify`` from this checkout, against the bot's database."""
     env = {**bot.env, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "bot", "audit", "verify"], env=env,
-                          capture_output=True, text=True, timeout=60, check=False,
-                          cwd=bot.workdir)
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "audit", "verify"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=bot.workdir,
+    )
 
 
 def approve(bot: BotProcess, slack: SlackEmulator, text: str) -> int:
@@ -198,8 +243,13 @@ def approve(bot: BotProcess, slack: SlackEmulator, text: str) -> int:
 
 @pytest.mark.slow
 def test_a_database_filled_by_the_last_release_is_upgraded_and_nothing_is_lost(
-    run_bot, slack: SlackEmulator, openbao: OpenBaoServer, postgres: PostgresServer,
-    vault_db: VaultDatabase, bot_db_url: str, tmp_path: Path,
+    run_bot,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
+    bot_db_url: str,
+    tmp_path: Path,
 ) -> None:
     # 1. The last release, as it ran in production: its own code, create_all at start.
     release = release_checkout(tmp_path / "release")
@@ -227,18 +277,39 @@ def test_a_database_filled_by_the_last_release_is_upgraded_and_nothing_is_lost(
     dbname = bot_db_url.rsplit("/", 1)[-1]
     before = all_rows(postgres, dbname)
     counts = {table: len(rows) for table, rows in before.items()}
-    assert counts == {"access_request": 5, "apscheduler_jobs": 8, "audit_event": 16,
-                      "audit_head": 1, "decision": 4, "digest_run": 0, "grant": 3,
-                      "request_message": counts["request_message"]}, counts
+    assert counts == {
+        "access_request": 5,
+        "apscheduler_jobs": 8,
+        "audit_event": 16,
+        "audit_head": 1,
+        "decision": 4,
+        "digest_run": 0,
+        "grant": 3,
+        "request_message": counts["request_message"],
+    }, counts
     assert counts["request_message"] > 0
-    assert [r[0] for r in bot_rows(postgres, old, "SELECT id FROM apscheduler_jobs ORDER BY id")
-            ] == ["grant-1-collect", "grant-1-end",  # revoked early: these find nothing to do
-                  "grant-2-collect", "grant-2-end", "grant-3-collect", "grant-3-end",
-                  f"request-{pending}-expire", "sweep"]
-    assert [(r[0], r[1]) for r in bot_rows(postgres, old, "SELECT id, status FROM access_request "
-                                                          "ORDER BY id")] == [
-        (ended, "ended"), (denied, "denied"), (pending, "pending"), (long_lived, "active"),
-        (short, "active")]
+    assert [
+        r[0] for r in bot_rows(postgres, old, "SELECT id FROM apscheduler_jobs ORDER BY id")
+    ] == [
+        "grant-1-collect",
+        "grant-1-end",  # revoked early: these find nothing to do
+        "grant-2-collect",
+        "grant-2-end",
+        "grant-3-collect",
+        "grant-3-end",
+        f"request-{pending}-expire",
+        "sweep",
+    ]
+    assert [
+        (r[0], r[1])
+        for r in bot_rows(postgres, old, "SELECT id, status FROM access_request ORDER BY id")
+    ] == [
+        (ended, "ended"),
+        (denied, "denied"),
+        (pending, "pending"),
+        (long_lived, "active"),
+        (short, "active"),
+    ]
     assert schema.current(make_engine(bot_db_url)) is None
 
     # 3. Upgrade it with this checkout.
@@ -251,7 +322,8 @@ def test_a_database_filled_by_the_last_release_is_upgraded_and_nothing_is_lost(
     # 4. Nothing lost, nothing changed; the chain verifies; the schema is the models'.
     assert all_rows(postgres, dbname) == before
     assert postgres.execute("SELECT version_num FROM alembic_version", dbname=dbname) == [
-        (schema.head(),)]
+        (schema.head(),)
+    ]
     with engine.connect() as conn:
         assert schema.differences(conn) == []
     engine.dispose()
@@ -262,14 +334,18 @@ def test_a_database_filled_by_the_last_release_is_upgraded_and_nothing_is_lost(
     # 5. This checkout's bot carries on: the 1-minute grant is revoked on time.
     new = run_bot(policy)
     assert imported_bot_package(new.env)[1]
-    wait_until(lambda: request_status(postgres, new, short) == "ended", timeout=90,
-               what="the short grant to expire")
+    wait_until(
+        lambda: request_status(postgres, new, short) == "ended",
+        timeout=90,
+        what="the short grant to expire",
+    )
     held = time.monotonic() - issued
     assert 50 < held < 80, f"ended after {held:.0f}s, expected about 60s"
     assert audit_actions(postgres, new, short)[-1] == "expired"
     assert not postgres.role_exists(short_creds["username"])
-    short_lease = bot_rows(postgres, new, f'SELECT lease_id FROM "grant" WHERE request_id = '
-                                          f"{short}")[0][0]
+    short_lease = bot_rows(
+        postgres, new, f'SELECT lease_id FROM "grant" WHERE request_id = {short}'
+    )[0][0]
     assert lease_gone(openbao, str(short_lease))
     # The long grant is untouched and still works; the pending request still waits.
     assert request_status(postgres, new, long_lived) == "active"
@@ -278,19 +354,25 @@ def test_a_database_filled_by_the_last_release_is_upgraded_and_nothing_is_lost(
 
     after = all_rows(postgres, dbname)
     assert after["audit_event"][:16] == before["audit_event"]
-    assert all(len(after[table]) >= count for table, count in counts.items()
-               if table != "apscheduler_jobs")
+    assert all(
+        len(after[table]) >= count for table, count in counts.items() if table != "apscheduler_jobs"
+    )
     verified = audit_verify(new)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert f"audit chain intact: {len(after['audit_event'])} events" in verified.stdout
     assert len(after["audit_event"]) > 16
     assert postgres.execute("SELECT version_num FROM alembic_version", dbname=dbname) == [
-        (schema.head(),)]
+        (schema.head(),)
+    ]
 
 
 def test_the_new_bot_upgrades_a_release_database_at_start(
-    run_bot, slack: SlackEmulator, postgres: PostgresServer, vault_db: VaultDatabase,
-    bot_db_url: str, tmp_path: Path,
+    run_bot,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
+    bot_db_url: str,
+    tmp_path: Path,
 ) -> None:
     release = release_checkout(tmp_path / "release")
     policy = policy_for(vault_db.path)
@@ -304,8 +386,10 @@ def test_the_new_bot_upgrades_a_release_database_at_start(
     new = run_bot(policy)
 
     assert postgres.execute("SELECT version_num FROM alembic_version", dbname=dbname) == [
-        (schema.head(),)]
+        (schema.head(),)
+    ]
     after = all_rows(postgres, dbname)
     assert {t: after[t] for t in before if t != "apscheduler_jobs"} == {
-        t: rows for t, rows in before.items() if t != "apscheduler_jobs"}
+        t: rows for t, rows in before.items() if t != "apscheduler_jobs"
+    }
     assert request_status(postgres, new, request_id) == "active"

@@ -34,8 +34,13 @@ REQUESTER = "U0REQ"
 @pytest.fixture
 def pagerduty() -> Iterator[PagerDutyEmulator]:
     with PagerDutyEmulator() as emulator:
-        for pd_id, slack_id in [("PALICE", "U0ALICE"), ("PBOB", "U0BOB"), ("PCAROL", "U0CAROL"),
-                                ("PDAVE", "U0DAVE"), ("PERIN", "U0ERIN")]:
+        for pd_id, slack_id in [
+            ("PALICE", "U0ALICE"),
+            ("PBOB", "U0BOB"),
+            ("PCAROL", "U0CAROL"),
+            ("PDAVE", "U0DAVE"),
+            ("PERIN", "U0ERIN"),
+        ]:
             emulator.add_user(pd_id, f"{slack_id.lower()}@example.com", name=pd_id.title())
         yield emulator
 
@@ -45,10 +50,20 @@ def slack_client(slack: SlackEmulator) -> WebClient:
     return WebClient(token=slack.bot_token, base_url=slack.base_url)
 
 
-def schedule_source(pagerduty: PagerDutyEmulator, slack_client: WebClient,
-                    schedule_id: str = "PSCHED1", **kwargs: float) -> PagerDutySource:
-    return PagerDutySource("platform", token=pagerduty.token, slack_client=slack_client,
-                           schedule_id=schedule_id, api_url=pagerduty.base_url, **kwargs)  # type: ignore[arg-type]
+def schedule_source(
+    pagerduty: PagerDutyEmulator,
+    slack_client: WebClient,
+    schedule_id: str = "PSCHED1",
+    **kwargs: float,
+) -> PagerDutySource:
+    return PagerDutySource(
+        "platform",
+        token=pagerduty.token,
+        slack_client=slack_client,
+        schedule_id=schedule_id,
+        api_url=pagerduty.base_url,
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def oncalls(pagerduty: PagerDutyEmulator) -> int:
@@ -59,13 +74,13 @@ def oncalls(pagerduty: PagerDutyEmulator) -> int:
 
 
 def test_schedule_lookup_maps_pagerduty_users_to_slack_by_email(
-        pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> None:
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1", start=NOW - DAY, end=NOW + DAY)
     pagerduty.add_oncall("PBOB", schedule_id="POTHER", start=NOW - DAY, end=NOW + DAY)
     pagerduty.add_oncall("PCAROL", schedule_id="PSCHED1", start=NOW - 3 * DAY, end=NOW - DAY)
 
-    assert schedule_source(pagerduty, slack_client).current(NOW) == OnCall(
-        "platform", ("U0ALICE",))
+    assert schedule_source(pagerduty, slack_client).current(NOW) == OnCall("platform", ("U0ALICE",))
 
     (call,) = pagerduty.calls("/oncalls")
     assert call.headers["authorized"] == "True"
@@ -78,21 +93,29 @@ def test_schedule_lookup_maps_pagerduty_users_to_slack_by_email(
 
 
 def test_the_user_whose_shift_starts_now_is_on_call_and_the_one_ending_now_is_not(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack_client: WebClient
+) -> None:
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1", start=NOW - DAY, end=NOW)
     pagerduty.add_oncall("PBOB", schedule_id="PSCHED1", start=NOW, end=NOW + DAY)
     assert schedule_source(pagerduty, slack_client).current(NOW).users == ("U0BOB",)
 
 
 def test_escalation_policy_lookup_reads_one_level(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient) -> None:
-    pagerduty.add_oncall("PALICE", escalation_policy_id="PEP1", escalation_level=1,
-                         schedule_id="PSCHED1")
+    pagerduty: PagerDutyEmulator, slack_client: WebClient
+) -> None:
+    pagerduty.add_oncall(
+        "PALICE", escalation_policy_id="PEP1", escalation_level=1, schedule_id="PSCHED1"
+    )
     pagerduty.add_oncall("PBOB", escalation_policy_id="PEP1", escalation_level=2)
     pagerduty.add_oncall("PCAROL", escalation_policy_id="PEP2", escalation_level=2)
-    source = PagerDutySource("platform-l2", token=pagerduty.token, slack_client=slack_client,
-                             escalation_policy_id="PEP1", escalation_level=2,
-                             api_url=pagerduty.base_url)
+    source = PagerDutySource(
+        "platform-l2",
+        token=pagerduty.token,
+        slack_client=slack_client,
+        escalation_policy_id="PEP1",
+        escalation_level=2,
+        api_url=pagerduty.base_url,
+    )
     assert source.current(NOW) == OnCall("platform-l2", ("U0BOB",))
     (call,) = pagerduty.calls("/oncalls")
     assert call.params["escalation_policy_ids[]"] == ["PEP1"]
@@ -101,7 +124,8 @@ def test_escalation_policy_lookup_reads_one_level(
 
 
 def test_a_user_on_call_through_several_policies_counts_once(
-        pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> None:
     for policy in ("PEP1", "PEP2", "PEP3"):
         pagerduty.add_oncall("PALICE", escalation_policy_id=policy, schedule_id="PSCHED1")
     assert schedule_source(pagerduty, slack_client).current(NOW).users == ("U0ALICE",)
@@ -113,12 +137,18 @@ def test_every_page_is_read(pagerduty: PagerDutyEmulator, slack_client: WebClien
     for pd_id in ("PALICE", "PBOB", "PCAROL", "PDAVE", "PERIN"):
         pagerduty.add_oncall(pd_id, schedule_id="PSCHED1")
     assert schedule_source(pagerduty, slack_client).current(NOW).users == (
-        "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE", "U0ERIN")
+        "U0ALICE",
+        "U0BOB",
+        "U0CAROL",
+        "U0DAVE",
+        "U0ERIN",
+    )
     assert [c.param("offset") for c in pagerduty.calls("/oncalls")] == ["0", "2", "4"]
 
 
 def test_the_email_comes_from_users_when_the_oncall_entry_lacks_it(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack_client: WebClient
+) -> None:
     pagerduty.honour_include = False
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1")
     assert schedule_source(pagerduty, slack_client).current(NOW).users == ("U0ALICE",)
@@ -127,19 +157,23 @@ def test_the_email_comes_from_users_when_the_oncall_entry_lacks_it(
 
 
 def test_pagerduty_users_without_a_slack_account_are_left_out_with_a_note(
-        pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> None:
     slack.unknown_users.add("U0BOB")
     pagerduty.add_user("PGHOST", "ghost@elsewhere.test", name="Ghost")
     for pd_id in ("PALICE", "PBOB", "PGHOST"):
         pagerduty.add_oncall(pd_id, schedule_id="PSCHED1")
     answer = schedule_source(pagerduty, slack_client).current(NOW)
-    assert answer == OnCall("platform", ("U0ALICE",),
-                            note="no Slack account matches the email of PagerDuty user(s) "
-                                 "Pbob, Ghost")
+    assert answer == OnCall(
+        "platform",
+        ("U0ALICE",),
+        note="no Slack account matches the email of PagerDuty user(s) Pbob, Ghost",
+    )
 
 
 def test_two_pagerduty_users_with_one_slack_account_count_once(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack_client: WebClient
+) -> None:
     pagerduty.add_user("PALICE2", "u0alice@example.com", name="Alice (second login)")
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1")
     pagerduty.add_oncall("PALICE2", schedule_id="PSCHED1")
@@ -147,7 +181,8 @@ def test_two_pagerduty_users_with_one_slack_account_count_once(
 
 
 def test_a_deactivated_slack_account_is_not_an_approver(
-        pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> None:
     slack.users["U0BOB"] = {"deleted": True}
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1")
     pagerduty.add_oncall("PBOB", schedule_id="PSCHED1")
@@ -157,33 +192,50 @@ def test_a_deactivated_slack_account_is_not_an_approver(
 
 
 def test_entries_for_another_time_or_level_are_ignored_even_if_pagerduty_sends_them(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack_client: WebClient
+) -> None:
     pagerduty.filter_server_side = False
-    pagerduty.add_oncall("PALICE", escalation_policy_id="PEP1", escalation_level=1,
-                         start=NOW - DAY, end=NOW + DAY)
-    pagerduty.add_oncall("PBOB", escalation_policy_id="PEP1", escalation_level=2,
-                         start=NOW - DAY, end=NOW)
-    pagerduty.add_oncall("PCAROL", escalation_policy_id="PEP1", escalation_level=2,
-                         start=NOW + timedelta(seconds=1), end=NOW + DAY)
-    pagerduty.add_oncall("PDAVE", escalation_policy_id="PEP1", escalation_level=2,
-                         start=NOW, end=NOW + DAY)
-    source = PagerDutySource("platform-l2", token=pagerduty.token, slack_client=slack_client,
-                             escalation_policy_id="PEP1", escalation_level=2,
-                             api_url=pagerduty.base_url)
+    pagerduty.add_oncall(
+        "PALICE", escalation_policy_id="PEP1", escalation_level=1, start=NOW - DAY, end=NOW + DAY
+    )
+    pagerduty.add_oncall(
+        "PBOB", escalation_policy_id="PEP1", escalation_level=2, start=NOW - DAY, end=NOW
+    )
+    pagerduty.add_oncall(
+        "PCAROL",
+        escalation_policy_id="PEP1",
+        escalation_level=2,
+        start=NOW + timedelta(seconds=1),
+        end=NOW + DAY,
+    )
+    pagerduty.add_oncall(
+        "PDAVE", escalation_policy_id="PEP1", escalation_level=2, start=NOW, end=NOW + DAY
+    )
+    source = PagerDutySource(
+        "platform-l2",
+        token=pagerduty.token,
+        slack_client=slack_client,
+        escalation_policy_id="PEP1",
+        escalation_level=2,
+        api_url=pagerduty.base_url,
+    )
     assert source.current(NOW).users == ("U0DAVE",)
 
 
 def test_nobody_on_call_is_an_available_empty_answer(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack_client: WebClient
+) -> None:
     assert schedule_source(pagerduty, slack_client).current(NOW) == OnCall(
-        "platform", (), note="nobody on call in PagerDuty schedule PSCHED1")
+        "platform", (), note="nobody on call in PagerDuty schedule PSCHED1"
+    )
 
 
 # ---------------------------------------------------------------- caching
 
 
 def test_a_second_call_within_the_ttl_makes_no_http_call(
-        pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> None:
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1")
     source = schedule_source(pagerduty, slack_client)
     first = source.current(NOW)
@@ -198,7 +250,8 @@ def test_a_second_call_within_the_ttl_makes_no_http_call(
 
 
 def test_the_slack_mapping_outlives_the_oncall_cache(
-        pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> None:
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1")
     source = schedule_source(pagerduty, slack_client)
     source.current(NOW)
@@ -210,29 +263,35 @@ def test_the_slack_mapping_outlives_the_oncall_cache(
 # ---------------------------------------------------------------- outages
 
 
-@pytest.mark.parametrize(("fault", "note"), [
-    (503, "PagerDuty unreachable (HTTP 503)"),
-    (500, "PagerDuty unreachable (HTTP 500)"),
-    (429, "PagerDuty unreachable (HTTP 429)"),
-])
+@pytest.mark.parametrize(
+    ("fault", "note"),
+    [
+        (503, "PagerDuty unreachable (HTTP 503)"),
+        (500, "PagerDuty unreachable (HTTP 500)"),
+        (429, "PagerDuty unreachable (HTTP 429)"),
+    ],
+)
 def test_server_errors_and_rate_limits_are_unavailable(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient, fault: int, note: str) -> None:
+    pagerduty: PagerDutyEmulator, slack_client: WebClient, fault: int, note: str
+) -> None:
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1")
     pagerduty.fail_next(fault)
     assert schedule_source(pagerduty, slack_client).current(NOW) == OnCall(
-        "platform", (), available=False, note=note)
+        "platform", (), available=False, note=note
+    )
 
 
-def test_a_timeout_is_unavailable(pagerduty: PagerDutyEmulator,
-                                  slack_client: WebClient) -> None:
+def test_a_timeout_is_unavailable(pagerduty: PagerDutyEmulator, slack_client: WebClient) -> None:
     pagerduty.delay = 1.0
     source = schedule_source(pagerduty, slack_client, timeout=0.2)
-    assert source.current(NOW) == OnCall("platform", (), available=False,
-                                         note="PagerDuty unreachable (timed out)")
+    assert source.current(NOW) == OnCall(
+        "platform", (), available=False, note="PagerDuty unreachable (timed out)"
+    )
 
 
 def test_connection_refused_is_unavailable_and_recovers_after_retry_after(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack_client: WebClient
+) -> None:
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1")
     source = schedule_source(pagerduty, slack_client)
     pagerduty.stop()
@@ -245,15 +304,20 @@ def test_connection_refused_is_unavailable_and_recovers_after_retry_after(
 
 
 def test_a_wrong_token_is_refused_and_never_logged(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient,
-        caplog: pytest.LogCaptureFixture) -> None:
+    pagerduty: PagerDutyEmulator, slack_client: WebClient, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = "pd-wrong-token-abcdef"
-    source = PagerDutySource("platform", token=wrong, slack_client=slack_client,
-                             schedule_id="PSCHED1", api_url=pagerduty.base_url)
+    source = PagerDutySource(
+        "platform",
+        token=wrong,
+        slack_client=slack_client,
+        schedule_id="PSCHED1",
+        api_url=pagerduty.base_url,
+    )
     assert source.current(NOW) == OnCall(
-        "platform", (), available=False,
-        note="PagerDuty refused the bot's API token (HTTP 401)")
+        "platform", (), available=False, note="PagerDuty refused the bot's API token (HTTP 401)"
+    )
     assert pagerduty.calls("/oncalls")[0].headers["authorized"] == "False"
     assert "refused the API token" in caplog.text
     assert wrong not in caplog.text
@@ -261,26 +325,33 @@ def test_a_wrong_token_is_refused_and_never_logged(
 
 
 def test_an_unknown_schedule_is_unavailable_with_its_id(
-        pagerduty: PagerDutyEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack_client: WebClient
+) -> None:
     pagerduty.fail_next(404)
     assert schedule_source(pagerduty, slack_client, "PNOPE").current(NOW).note == (
-        "PagerDuty has no schedule PNOPE (HTTP 404)")
+        "PagerDuty has no schedule PNOPE (HTTP 404)"
+    )
 
 
 def test_slack_failing_to_map_users_makes_the_source_unavailable(
-        pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> None:
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1")
     slack.fail_next("users.lookupByEmail", "ratelimited")
     assert schedule_source(pagerduty, slack_client).current(NOW) == OnCall(
-        "platform", (), available=False,
-        note="Slack could not match PagerDuty users by email (ratelimited)")
+        "platform",
+        (),
+        available=False,
+        note="Slack could not match PagerDuty users by email (ratelimited)",
+    )
 
 
 # ---------------------------------------------------------------- with the resolver
 
 
-def resolver_with(pagerduty: PagerDutyEmulator, slack: SlackEmulator,
-                  slack_client: WebClient) -> tuple[ApproverResolver, PagerDutySource]:
+def resolver_with(
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> tuple[ApproverResolver, PagerDutySource]:
     slack.usergroups["S0SRELEADS"] = ["U0DAVE", REQUESTER]
     platform = schedule_source(pagerduty, slack_client)
     leads = UsergroupSource("sre-leads", "S0SRELEADS", SlackUsergroups(slack_client))
@@ -288,7 +359,8 @@ def resolver_with(pagerduty: PagerDutyEmulator, slack: SlackEmulator,
 
 
 def test_an_outage_falls_back_to_the_next_tier_with_a_note_then_recovers(
-        pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> None:
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1")
     resolver, _ = resolver_with(pagerduty, slack, slack_client)
     entries = ["platform", "sre-leads", "U0CAROL"]
@@ -305,8 +377,11 @@ def test_an_outage_falls_back_to_the_next_tier_with_a_note_then_recovers(
 
     after_ttl = NOW + timedelta(seconds=61)
     assert resolver.tiers(entries, REQUESTER, after_ttl) == [
-        ApproverTier("platform", (), "PagerDuty unreachable (HTTP 503): fell back to the next "
-                                     "source (sre-leads)"),
+        ApproverTier(
+            "platform",
+            (),
+            "PagerDuty unreachable (HTTP 503): fell back to the next source (sre-leads)",
+        ),
         ApproverTier("sre-leads", ("U0DAVE",), None),
         ApproverTier("U0CAROL", ("U0CAROL",), None),
     ]
@@ -315,12 +390,14 @@ def test_an_outage_falls_back_to_the_next_tier_with_a_note_then_recovers(
     pagerduty.outage = False
     recovered = after_ttl + timedelta(seconds=15)
     assert resolver.tiers(entries, REQUESTER, recovered)[0] == ApproverTier(
-        "platform", ("U0ALICE",), None)
+        "platform", ("U0ALICE",), None
+    )
     assert oncalls(pagerduty) == 3
 
 
 def test_a_click_counts_only_while_pagerduty_vouches_for_it(
-        pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient) -> None:
+    pagerduty: PagerDutyEmulator, slack: SlackEmulator, slack_client: WebClient
+) -> None:
     pagerduty.add_oncall("PALICE", schedule_id="PSCHED1", end=NOW + timedelta(hours=1))
     pagerduty.add_oncall("PBOB", schedule_id="PSCHED1", start=NOW + timedelta(hours=1))
     resolver, _ = resolver_with(pagerduty, slack, slack_client)

@@ -49,7 +49,14 @@ def test_an_edge_that_drops_every_connection_is_not_hammered(
     socket_mode.flapping = False
     last = attempts[-1].id
     socket_mode.wait_for_connection(after=last, timeout=RECONNECT_BACKOFF_MAX + 5)
-    envelope = socket_mode.push("slash_commands", {"command": "/debug-access", "text": "help",
-                                                   "user_id": "U0X", "team_id": "T0",
-                                                   "channel_id": "C0"})
+    envelope = socket_mode.push(
+        "slash_commands",
+        {
+            "command": "/debug-access",
+            "text": "help",
+            "user_id": "U0X",
+            "team_id": "T0",
+            "channel_id": "C0",
+        },
+    )
     assert socket_mode.wait_for_ack(envelope, timeout=5)

@@ -206,7 +206,9 @@ def test_ensure_setup_creates_policy_and_role_then_changes_nothing(
     first = iss.ensure_setup(shapes)
     lookup_policy = f"policy {SELF_LOOKUP_POLICY}"  # shared: an earlier test may have made it
     assert [c for c in first.created if c != lookup_policy] == [
-        f"policy {policy}", f"token role {role}"]
+        f"policy {policy}",
+        f"token role {role}",
+    ]
     assert lookup_policy in first.created + first.present
     assert first.changed and not first.not_created
 
@@ -222,8 +224,7 @@ def test_ensure_setup_creates_policy_and_role_then_changes_nothing(
     assert data["token_explicit_max_ttl"] == 24 * 3600
 
     second = iss.ensure_setup(shapes)
-    assert second == SetupReport(present=(f"policy {policy}", lookup_policy,
-                                          f"token role {role}"))
+    assert second == SetupReport(present=(f"policy {policy}", lookup_policy, f"token role {role}"))
     assert not second.changed
 
     # Drift is repaired: someone made the role non-orphan.

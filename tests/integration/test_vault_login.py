@@ -100,12 +100,16 @@ def approle(root: hvac.Client) -> Callable[..., AppRoleLogin]:
     def make(ttl: str = "1h", max_ttl: str = "2h", name: str | None = None) -> AppRoleLogin:
         role = name or f"bot-{secrets.token_hex(3)}"
         root.auth.approle.create_or_update_approle(
-            role, token_policies=[ADMIN_POLICY], token_ttl=ttl, token_max_ttl=max_ttl,
+            role,
+            token_policies=[ADMIN_POLICY],
+            token_ttl=ttl,
+            token_max_ttl=max_ttl,
             mount_point=mount,
         )
         role_id = root.auth.approle.read_role_id(role, mount_point=mount)["data"]["role_id"]
         secret_id = root.auth.approle.generate_secret_id(role, mount_point=mount)["data"][
-            "secret_id"]
+            "secret_id"
+        ]
         return AppRoleLogin(role_id, secret_id, mount=mount)
 
     return make
@@ -123,8 +127,13 @@ def new_client(openbao: Any) -> hvac.Client:
 
 def spec(vault_db: Any, minutes: int = 5) -> GrantSpec:
     return GrantSpec(
-        request_id=1, resource=RESOURCE, requester="U0REQ", ttl=timedelta(minutes=minutes),
-        max_ttl=timedelta(minutes=minutes * 2), vault_path=vault_db.path, vault_policies=(),
+        request_id=1,
+        resource=RESOURCE,
+        requester="U0REQ",
+        ttl=timedelta(minutes=minutes),
+        max_ttl=timedelta(minutes=minutes * 2),
+        vault_path=vault_db.path,
+        vault_policies=(),
     )
 
 
@@ -133,7 +142,8 @@ def spec(vault_db: Any, minutes: int = 5) -> GrantSpec:
 
 def test_periodic_token_is_renewed_and_stays_the_same(openbao: Any, root: hvac.Client) -> None:
     token = root.auth.token.create(policies=[ADMIN_POLICY], period="4s", no_parent=True)["auth"][
-        "client_token"]
+        "client_token"
+    ]
     keeper = TokenKeeper(new_client(openbao), TokenLogin(token), heartbeat=0.5)
     keeper.log_in()
     keeper.start()
@@ -174,7 +184,8 @@ def test_a_fixed_token_that_cannot_be_renewed_is_reported_as_dying(
     openbao: Any, root: hvac.Client
 ) -> None:
     token = root.auth.token.create(policies=[ADMIN_POLICY], ttl="1h", renewable=False)["auth"][
-        "client_token"]
+        "client_token"
+    ]
     keeper = TokenKeeper(new_client(openbao), TokenLogin(token))
     keeper.log_in()
     status = keeper.status()
@@ -237,7 +248,10 @@ def test_fixed_token_revoked_makes_status_not_ready(openbao: Any, root: hvac.Cli
 
 
 def test_revocation_survives_a_dead_bot_token(
-    openbao: Any, root: hvac.Client, approle: Callable[..., AppRoleLogin], vault_db: Any,
+    openbao: Any,
+    root: hvac.Client,
+    approle: Callable[..., AppRoleLogin],
+    vault_db: Any,
     postgres: Any,
 ) -> None:
     """The bot's token dies between issuing and revoking: the revocation still happens, after
@@ -328,9 +342,11 @@ def test_plain_token_403_is_not_retried_with_the_same_token(
 def jwt_auth(root: hvac.Client) -> tuple[Any, str]:
     """A ``jwt`` auth mount that trusts one RSA key (offline: jwt_validation_pubkeys)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     mount = f"jwt-{SUFFIX}"
     root.sys.enable_auth_method("jwt", path=mount)
     root.write_data(f"auth/{mount}/config", data={"jwt_validation_pubkeys": [public]})
@@ -350,13 +366,23 @@ def jwt_auth(root: hvac.Client) -> tuple[Any, str]:
 
 def service_account_jwt(key: Any, subject: str = "system:serviceaccount:ops:debug-access") -> str:
     now = int(time.time())
-    claims = {"iss": "https://kubernetes.default.svc", "sub": subject, "aud": ["vault"],
-              "iat": now, "nbf": now - 5, "exp": now + 600}
+    claims = {
+        "iss": "https://kubernetes.default.svc",
+        "sub": subject,
+        "aud": ["vault"],
+        "iat": now,
+        "nbf": now - 5,
+        "exp": now + 600,
+    }
     return jwt.encode(claims, key, algorithm="RS256")
 
 
 def test_jwt_login_reads_the_service_account_token_file(
-    openbao: Any, jwt_auth: tuple[Any, str], tmp_path: Path, vault_db: Any, root: hvac.Client,
+    openbao: Any,
+    jwt_auth: tuple[Any, str],
+    tmp_path: Path,
+    vault_db: Any,
+    root: hvac.Client,
 ) -> None:
     key, mount = jwt_auth
     token_file = tmp_path / "token"
@@ -402,10 +428,14 @@ def test_missing_secret_id_file_is_a_one_line_error(openbao: Any, tmp_path: Path
 
 def kubernetes_jwt(key: Any, namespace: str = "ops", name: str = "debug-access") -> str:
     now = int(time.time())
-    claims = {"iss": "https://kubernetes.default.svc", "aud": ["vault"], "iat": now,
-              "exp": now + 600, "sub": f"system:serviceaccount:{namespace}:{name}",
-              "kubernetes.io": {"namespace": namespace,
-                                "serviceaccount": {"name": name, "uid": "uid-1"}}}
+    claims = {
+        "iss": "https://kubernetes.default.svc",
+        "aud": ["vault"],
+        "iat": now,
+        "exp": now + 600,
+        "sub": f"system:serviceaccount:{namespace}:{name}",
+        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": "uid-1"}},
+    }
     return jwt.encode(claims, key, algorithm="RS256")
 
 
@@ -415,19 +445,33 @@ def kubernetes_auth(root: hvac.Client) -> Iterator[tuple[TokenReviewAPI, str]]:
     api = TokenReviewAPI()
     mount = f"kubernetes-{SUFFIX}"
     root.sys.enable_auth_method("kubernetes", path=mount)
-    root.write_data(f"auth/{mount}/config", data={
-        "kubernetes_host": api.url, "kubernetes_ca_cert": self_signed_ca_pem(),
-        "disable_local_ca_jwt": True, "token_reviewer_jwt": "reviewer-jwt"})
-    root.write_data(f"auth/{mount}/role/debug-access", data={
-        "bound_service_account_names": ["debug-access"],
-        "bound_service_account_namespaces": ["ops"],
-        "token_policies": [ADMIN_POLICY], "token_ttl": "1h"})
+    root.write_data(
+        f"auth/{mount}/config",
+        data={
+            "kubernetes_host": api.url,
+            "kubernetes_ca_cert": self_signed_ca_pem(),
+            "disable_local_ca_jwt": True,
+            "token_reviewer_jwt": "reviewer-jwt",
+        },
+    )
+    root.write_data(
+        f"auth/{mount}/role/debug-access",
+        data={
+            "bound_service_account_names": ["debug-access"],
+            "bound_service_account_namespaces": ["ops"],
+            "token_policies": [ADMIN_POLICY],
+            "token_ttl": "1h",
+        },
+    )
     yield api, mount
     api.stop()
 
 
 def test_kubernetes_login_is_reviewed_by_the_cluster(
-    openbao: Any, kubernetes_auth: tuple[TokenReviewAPI, str], tmp_path: Path, vault_db: Any,
+    openbao: Any,
+    kubernetes_auth: tuple[TokenReviewAPI, str],
+    tmp_path: Path,
+    vault_db: Any,
     root: hvac.Client,
 ) -> None:
     api, mount = kubernetes_auth
@@ -448,7 +492,9 @@ def test_kubernetes_login_is_reviewed_by_the_cluster(
 
 
 def test_kubernetes_login_refused_by_the_cluster_fails_cleanly(
-    openbao: Any, kubernetes_auth: tuple[TokenReviewAPI, str], tmp_path: Path,
+    openbao: Any,
+    kubernetes_auth: tuple[TokenReviewAPI, str],
+    tmp_path: Path,
 ) -> None:
     _api, mount = kubernetes_auth
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -462,25 +508,30 @@ def test_kubernetes_login_refused_by_the_cluster_fails_cleanly(
 
 
 def test_least_privilege_403s_do_not_log_in_again(
-    openbao: Any, root: hvac.Client, vault_db: Any, approle: Callable[..., AppRoleLogin],
+    openbao: Any,
+    root: hvac.Client,
+    vault_db: Any,
+    approle: Callable[..., AppRoleLogin],
 ) -> None:
     """With the production policy, set-up meets 403s by design (it may not write policies):
     the token is alive, so they must not cost a log-in (each would burn a secret-id use)."""
     grant_issuer(openbao, TokenKeeper(new_client(openbao), approle()), vault_db)  # role exists
     root.sys.create_or_update_policy(f"vl-bot-{SUFFIX}", bot_policy_hcl(ROLE))
     mount = f"approle-{SUFFIX}"
-    root.auth.approle.create_or_update_approle("least", token_policies=[f"vl-bot-{SUFFIX}"],
-                                               token_ttl="1h", mount_point=mount)
+    root.auth.approle.create_or_update_approle(
+        "least", token_policies=[f"vl-bot-{SUFFIX}"], token_ttl="1h", mount_point=mount
+    )
     role_id = root.auth.approle.read_role_id("least", mount_point=mount)["data"]["role_id"]
     secret_id = root.auth.approle.generate_secret_id("least", mount_point=mount)["data"][
-        "secret_id"]
+        "secret_id"
+    ]
     login = CountingLogin(AppRoleLogin(role_id, secret_id, mount=mount))
     keeper = TokenKeeper(new_client(openbao), login)
     keeper.log_in()
     issuer = VaultIssuer(keeper.client, token_role=ROLE, retry_wait=0.01, keeper=keeper)
-    report = issuer.ensure_setup([ResourceGrantShape(f"vl-other-{n}-{SUFFIX}",
-                                                     vault_path=vault_db.path)
-                                  for n in range(3)])
+    report = issuer.ensure_setup(
+        [ResourceGrantShape(f"vl-other-{n}-{SUFFIX}", vault_path=vault_db.path) for n in range(3)]
+    )
     assert report.not_created  # the 403s happened
     assert login.count == 1
     assert keeper.status().ready

@@ -32,19 +32,34 @@ def tls_openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     env["HOME"] = str(base)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [str(find_bao()), "server", "-dev", "-dev-tls", f"-dev-tls-cert-dir={base}",
-             f"-dev-root-token-id={token}", f"-dev-listen-address={LOOPBACK}:{port}",
-             "-dev-no-store-token"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=base,
-            start_new_session=True)
+            [
+                str(find_bao()),
+                "server",
+                "-dev",
+                "-dev-tls",
+                f"-dev-tls-cert-dir={base}",
+                f"-dev-root-token-id={token}",
+                f"-dev-listen-address={LOOPBACK}:{port}",
+                "-dev-no-store-token",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=base,
+            start_new_session=True,
+        )
     addr, ca = f"https://{LOOPBACK}:{port}", base / "vault-ca.pem"
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert proc.poll() is None, tail(log_path)
             with contextlib.suppress(requests.RequestException, OSError):
-                if ca.exists() and requests.get(f"{addr}/v1/sys/health", verify=str(ca),
-                                                timeout=1).status_code == 200:
+                if (
+                    ca.exists()
+                    and requests.get(f"{addr}/v1/sys/health", verify=str(ca), timeout=1).status_code
+                    == 200
+                ):
                     break
             time.sleep(0.1)
         else:
@@ -63,7 +78,8 @@ def test_vault_cacert_verifies_vaults_certificate(tls_openbao: tuple[str, str, P
 
 
 def test_without_the_ca_the_bot_refuses_an_unknown_certificate(
-    tls_openbao: tuple[str, str, Path], monkeypatch: pytest.MonkeyPatch,
+    tls_openbao: tuple[str, str, Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     addr, token, _ca = tls_openbao
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):

@@ -150,7 +150,8 @@ class FakeIssuer:
             accessor = f"accessor-{n:04d}"
             self.live_tokens.add(accessor)
             return GrantToken(
-                accessor=accessor, token=self._secret(f"hvs.SECRET-token-{n:04d}"),
+                accessor=accessor,
+                token=self._secret(f"hvs.SECRET-token-{n:04d}"),
                 expires_at=self.clock.now() + ttl,
                 policies=spec.vault_policies or ("debug-access-grant",),
             )
@@ -167,9 +168,12 @@ class FakeIssuer:
             if self.lease_ttl is not None:
                 expires = min(expires, self.clock.now() + self.lease_ttl)
             return DynamicSecret(
-                lease_id=lease_id, lease_expires_at=expires,
-                values={"username": self._secret(f"v-token-SECRET-user-{n:04d}"),
-                        "password": self._secret(f"SECRET-password-{n:04d}")},
+                lease_id=lease_id,
+                lease_expires_at=expires,
+                values={
+                    "username": self._secret(f"v-token-SECRET-user-{n:04d}"),
+                    "password": self._secret(f"SECRET-password-{n:04d}"),
+                },
             )
 
     def wrap(self, values: Mapping[str, str], ttl: timedelta) -> WrappedSecret:
@@ -197,15 +201,18 @@ class FakeIssuer:
                 self.live_tokens.discard(token_accessor)
                 self.live_wraps.discard(token_accessor)
                 # A lease read with the grant token dies with the token, as in Vault.
-                self.live_leases -= {lease for lease, owner in self.lease_owner.items()
-                                     if owner == token_accessor}
+                self.live_leases -= {
+                    lease for lease, owner in self.lease_owner.items() if owner == token_accessor
+                }
 
     def confirm_revoked(self, token_accessor: str | None, lease_id: str | None) -> bool:
         with self._lock:
             self._enter("confirm", (token_accessor, lease_id))
-            return (token_accessor not in self.live_tokens
-                    and token_accessor not in self.live_wraps
-                    and lease_id not in self.live_leases)
+            return (
+                token_accessor not in self.live_tokens
+                and token_accessor not in self.live_wraps
+                and lease_id not in self.live_leases
+            )
 
     def renew(self, token_accessor: str, lease_id: str | None, until: datetime) -> datetime:
         """Renew to ``until``, capped at now + ``renew_cap`` when set (a role's max TTL)."""
@@ -261,11 +268,11 @@ class FakeNotifier:
 
     # -- the Notifier protocol ----------------------------------------------------------------
 
-    def announce_request(self, view: RequestView, users: Sequence[str],
-                         in_channel: bool = True) -> list[MessageRef]:
+    def announce_request(
+        self, view: RequestView, users: Sequence[str], in_channel: bool = True
+    ) -> list[MessageRef]:
         self._record("announce_request", view, tuple(users), in_channel)
-        refs = ([self._ref(self.approvals_channel)]
-                if self.approvals_channel and in_channel else [])
+        refs = [self._ref(self.approvals_channel)] if self.approvals_channel and in_channel else []
         refs += [self._ref(f"D-{user}") for user in users]
         return refs
 
@@ -284,8 +291,14 @@ class FakeNotifier:
     def tell(self, user: str, text: str) -> None:
         self._record("tell", user, text)
 
-    def audit(self, view: RequestView | None, action: str, text: str, alert: bool = False,
-              thread: MessageRef | None = None) -> MessageRef | None:
+    def audit(
+        self,
+        view: RequestView | None,
+        action: str,
+        text: str,
+        alert: bool = False,
+        thread: MessageRef | None = None,
+    ) -> MessageRef | None:
         self._record("audit", view, action, text, alert)
         with self._lock:
             self.threads.append(thread)
@@ -327,8 +340,9 @@ class FakeTimers:
 
 def memory_engine() -> Engine:
     """One in-memory SQLite database shared by every session (StaticPool), schema created."""
-    engine = create_engine("sqlite://", connect_args={"check_same_thread": False},
-                           poolclass=StaticPool)
+    engine = create_engine(
+        "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+    )
     create_schema(engine)
     return engine
 
@@ -350,8 +364,7 @@ class StaticApprovers:
     def tiers(self, entries: Sequence[str], requester: str, now: datetime) -> list[ApproverTier]:
         return [ApproverTier(source="policy", users=tuple(eligible_approvers(requester, entries)))]
 
-    def may_approve(self, user: str, entries: Sequence[str], requester: str,
-                    now: datetime) -> bool:
+    def may_approve(self, user: str, entries: Sequence[str], requester: str, now: datetime) -> bool:
         return user != requester and user in entries
 
     def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
@@ -374,8 +387,15 @@ def make_lifecycle(
     issuer = issuer or FakeIssuer(clock)
     notifier = notifier or FakeNotifier()
     timers = timers or FakeTimers()
-    lifecycle = AccessLifecycle(engine=engine, policy=parsed, issuer=issuer, notifier=notifier,
-                                timers=timers, clock=clock, approvers=StaticApprovers())
+    lifecycle = AccessLifecycle(
+        engine=engine,
+        policy=parsed,
+        issuer=issuer,
+        notifier=notifier,
+        timers=timers,
+        clock=clock,
+        approvers=StaticApprovers(),
+    )
     return Harness(lifecycle, engine, parsed, issuer, notifier, timers, clock)
 
 
@@ -397,6 +417,7 @@ class FakeBoltApp:
             assert key not in registry, f"{key} registered twice"
             registry[key] = fn
             return fn
+
         return decorator
 
     def command(self, name: str) -> Callable[..., Any]:

@@ -62,11 +62,12 @@ class FakeDirectory:
     trusts_requester: bool = False  # a careless directory that says yes to the requester too
 
     def tiers(self, entries: Sequence[str], requester: str, now: datetime) -> list[ApproverTier]:
-        return [ApproverTier(source, tuple(u for u in users if u != requester), note)
-                for source, users, note in self.tier_users]
+        return [
+            ApproverTier(source, tuple(u for u in users if u != requester), note)
+            for source, users, note in self.tier_users
+        ]
 
-    def may_approve(self, user: str, entries: Sequence[str], requester: str,
-                    now: datetime) -> bool:
+    def may_approve(self, user: str, entries: Sequence[str], requester: str, now: datetime) -> bool:
         return (self.trusts_requester or user != requester) and user in self.approvers
 
     def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
@@ -76,27 +77,43 @@ class FakeDirectory:
 
 def three_tiers() -> FakeDirectory:
     return FakeDirectory(
-        tier_users=[("primary", (APPROVER,), None),
-                    ("secondary", (APPROVER, OTHER_APPROVER), None),
-                    ("leads", (LEAD,), None)],
-        approvers={APPROVER, OTHER_APPROVER, LEAD})
+        tier_users=[
+            ("primary", (APPROVER,), None),
+            ("secondary", (APPROVER, OTHER_APPROVER), None),
+            ("leads", (LEAD,), None),
+        ],
+        approvers={APPROVER, OTHER_APPROVER, LEAD},
+    )
 
 
-def harness(policy: str = EXAMPLE_POLICY, directory: ApproverDirectory | None = None,
-            **kwargs: Any) -> Harness:
+def harness(
+    policy: str = EXAMPLE_POLICY, directory: ApproverDirectory | None = None, **kwargs: Any
+) -> Harness:
     h = make_lifecycle(policy, **kwargs)
     if directory is None:
         return h
-    lifecycle = AccessLifecycle(engine=h.engine, policy=h.policy, issuer=h.issuer,
-                                notifier=h.notifier, timers=h.timers, clock=h.clock,
-                                approvers=directory)
+    lifecycle = AccessLifecycle(
+        engine=h.engine,
+        policy=h.policy,
+        issuer=h.issuer,
+        notifier=h.notifier,
+        timers=h.timers,
+        clock=h.clock,
+        approvers=directory,
+    )
     return replace(h, lifecycle=lifecycle)
 
 
-def submit(h: Harness, requester: str = REQUESTER, duration: timedelta = HOUR,
-           resource: str = "payments-db", break_glass: bool = False) -> int:
-    result = h.lifecycle.submit(requester, ValidRequest(resource, duration, REASON), "C0ORIGIN",
-                                break_glass=break_glass)
+def submit(
+    h: Harness,
+    requester: str = REQUESTER,
+    duration: timedelta = HOUR,
+    resource: str = "payments-db",
+    break_glass: bool = False,
+) -> int:
+    result = h.lifecycle.submit(
+        requester, ValidRequest(resource, duration, REASON), "C0ORIGIN", break_glass=break_glass
+    )
     return result.view.id
 
 
@@ -107,15 +124,20 @@ def rows(engine: Engine, model: type[SQLModel]) -> list[Any]:
 
 def snapshot(h: Harness) -> dict[str, list[tuple[Any, ...]]]:
     with h.engine.connect() as conn:
-        return {table.name: [tuple(r) for r in conn.execute(table.select())]
-                for table in SQLModel.metadata.sorted_tables}
+        return {
+            table.name: [tuple(r) for r in conn.execute(table.select())]
+            for table in SQLModel.metadata.sorted_tables
+        }
 
 
 def events(h: Harness, request_id: int) -> list[tuple[str, str, dict[str, Any]]]:
     """(action, actor, details) of a request's audit rows, in order."""
     with Session(h.engine) as session:
-        found = session.exec(select(AuditEvent).where(AuditEvent.request_id == request_id)
-                             .order_by(col(AuditEvent.id)))
+        found = session.exec(
+            select(AuditEvent)
+            .where(AuditEvent.request_id == request_id)
+            .order_by(col(AuditEvent.id))
+        )
         return [(e.action, e.actor, json.loads(e.details)) for e in found]
 
 
@@ -165,12 +187,13 @@ def test_first_of_two_approvals_keeps_the_request_pending(two: Harness) -> None:
     assert view.decided_by is None and view.decided_at is None
     (decision,) = rows(two.engine, Decision)
     assert (decision.request_id, decision.approver, decision.verdict) == (
-        request_id, APPROVER, "approve")
+        request_id,
+        APPROVER,
+        "approve",
+    )
     assert utc(decision.decided_at) == START + MINUTE
-    assert events(two, request_id)[-1] == ("approved", APPROVER,
-                                           {"progress": "1 of 2 approvals"})
-    assert posted(two)[-1] == ("approved", f"approved by <@{APPROVER}> (1 of 2 approvals)",
-                               False)
+    assert events(two, request_id)[-1] == ("approved", APPROVER, {"progress": "1 of 2 approvals"})
+    assert posted(two)[-1] == ("approved", f"approved by <@{APPROVER}> (1 of 2 approvals)", False)
     assert two.issuer.calls == []
     assert rows(two.engine, Grant) == []
     assert two.notifier.deliveries == []
@@ -184,8 +207,7 @@ def test_first_of_two_approvals_keeps_the_request_pending(two: Harness) -> None:
 
 
 @pytest.mark.parametrize("approve", [True, False])
-def test_the_same_approver_again_conflicts_and_changes_nothing(two: Harness,
-                                                               approve: bool) -> None:
+def test_the_same_approver_again_conflicts_and_changes_nothing(two: Harness, approve: bool) -> None:
     request_id = submit(two)
     two.lifecycle.decide(request_id, APPROVER, approve=True)
     before, calls_before = snapshot(two), len(two.notifier.calls)
@@ -212,10 +234,12 @@ def test_second_approver_completes_and_issues_once(two: Harness) -> None:
     grant = grant_of(two, request_id)
     assert grant.status == GrantStatus.ACTIVE
     assert two.timers.ends == [(grant.id, START + 2 * MINUTE + HOUR)]
-    assert actions(two, request_id) == ["requested", "approved", "approved", "issued",
-                                        "delivered"]
-    assert events(two, request_id)[2] == ("approved", OTHER_APPROVER,
-                                          {"progress": "2 of 2 approvals"})
+    assert actions(two, request_id) == ["requested", "approved", "approved", "issued", "delivered"]
+    assert events(two, request_id)[2] == (
+        "approved",
+        OTHER_APPROVER,
+        {"progress": "2 of 2 approvals"},
+    )
     assert len(two.notifier.deliveries) == 1
     # A third approver comes too late.
     with pytest.raises(Conflict, match=f"decided by <@{OTHER_APPROVER}>"):
@@ -234,7 +258,9 @@ def test_deny_after_one_approval_ends_it(two: Harness) -> None:
     assert rows(two.engine, Grant) == []
     assert two.timers.cancelled == [request_id]
     assert sorted((d.approver, d.verdict) for d in rows(two.engine, Decision)) == [
-        (APPROVER, "approve"), (OTHER_APPROVER, "deny")]
+        (APPROVER, "approve"),
+        (OTHER_APPROVER, "deny"),
+    ]
     assert actions(two, request_id) == ["requested", "approved", "denied"]
     ((user, text),) = two.notifier.tells
     assert user == REQUESTER and "denied" in text
@@ -296,9 +322,12 @@ def test_no_escalation_timer_without_a_path(policy: str, tiers: int) -> None:
 
 def test_an_empty_tier_is_skipped_and_its_note_kept() -> None:
     directory = FakeDirectory(
-        tier_users=[("pagerduty", (), "PagerDuty unreachable; using the static list"),
-                    ("policy", (OTHER_APPROVER,), None)],
-        approvers={OTHER_APPROVER})
+        tier_users=[
+            ("pagerduty", (), "PagerDuty unreachable; using the static list"),
+            ("policy", (OTHER_APPROVER,), None),
+        ],
+        approvers={OTHER_APPROVER},
+    )
     h = harness(ROUTED, directory)
     result = h.lifecycle.submit(REQUESTER, ValidRequest("payments-db", HOUR, REASON), None)
     assert result.asked == (OTHER_APPROVER,)
@@ -307,8 +336,9 @@ def test_an_empty_tier_is_skipped_and_its_note_kept() -> None:
 
 
 def test_nobody_staffed_refuses_the_request() -> None:
-    directory = FakeDirectory(tier_users=[("pagerduty", (REQUESTER,), "nobody else on call")],
-                              approvers=set())
+    directory = FakeDirectory(
+        tier_users=[("pagerduty", (REQUESTER,), "nobody else on call")], approvers=set()
+    )
     h = harness(ROUTED, directory)
     with pytest.raises(NotAllowed, match="nobody else on call"):
         submit(h)
@@ -328,8 +358,11 @@ def test_escalate_asks_the_next_tier_only(routed: tuple[Harness, FakeDirectory])
     assert view.routing_note is not None and "escalated to <@U0BOB>" in view.routing_note
     _, (escalated, users, in_channel) = h.notifier.of("announce_request")
     assert (escalated.id, users, in_channel) == (request_id, (OTHER_APPROVER,), False)
-    assert events(h, request_id)[-1] == ("escalated", SYSTEM_ACTOR, {
-        "level": 1, "asked": [OTHER_APPROVER], "source": "secondary"})
+    assert events(h, request_id)[-1] == (
+        "escalated",
+        SYSTEM_ACTOR,
+        {"level": 1, "asked": [OTHER_APPROVER], "source": "secondary"},
+    )
     assert posted(h)[-1][0] == "escalated" and "<@U0BOB>" in posted(h)[-1][1]
     assert h.timers.escalations[-1] == (request_id, START + 20 * MINUTE)  # leads are next
     assert h.notifier.of("refresh_request")[-1][0].escalation_level == 1
@@ -375,8 +408,9 @@ def test_an_escalated_approver_may_decide(routed: tuple[Harness, FakeDirectory])
 
 
 @pytest.mark.parametrize("actor", [BYSTANDER, REQUESTER])
-def test_the_directory_decides_who_may_approve(routed: tuple[Harness, FakeDirectory],
-                                               actor: str) -> None:
+def test_the_directory_decides_who_may_approve(
+    routed: tuple[Harness, FakeDirectory], actor: str
+) -> None:
     h, directory = routed
     directory.approvers.add(REQUESTER)  # even when listed, never for one's own request
     request_id = submit(h)
@@ -388,8 +422,7 @@ def test_the_directory_decides_who_may_approve(routed: tuple[Harness, FakeDirect
 # -- pending requests expiring unanswered ----------------------------------------------------------
 
 
-def test_expire_pending_before_its_time_does_nothing(routed: tuple[Harness, FakeDirectory]
-                                                     ) -> None:
+def test_expire_pending_before_its_time_does_nothing(routed: tuple[Harness, FakeDirectory]) -> None:
     h, _ = routed
     request_id = submit(h)
     h.clock.advance(HOUR - timedelta(seconds=1))
@@ -399,8 +432,9 @@ def test_expire_pending_before_its_time_does_nothing(routed: tuple[Harness, Fake
 
 
 @pytest.mark.parametrize("late", [timedelta(0), MINUTE, 5 * HOUR])
-def test_expire_pending_after_its_time(routed: tuple[Harness, FakeDirectory],
-                                       late: timedelta) -> None:
+def test_expire_pending_after_its_time(
+    routed: tuple[Harness, FakeDirectory], late: timedelta
+) -> None:
     h, _ = routed
     request_id = submit(h)
     h.clock.advance(HOUR + late)
@@ -469,8 +503,7 @@ def test_the_last_approval_after_pending_until_issues_nothing(two: Harness) -> N
     assert len(rows(two.engine, Decision)) == 1
 
 
-def test_a_decision_just_before_pending_until_counts(routed: tuple[Harness, FakeDirectory]
-                                                     ) -> None:
+def test_a_decision_just_before_pending_until_counts(routed: tuple[Harness, FakeDirectory]) -> None:
     h, _ = routed
     request_id = submit(h)
     h.clock.advance(HOUR - timedelta(seconds=1))
@@ -487,11 +520,14 @@ LIMITED = policy_text(requesters=[REQUESTER, "S0SRE"])
     [(REQUESTER, True), (THIRD_APPROVER, True), (BYSTANDER, False)],
 )
 @pytest.mark.parametrize("break_glass", [False, True])
-def test_requesters_are_enforced_through_the_directory(user: str, allowed: bool,
-                                                       break_glass: bool) -> None:
-    directory = FakeDirectory(tier_users=[("policy", (APPROVER, OTHER_APPROVER), None)],
-                              approvers={APPROVER, OTHER_APPROVER},
-                              groups={"S0SRE": {THIRD_APPROVER}})
+def test_requesters_are_enforced_through_the_directory(
+    user: str, allowed: bool, break_glass: bool
+) -> None:
+    directory = FakeDirectory(
+        tier_users=[("policy", (APPROVER, OTHER_APPROVER), None)],
+        approvers={APPROVER, OTHER_APPROVER},
+        groups={"S0SRE": {THIRD_APPROVER}},
+    )
     glass = policy_text(requesters=[REQUESTER, "S0SRE"], break_glass={"max_duration": "30m"})
     h = harness(glass if break_glass else LIMITED, directory)
     if allowed:
@@ -534,8 +570,8 @@ def glass() -> Harness:
 
 def test_break_glass_issues_at_once_and_alerts(glass: Harness) -> None:
     result = glass.lifecycle.submit(
-        REQUESTER, ValidRequest("payments-db", 30 * MINUTE, REASON), "C0ORIGIN",
-        break_glass=True)
+        REQUESTER, ValidRequest("payments-db", 30 * MINUTE, REASON), "C0ORIGIN", break_glass=True
+    )
     view = result.view
     assert view.status is S.ACTIVE and view.break_glass
     assert (view.decided_by, view.decided_at) == (REQUESTER, START)
@@ -544,8 +580,7 @@ def test_break_glass_issues_at_once_and_alerts(glass: Harness) -> None:
     assert view.expires_at == START + 30 * MINUTE
     assert result.asked == (APPROVER, OTHER_APPROVER)
     ((announced, users, in_channel),) = glass.notifier.of("announce_request")
-    assert (announced.break_glass, users, in_channel) == (True, (APPROVER, OTHER_APPROVER),
-                                                          True)
+    assert (announced.break_glass, users, in_channel) == (True, (APPROVER, OTHER_APPROVER), True)
     assert actions(glass, view.id) == ["break_glass", "issued", "delivered"]
     first = events(glass, view.id)[0]
     assert first[:2] == ("break_glass", REQUESTER) and first[2]["duration"] == "30m"
@@ -568,8 +603,9 @@ def test_break_glass_issues_at_once_and_alerts(glass: Harness) -> None:
         (EXAMPLE_POLICY, "payments-db", 30 * MINUTE, UserError, "has no break-glass access"),
     ],
 )
-def test_break_glass_refused(policy: str, resource: str, duration: timedelta,
-                             error: type[Exception], match: str) -> None:
+def test_break_glass_refused(
+    policy: str, resource: str, duration: timedelta, error: type[Exception], match: str
+) -> None:
     h = harness(policy)
     with pytest.raises(error, match=match):
         submit(h, resource=resource, duration=duration, break_glass=True)
@@ -610,8 +646,11 @@ def test_review_records_who_and_when_once(glass: Harness, second: str) -> None:
 def test_the_requester_never_acts_on_their_own_even_if_the_directory_says_so(
     approve: bool | None,
 ) -> None:
-    directory = FakeDirectory(tier_users=[("policy", (APPROVER,), None)],
-                              approvers={APPROVER, REQUESTER}, trusts_requester=True)
+    directory = FakeDirectory(
+        tier_users=[("policy", (APPROVER,), None)],
+        approvers={APPROVER, REQUESTER},
+        trusts_requester=True,
+    )
     h = harness(GLASS, directory)
     if approve is None:  # reviewing one's own break-glass
         request_id = submit(h, duration=30 * MINUTE, break_glass=True)
@@ -654,8 +693,9 @@ def _glass_for(h: Harness) -> int:
         (True, True, True),  # over and reviewed: a new emergency may be declared
     ],
 )
-def test_one_break_glass_at_a_time(glass: Harness, ended: bool, reviewed: bool,
-                                   allowed: bool) -> None:
+def test_one_break_glass_at_a_time(
+    glass: Harness, ended: bool, reviewed: bool, allowed: bool
+) -> None:
     first = _glass_for(glass)
     if reviewed:
         glass.lifecycle.review(first, APPROVER)
@@ -666,8 +706,10 @@ def test_one_break_glass_at_a_time(glass: Harness, ended: bool, reviewed: bool,
         assert glass.lifecycle.get(second).status is S.ACTIVE
         assert glass.issuer.count("create") == 2
     else:
-        with pytest.raises(Conflict, match=f"break-glass access #{first} to `payments-db` is "
-                                           "still open or awaiting review"):
+        with pytest.raises(
+            Conflict,
+            match=f"break-glass access #{first} to `payments-db` is still open or awaiting review",
+        ):
             _glass_for(glass)
         assert glass.issuer.count("create") == 1
         assert len(rows(glass.engine, AccessRequest)) == 1
@@ -733,8 +775,9 @@ def test_only_active_access_is_extended(h: Harness, state: str) -> None:
         ("soon", "is not a duration"),
     ],
 )
-def test_extension_beyond_the_resource_maximum_is_refused(h: Harness, extra: str,
-                                                          match: str) -> None:
+def test_extension_beyond_the_resource_maximum_is_refused(
+    h: Harness, extra: str, match: str
+) -> None:
     request_id = active(h)
     with pytest.raises(DurationError, match=match):
         h.lifecycle.request_extension(request_id, REQUESTER, extra)
@@ -753,8 +796,9 @@ def test_extension_room_counts_from_issue_not_from_now(h: Harness) -> None:
 def test_a_second_pending_extension_is_refused(h: Harness) -> None:
     request_id = active(h)
     first = h.lifecycle.request_extension(request_id, REQUESTER, "30m").view
-    with pytest.raises(Conflict, match=f"Extension #{first.id} of request #{request_id} is "
-                                       "already waiting"):
+    with pytest.raises(
+        Conflict, match=f"Extension #{first.id} of request #{request_id} is already waiting"
+    ):
         h.lifecycle.request_extension(request_id, REQUESTER, "15m")
     assert len(rows(h.engine, AccessRequest)) == 2
 
@@ -765,7 +809,12 @@ def test_extension_request_is_routed_like_a_request(h: Harness) -> None:
     result = h.lifecycle.request_extension(request_id, REQUESTER, "30m")
     view = result.view
     assert (view.kind, view.parent_id, view.status, view.duration, view.reason) == (
-        "extension", request_id, S.PENDING, 30 * MINUTE, REASON)
+        "extension",
+        request_id,
+        S.PENDING,
+        30 * MINUTE,
+        REASON,
+    )
     assert result.asked == (APPROVER, OTHER_APPROVER)
     assert view.label == f"Extension request #{view.id}"
     assert h.timers.expiries[-1] == (view.id, START + 10 * MINUTE + HOUR)
@@ -799,7 +848,11 @@ def test_approved_extension_renews_and_reschedules(h: Harness) -> None:
     _, actor, details = events(h, request_id)[-1]
     assert actor == SYSTEM_ACTOR
     assert (details["extension"], details["from"], details["to"], details["capped_by_vault"]) == (
-        extension, (START + HOUR).isoformat(), new_expiry.isoformat(), False)
+        extension,
+        (START + HOUR).isoformat(),
+        new_expiry.isoformat(),
+        False,
+    )
     ((user, text),) = [t for t in h.notifier.tells if "extended" in t[1]]
     assert user == REQUESTER and f"(request #{request_id}) is extended until" in text
     assert "capped" not in text
@@ -839,8 +892,9 @@ def test_extension_that_vault_refuses_fails_and_leaves_the_grant(h: Harness) -> 
     assert h.lifecycle.get(request_id).status is S.ACTIVE
     assert "extended" not in actions(h, request_id)
     assert actions(h, extension)[-1] == "failed"
-    assert any(user == REQUESTER and "could not be applied" in text
-               for user, text in h.notifier.tells)
+    assert any(
+        user == REQUESTER and "could not be applied" in text for user, text in h.notifier.tells
+    )
     assert any(action == "failed" and alert for action, _, alert in posted(h))
     # Nothing is waiting any more: a new extension may be asked for.
     assert h.lifecycle.request_extension(request_id, REQUESTER, "15m").view.status is S.PENDING
@@ -867,9 +921,11 @@ def test_extension_needs_the_resources_approvals_too(two: Harness) -> None:
 
 
 def test_extension_rechecks_the_requesters_list() -> None:
-    directory = FakeDirectory(tier_users=[("policy", (APPROVER, OTHER_APPROVER), None)],
-                              approvers={APPROVER, OTHER_APPROVER},
-                              groups={"S0SRE": {THIRD_APPROVER}})
+    directory = FakeDirectory(
+        tier_users=[("policy", (APPROVER, OTHER_APPROVER), None)],
+        approvers={APPROVER, OTHER_APPROVER},
+        groups={"S0SRE": {THIRD_APPROVER}},
+    )
     h = harness(LIMITED, directory)
     request_id = submit(h, requester=THIRD_APPROVER)
     h.lifecycle.decide(request_id, APPROVER, approve=True)
@@ -903,7 +959,9 @@ def test_reconcile_expires_a_pending_request_past_its_time() -> None:
     ],
 )
 def test_reconcile_gives_a_future_pending_request_its_timers(
-    policy: str, restart_after: timedelta, escalation_at: datetime | None,
+    policy: str,
+    restart_after: timedelta,
+    escalation_at: datetime | None,
 ) -> None:
     h = harness(policy)
     request_id = submit(h)
@@ -1007,8 +1065,7 @@ def test_escalation_asks_the_next_unasked_source_even_if_an_earlier_one_emptied(
     h, directory = routed
     request_id = submit(h)  # the primary tier (APPROVER) is asked
     # The primary source now answers nobody (say PagerDuty went down): the staffed tiers shift.
-    directory.tier_users = [("primary", (), "PagerDuty unreachable"),
-                            *directory.tier_users[1:]]
+    directory.tier_users = [("primary", (), "PagerDuty unreachable"), *directory.tier_users[1:]]
     h.clock.advance(10 * MINUTE)
     assert h.lifecycle.escalate(request_id) is True
     _, (_, users, _) = h.notifier.of("announce_request")

@@ -71,12 +71,16 @@ def test_append_links_every_row_to_the_one_before(chain: Engine) -> None:
         assert event.prev_hash == prev
         # Recompute the documented hash independently of bot.audit's helpers.
         content = {
-            "at": (START + timedelta(minutes=n, microseconds=n)).isoformat(
-                timespec="microseconds"),
-            "actor": f"U0USER{n}", "action": list(AuditAction)[n % len(AuditAction)].value,
-            "request_id": n, "resource": "payments-db",
-            "details": json.dumps({"n": n, "reason": f"INC-{n} <!channel> & ünïcode"},
-                                  sort_keys=True, separators=(",", ":")),
+            "at": (START + timedelta(minutes=n, microseconds=n)).isoformat(timespec="microseconds"),
+            "actor": f"U0USER{n}",
+            "action": list(AuditAction)[n % len(AuditAction)].value,
+            "request_id": n,
+            "resource": "payments-db",
+            "details": json.dumps(
+                {"n": n, "reason": f"INC-{n} <!channel> & ünïcode"},
+                sort_keys=True,
+                separators=(",", ":"),
+            ),
         }
         assert event.hash == _sha(prev, content)
         prev = event.hash
@@ -121,7 +125,9 @@ def test_times_in_other_zones_are_stored_and_hashed_as_utc(engine: Engine) -> No
 def test_details_that_are_not_json_are_stringified(engine: Engine) -> None:
     _append(engine, 1, details={"expires_at": START, "approvers": ["U0A", "U0B"]})
     assert json.loads(_events(engine)[0].details) == {
-        "expires_at": str(START), "approvers": ["U0A", "U0B"]}
+        "expires_at": str(START),
+        "approvers": ["U0A", "U0B"],
+    }
     assert _verify(engine).ok
 
 
@@ -154,19 +160,28 @@ def test_an_edited_row_is_found(chain: Engine, column: str, value: Any) -> None:
 
 def test_an_edited_row_with_a_recomputed_hash_breaks_the_next_link(chain: Engine) -> None:
     event = _events(chain)[2]
-    forged = {"at": START.isoformat(timespec="microseconds"), "actor": event.actor,
-              "action": event.action, "request_id": event.request_id,
-              "resource": event.resource, "details": "{}"}
+    forged = {
+        "at": START.isoformat(timespec="microseconds"),
+        "actor": event.actor,
+        "action": event.action,
+        "request_id": event.request_id,
+        "resource": event.resource,
+        "details": "{}",
+    }
     with transaction(chain) as session:
-        session.exec(update(AuditEvent).where(col(AuditEvent.id) == 3).values(
-            at=START, details="{}", hash=_sha(event.prev_hash, forged)))
+        session.exec(
+            update(AuditEvent)
+            .where(col(AuditEvent.id) == 3)
+            .values(at=START, details="{}", hash=_sha(event.prev_hash, forged))
+        )
     report = _verify(chain)
     assert (report.ok, report.first_bad_id) == (False, 4)
     assert "deleted or moved" in (report.problem or "")
 
 
-@pytest.mark.parametrize(("deleted", "first_bad"), [({3}, 4), ({1}, 2), ({2, 3}, 4),
-                                                     ({1, 2, 3, 4, 5}, 6)])
+@pytest.mark.parametrize(
+    ("deleted", "first_bad"), [({3}, 4), ({1}, 2), ({2, 3}, 4), ({1, 2, 3, 4, 5}, 6)]
+)
 def test_a_deleted_row_is_found(chain: Engine, deleted: set[int], first_bad: int) -> None:
     with transaction(chain) as session:
         session.exec(delete(AuditEvent).where(col(AuditEvent.id).in_(deleted)))
@@ -209,4 +224,11 @@ def test_appending_after_tampering_does_not_heal_the_chain(chain: Engine) -> Non
 
 def test_every_action_has_a_stable_value() -> None:
     assert {a.value for a in AuditAction} >= {
-        "requested", "approved", "denied", "issued", "revoked", "expired", "failed"}
+        "requested",
+        "approved",
+        "denied",
+        "issued",
+        "revoked",
+        "expired",
+        "failed",
+    }

@@ -32,8 +32,9 @@ HOSTILE = 'INC-1 "quoted", <!channel> & ünïcode\nnew line; =SUM(A1)'
 
 @pytest.fixture
 def engine() -> Iterator[Engine]:
-    engine = create_engine("sqlite://", connect_args={"check_same_thread": False},
-                           poolclass=StaticPool)
+    engine = create_engine(
+        "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+    )
     create_schema(engine)
     yield engine
     engine.dispose()
@@ -43,21 +44,51 @@ def engine() -> Iterator[Engine]:
 def events(engine: Engine) -> list[AuditEvent]:
     """Six events a few hours apart around midnight on 1 November, odd values included."""
     rows: list[dict[str, Any]] = [
-        {"at": DAY - timedelta(hours=2), "actor": "U0CAROL", "action": AuditAction.REQUESTED,
-         "request_id": 1, "resource": "payments-db",
-         "details": {"reason": HOSTILE, "duration": "1h", "approvers": ["U0ALICE"]}},
-        {"at": DAY - timedelta(microseconds=1), "actor": "U0ALICE",
-         "action": AuditAction.APPROVED, "request_id": 1, "resource": "payments-db"},
-        {"at": DAY, "actor": "debug-access", "action": AuditAction.ISSUED, "request_id": 1,
-         "resource": "payments-db", "details": {"lease_id": "database/creds/x/lease-1",
-                                                "held_for": "1h", "ratio": 0.1}},
-        {"at": DAY + timedelta(hours=5, microseconds=7), "actor": "debug-access",
-         "action": AuditAction.REVOKE_FAILED, "details": {"error": "timeout", "attempt": 2}},
-        {"at": DAY + timedelta(days=1) - timedelta(microseconds=1), "actor": "U0ALICE",
-         "action": AuditAction.REVOKED, "request_id": 1, "resource": "payments-db",
-         "details": {"confirmed_by_vault": True, "nothing": None}},
-        {"at": DAY + timedelta(days=1), "actor": "U0BOB", "action": AuditAction.REQUESTED,
-         "request_id": 2, "resource": "orders-logs", "details": {"reason": "next day"}},
+        {
+            "at": DAY - timedelta(hours=2),
+            "actor": "U0CAROL",
+            "action": AuditAction.REQUESTED,
+            "request_id": 1,
+            "resource": "payments-db",
+            "details": {"reason": HOSTILE, "duration": "1h", "approvers": ["U0ALICE"]},
+        },
+        {
+            "at": DAY - timedelta(microseconds=1),
+            "actor": "U0ALICE",
+            "action": AuditAction.APPROVED,
+            "request_id": 1,
+            "resource": "payments-db",
+        },
+        {
+            "at": DAY,
+            "actor": "debug-access",
+            "action": AuditAction.ISSUED,
+            "request_id": 1,
+            "resource": "payments-db",
+            "details": {"lease_id": "database/creds/x/lease-1", "held_for": "1h", "ratio": 0.1},
+        },
+        {
+            "at": DAY + timedelta(hours=5, microseconds=7),
+            "actor": "debug-access",
+            "action": AuditAction.REVOKE_FAILED,
+            "details": {"error": "timeout", "attempt": 2},
+        },
+        {
+            "at": DAY + timedelta(days=1) - timedelta(microseconds=1),
+            "actor": "U0ALICE",
+            "action": AuditAction.REVOKED,
+            "request_id": 1,
+            "resource": "payments-db",
+            "details": {"confirmed_by_vault": True, "nothing": None},
+        },
+        {
+            "at": DAY + timedelta(days=1),
+            "actor": "U0BOB",
+            "action": AuditAction.REQUESTED,
+            "request_id": 2,
+            "resource": "orders-logs",
+            "details": {"reason": "next day"},
+        },
     ]
     for row in rows:
         with transaction(engine) as session:
@@ -67,8 +98,17 @@ def events(engine: Engine) -> list[AuditEvent]:
 
 
 def as_tuple(event: AuditEvent) -> tuple[Any, ...]:
-    return (event.id, utc(event.at), event.actor, event.action, event.request_id,
-            event.resource, event.details, event.prev_hash, event.hash)
+    return (
+        event.id,
+        utc(event.at),
+        event.actor,
+        event.action,
+        event.request_id,
+        event.resource,
+        event.details,
+        event.prev_hash,
+        event.hash,
+    )
 
 
 def read_jsonl(text: str) -> list[AuditEvent]:
@@ -87,13 +127,19 @@ def read_csv(text: str) -> list[AuditEvent]:
     events = []
     for row in csv.DictReader(io.StringIO(text)):
         assert list(row) == list(COLUMNS)
-        events.append(AuditEvent(
-            id=int(row["id"]), at=datetime.fromisoformat(row["at"]), actor=row["actor"],
-            action=row["action"],
-            request_id=int(row["request_id"]) if row["request_id"] else None,
-            resource=row["resource"] or None, details=row["details"],
-            prev_hash=row["prev_hash"], hash=row["hash"],
-        ))
+        events.append(
+            AuditEvent(
+                id=int(row["id"]),
+                at=datetime.fromisoformat(row["at"]),
+                actor=row["actor"],
+                action=row["action"],
+                request_id=int(row["request_id"]) if row["request_id"] else None,
+                resource=row["resource"] or None,
+                details=row["details"],
+                prev_hash=row["prev_hash"],
+                hash=row["hash"],
+            )
+        )
     return events
 
 
@@ -112,16 +158,14 @@ def test_export_round_trips_every_column(events: list[AuditEvent], fmt: Any) -> 
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_an_export_can_be_verified_again_by_its_reader(events: list[AuditEvent],
-                                                       fmt: Any) -> None:
+def test_an_export_can_be_verified_again_by_its_reader(events: list[AuditEvent], fmt: Any) -> None:
     out = io.StringIO()
     export_events(events, fmt, out)
     assert verify_events(READERS[fmt](out.getvalue())).ok
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
-def test_an_export_edited_on_the_way_fails_verification(events: list[AuditEvent],
-                                                        fmt: Any) -> None:
+def test_an_export_edited_on_the_way_fails_verification(events: list[AuditEvent], fmt: Any) -> None:
     out = io.StringIO()
     export_events(events, fmt, out)
     edited = out.getvalue().replace("timeout", "success")
@@ -171,12 +215,15 @@ def test_a_date_is_its_midnight_in_utc() -> None:
     assert parse_day(" 2026-11-01 ") == DAY
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2026-11-01T09:30:00+01:00", datetime(2026, 11, 1, 8, 30, tzinfo=UTC)),
-    ("2026-11-01T09:30:00Z", datetime(2026, 11, 1, 9, 30, tzinfo=UTC)),
-    ("2026-11-01T09:30", datetime(2026, 11, 1, 9, 30, tzinfo=UTC)),
-    ("2026-11-01 09:30:00.123456+00:00", datetime(2026, 11, 1, 9, 30, 0, 123456, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-01T09:30:00+01:00", datetime(2026, 11, 1, 8, 30, tzinfo=UTC)),
+        ("2026-11-01T09:30:00Z", datetime(2026, 11, 1, 9, 30, tzinfo=UTC)),
+        ("2026-11-01T09:30", datetime(2026, 11, 1, 9, 30, tzinfo=UTC)),
+        ("2026-11-01 09:30:00.123456+00:00", datetime(2026, 11, 1, 9, 30, 0, 123456, tzinfo=UTC)),
+    ],
+)
 def test_a_full_time_is_taken_as_written(text: str, expected: datetime) -> None:
     parsed = parse_day(text)
     assert parsed == expected
@@ -189,8 +236,7 @@ def test_anything_else_is_refused_in_words(text: str) -> None:
         parse_day(text)
 
 
-def test_query_is_half_open_and_in_chain_order(engine: Engine,
-                                               events: list[AuditEvent]) -> None:
+def test_query_is_half_open_and_in_chain_order(engine: Engine, events: list[AuditEvent]) -> None:
     with Session(engine) as session:
         day = list(query_events(session, DAY, DAY + timedelta(days=1)))
         since = list(query_events(session, since=DAY))
@@ -202,8 +248,9 @@ def test_query_is_half_open_and_in_chain_order(engine: Engine,
     assert [e.id for e in everything] == [e.id for e in events]
 
 
-def test_query_bounds_in_other_zones_mean_the_same_instant(engine: Engine,
-                                                           events: list[AuditEvent]) -> None:
+def test_query_bounds_in_other_zones_mean_the_same_instant(
+    engine: Engine, events: list[AuditEvent]
+) -> None:
     berlin_midnight_utc = DAY.astimezone(timezone(timedelta(hours=1)))  # 01:00+01:00
     with Session(engine) as session:
         day = list(query_events(session, berlin_midnight_utc, DAY + timedelta(days=1)))
@@ -213,18 +260,29 @@ def test_query_bounds_in_other_zones_mean_the_same_instant(engine: Engine,
 # -- verify in words ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("report", "text"), [
-    (ChainReport(True, 1234), "audit chain intact: 1,234 events"),
-    (ChainReport(True, 1), "audit chain intact: 1 event"),
-    (ChainReport(True, 0), "audit chain intact: 0 events"),
-    (ChainReport(False, 57, 57, "its content was changed"),
-     "audit chain BROKEN at event 57: its content was changed"),
-    (ChainReport(False, 3, 12, "does not follow the previous row (a row was deleted or moved)"),
-     "audit chain BROKEN at event 12: does not follow the previous row (a row was deleted or "
-     "moved)"),
-    (ChainReport(False, 1500, None, "the newest rows were deleted"),
-     "audit chain BROKEN after 1,500 events: the newest rows were deleted"),
-])
+@pytest.mark.parametrize(
+    ("report", "text"),
+    [
+        (ChainReport(True, 1234), "audit chain intact: 1,234 events"),
+        (ChainReport(True, 1), "audit chain intact: 1 event"),
+        (ChainReport(True, 0), "audit chain intact: 0 events"),
+        (
+            ChainReport(False, 57, 57, "its content was changed"),
+            "audit chain BROKEN at event 57: its content was changed",
+        ),
+        (
+            ChainReport(
+                False, 3, 12, "does not follow the previous row (a row was deleted or moved)"
+            ),
+            "audit chain BROKEN at event 12: does not follow the previous row "
+            "(a row was deleted or moved)",
+        ),
+        (
+            ChainReport(False, 1500, None, "the newest rows were deleted"),
+            "audit chain BROKEN after 1,500 events: the newest rows were deleted",
+        ),
+    ],
+)
 def test_verify_report_in_plain_words(report: ChainReport, text: str) -> None:
     assert verify_report_text(report) == text
 
@@ -232,4 +290,5 @@ def test_verify_report_in_plain_words(report: ChainReport, text: str) -> None:
 def test_verify_report_of_a_real_tampered_chain(events: list[AuditEvent]) -> None:
     events[2].details = events[2].details.replace("lease-1", "lease-9")
     assert verify_report_text(verify_events(events)) == (
-        f"audit chain BROKEN at event {events[2].id}: its content was changed")
+        f"audit chain BROKEN at event {events[2].id}: its content was changed"
+    )

@@ -33,9 +33,14 @@ HOSTILE = "<!channel> <@U0ADMIN> <https://evil.example|click> & stuff"
 RAW_MARKUP = ("<!channel>", "<@U0ADMIN>", "<https://evil", "& stuff")
 
 PENDING = RequestView(
-    id=42, requester=REQUESTER, resource="payments-db",
-    description="Read-only SQL on the payments replica", duration=timedelta(minutes=30),
-    reason="INC-4211 checkout errors", status=S.PENDING, created_at=START,
+    id=42,
+    requester=REQUESTER,
+    resource="payments-db",
+    description="Read-only SQL on the payments replica",
+    duration=timedelta(minutes=30),
+    reason="INC-4211 checkout errors",
+    status=S.PENDING,
+    created_at=START,
     approvers=(APPROVER, OTHER_APPROVER),
 )
 DECIDED = replace(PENDING, decided_by=APPROVER, decided_at=START + timedelta(minutes=1))
@@ -46,8 +51,9 @@ def _state(status: RequestStatus) -> RequestView:
     if status in {S.ACTIVE, S.REVOKING, S.ENDED}:
         view = replace(view, expires_at=START + timedelta(minutes=31))
     if status is S.ENDED:
-        view = replace(view, ended_at=START + timedelta(minutes=10), end_reason="revoked",
-                       ended_by=REQUESTER)
+        view = replace(
+            view, ended_at=START + timedelta(minutes=10), end_reason="revoked", ended_by=REQUESTER
+        )
     if status is S.FAILED:
         view = replace(view, failure="fake Vault refused create")
     if status is S.WITHDRAWN:
@@ -101,12 +107,20 @@ def test_pending_request_has_approve_and_deny_buttons() -> None:
     (actions,) = _actions(message)
     assert actions["block_id"] == BlockId.DECISION
     assert [(b["action_id"], b["value"], b.get("style")) for b in actions["elements"]] == [
-        (ActionId.APPROVE.value, "42", "primary"), (ActionId.DENY.value, "42", "danger")]
+        (ActionId.APPROVE.value, "42", "primary"),
+        (ActionId.DENY.value, "42", "danger"),
+    ]
     assert [b["text"]["text"] for b in actions["elements"]] == ["Approve", "Deny"]
     # requester, resource, duration and reason are all shown
     shown = "\n".join(_texts(message))
-    for fact in (f"<@{REQUESTER}>", "`payments-db`", "30m", "#42", "INC-4211 checkout errors",
-                 "Read-only SQL on the payments replica"):
+    for fact in (
+        f"<@{REQUESTER}>",
+        "`payments-db`",
+        "30m",
+        "#42",
+        "INC-4211 checkout errors",
+        "Read-only SQL on the payments replica",
+    ):
         assert fact in shown
     assert f"<@{APPROVER}>" in shown and f"<@{OTHER_APPROVER}>" in shown  # who was asked
     assert "#42" in text and "payments-db" in text and REQUESTER in text  # fallback text
@@ -123,8 +137,12 @@ def test_decided_request_has_no_buttons(status: RequestStatus) -> None:
 @pytest.mark.parametrize(
     ("status", "says"),
     [
-        (S.APPROVED, "Approved by"), (S.ACTIVE, "Approved by"), (S.REVOKING, "revoked"),
-        (S.ENDED, "access revoked"), (S.DENIED, "Denied by"), (S.FAILED, "issuing failed"),
+        (S.APPROVED, "Approved by"),
+        (S.ACTIVE, "Approved by"),
+        (S.REVOKING, "revoked"),
+        (S.ENDED, "access revoked"),
+        (S.DENIED, "Denied by"),
+        (S.FAILED, "issuing failed"),
     ],
 )
 def test_decided_request_says_who_decided_and_when(status: RequestStatus, says: str) -> None:
@@ -153,8 +171,10 @@ def test_hostile_reason_is_escaped() -> None:
     for raw in RAW_MARKUP:
         assert raw not in dumped
     reason = next(t for t in _texts(message) if t.startswith("*Reason*"))
-    assert reason == ("*Reason*\n>&lt;!channel&gt; &lt;@U0ADMIN&gt; "
-                      "&lt;https://evil.example|click&gt; &amp; stuff")
+    assert reason == (
+        "*Reason*\n>&lt;!channel&gt; &lt;@U0ADMIN&gt; "
+        "&lt;https://evil.example|click&gt; &amp; stuff"
+    )
     assert_valid_block_kit(message)
 
 
@@ -189,8 +209,13 @@ def test_overlong_text_is_truncated_to_the_section_limit() -> None:
 
 @pytest.mark.parametrize(
     ("text", "escaped"),
-    [("a & b", "a &amp; b"), ("<b>", "&lt;b&gt;"), ("&lt;", "&amp;lt;"), ("plain", "plain"),
-     ("*bold* `code`", "*bold* `code`")],
+    [
+        ("a & b", "a &amp; b"),
+        ("<b>", "&lt;b&gt;"),
+        ("&lt;", "&amp;lt;"),
+        ("plain", "plain"),
+        ("*bold* `code`", "*bold* `code`"),
+    ],
 )
 def test_escape(text: str, escaped: str) -> None:
     assert blocks.escape(text) == escaped
@@ -199,12 +224,14 @@ def test_escape(text: str, escaped: str) -> None:
 # -- credentials -----------------------------------------------------------------------------------
 
 
-def _issue(delivery_mode: str, resource: str = "payments-db") -> tuple[Any, RequestView,
-                                                                       CredentialDelivery]:
+def _issue(
+    delivery_mode: str, resource: str = "payments-db"
+) -> tuple[Any, RequestView, CredentialDelivery]:
     policy = EXAMPLE_POLICY.replace("delivery: wrapped", f"delivery: {delivery_mode}")
     h = make_lifecycle(policy)
     submitted = h.lifecycle.submit(
-        REQUESTER, ValidRequest(resource, timedelta(minutes=30), HOSTILE), "C0ORIGIN")
+        REQUESTER, ValidRequest(resource, timedelta(minutes=30), HOSTILE), "C0ORIGIN"
+    )
     h.lifecycle.decide(submitted.view.id, APPROVER, approve=True)
     ((view, delivery),) = h.notifier.deliveries
     return h, view, delivery
@@ -250,7 +277,9 @@ def test_credentials_message_has_revoke_now_and_says_when_it_ends(mode: str) -> 
     (actions,) = _actions(message)
     assert actions["block_id"] == BlockId.GRANT_ACTIONS
     assert [(b["action_id"], b["value"]) for b in actions["elements"]] == [
-        (ActionId.REVOKE.value, str(view.id)), (ActionId.EXTEND.value, str(view.id))]
+        (ActionId.REVOKE.value, str(view.id)),
+        (ActionId.EXTEND.value, str(view.id)),
+    ]
     assert f"<!date^{int(delivery.expires_at.timestamp())}^" in json.dumps(message)
     assert f"<@{APPROVER}>" in json.dumps(message)
     assert "payments-db" in text
@@ -259,8 +288,12 @@ def test_credentials_message_has_revoke_now_and_says_when_it_ends(mode: str) -> 
 
 
 def test_credentials_notes_are_escaped() -> None:
-    delivery = CredentialDelivery(expires_at=START, wrapping_token=SecretValue("hvs.wrapped-xyz"),
-                                  wrap_ttl=timedelta(minutes=5), notes=("capped <!here>",))
+    delivery = CredentialDelivery(
+        expires_at=START,
+        wrapping_token=SecretValue("hvs.wrapped-xyz"),
+        wrap_ttl=timedelta(minutes=5),
+        notes=("capped <!here>",),
+    )
     _, message = blocks.credentials_message(DECIDED, delivery)
     assert "<!here>" not in json.dumps(message)
     assert any("capped &lt;!here&gt;" in t for t in _texts(message))
@@ -292,8 +325,10 @@ def test_request_modal() -> None:
     assert json.loads(modal["private_metadata"]) == {"channel": "C0ORIGIN"}
     inputs = [b for b in modal["blocks"] if b["type"] == "input"]
     assert [(b["block_id"], b["element"]["action_id"]) for b in inputs] == [
-        (BlockId.RESOURCE, InputId.RESOURCE), (BlockId.DURATION, InputId.DURATION),
-        (BlockId.REASON, InputId.REASON)]
+        (BlockId.RESOURCE, InputId.RESOURCE),
+        (BlockId.DURATION, InputId.DURATION),
+        (BlockId.REASON, InputId.REASON),
+    ]
     select = inputs[0]["element"]
     assert select["type"] == "static_select"
     assert [o["value"] for o in select["options"]] == sorted(POLICY.resources)
@@ -320,8 +355,9 @@ def test_help_lists_every_resource_and_the_subcommands() -> None:
 
 
 def test_help_escapes_descriptions() -> None:
-    policy = parse_policy(EXAMPLE_POLICY.replace(
-        "Read-only SQL on the payments replica", '"<!channel> & co"'))
+    policy = parse_policy(
+        EXAMPLE_POLICY.replace("Read-only SQL on the payments replica", '"<!channel> & co"')
+    )
     text = blocks.help_text(policy)
     assert "<!channel>" not in text and "&lt;!channel&gt; &amp; co" in text
 

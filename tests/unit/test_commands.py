@@ -58,16 +58,26 @@ def test_revoke_needs_exactly_one_id(text: str) -> None:
         parse_command(text)
 
 
-@pytest.mark.parametrize("text", ["revoke abc", "revoke -1", "revoke 4.2", "revoke #",
-                                  "revoke 1234567890123", "revoke <!channel>"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "revoke abc",
+        "revoke -1",
+        "revoke 4.2",
+        "revoke #",
+        "revoke 1234567890123",
+        "revoke <!channel>",
+    ],
+)
 def test_revoke_with_a_bad_id(text: str) -> None:
     with pytest.raises(UsageError, match="is not a request id") as info:
         parse_command(text)
     assert "<" not in str(info.value)
 
 
-@pytest.mark.parametrize(("text", "expected"), [("42", 42), ("#42", 42), (" 7 ", 7),
-                                                 ("123456789012", 123456789012)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("42", 42), ("#42", 42), (" 7 ", 7), ("123456789012", 123456789012)]
+)
 def test_parse_request_id(text: str, expected: int) -> None:
     assert parse_request_id(text) == expected
 
@@ -84,12 +94,16 @@ def test_non_ascii_digit_is_a_usage_error(text: str) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("payments-db 30m INC-4211 checkout errors",
-         RequestAccess("payments-db", "30m", "INC-4211 checkout errors")),
+        (
+            "payments-db 30m INC-4211 checkout errors",
+            RequestAccess("payments-db", "30m", "INC-4211 checkout errors"),
+        ),
         ("payments-db 1h30m why", RequestAccess("payments-db", "1h30m", "why")),
         # no duration: the default applies later
-        ("payments-db INC-4211 checkout errors",
-         RequestAccess("payments-db", None, "INC-4211 checkout errors")),
+        (
+            "payments-db INC-4211 checkout errors",
+            RequestAccess("payments-db", None, "INC-4211 checkout errors"),
+        ),
         # whitespace is normalised between words
         ("  payments-db   2h   a   b  ", RequestAccess("payments-db", "2h", "a b")),
         # the resource keeps its case: validation decides, parsing does not guess
@@ -152,9 +166,11 @@ def test_bad_input_end_to_end(text: str, error: type[UserError], fragment: str) 
 
 @pytest.mark.parametrize(
     ("text", "minutes"),
-    [("payments-db INC-4211 checkout errors", 60),  # default_duration: 1h
-     ("payments-db 15m INC-4211 checkout errors", 15),
-     ("payments-db 4h INC-4211 checkout errors", 240)],
+    [
+        ("payments-db INC-4211 checkout errors", 60),  # default_duration: 1h
+        ("payments-db 15m INC-4211 checkout errors", 15),
+        ("payments-db 4h INC-4211 checkout errors", 240),
+    ],
 )
 def test_default_and_explicit_duration(text: str, minutes: int) -> None:
     intent = parse_command(text)

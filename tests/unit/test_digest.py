@@ -37,17 +37,28 @@ K = AttentionKind
 
 def record(request_id: int = 1, **overrides: Any) -> RequestRecord:
     fields: dict[str, Any] = {
-        "request_id": request_id, "requester": CAROL, "resource": "payments-db",
-        "reason": "INC-4211 checkout errors", "duration_asked": timedelta(hours=1),
-        "status": "pending", "created_at": MIDDAY,
+        "request_id": request_id,
+        "requester": CAROL,
+        "resource": "payments-db",
+        "reason": "INC-4211 checkout errors",
+        "duration_asked": timedelta(hours=1),
+        "status": "pending",
+        "created_at": MIDDAY,
     }
     fields.update(overrides)
     return RequestRecord(**fields)
 
 
-def granted(request_id: int = 1, *, at: datetime = MIDDAY, asked: timedelta = timedelta(hours=1),
-            ended_after: timedelta | None = None, live: bool = False, approver: str = ALICE,
-            **overrides: Any) -> RequestRecord:
+def granted(
+    request_id: int = 1,
+    *,
+    at: datetime = MIDDAY,
+    asked: timedelta = timedelta(hours=1),
+    ended_after: timedelta | None = None,
+    live: bool = False,
+    approver: str = ALICE,
+    **overrides: Any,
+) -> RequestRecord:
     """An approved, issued grant that ended ``ended_after`` its issue (by default when it
     expired, on time), or is still ``live``."""
     if not live and ended_after is None:
@@ -57,20 +68,35 @@ def granted(request_id: int = 1, *, at: datetime = MIDDAY, asked: timedelta = ti
         "created_at": at - timedelta(minutes=2),
         "approvals": (Approval(approver, at - timedelta(minutes=1)),),
         "decided_at": at - timedelta(minutes=1),
-        "issued_at": at, "expires_at": at + asked,
+        "issued_at": at,
+        "expires_at": at + asked,
         "ended_at": at + ended_after if ended_after is not None else None,
-        "end_reason": "expired" if ended_after == asked else (
-            "revoked" if ended_after is not None else None),
+        "end_reason": "expired"
+        if ended_after == asked
+        else ("revoked" if ended_after is not None else None),
         "duration_asked": asked,
     }
     fields.update(overrides)
     return record(request_id, **fields)
 
 
-def digest(*records: RequestRecord, now: datetime = END, chain_ok: bool = True,
-           chain_problem: str | None = None, **kwargs: Any) -> Digest:
-    return build_digest(records, window_start=START, window_end=END, now=now, chain_ok=chain_ok,
-                        chain_problem=chain_problem, tz=BERLIN, **kwargs)
+def digest(
+    *records: RequestRecord,
+    now: datetime = END,
+    chain_ok: bool = True,
+    chain_problem: str | None = None,
+    **kwargs: Any,
+) -> Digest:
+    return build_digest(
+        records,
+        window_start=START,
+        window_end=END,
+        now=now,
+        chain_ok=chain_ok,
+        chain_problem=chain_problem,
+        tz=BERLIN,
+        **kwargs,
+    )
 
 
 def kinds(result: Digest) -> list[AttentionKind]:
@@ -83,25 +109,36 @@ def kinds(result: Digest) -> list[AttentionKind]:
 def test_counts_each_outcome_in_the_window() -> None:
     decided = MIDDAY + timedelta(minutes=5)
     result = digest(
-        record(1),                                                      # requested, pending
-        granted(2),                                                     # requested + approved
+        record(1),  # requested, pending
+        granted(2),  # requested + approved
         record(3, status="denied", denied_by=ALICE, decided_at=decided),
         record(4, status="expired", decided_at=decided),
-        granted(5, break_glass=True, approvals=(), decided_at=None),   # break-glass, no approval
+        granted(5, break_glass=True, approvals=(), decided_at=None),  # break-glass, no approval
         record(6, status="failed", approvals=(Approval(ALICE, decided),), decided_at=decided),
     )
     c = result.counts
     assert (c.requested, c.approved, c.denied, c.expired_unanswered, c.break_glass, c.failed) == (
-        6, 2, 1, 1, 1, 1)
+        6,
+        2,
+        1,
+        1,
+        1,
+        1,
+    )
 
 
 def test_counts_use_a_half_open_window() -> None:
     result = digest(
-        record(1, created_at=START),                                   # first instant: in
-        record(2, created_at=END),                                     # last instant: next day
-        record(3, created_at=START - timedelta(microseconds=1)),       # the day before
-        record(4, created_at=START - timedelta(hours=1), status="denied", denied_by=ALICE,
-               decided_at=START + timedelta(minutes=1)),               # asked before, denied in
+        record(1, created_at=START),  # first instant: in
+        record(2, created_at=END),  # last instant: next day
+        record(3, created_at=START - timedelta(microseconds=1)),  # the day before
+        record(
+            4,
+            created_at=START - timedelta(hours=1),
+            status="denied",
+            denied_by=ALICE,
+            decided_at=START + timedelta(minutes=1),
+        ),  # asked before, denied in
     )
     assert result.counts.requested == 1
     assert result.counts.denied == 1
@@ -110,9 +147,13 @@ def test_counts_use_a_half_open_window() -> None:
 @pytest.mark.parametrize("status", ["pending", "denied", "withdrawn", "expired"])
 def test_one_approval_of_two_is_not_an_approved_request(status: str) -> None:
     later = MIDDAY + timedelta(minutes=30)
-    partial = record(1, approvals=(Approval(ALICE, MIDDAY),), status=status,
-                     decided_at=None if status == "pending" else later,
-                     denied_by=BOB if status == "denied" else None)
+    partial = record(
+        1,
+        approvals=(Approval(ALICE, MIDDAY),),
+        status=status,
+        decided_at=None if status == "pending" else later,
+        denied_by=BOB if status == "denied" else None,
+    )
     result = digest(partial)
     assert result.counts.approved == 0
     assert result.counts.denied == (status == "denied")
@@ -150,10 +191,10 @@ def test_a_grant_that_ended_after_the_window_counts_only_up_to_its_end() -> None
 def test_grants_are_those_live_at_some_moment_of_the_window() -> None:
     result = digest(
         granted(1, at=START - timedelta(minutes=30), ended_after=timedelta(hours=1)),  # into it
-        granted(2, at=START - timedelta(hours=3), ended_after=timedelta(hours=1)),    # before it
-        granted(3, at=END + timedelta(minutes=1), live=True),                          # after it
+        granted(2, at=START - timedelta(hours=3), ended_after=timedelta(hours=1)),  # before it
+        granted(3, at=END + timedelta(minutes=1), live=True),  # after it
         granted(4, at=MIDDAY, ended_after=timedelta(minutes=10)),
-        record(5, status="denied", denied_by=ALICE, decided_at=MIDDAY),               # no grant
+        record(5, status="denied", denied_by=ALICE, decided_at=MIDDAY),  # no grant
         now=END + timedelta(hours=1),
     )
     assert [g.record.request_id for g in result.grants] == [1, 4]
@@ -198,8 +239,7 @@ def test_with_a_frozen_clock_now_is_the_frozen_time() -> None:
 
 
 def test_a_failing_revocation_needs_attention_even_from_last_week() -> None:
-    old = granted(1, at=START - timedelta(days=7), live=True, revoke_failed=True,
-                  revoke_attempts=5)
+    old = granted(1, at=START - timedelta(days=7), live=True, revoke_failed=True, revoke_attempts=5)
     result = digest(old)
     assert kinds(result) == [K.REVOCATION_FAILED]
     assert result.attention[0].attempts == 5
@@ -207,8 +247,9 @@ def test_a_failing_revocation_needs_attention_even_from_last_week() -> None:
 
 
 def test_a_revocation_that_failed_once_and_then_succeeded_is_not_flagged() -> None:
-    result = digest(granted(1, ended_after=timedelta(hours=1), revoke_attempts=1,
-                            revoke_failed=False))
+    result = digest(
+        granted(1, ended_after=timedelta(hours=1), revoke_attempts=1, revoke_failed=False)
+    )
     assert result.attention == ()
 
 
@@ -228,8 +269,9 @@ def test_a_revocation_within_the_grace_is_not_flagged() -> None:
 
 def test_a_late_revocation_from_an_earlier_day_is_not_repeated() -> None:
     asked = timedelta(hours=1)
-    earlier = granted(1, at=START - timedelta(days=2), asked=asked,
-                      ended_after=asked + timedelta(minutes=30))
+    earlier = granted(
+        1, at=START - timedelta(days=2), asked=asked, ended_after=asked + timedelta(minutes=30)
+    )
     assert digest(earlier).attention == ()
 
 
@@ -249,8 +291,9 @@ def test_a_grant_just_past_expiry_within_the_grace_is_not_flagged() -> None:
 
 
 def test_a_failing_revocation_is_listed_once_not_also_as_late() -> None:
-    overdue = granted(1, at=MIDDAY - timedelta(hours=2), live=True, revoke_failed=True,
-                      revoke_attempts=3)
+    overdue = granted(
+        1, at=MIDDAY - timedelta(hours=2), live=True, revoke_failed=True, revoke_attempts=3
+    )
     assert kinds(digest(overdue)) == [K.REVOCATION_FAILED]
 
 
@@ -258,33 +301,43 @@ def test_a_failing_revocation_is_listed_once_not_also_as_late() -> None:
 
 
 def test_unreviewed_break_glass_is_flagged_whenever_it_happened() -> None:
-    old = granted(1, at=START - timedelta(days=10), ended_after=timedelta(minutes=15),
-                  break_glass=True, approvals=(), decided_at=None)
+    old = granted(
+        1,
+        at=START - timedelta(days=10),
+        ended_after=timedelta(minutes=15),
+        break_glass=True,
+        approvals=(),
+        decided_at=None,
+    )
     result = digest(old)
     assert kinds(result) == [K.UNREVIEWED_BREAK_GLASS]
     assert result.counts.break_glass == 0  # not in the window's counts
 
 
 def test_reviewed_break_glass_is_not_flagged() -> None:
-    reviewed = granted(1, ended_after=timedelta(minutes=15), break_glass=True, approvals=(),
-                       reviewed_by=ALICE)
+    reviewed = granted(
+        1, ended_after=timedelta(minutes=15), break_glass=True, approvals=(), reviewed_by=ALICE
+    )
     assert digest(reviewed).attention == ()
 
 
 # -- attention: approvals outside working hours ----------------------------------------------------
 
 
-@pytest.mark.parametrize(("moment", "outside"), [
-    (datetime(2026, 11, 2, 10, 0, tzinfo=UTC), False),   # Mon 11:00 CET
-    (datetime(2026, 11, 2, 7, 0, tzinfo=UTC), False),    # Mon 08:00 CET: opening time is in
-    (datetime(2026, 11, 2, 6, 59, tzinfo=UTC), True),    # Mon 07:59 CET
-    (datetime(2026, 11, 2, 18, 0, tzinfo=UTC), True),    # Mon 19:00 CET: closing time is out
-    (datetime(2026, 11, 2, 17, 59, tzinfo=UTC), False),  # Mon 18:59 CET
-    (datetime(2026, 10, 31, 10, 0, tzinfo=UTC), True),   # Sat 11:00 CET
-    (datetime(2026, 11, 1, 10, 0, tzinfo=UTC), True),    # Sun 11:00 CET
-    (datetime(2026, 11, 2, 23, 30, tzinfo=UTC), True),   # Mon 23:30 UTC is Tue 00:30 CET
-    (datetime(2026, 10, 30, 23, 30, tzinfo=UTC), True),  # Fri 23:30 UTC is Sat 00:30 CET
-])
+@pytest.mark.parametrize(
+    ("moment", "outside"),
+    [
+        (datetime(2026, 11, 2, 10, 0, tzinfo=UTC), False),  # Mon 11:00 CET
+        (datetime(2026, 11, 2, 7, 0, tzinfo=UTC), False),  # Mon 08:00 CET: opening time is in
+        (datetime(2026, 11, 2, 6, 59, tzinfo=UTC), True),  # Mon 07:59 CET
+        (datetime(2026, 11, 2, 18, 0, tzinfo=UTC), True),  # Mon 19:00 CET: closing time is out
+        (datetime(2026, 11, 2, 17, 59, tzinfo=UTC), False),  # Mon 18:59 CET
+        (datetime(2026, 10, 31, 10, 0, tzinfo=UTC), True),  # Sat 11:00 CET
+        (datetime(2026, 11, 1, 10, 0, tzinfo=UTC), True),  # Sun 11:00 CET
+        (datetime(2026, 11, 2, 23, 30, tzinfo=UTC), True),  # Mon 23:30 UTC is Tue 00:30 CET
+        (datetime(2026, 10, 30, 23, 30, tzinfo=UTC), True),  # Fri 23:30 UTC is Sat 00:30 CET
+    ],
+)
 def test_outside_hours_in_the_policy_time_zone(moment: datetime, outside: bool) -> None:
     assert is_outside_hours(moment, BERLIN) is outside
 
@@ -296,7 +349,7 @@ def test_outside_hours_follows_daylight_saving_time() -> None:
     assert not is_outside_hours(summer, BERLIN)
     assert is_outside_hours(winter, BERLIN)
     # And on the morning the clocks go forward (Sunday 29 March 2026) and the Monday after.
-    assert is_outside_hours(datetime(2026, 3, 29, 8, 0, tzinfo=UTC), BERLIN)   # Sunday
+    assert is_outside_hours(datetime(2026, 3, 29, 8, 0, tzinfo=UTC), BERLIN)  # Sunday
     assert not is_outside_hours(datetime(2026, 3, 30, 6, 0, tzinfo=UTC), BERLIN)  # Mon 08:00
 
 
@@ -321,8 +374,7 @@ def test_an_approval_in_working_hours_is_not_flagged() -> None:
 
 def test_each_of_several_approvals_is_judged_at_its_own_time() -> None:
     night = datetime(2026, 11, 2, 21, 0, tzinfo=UTC)
-    two = granted(1, approvals=(Approval(ALICE, MIDDAY), Approval(BOB, night)),
-                  decided_at=night)
+    two = granted(1, approvals=(Approval(ALICE, MIDDAY), Approval(BOB, night)), decided_at=night)
     result = digest(two)
     assert [(a.kind, a.people[0]) for a in result.attention] == [(K.OUTSIDE_HOURS, BOB)]
 
@@ -336,15 +388,18 @@ def test_a_night_approval_before_the_window_is_not_flagged() -> None:
 
 
 def _approved(request_id: int, requester: str, approver: str, at: datetime) -> RequestRecord:
-    return granted(request_id, at=at, requester=requester, approver=approver,
-                   ended_after=timedelta(minutes=10))
+    return granted(
+        request_id, at=at, requester=requester, approver=approver, ended_after=timedelta(minutes=10)
+    )
 
 
 def test_two_people_approving_each_other_twice_each_way_are_flagged() -> None:
     times = [MIDDAY + timedelta(minutes=20 * n) for n in range(5)]
     result = digest(
-        _approved(1, CAROL, DAVE, times[0]), _approved(2, CAROL, DAVE, times[1]),
-        _approved(3, DAVE, CAROL, times[2]), _approved(4, DAVE, CAROL, times[3]),
+        _approved(1, CAROL, DAVE, times[0]),
+        _approved(2, CAROL, DAVE, times[1]),
+        _approved(3, DAVE, CAROL, times[2]),
+        _approved(4, DAVE, CAROL, times[3]),
         _approved(5, CAROL, DAVE, times[4]),
     )
     assert kinds(result) == [K.MUTUAL_APPROVALS]
@@ -356,8 +411,10 @@ def test_two_people_approving_each_other_twice_each_way_are_flagged() -> None:
 
 def test_mutual_approvals_need_the_threshold_both_ways() -> None:
     result = digest(
-        _approved(1, CAROL, DAVE, MIDDAY), _approved(2, CAROL, DAVE, MIDDAY),
-        _approved(3, CAROL, DAVE, MIDDAY), _approved(4, DAVE, CAROL, MIDDAY),
+        _approved(1, CAROL, DAVE, MIDDAY),
+        _approved(2, CAROL, DAVE, MIDDAY),
+        _approved(3, CAROL, DAVE, MIDDAY),
+        _approved(4, DAVE, CAROL, MIDDAY),
     )
     assert result.attention == ()
 
@@ -365,8 +422,10 @@ def test_mutual_approvals_need_the_threshold_both_ways() -> None:
 def test_mutual_approvals_count_only_the_window() -> None:
     before = START - timedelta(hours=5)
     result = digest(
-        _approved(1, CAROL, DAVE, MIDDAY), _approved(2, CAROL, DAVE, before),
-        _approved(3, DAVE, CAROL, MIDDAY), _approved(4, DAVE, CAROL, MIDDAY),
+        _approved(1, CAROL, DAVE, MIDDAY),
+        _approved(2, CAROL, DAVE, before),
+        _approved(3, DAVE, CAROL, MIDDAY),
+        _approved(4, DAVE, CAROL, MIDDAY),
     )
     assert K.MUTUAL_APPROVALS not in kinds(result)
 
@@ -382,9 +441,15 @@ def test_one_way_approvals_are_normal() -> None:
 def test_attention_lists_the_most_urgent_first() -> None:
     night = datetime(2026, 11, 2, 22, 0, tzinfo=UTC)
     result = digest(
-        granted(1, at=night),                                                     # outside hours
-        granted(2, at=MIDDAY, break_glass=True, approvals=(), decided_at=None,
-                ended_after=timedelta(minutes=5)),                                # break-glass
+        granted(1, at=night),  # outside hours
+        granted(
+            2,
+            at=MIDDAY,
+            break_glass=True,
+            approvals=(),
+            decided_at=None,
+            ended_after=timedelta(minutes=5),
+        ),  # break-glass
         granted(3, at=MIDDAY, live=True, revoke_failed=True, revoke_attempts=2),  # failing
     )
     assert kinds(result) == [K.REVOCATION_FAILED, K.UNREVIEWED_BREAK_GLASS, K.OUTSIDE_HOURS]
@@ -408,20 +473,34 @@ def test_a_day_with_no_activity_is_empty() -> None:
     assert digest(last_week).is_empty
 
 
-@pytest.mark.parametrize("busy", [
-    record(1),                                                                  # a request
-    granted(1, at=START - timedelta(hours=2), live=True),                       # still live
-    granted(1, at=START - timedelta(days=3), ended_after=timedelta(minutes=5),
-            break_glass=True, approvals=()),                                    # unreviewed
-])
+@pytest.mark.parametrize(
+    "busy",
+    [
+        record(1),  # a request
+        granted(1, at=START - timedelta(hours=2), live=True),  # still live
+        granted(
+            1,
+            at=START - timedelta(days=3),
+            ended_after=timedelta(minutes=5),
+            break_glass=True,
+            approvals=(),
+        ),  # unreviewed
+    ],
+)
 def test_a_day_with_anything_in_it_is_not_empty(busy: RequestRecord) -> None:
     assert not digest(busy).is_empty
 
 
 def test_times_must_be_aware_and_the_window_ordered() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        build_digest([], window_start=START.replace(tzinfo=None), window_end=END, now=END,
-                     chain_ok=True, tz=BERLIN)
+        build_digest(
+            [],
+            window_start=START.replace(tzinfo=None),
+            window_end=END,
+            now=END,
+            chain_ok=True,
+            tz=BERLIN,
+        )
     with pytest.raises(ValueError, match="start before"):
         build_digest([], window_start=END, window_end=START, now=END, chain_ok=True, tz=BERLIN)
 
@@ -437,12 +516,22 @@ def test_held_counts_elapsed_time_across_the_autumn_clock_change() -> None:
     issued = datetime(2026, 10, 25, 1, 0, tzinfo=BERLIN)
     ended = datetime(2026, 10, 25, 4, 0, tzinfo=BERLIN)
     end = datetime(2026, 10, 25, 8, 0, tzinfo=UTC)
-    grant = replace(granted(1, asked=timedelta(hours=4), approvals=()), issued_at=issued,
-                    expires_at=ended, ended_at=ended)
+    grant = replace(
+        granted(1, asked=timedelta(hours=4), approvals=()),
+        issued_at=issued,
+        expires_at=ended,
+        ended_at=ended,
+    )
     assert ended - issued == timedelta(hours=3)  # what Python says for the same zone
     assert held_for(grant, end, end) == timedelta(hours=4)
-    result = build_digest([grant], window_start=end - timedelta(hours=24), window_end=end,
-                          now=end, chain_ok=True, tz=BERLIN)
+    result = build_digest(
+        [grant],
+        window_start=end - timedelta(hours=24),
+        window_end=end,
+        now=end,
+        chain_ok=True,
+        tz=BERLIN,
+    )
     assert result.attention == ()  # ended exactly at expiry: not late
 
 

@@ -38,25 +38,47 @@ RAW_MARKUP = ("<!channel>", "<@U0ADMIN>", "<https://evil", "& stuff")
 SECTION_LIMIT = 3000
 
 
-def grant(request_id: int, *, reason: str = "INC-4211 checkout errors",
-          at: datetime = MIDDAY, **overrides: Any) -> RequestRecord:
+def grant(
+    request_id: int,
+    *,
+    reason: str = "INC-4211 checkout errors",
+    at: datetime = MIDDAY,
+    **overrides: Any,
+) -> RequestRecord:
     fields: dict[str, Any] = {
-        "request_id": request_id, "requester": CAROL, "resource": "payments-db",
-        "reason": reason, "duration_asked": timedelta(hours=1), "status": "ended",
+        "request_id": request_id,
+        "requester": CAROL,
+        "resource": "payments-db",
+        "reason": reason,
+        "duration_asked": timedelta(hours=1),
+        "status": "ended",
         "created_at": at - timedelta(minutes=2),
         "approvals": (Approval(ALICE, at - timedelta(minutes=1)),),
-        "decided_at": at - timedelta(minutes=1), "issued_at": at,
-        "expires_at": at + timedelta(hours=1), "ended_at": at + timedelta(minutes=40),
+        "decided_at": at - timedelta(minutes=1),
+        "issued_at": at,
+        "expires_at": at + timedelta(hours=1),
+        "ended_at": at + timedelta(minutes=40),
         "end_reason": "revoked",
     }
     fields.update(overrides)
     return RequestRecord(**fields)
 
 
-def digest(*records: RequestRecord, chain_ok: bool = True, chain_problem: str | None = None,
-           now: datetime = END) -> Digest:
-    return build_digest(records, window_start=START, window_end=END, now=now, chain_ok=chain_ok,
-                        chain_problem=chain_problem, tz=BERLIN)
+def digest(
+    *records: RequestRecord,
+    chain_ok: bool = True,
+    chain_problem: str | None = None,
+    now: datetime = END,
+) -> Digest:
+    return build_digest(
+        records,
+        window_start=START,
+        window_end=END,
+        now=now,
+        chain_ok=chain_ok,
+        chain_problem=chain_problem,
+        tz=BERLIN,
+    )
 
 
 def messages(rendered: DigestMessages) -> list[SlackMessage]:
@@ -99,8 +121,9 @@ def test_an_empty_day_is_one_line() -> None:
     rendered = render_digest(digest())
     assert rendered.thread == ()
     assert rendered.csv_attachment is None
-    assert rendered.main.text == ("No access requests in the 24 h to 2026-11-03 09:00 CET. "
-                                  "Audit chain intact.")
+    assert rendered.main.text == (
+        "No access requests in the 24 h to 2026-11-03 09:00 CET. Audit chain intact."
+    )
     (block,) = rendered.main.blocks
     line = block["text"]["text"]
     assert line.startswith("No access requests in the 24 h to <!date^1793692800^")
@@ -110,8 +133,9 @@ def test_an_empty_day_is_one_line() -> None:
 
 
 def test_a_quiet_day_with_a_broken_chain_is_not_rendered_as_intact() -> None:
-    rendered = render_digest(digest(chain_ok=False,
-                                    chain_problem="audit chain BROKEN at event 57: <changed>"))
+    rendered = render_digest(
+        digest(chain_ok=False, chain_problem="audit chain BROKEN at event 57: <changed>")
+    )
     body = everything(rendered)
     assert "intact" not in body
     assert "Audit chain BROKEN at event 57: &lt;changed&gt;" in body
@@ -124,37 +148,69 @@ def test_a_quiet_day_with_a_broken_chain_is_not_rendered_as_intact() -> None:
 
 def test_an_ordinary_day_has_a_headline_counts_and_sections_in_order() -> None:
     night = datetime(2026, 11, 2, 22, 30, tzinfo=UTC)  # Mon 23:30 CET
-    rendered = render_digest(digest(
-        grant(1),
-        grant(2, at=night, approvals=(Approval(BOB, night),), decided_at=night,
-              ended_at=None, end_reason=None, expires_at=END + timedelta(hours=1),
-              status="active"),
-        RequestRecord(request_id=3, requester=CAROL, resource="orders-logs", reason="x y z",
-                      duration_asked=timedelta(minutes=30), status="denied", created_at=MIDDAY,
-                      denied_by=ALICE, decided_at=MIDDAY),
-    ))
+    rendered = render_digest(
+        digest(
+            grant(1),
+            grant(
+                2,
+                at=night,
+                approvals=(Approval(BOB, night),),
+                decided_at=night,
+                ended_at=None,
+                end_reason=None,
+                expires_at=END + timedelta(hours=1),
+                status="active",
+            ),
+            RequestRecord(
+                request_id=3,
+                requester=CAROL,
+                resource="orders-logs",
+                reason="x y z",
+                duration_asked=timedelta(minutes=30),
+                status="denied",
+                created_at=MIDDAY,
+                denied_by=ALICE,
+                decided_at=MIDDAY,
+            ),
+        )
+    )
     main = rendered.main
     assert rendered.thread == ()
     header, summary, *sections = main.blocks
-    assert header == {"type": "header", "text": {
-        "type": "plain_text", "text": "Access digest · Tue 3 Nov 2026 · 1 needs attention",
-        "emoji": True}}
+    assert header == {
+        "type": "header",
+        "text": {
+            "type": "plain_text",
+            "text": "Access digest · Tue 3 Nov 2026 · 1 needs attention",
+            "emoji": True,
+        },
+    }
     counts = summary["elements"][0]["text"]
-    assert "*3* requested · *2* approved · *1* denied · *0* expired unanswered · " \
-           "*0* break-glass · *0* failed" in counts
+    assert (
+        "*3* requested · *2* approved · *1* denied · *0* expired unanswered · "
+        "*0* break-glass · *0* failed" in counts
+    )
     titles = [s["text"]["text"].split("\n")[0] for s in sections]
-    assert titles == [":rotating_light: *Needs attention (1)*", ":key: *Grants (2)*",
-                      ":large_green_circle: *Active now (1)*",
-                      ":white_check_mark: Audit chain intact."]
+    assert titles == [
+        ":rotating_light: *Needs attention (1)*",
+        ":key: *Grants (2)*",
+        ":large_green_circle: *Active now (1)*",
+        ":white_check_mark: Audit chain intact.",
+    ]
     attention, grants, active, _chain = (s["text"]["text"] for s in sections)
-    assert "#2 `payments-db` for <@U0CAROL>: approved by <@U0BOB> at Mon 23:30 Europe/Berlin" \
+    assert (
+        "#2 `payments-db` for <@U0CAROL>: approved by <@U0BOB> at Mon 23:30 Europe/Berlin"
         in attention
-    assert "• #1 `payments-db` · <@U0CAROL> · approved by <@U0ALICE> · asked 1h, " \
-           "held 40m (revoked) — INC-4211 checkout errors" in grants
+    )
+    assert (
+        "• #1 `payments-db` · <@U0CAROL> · approved by <@U0ALICE> · asked 1h, "
+        "held 40m (revoked) — INC-4211 checkout errors" in grants
+    )
     assert "held 9h30m so far" in grants
     assert "#2 `payments-db` · <@U0CAROL> · until <!date^" in active
-    assert main.text.startswith("Access digest for the 24 h to 2026-11-03 09:00 CET: 3 requested, "
-                                "2 approved, 1 denied")
+    assert main.text.startswith(
+        "Access digest for the 24 h to 2026-11-03 09:00 CET: 3 requested, 2 approved, 1 denied"
+    )
     assert "1 needs attention" in main.text
     assert "thread" not in everything(rendered)
     assert_within_slack_limits(rendered)
@@ -162,23 +218,43 @@ def test_an_ordinary_day_has_a_headline_counts_and_sections_in_order() -> None:
 
 def test_each_kind_of_finding_reads_in_words() -> None:
     old = START - timedelta(days=3)
-    rendered = render_digest(digest(
-        grant(1, ended_at=None, end_reason=None, status="revoking", revoke_failed=True,
-              revoke_attempts=4),
-        grant(2, ended_at=MIDDAY + timedelta(hours=1, minutes=9)),
-        grant(3, at=old, break_glass=True, approvals=(), decided_at=None,
-              ended_at=old + timedelta(minutes=30)),
-        *[grant(10 + n, requester=a, approvals=(Approval(b, MIDDAY),))
-          for n, (a, b) in enumerate([(CAROL, BOB), (CAROL, BOB), (BOB, CAROL), (BOB, CAROL)])],
-    ))
+    rendered = render_digest(
+        digest(
+            grant(
+                1,
+                ended_at=None,
+                end_reason=None,
+                status="revoking",
+                revoke_failed=True,
+                revoke_attempts=4,
+            ),
+            grant(2, ended_at=MIDDAY + timedelta(hours=1, minutes=9)),
+            grant(
+                3,
+                at=old,
+                break_glass=True,
+                approvals=(),
+                decided_at=None,
+                ended_at=old + timedelta(minutes=30),
+            ),
+            *[
+                grant(10 + n, requester=a, approvals=(Approval(b, MIDDAY),))
+                for n, (a, b) in enumerate([(CAROL, BOB), (CAROL, BOB), (BOB, CAROL), (BOB, CAROL)])
+            ],
+        )
+    )
     attention = rendered.main.blocks[2]["text"]["text"]
-    assert "#1 `payments-db` for <@U0CAROL>: revocation failing after 4 attempts; still live " \
-           "in Vault" in attention
+    assert (
+        "#1 `payments-db` for <@U0CAROL>: revocation failing after 4 attempts; still live "
+        "in Vault" in attention
+    )
     assert "#2 `payments-db` for <@U0CAROL>: revoked 9m after it was due (<!date^" in attention
     assert "#3 `payments-db`: break-glass access by <@U0CAROL> at <!date^" in attention
     assert "not reviewed yet" in attention
-    assert "<@U0BOB> and <@U0CAROL> approved each other's requests (2 and 2 times): #10, #11, " \
-           "#12, #13" in attention
+    assert (
+        "<@U0BOB> and <@U0CAROL> approved each other's requests (2 and 2 times): #10, #11, "
+        "#12, #13" in attention
+    )
 
 
 def test_a_live_grant_past_expiry_says_it_is_not_revoked_yet() -> None:
@@ -198,8 +274,9 @@ def test_user_text_is_escaped_everywhere() -> None:
     body = everything(rendered)
     for raw in RAW_MARKUP:
         assert raw not in body
-    assert "&lt;!channel&gt; &lt;@U0ADMIN&gt; &lt;https://evil.example|click&gt; &amp; stuff" \
-        in body
+    assert (
+        "&lt;!channel&gt; &lt;@U0ADMIN&gt; &lt;https://evil.example|click&gt; &amp; stuff" in body
+    )
 
 
 def test_long_reasons_are_shortened_without_splitting_an_entity() -> None:
@@ -220,12 +297,27 @@ LONGEST_HOSTILE = HOSTILE + " " + "&" * (MAX_REASON_LENGTH - len(HOSTILE) - 1)
 
 def busy_day(count: int = 500) -> Digest:
     """``count`` grants with the longest hostile reasons, and 20 failing revocations."""
-    records = [grant(n, reason=LONGEST_HOSTILE, at=MIDDAY + timedelta(seconds=n),
-                     approvals=(Approval(ALICE, MIDDAY), Approval(BOB, MIDDAY)))
-               for n in range(1, count + 1)]
-    records += [grant(1000 + n, reason=LONGEST_HOSTILE, ended_at=None, end_reason=None,
-                      status="revoking", revoke_failed=True, revoke_attempts=n)
-                for n in range(1, 21)]
+    records = [
+        grant(
+            n,
+            reason=LONGEST_HOSTILE,
+            at=MIDDAY + timedelta(seconds=n),
+            approvals=(Approval(ALICE, MIDDAY), Approval(BOB, MIDDAY)),
+        )
+        for n in range(1, count + 1)
+    ]
+    records += [
+        grant(
+            1000 + n,
+            reason=LONGEST_HOSTILE,
+            ended_at=None,
+            end_reason=None,
+            status="revoking",
+            revoke_failed=True,
+            revoke_attempts=n,
+        )
+        for n in range(1, 21)
+    ]
     return digest(*records)
 
 
@@ -238,7 +330,8 @@ def test_500_grants_fit_slack_limits_in_every_message() -> None:
 
 
 def test_500_grants_fit_even_if_slack_took_any_size_of_reply(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Without the per-reply character budget, the 50-block limit alone must still hold.
     monkeypatch.setattr(digest_blocks, "THREAD_MESSAGE_CHARS", 10**9)
     rendered = render_digest(busy_day())
@@ -256,8 +349,9 @@ def test_the_main_message_stays_short_and_points_to_the_thread() -> None:
     # Long reasons: fewer than five grants fit one section, and the pointer is never cut off.
     shown = grants.count("\n• ")
     assert 1 <= shown < MAIN_ITEMS
-    assert grants.endswith(f"_… and {520 - shown} more in the thread (all 520 also in the "
-                           "attached CSV)_")
+    assert grants.endswith(
+        f"_… and {520 - shown} more in the thread (all 520 also in the attached CSV)_"
+    )
     assert "(more in the thread)" in main.text
     assert len(main.text) < 400
 
@@ -300,8 +394,10 @@ def test_a_busy_day_comes_with_a_csv_of_every_grant() -> None:
 
 
 def test_a_csv_cell_cannot_become_a_spreadsheet_formula() -> None:
-    records = [grant(n, reason='=HYPERLINK("http://evil.example","x")')
-               for n in range(1, CSV_THRESHOLD + 1)]
+    records = [
+        grant(n, reason='=HYPERLINK("http://evil.example","x")')
+        for n in range(1, CSV_THRESHOLD + 1)
+    ]
     attachment = render_digest(digest(*records)).csv_attachment
     assert attachment is not None
     rows = list(csv.DictReader(io.StringIO(attachment.content)))

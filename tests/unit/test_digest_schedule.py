@@ -42,17 +42,22 @@ def test_the_issue_example_parses() -> None:
 def test_defaults_are_nine_utc_and_office_hours() -> None:
     config = DigestConfig()
     assert (config.schedule, config.timezone, config.working_hours) == (
-        "0 9 * * *", "UTC", "08:00-19:00")
+        "0 9 * * *",
+        "UTC",
+        "08:00-19:00",
+    )
 
 
-@pytest.mark.parametrize("schedule", ["0 9 * *", "0 9 * * * *", "@daily", "61 9 * * *",
-                                      "0 25 * * *", "nonsense"])
+@pytest.mark.parametrize(
+    "schedule", ["0 9 * *", "0 9 * * * *", "@daily", "61 9 * * *", "0 25 * * *", "nonsense"]
+)
 def test_a_schedule_that_is_not_five_valid_cron_fields_is_refused(schedule: str) -> None:
     assert "is not a cron schedule" in error_of(schedule=schedule)
 
 
-@pytest.mark.parametrize("schedule", ["0 9 * * 1-5", "0 9 * * 1", "0 9 1 * *", "0 9 */2 * *",
-                                      "0 9 * 1-6 *"])
+@pytest.mark.parametrize(
+    "schedule", ["0 9 * * 1-5", "0 9 * * 1", "0 9 1 * *", "0 9 */2 * *", "0 9 * 1-6 *"]
+)
 def test_a_schedule_that_skips_days_is_refused(schedule: str) -> None:
     # Each digest covers only the 24 h before it: a skipped day would be covered by none.
     assert "fire at least once a day" in error_of(schedule=schedule)
@@ -68,14 +73,17 @@ def test_an_unknown_time_zone_is_refused(zone: str) -> None:
     assert "is not a time zone name" in error_of(timezone=zone)
 
 
-@pytest.mark.parametrize(("hours", "problem"), [
-    ("19:00-08:00", "must end after it starts"),
-    ("08:00-08:00", "must end after it starts"),
-    ("8-19", "is not a span of hours"),
-    ("08:00-24:30", "the day ends at 24:00"),
-    ("08:00-19:60", "is not a span of hours"),
-    (1140, "valid string"),  # YAML 1.1 reads an unquoted 19:00 as the number 1140
-])
+@pytest.mark.parametrize(
+    ("hours", "problem"),
+    [
+        ("19:00-08:00", "must end after it starts"),
+        ("08:00-08:00", "must end after it starts"),
+        ("8-19", "is not a span of hours"),
+        ("08:00-24:30", "the day ends at 24:00"),
+        ("08:00-19:60", "is not a span of hours"),
+        (1140, "valid string"),  # YAML 1.1 reads an unquoted 19:00 as the number 1140
+    ],
+)
 def test_bad_working_hours_are_refused(hours: Any, problem: str) -> None:
     assert problem in error_of(working_hours=hours)
 
@@ -97,17 +105,20 @@ def test_longest_gap_of_a_daily_schedule_is_the_autumn_day() -> None:
 # -- when it fires --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("frozen", "expected"), [
-    # Summer (CEST, UTC+2): 09:00 in Berlin is 07:00 UTC.
-    ("2026-07-14 12:00:00", utc(2026, 7, 15, 7, 0)),
-    ("2026-07-14 06:59:59", utc(2026, 7, 14, 7, 0)),
-    # Winter (CET, UTC+1): 09:00 in Berlin is 08:00 UTC.
-    ("2026-11-03 12:00:00", utc(2026, 11, 4, 8, 0)),
-    ("2026-11-03 07:59:59", utc(2026, 11, 3, 8, 0)),
-    # The mornings the clocks change: still 09:00 on the Berlin wall clock.
-    ("2026-03-28 09:00:00", utc(2026, 3, 29, 7, 0)),   # spring forward, Sun 29 March
-    ("2026-10-24 08:00:00", utc(2026, 10, 25, 8, 0)),  # fall back, Sun 25 October
-])
+@pytest.mark.parametrize(
+    ("frozen", "expected"),
+    [
+        # Summer (CEST, UTC+2): 09:00 in Berlin is 07:00 UTC.
+        ("2026-07-14 12:00:00", utc(2026, 7, 15, 7, 0)),
+        ("2026-07-14 06:59:59", utc(2026, 7, 14, 7, 0)),
+        # Winter (CET, UTC+1): 09:00 in Berlin is 08:00 UTC.
+        ("2026-11-03 12:00:00", utc(2026, 11, 4, 8, 0)),
+        ("2026-11-03 07:59:59", utc(2026, 11, 3, 8, 0)),
+        # The mornings the clocks change: still 09:00 on the Berlin wall clock.
+        ("2026-03-28 09:00:00", utc(2026, 3, 29, 7, 0)),  # spring forward, Sun 29 March
+        ("2026-10-24 08:00:00", utc(2026, 10, 25, 8, 0)),  # fall back, Sun 25 October
+    ],
+)
 def test_nine_in_berlin_on_both_sides_of_dst(frozen: str, expected: datetime) -> None:
     with freeze_time(frozen):
         from_trigger = cron_trigger(BERLIN_NINE).get_next_fire_time(None, datetime.now(UTC))
@@ -158,14 +169,18 @@ def test_on_dst_days_the_window_is_24_elapsed_hours_not_since_yesterdays_digest(
 # -- the scheduled time a late-running job stands for ---------------------------------------------
 
 
-@pytest.mark.parametrize(("ran_at", "stands_for"), [
-    (utc(2026, 11, 3, 8, 0), utc(2026, 11, 3, 8, 0)),     # on time
-    (utc(2026, 11, 3, 8, 7), utc(2026, 11, 3, 8, 0)),     # a few minutes late
-    (utc(2026, 7, 15, 7, 59), utc(2026, 7, 15, 7, 0)),    # nearly an hour late, in summer
-    (utc(2026, 11, 3, 12, 0), utc(2026, 11, 3, 12, 0)),   # no firing near: digest --now
-])
-def test_a_late_job_keeps_the_window_of_its_scheduled_time(ran_at: datetime,
-                                                           stands_for: datetime) -> None:
+@pytest.mark.parametrize(
+    ("ran_at", "stands_for"),
+    [
+        (utc(2026, 11, 3, 8, 0), utc(2026, 11, 3, 8, 0)),  # on time
+        (utc(2026, 11, 3, 8, 7), utc(2026, 11, 3, 8, 0)),  # a few minutes late
+        (utc(2026, 7, 15, 7, 59), utc(2026, 7, 15, 7, 0)),  # nearly an hour late, in summer
+        (utc(2026, 11, 3, 12, 0), utc(2026, 11, 3, 12, 0)),  # no firing near: digest --now
+    ],
+)
+def test_a_late_job_keeps_the_window_of_its_scheduled_time(
+    ran_at: datetime, stands_for: datetime
+) -> None:
     assert fire_time_for_run(BERLIN_NINE, ran_at) == stands_for
 
 
@@ -177,5 +192,4 @@ def test_a_frequent_schedule_stands_for_its_latest_firing() -> None:
 def test_digest_now_under_a_frozen_clock() -> None:
     with freeze_time("2026-11-03 12:34:56"):
         now = datetime.now(UTC)
-        assert window_for(fire_time_for_run(BERLIN_NINE, now)) == (
-            now - timedelta(hours=24), now)
+        assert window_for(fire_time_for_run(BERLIN_NINE, now)) == (now - timedelta(hours=24), now)

@@ -87,18 +87,25 @@ def test_bad_extend_usage(text: str, problem: str) -> None:
 )
 def test_break_glass_flag_anywhere_is_stripped_from_the_reason(text: str) -> None:
     assert parse_command(text) == RequestAccess(
-        resource="payments-db", duration_text="30m", reason="INC-1 db down", break_glass=True)
+        resource="payments-db", duration_text="30m", reason="INC-1 db down", break_glass=True
+    )
 
 
 def test_break_glass_with_the_default_duration() -> None:
     assert parse_command("payments-db --break-glass INC-1 db down") == RequestAccess(
-        resource="payments-db", duration_text=None, reason="INC-1 db down", break_glass=True)
+        resource="payments-db", duration_text=None, reason="INC-1 db down", break_glass=True
+    )
 
 
-@pytest.mark.parametrize("text", ["payments-db 30m INC-1 db down",
-                                  "payments-db 30m INC-1 break-glass",
-                                  "payments-db 30m INC-1 -break-glass",
-                                  "payments-db 30m INC-1 --break-glass=yes"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "payments-db 30m INC-1 db down",
+        "payments-db 30m INC-1 break-glass",
+        "payments-db 30m INC-1 -break-glass",
+        "payments-db 30m INC-1 --break-glass=yes",
+    ],
+)
 def test_without_the_exact_flag_there_is_no_break_glass(text: str) -> None:
     parsed = parse_command(text)
     assert isinstance(parsed, RequestAccess)
@@ -106,8 +113,9 @@ def test_without_the_exact_flag_there_is_no_break_glass(text: str) -> None:
     assert parsed.reason == " ".join(text.split()[2:])
 
 
-@pytest.mark.parametrize("text", ["--break-glass", " --BREAK-GLASS ",
-                                  "--break-glass --break-glass"])
+@pytest.mark.parametrize(
+    "text", ["--break-glass", " --BREAK-GLASS ", "--break-glass --break-glass"]
+)
 def test_break_glass_alone_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError) as info:
         parse_command(text)
@@ -134,8 +142,9 @@ def test_break_glass_without_a_reason_is_a_usage_error(text: str) -> None:
         ([], "U0A", 10, 1, False, "1 of 10 approvals"),
     ],
 )
-def test_tally_after(so_far: list[str], actor: str, required: int, approvals: int,
-                     complete: bool, progress: str) -> None:
+def test_tally_after(
+    so_far: list[str], actor: str, required: int, approvals: int, complete: bool, progress: str
+) -> None:
     tally = tally_after(so_far, actor, required)
     assert tally == Tally(approvals=approvals, required=required)
     assert tally.complete is complete
@@ -152,9 +161,10 @@ def test_a_repeated_earlier_approver_counts_once() -> None:
     assert tally_after(["U0A", "U0A"], "U0B", 3) == Tally(approvals=2, required=3)
 
 
-@pytest.mark.parametrize(("approvals", "required", "complete"),
-                         [(0, 1, False), (1, 1, True), (1, 2, False), (2, 2, True),
-                          (3, 2, True)])
+@pytest.mark.parametrize(
+    ("approvals", "required", "complete"),
+    [(0, 1, False), (1, 1, True), (1, 2, False), (2, 2, True), (3, 2, True)],
+)
 def test_tally_complete_at_n(approvals: int, required: int, complete: bool) -> None:
     assert Tally(approvals, required).complete is complete
 
@@ -173,10 +183,10 @@ MAX = 4 * HOUR
         (3 * HOUR + 59 * MINUTE, MINUTE, 4 * HOUR),
     ],
 )
-def test_extension_within_the_total_is_allowed(expires_after: timedelta, extra: timedelta,
-                                               new_expiry_after: timedelta) -> None:
-    assert extension_limit(ISSUED, ISSUED + expires_after, extra, MAX) == \
-        ISSUED + new_expiry_after
+def test_extension_within_the_total_is_allowed(
+    expires_after: timedelta, extra: timedelta, new_expiry_after: timedelta
+) -> None:
+    assert extension_limit(ISSUED, ISSUED + expires_after, extra, MAX) == ISSUED + new_expiry_after
 
 
 @pytest.mark.parametrize(
@@ -197,8 +207,9 @@ def test_extension_past_the_total_says_how_much_room_is_left(
     assert "4h in total" in str(info.value)
 
 
-@pytest.mark.parametrize("expires_after", [MAX, MAX - timedelta(seconds=30),
-                                           MAX + timedelta(seconds=1)])
+@pytest.mark.parametrize(
+    "expires_after", [MAX, MAX - timedelta(seconds=30), MAX + timedelta(seconds=1)]
+)
 def test_extension_of_a_grant_already_at_the_maximum(expires_after: timedelta) -> None:
     with pytest.raises(DurationError) as info:
         extension_limit(ISSUED, ISSUED + expires_after, MINUTE, MAX)
@@ -209,9 +220,12 @@ def test_extension_of_a_grant_already_at_the_maximum(expires_after: timedelta) -
 
 # -- validate_break_glass --------------------------------------------------------------------------
 
-BREAK_GLASS_POLICY = parse_policy(EXAMPLE_POLICY.replace(
-    "    approvers: [U0ALICE, U0BOB]\n",
-    "    approvers: [U0ALICE, U0BOB]\n    break_glass:\n      max_duration: 30m\n"))
+BREAK_GLASS_POLICY = parse_policy(
+    EXAMPLE_POLICY.replace(
+        "    approvers: [U0ALICE, U0BOB]\n",
+        "    approvers: [U0ALICE, U0BOB]\n    break_glass:\n      max_duration: 30m\n",
+    )
+)
 
 
 def test_break_glass_policy_fixture() -> None:
@@ -228,15 +242,13 @@ def test_break_glass_up_to_its_maximum_is_allowed(duration: timedelta) -> None:
 @pytest.mark.parametrize("duration", [30 * MINUTE + timedelta(seconds=1), HOUR])
 def test_break_glass_over_its_maximum_is_refused(duration: timedelta) -> None:
     with pytest.raises(DurationError, match="lasts at most 30m"):
-        validate_break_glass("payments-db", BREAK_GLASS_POLICY.resources["payments-db"],
-                             duration)
+        validate_break_glass("payments-db", BREAK_GLASS_POLICY.resources["payments-db"], duration)
 
 
 @pytest.mark.parametrize("duration", [MINUTE, HOUR])
 def test_break_glass_where_the_policy_does_not_allow_it(duration: timedelta) -> None:
     with pytest.raises(UserError) as info:
-        validate_break_glass("orders-logs", BREAK_GLASS_POLICY.resources["orders-logs"],
-                             duration)
+        validate_break_glass("orders-logs", BREAK_GLASS_POLICY.resources["orders-logs"], duration)
     assert not isinstance(info.value, DurationError)
     assert "`orders-logs` has no break-glass access" in str(info.value)
 
@@ -285,6 +297,7 @@ def _raw() -> Raw:
 def _with(**keys: Any) -> Callable[[Raw], None]:
     def apply(raw: Raw) -> None:
         raw["resources"]["payments-db"].update(keys)
+
     return apply
 
 
@@ -296,26 +309,43 @@ def _parse(mutate: Callable[[Raw], None]) -> Policy:
 
 def test_defaults_of_the_approval_keys() -> None:
     db = parse_policy(EXAMPLE_POLICY, SOURCE).resources["payments-db"]
-    assert (db.approvals_required, db.escalate_after, db.pending_ttl, db.requesters,
-            db.break_glass) == (1, None, HOUR, (), None)
+    assert (
+        db.approvals_required,
+        db.escalate_after,
+        db.pending_ttl,
+        db.requesters,
+        db.break_glass,
+    ) == (1, None, HOUR, (), None)
 
 
 VALID: list[tuple[str, Callable[[Raw], None], str, object]] = [
     ("one approval", _with(approvals_required=1), "approvals_required", 1),
     ("ten approvals", _with(approvals_required=10), "approvals_required", 10),
-    ("escalate just before expiry", _with(escalate_after="59m", pending_ttl="1h"),
-     "escalate_after", timedelta(minutes=59)),
+    (
+        "escalate just before expiry",
+        _with(escalate_after="59m", pending_ttl="1h"),
+        "escalate_after",
+        timedelta(minutes=59),
+    ),
     ("longer pending_ttl", _with(pending_ttl="2h"), "pending_ttl", 2 * HOUR),
-    ("break-glass equal to max", _with(break_glass={"max_duration": "4h"}), "break_glass",
-     timedelta(hours=4)),
-    ("user, enterprise user and group requesters",
-     _with(requesters=["U0CAROL", "W0DAVE", "S0SRE"]), "requesters",
-     ("U0CAROL", "W0DAVE", "S0SRE")),
+    (
+        "break-glass equal to max",
+        _with(break_glass={"max_duration": "4h"}),
+        "break_glass",
+        timedelta(hours=4),
+    ),
+    (
+        "user, enterprise user and group requesters",
+        _with(requesters=["U0CAROL", "W0DAVE", "S0SRE"]),
+        "requesters",
+        ("U0CAROL", "W0DAVE", "S0SRE"),
+    ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "key", "value"), [case[1:] for case in VALID],
-                         ids=[case[0] for case in VALID])
+@pytest.mark.parametrize(
+    ("mutate", "key", "value"), [case[1:] for case in VALID], ids=[case[0] for case in VALID]
+)
 def test_valid_approval_keys(mutate: Callable[[Raw], None], key: str, value: object) -> None:
     db = _parse(mutate).resources["payments-db"]
     got = getattr(db, key)
@@ -325,46 +355,110 @@ def test_valid_approval_keys(mutate: Callable[[Raw], None], key: str, value: obj
 
 
 INVALID: list[tuple[str, Callable[[Raw], None], str, str]] = [
-    ("zero approvals", _with(approvals_required=0), f"{DB}.approvals_required",
-     "greater than or equal to 1"),
-    ("negative approvals", _with(approvals_required=-1), f"{DB}.approvals_required",
-     "greater than or equal to 1"),
-    ("eleven approvals", _with(approvals_required=11), f"{DB}.approvals_required",
-     "less than or equal to 10"),
-    ("approvals as text", _with(approvals_required="two"), f"{DB}.approvals_required",
-     "valid integer"),
-    ("escalate equal to pending_ttl", _with(escalate_after="1h"), DB,
-     "escalate_after must be shorter than pending_ttl"),
-    ("escalate after pending_ttl", _with(escalate_after="2h", pending_ttl="1h"), DB,
-     "escalate_after must be shorter than pending_ttl"),
+    (
+        "zero approvals",
+        _with(approvals_required=0),
+        f"{DB}.approvals_required",
+        "greater than or equal to 1",
+    ),
+    (
+        "negative approvals",
+        _with(approvals_required=-1),
+        f"{DB}.approvals_required",
+        "greater than or equal to 1",
+    ),
+    (
+        "eleven approvals",
+        _with(approvals_required=11),
+        f"{DB}.approvals_required",
+        "less than or equal to 10",
+    ),
+    (
+        "approvals as text",
+        _with(approvals_required="two"),
+        f"{DB}.approvals_required",
+        "valid integer",
+    ),
+    (
+        "escalate equal to pending_ttl",
+        _with(escalate_after="1h"),
+        DB,
+        "escalate_after must be shorter than pending_ttl",
+    ),
+    (
+        "escalate after pending_ttl",
+        _with(escalate_after="2h", pending_ttl="1h"),
+        DB,
+        "escalate_after must be shorter than pending_ttl",
+    ),
     ("escalate without unit", _with(escalate_after=600), f"{DB}.escalate_after", "with a unit"),
-    ("break-glass over max", _with(break_glass={"max_duration": "4h1m"}), DB,
-     "break_glass.max_duration must be between 1m and max_duration"),
-    ("break-glass under a minute", _with(break_glass={"max_duration": "30s"}), DB,
-     "break_glass.max_duration must be between 1m and max_duration"),
-    ("break-glass without max", _with(break_glass={}), f"{DB}.break_glass.max_duration",
-     "Field required"),
-    ("break-glass unknown key", _with(break_glass={"max_duration": "1h", "notify": "x"}),
-     f"{DB}.break_glass.notify", "Extra inputs are not permitted"),
-    ("requester lowercase", _with(requesters=["u0carol"]), f"{DB}.requesters",
-     "'u0carol' is neither a Slack user id nor a user group id"),
-    ("requester channel", _with(requesters=["C0APPROVALS"]), f"{DB}.requesters",
-     "'C0APPROVALS' is neither a Slack user id nor a user group id"),
-    ("requester mention", _with(requesters=["U0CAROL", "<@U0DAVE>"]), f"{DB}.requesters",
-     "'<@U0DAVE>' is neither"),
-    ("requester rotation name", _with(requesters=["sre-oncall"]), f"{DB}.requesters",
-     "'sre-oncall' is neither"),
-    ("requester email", _with(requesters=["carol@example.com"]), f"{DB}.requesters",
-     "is neither a Slack user id nor a user group id"),
-    ("undefined rotation approver", _with(approvers=["U0ALICE", "payments-oncall"]),
-     f"{DB}.approvers",
-     "'payments-oncall' is not a Slack user id (like U0123ABCD) or a rotation defined under "
-     "`rotations:`"),
+    (
+        "break-glass over max",
+        _with(break_glass={"max_duration": "4h1m"}),
+        DB,
+        "break_glass.max_duration must be between 1m and max_duration",
+    ),
+    (
+        "break-glass under a minute",
+        _with(break_glass={"max_duration": "30s"}),
+        DB,
+        "break_glass.max_duration must be between 1m and max_duration",
+    ),
+    (
+        "break-glass without max",
+        _with(break_glass={}),
+        f"{DB}.break_glass.max_duration",
+        "Field required",
+    ),
+    (
+        "break-glass unknown key",
+        _with(break_glass={"max_duration": "1h", "notify": "x"}),
+        f"{DB}.break_glass.notify",
+        "Extra inputs are not permitted",
+    ),
+    (
+        "requester lowercase",
+        _with(requesters=["u0carol"]),
+        f"{DB}.requesters",
+        "'u0carol' is neither a Slack user id nor a user group id",
+    ),
+    (
+        "requester channel",
+        _with(requesters=["C0APPROVALS"]),
+        f"{DB}.requesters",
+        "'C0APPROVALS' is neither a Slack user id nor a user group id",
+    ),
+    (
+        "requester mention",
+        _with(requesters=["U0CAROL", "<@U0DAVE>"]),
+        f"{DB}.requesters",
+        "'<@U0DAVE>' is neither",
+    ),
+    (
+        "requester rotation name",
+        _with(requesters=["sre-oncall"]),
+        f"{DB}.requesters",
+        "'sre-oncall' is neither",
+    ),
+    (
+        "requester email",
+        _with(requesters=["carol@example.com"]),
+        f"{DB}.requesters",
+        "is neither a Slack user id nor a user group id",
+    ),
+    (
+        "undefined rotation approver",
+        _with(approvers=["U0ALICE", "payments-oncall"]),
+        f"{DB}.approvers",
+        "'payments-oncall' is not a Slack user id (like U0123ABCD) or a rotation defined under "
+        "`rotations:`",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "key", "problem"), [case[1:] for case in INVALID],
-                         ids=[case[0] for case in INVALID])
+@pytest.mark.parametrize(
+    ("mutate", "key", "problem"), [case[1:] for case in INVALID], ids=[case[0] for case in INVALID]
+)
 def test_invalid_approval_keys_name_file_key_and_problem(
     mutate: Callable[[Raw], None], key: str, problem: str
 ) -> None:

@@ -120,8 +120,10 @@ def test_format_duration(value: timedelta, text: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [timedelta(seconds=s) for s in (1, 59, 60, 61, 3599, 3600, 5400, 86_399, 86_400, 90_061,
-                                    7 * 86_400 + 1)],
+    [
+        timedelta(seconds=s)
+        for s in (1, 59, 60, 61, 3599, 3600, 5400, 86_399, 86_400, 90_061, 7 * 86_400 + 1)
+    ],
 )
 def test_format_then_parse_round_trips(value: timedelta) -> None:
     assert parse_duration(format_duration(value)) == value
@@ -160,7 +162,8 @@ def test_grant_duration_within_bounds(requested: timedelta, maximum: timedelta) 
         (2 * M, M, "at most 1m"),
     ],
 )
-def test_grant_duration_out_of_bounds(requested: timedelta, maximum: timedelta,
-                                      problem: str) -> None:
+def test_grant_duration_out_of_bounds(
+    requested: timedelta, maximum: timedelta, problem: str
+) -> None:
     with pytest.raises(DurationError, match=problem):
         check_grant_duration(requested, maximum)

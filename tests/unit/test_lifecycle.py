@@ -50,8 +50,13 @@ def h() -> Harness:
     return make_lifecycle()
 
 
-def submit(h: Harness, requester: str = REQUESTER, resource: str = "payments-db",
-           duration: timedelta = HOUR, reason: str = "INC-4211 checkout errors") -> int:
+def submit(
+    h: Harness,
+    requester: str = REQUESTER,
+    resource: str = "payments-db",
+    duration: timedelta = HOUR,
+    reason: str = "INC-4211 checkout errors",
+) -> int:
     result = h.lifecycle.submit(requester, ValidRequest(resource, duration, reason), "C0ORIGIN")
     return result.view.id
 
@@ -76,8 +81,11 @@ def grant_of(h: Harness, request_id: int) -> Grant:
 
 def actions(h: Harness, request_id: int) -> list[str]:
     with Session(h.engine) as session:
-        events = session.exec(select(AuditEvent).where(AuditEvent.request_id == request_id)
-                              .order_by(col(AuditEvent.id)))
+        events = session.exec(
+            select(AuditEvent)
+            .where(AuditEvent.request_id == request_id)
+            .order_by(col(AuditEvent.id))
+        )
         return [e.action for e in events]
 
 
@@ -89,8 +97,10 @@ def chain_ok(h: Harness) -> bool:
 def snapshot(h: Harness) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table, for 'nothing changed' assertions."""
     with h.engine.connect() as conn:
-        return {table.name: [tuple(r) for r in conn.execute(table.select())]
-                for table in SQLModel.metadata.sorted_tables}
+        return {
+            table.name: [tuple(r) for r in conn.execute(table.select())]
+            for table in SQLModel.metadata.sorted_tables
+        }
 
 
 def assert_no_secret_stored(h: Harness) -> None:
@@ -114,20 +124,26 @@ def test_submit_stores_pending_request_audits_and_announces(h: Harness) -> None:
 
     h.notifier.observer = observer
     result = h.lifecycle.submit(
-        REQUESTER, ValidRequest("payments-db", timedelta(minutes=30), "INC-1 x"), "C0ORIGIN")
+        REQUESTER, ValidRequest("payments-db", timedelta(minutes=30), "INC-1 x"), "C0ORIGIN"
+    )
 
     (request,) = rows(h.engine, AccessRequest)
-    assert (request.id, request.requester, request.resource, request.duration_seconds,
-            request.reason, request.status, request.origin_channel) == (
-        result.view.id, REQUESTER, "payments-db", 1800, "INC-1 x", "pending", "C0ORIGIN")
+    assert (
+        request.id,
+        request.requester,
+        request.resource,
+        request.duration_seconds,
+        request.reason,
+        request.status,
+        request.origin_channel,
+    ) == (result.view.id, REQUESTER, "payments-db", 1800, "INC-1 x", "pending", "C0ORIGIN")
     assert utc(request.created_at) == START
     assert seen_in_db == ["pending"]
     assert result.asked == (APPROVER, OTHER_APPROVER)
     assert result.view.status is S.PENDING and result.view.approvers == result.asked
 
     (event,) = rows(h.engine, AuditEvent)
-    assert (event.action, event.actor, event.request_id) == ("requested", REQUESTER,
-                                                              request.id)
+    assert (event.action, event.actor, event.request_id) == ("requested", REQUESTER, request.id)
     assert '"duration":"30m"' in event.details and "U0BOB" in event.details
     assert chain_ok(h)
 
@@ -135,9 +151,11 @@ def test_submit_stores_pending_request_audits_and_announces(h: Harness) -> None:
     assert announced[0] == result.view
     messages = rows(h.engine, RequestMessage)
     assert sorted((m.kind, m.channel) for m in messages) == [
-        ("approval", "C0APPROVALS"), ("approval", f"D-{APPROVER}"),
+        ("approval", "C0APPROVALS"),
+        ("approval", f"D-{APPROVER}"),
         ("approval", f"D-{OTHER_APPROVER}"),
-        ("audit", "C0AUDIT")]  # the root of the request's audit-channel thread
+        ("audit", "C0AUDIT"),
+    ]  # the root of the request's audit-channel thread
     assert [a[1] for a in h.notifier.audits] == [AuditAction.REQUESTED]
     assert h.issuer.calls == []
 
@@ -182,8 +200,9 @@ def test_approve_issues_activates_schedules_and_delivers(h: Harness) -> None:
 
     def observer(name: str, args: tuple[Any, ...]) -> None:
         if name == "deliver_credentials":
-            at_delivery.append((rows(h.engine, AccessRequest)[0].status,
-                                rows(h.engine, Grant)[0].status))
+            at_delivery.append(
+                (rows(h.engine, AccessRequest)[0].status, rows(h.engine, Grant)[0].status)
+            )
 
     h.notifier.observer = observer
     h.clock.advance(timedelta(minutes=2))
@@ -204,9 +223,14 @@ def test_approve_issues_activates_schedules_and_delivers(h: Harness) -> None:
     assert h.timers.retries == []
 
     (spec,) = [args for name, args in h.issuer.calls if name == "create"]
-    assert (spec.request_id, spec.requester, spec.resource, spec.ttl, spec.max_ttl,
-            spec.vault_path) == (request_id, REQUESTER, "payments-db", HOUR, 4 * HOUR,
-                                 "database/creds/payments-readonly")
+    assert (
+        spec.request_id,
+        spec.requester,
+        spec.resource,
+        spec.ttl,
+        spec.max_ttl,
+        spec.vault_path,
+    ) == (request_id, REQUESTER, "payments-db", HOUR, 4 * HOUR, "database/creds/payments-readonly")
     assert [name for name, _ in h.issuer.calls] == ["create", "read", "wrap"]
 
     ((delivered_view, delivery),) = h.notifier.deliveries
@@ -224,8 +248,7 @@ def test_approve_issues_activates_schedules_and_delivers(h: Harness) -> None:
     assert chain_ok(h)
     refreshed = [args[0].status for args in h.notifier.of("refresh_request")]
     assert refreshed == [S.APPROVED, S.ACTIVE]
-    assert {m.kind for m in rows(h.engine, RequestMessage)} == {
-        "approval", "credentials", "audit"}
+    assert {m.kind for m in rows(h.engine, RequestMessage)} == {"approval", "credentials", "audit"}
 
 
 @pytest.mark.parametrize("policy", [EXAMPLE_POLICY, DM_POLICY], ids=["wrapped", "dm"])
@@ -321,9 +344,13 @@ def test_concurrent_approvals_issue_one_grant(tmp_path: Path) -> None:
         outcomes: list[object] = []
         lock = threading.Lock()
 
-        def click(actor: str, request_id: int = request_id,
-                  barrier: threading.Barrier = barrier,
-                  outcomes: list[object] = outcomes, lock: threading.Lock = lock) -> None:
+        def click(
+            actor: str,
+            request_id: int = request_id,
+            barrier: threading.Barrier = barrier,
+            outcomes: list[object] = outcomes,
+            lock: threading.Lock = lock,
+        ) -> None:
             barrier.wait()
             try:
                 result: object = h.lifecycle.decide(request_id, actor, approve=True).status
@@ -497,8 +524,9 @@ def test_requester_withdraws_a_pending_request(h: Harness) -> None:
     assert h.issuer.calls == []
 
 
-@pytest.mark.parametrize(("actor", "match"), [(APPROVER, "use Deny"),
-                                               (BYSTANDER, "Only the requester")])
+@pytest.mark.parametrize(
+    ("actor", "match"), [(APPROVER, "use Deny"), (BYSTANDER, "Only the requester")]
+)
 def test_only_the_requester_withdraws(h: Harness, actor: str, match: str) -> None:
     request_id = submit(h)
     with pytest.raises(NotAllowed, match=match):
@@ -565,16 +593,26 @@ def test_revocation_retries_back_off(h: Harness) -> None:
     for _ in range(3):
         assert h.lifecycle.end_grant(grant_id, EndReason.EXPIRED) is False
     assert [at - START for _, at in h.timers.retries] == [
-        timedelta(seconds=15), timedelta(seconds=30), timedelta(minutes=1)]
+        timedelta(seconds=15),
+        timedelta(seconds=30),
+        timedelta(minutes=1),
+    ]
     assert grant_of(h, request_id).revoke_attempts == 3
     assert h.lifecycle.end_grant(grant_id, EndReason.EXPIRED) is True
 
 
 @pytest.mark.parametrize(
     ("attempts", "delay"),
-    [(0, timedelta(seconds=15)), (1, timedelta(seconds=15)), (2, timedelta(seconds=30)),
-     (3, timedelta(minutes=1)), (4, timedelta(minutes=2)), (5, timedelta(minutes=5)),
-     (6, timedelta(minutes=10)), (50, timedelta(minutes=10))],
+    [
+        (0, timedelta(seconds=15)),
+        (1, timedelta(seconds=15)),
+        (2, timedelta(seconds=30)),
+        (3, timedelta(minutes=1)),
+        (4, timedelta(minutes=2)),
+        (5, timedelta(minutes=5)),
+        (6, timedelta(minutes=10)),
+        (50, timedelta(minutes=10)),
+    ],
 )
 def test_retry_delay(attempts: int, delay: timedelta) -> None:
     assert retry_delay(attempts) == delay
@@ -608,8 +646,11 @@ def test_end_grant_leaves_a_fresh_claim_alone(h: Harness) -> None:
     request_id = approved(h)
     grant_id = grant_of(h, request_id).id
     with transaction(h.engine) as session:
-        session.exec(update(Grant).where(col(Grant.id) == grant_id).values(
-            status=GrantStatus.REVOKING, claimed_at=h.clock.now()))
+        session.exec(
+            update(Grant)
+            .where(col(Grant.id) == grant_id)
+            .values(status=GrantStatus.REVOKING, claimed_at=h.clock.now())
+        )
     h.clock.advance(CLAIM_TIMEOUT - timedelta(seconds=1))
     assert h.lifecycle.end_grant(grant_id, EndReason.EXPIRED) is False
     assert h.issuer.count("revoke") == 0
@@ -655,8 +696,7 @@ def test_reconcile_finishes_what_a_crash_interrupted(h: Harness) -> None:
     r = _restart(h, later)
     counts = r.lifecycle.reconcile()
 
-    assert counts == {"expired": 1, "scheduled": 1, "retried": 0, "interrupted": 2,
-                      "pending": 0}
+    assert counts == {"expired": 1, "scheduled": 1, "retried": 0, "interrupted": 2, "pending": 0}
     assert r.lifecycle.get(past_due).status is S.ENDED
     assert r.lifecycle.get(past_due).end_reason == EndReason.EXPIRED
     assert r.lifecycle.get(future).status is S.ACTIVE
@@ -668,8 +708,13 @@ def test_reconcile_finishes_what_a_crash_interrupted(h: Harness) -> None:
     assert grant_of(r, half_issued).status == GrantStatus.REVOKED
     assert r.issuer.live_tokens == {grant_of(r, future).token_accessor}  # only the future one
     assert chain_ok(r)
-    assert r.lifecycle.reconcile() == {"expired": 0, "scheduled": 1, "retried": 0,
-                                       "interrupted": 0, "pending": 0}
+    assert r.lifecycle.reconcile() == {
+        "expired": 0,
+        "scheduled": 1,
+        "retried": 0,
+        "interrupted": 0,
+        "pending": 0,
+    }
 
 
 def test_reconcile_retries_a_stale_revocation(h: Harness) -> None:
@@ -722,8 +767,9 @@ def test_full_flow_audit_trail(h: Harness) -> None:
 def test_user_errors_carry_no_secret(h: Harness, step: str) -> None:
     request_id = approved(h)
     calls: dict[str, Callable[[], object]] = {
-        "submit": lambda: h.lifecycle.submit(APPROVER, ValidRequest("orders-logs", HOUR, "x y"),
-                                             None),
+        "submit": lambda: h.lifecycle.submit(
+            APPROVER, ValidRequest("orders-logs", HOUR, "x y"), None
+        ),
         "decide": lambda: h.lifecycle.decide(request_id, APPROVER, approve=True),
         "revoke": lambda: h.lifecycle.revoke_early(request_id, BYSTANDER),
     }
@@ -743,8 +789,13 @@ def test_sweep_ends_an_overdue_grant_whose_timer_was_lost(h: Harness) -> None:
     h.clock.advance(HOUR + timedelta(seconds=1))
     assert h.lifecycle.sweep()["expired"] == 1
     assert h.lifecycle.get(request_id).status is S.ENDED and not h.issuer.live
-    assert h.lifecycle.sweep() == {"expired": 0, "scheduled": 0, "retried": 0,
-                                   "interrupted": 0, "pending": 0}
+    assert h.lifecycle.sweep() == {
+        "expired": 0,
+        "scheduled": 0,
+        "retried": 0,
+        "interrupted": 0,
+        "pending": 0,
+    }
 
 
 def test_sweep_retries_a_failed_revocation_only_when_its_backoff_is_due(h: Harness) -> None:
@@ -773,8 +824,7 @@ def test_sweep_expires_an_overdue_pending_request(h: Harness) -> None:
         h.lifecycle.decide(request_id, APPROVER, approve=True)
 
 
-def test_a_late_approval_after_pending_ttl_is_refused_and_expires_the_request(h: Harness
-                                                                              ) -> None:
+def test_a_late_approval_after_pending_ttl_is_refused_and_expires_the_request(h: Harness) -> None:
     request_id = submit(h)
     h.clock.advance(timedelta(hours=4))  # the expiry timer never fired
     with pytest.raises(Conflict, match="expired"):
@@ -789,12 +839,19 @@ def test_the_database_allows_one_pending_extension_per_grant_even_in_a_race(h: H
     # A second request that passed its checks before the first was stored (a race) still fails.
     resource = h.policy.resources["payments-db"]
     with pytest.raises(Conflict, match="already waiting"):
-        h.lifecycle._route_new(requester=REQUESTER, resource_name="payments-db",
-                               resource=resource, duration=timedelta(minutes=30), reason="x",
-                               origin_channel=None, parent_id=request_id)
+        h.lifecycle._route_new(
+            requester=REQUESTER,
+            resource_name="payments-db",
+            resource=resource,
+            duration=timedelta(minutes=30),
+            reason="x",
+            origin_channel=None,
+            parent_id=request_id,
+        )
     with Session(h.engine) as session:
-        pending = session.exec(select(AccessRequest).where(
-            AccessRequest.parent_id == request_id)).all()
+        pending = session.exec(
+            select(AccessRequest).where(AccessRequest.parent_id == request_id)
+        ).all()
     assert len(pending) == 1
 
 

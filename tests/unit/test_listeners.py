@@ -44,42 +44,70 @@ class Edge:
         with Session(self.h.engine) as session:
             return list(session.exec(select(AccessRequest)))
 
-    def slash(self, text: str, user: str = REQUESTER,
-              channel: str = "C0ORIGIN") -> tuple[Recorder, Recorder]:
+    def slash(
+        self, text: str, user: str = REQUESTER, channel: str = "C0ORIGIN"
+    ) -> tuple[Recorder, Recorder]:
         ack, respond = Recorder(), Recorder()
         self.app.commands[COMMAND](
-            ack=ack, respond=respond, client=self.client,
-            command={"user_id": user, "text": text, "channel_id": channel,
-                     "trigger_id": "trigger-1"})
+            ack=ack,
+            respond=respond,
+            client=self.client,
+            command={
+                "user_id": user,
+                "text": text,
+                "channel_id": channel,
+                "trigger_id": "trigger-1",
+            },
+        )
         return ack, respond
 
     def click(self, action_id: ActionId, value: str, user: str) -> tuple[Recorder, Recorder]:
         ack, respond = Recorder(), Recorder()
         self.app.actions[action_id.value](
-            ack=ack, respond=respond, client=self.client,
-            body={"user": {"id": user}, "response_url": "https://hooks.example/1",
-                  "trigger_id": "trigger-2"},
-            action={"action_id": action_id.value, "value": value})
+            ack=ack,
+            respond=respond,
+            client=self.client,
+            body={
+                "user": {"id": user},
+                "response_url": "https://hooks.example/1",
+                "trigger_id": "trigger-2",
+            },
+            action={"action_id": action_id.value, "value": value},
+        )
         return ack, respond
 
-    def submit_modal(self, resource: str, duration: str, reason: str, user: str = REQUESTER,
-                     metadata: str | None = '{"channel": "C0ORIGIN"}') -> Recorder:
+    def submit_modal(
+        self,
+        resource: str,
+        duration: str,
+        reason: str,
+        user: str = REQUESTER,
+        metadata: str | None = '{"channel": "C0ORIGIN"}',
+    ) -> Recorder:
         ack = Recorder()
         state = {
-            BlockId.RESOURCE.value: {InputId.RESOURCE.value: {
-                "type": "static_select",
-                "selected_option": {"value": resource} if resource else None}},
-            BlockId.DURATION.value: {InputId.DURATION.value: {"type": "plain_text_input",
-                                                              "value": duration or None}},
-            BlockId.REASON.value: {InputId.REASON.value: {"type": "plain_text_input",
-                                                          "value": reason}},
+            BlockId.RESOURCE.value: {
+                InputId.RESOURCE.value: {
+                    "type": "static_select",
+                    "selected_option": {"value": resource} if resource else None,
+                }
+            },
+            BlockId.DURATION.value: {
+                InputId.DURATION.value: {"type": "plain_text_input", "value": duration or None}
+            },
+            BlockId.REASON.value: {
+                InputId.REASON.value: {"type": "plain_text_input", "value": reason}
+            },
         }
-        view: dict[str, Any] = {"callback_id": CallbackId.REQUEST_MODAL.value,
-                                "state": {"values": state}}
+        view: dict[str, Any] = {
+            "callback_id": CallbackId.REQUEST_MODAL.value,
+            "state": {"values": state},
+        }
         if metadata is not None:
             view["private_metadata"] = metadata
         self.app.views[CallbackId.REQUEST_MODAL.value](
-            ack=ack, body={"user": {"id": user}}, view=view, client=self.client)
+            ack=ack, body={"user": {"id": user}}, view=view, client=self.client
+        )
         return ack
 
 
@@ -118,7 +146,10 @@ def test_a_request_is_stored_and_confirmed(edge: Edge) -> None:
     assert ack.calls == [{}]
     (request,) = edge.requests()
     assert (request.resource, request.duration_seconds, request.status) == (
-        "payments-db", 1800, "pending")
+        "payments-db",
+        1800,
+        "pending",
+    )
     ((reply,),) = [list(call.values()) for call in respond.calls]
     assert f"Request #{request.id}" in reply and f"<@{APPROVER}>" in reply
 
@@ -209,8 +240,9 @@ def test_deny_button(edge: Edge) -> None:
         (ActionId.REVOKE, "1", BYSTANDER, "Only the requester"),
     ],
 )
-def test_refused_clicks_change_nothing(edge: Edge, action: ActionId, value: str, user: str,
-                                       fragment: str) -> None:
+def test_refused_clicks_change_nothing(
+    edge: Edge, action: ActionId, value: str, user: str, fragment: str
+) -> None:
     edge.slash("payments-db 30m INC-1 x")
     ack, respond = edge.click(action, value, user)
     assert ack.calls == [{}]
@@ -237,8 +269,11 @@ def test_modal_submission_stores_and_confirms_in_the_channel(edge: Edge) -> None
     (request,) = edge.requests()
     assert (request.duration_seconds, request.reason) == (2700, "INC-7 second line")
     ((method, kwargs),) = edge.client.calls
-    assert (method, kwargs["channel"], kwargs["user"]) == ("chat.postEphemeral", "C0ORIGIN",
-                                                           REQUESTER)
+    assert (method, kwargs["channel"], kwargs["user"]) == (
+        "chat.postEphemeral",
+        "C0ORIGIN",
+        REQUESTER,
+    )
     assert f"Request #{request.id}" in kwargs["text"]
 
 
@@ -259,9 +294,9 @@ def test_modal_default_duration(edge: Edge) -> None:
         ("payments-db", "30m", "x" * 501, BlockId.REASON, "too long"),
     ],
 )
-def test_modal_errors_appear_under_their_field(edge: Edge, resource: str, duration: str,
-                                               reason: str, block: BlockId,
-                                               fragment: str) -> None:
+def test_modal_errors_appear_under_their_field(
+    edge: Edge, resource: str, duration: str, reason: str, block: BlockId, fragment: str
+) -> None:
     ack = edge.submit_modal(resource, duration, reason)
     ((call),) = ack.calls
     assert call["response_action"] == "errors"
@@ -270,8 +305,9 @@ def test_modal_errors_appear_under_their_field(edge: Edge, resource: str, durati
     assert edge.requests() == [] and edge.client.calls == []
 
 
-@pytest.mark.parametrize("metadata", [None, "not json", '{"channel": 5}', '{"channel": "D0DM"}',
-                                      '["C0X"]'])
+@pytest.mark.parametrize(
+    "metadata", [None, "not json", '{"channel": 5}', '{"channel": "D0DM"}', '["C0X"]']
+)
 def test_modal_confirms_by_dm_without_a_usable_channel(edge: Edge, metadata: str | None) -> None:
     edge.submit_modal("payments-db", "30m", "INC-1 x", metadata=metadata)
     assert [m for m, _ in edge.client.calls] == ["conversations.open", "chat.postMessage"]

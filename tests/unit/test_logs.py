@@ -119,10 +119,17 @@ def test_secret_value_remembers_itself(captured: Captured) -> None:
 def test_secret_value_never_shows_its_value() -> None:
     raw = fresh_secret()
     value = SecretValue(raw)
-    renderings = [repr(value), str(value), f"{value}", f"{value!r}", f"{value!s}",
-                  format(value), repr([value]), repr({"k": value}),
-                  logging.LogRecord("n", logging.INFO, "p", 1, "%s %r", (value, value),
-                                    None).getMessage()]
+    renderings = [
+        repr(value),
+        str(value),
+        f"{value}",
+        f"{value!r}",
+        f"{value!s}",
+        format(value),
+        repr([value]),
+        repr({"k": value}),
+        logging.LogRecord("n", logging.INFO, "p", 1, "%s %r", (value, value), None).getMessage(),
+    ]
     for text in renderings:
         assert raw not in text
         assert "*" in text
@@ -131,13 +138,18 @@ def test_secret_value_never_shows_its_value() -> None:
 
 def test_containers_of_secret_values_do_not_leak() -> None:
     token, password, wrapping = fresh_secret(), fresh_secret(), fresh_secret()
-    grant_token = GrantToken(accessor="acc-1", token=SecretValue(token), expires_at=START,
-                             policies=("p",))
-    secret = DynamicSecret(lease_id="lease-1", lease_expires_at=START,
-                           values={"password": SecretValue(password)})
-    delivery = CredentialDelivery(expires_at=START, wrapping_token=SecretValue(wrapping),
-                                  wrap_ttl=timedelta(minutes=10),
-                                  values={"password": SecretValue(password)})
+    grant_token = GrantToken(
+        accessor="acc-1", token=SecretValue(token), expires_at=START, policies=("p",)
+    )
+    secret = DynamicSecret(
+        lease_id="lease-1", lease_expires_at=START, values={"password": SecretValue(password)}
+    )
+    delivery = CredentialDelivery(
+        expires_at=START,
+        wrapping_token=SecretValue(wrapping),
+        wrap_ttl=timedelta(minutes=10),
+        values={"password": SecretValue(password)},
+    )
     dumped = repr(grant_token) + str(secret) + repr(delivery)
     for raw in (token, password, wrapping):
         assert raw not in dumped
@@ -157,4 +169,3 @@ def test_secret_value_has_no_instance_dict() -> None:
     assert not hasattr(value, "__dict__")
     with pytest.raises(AttributeError):
         value.extra = 1  # type: ignore[attr-defined]
-

@@ -25,8 +25,15 @@ from bot.store import schema
 from bot.store.db import make_engine
 from tests.unit.fakes import APPROVER, OTHER_APPROVER, REQUESTER, Harness, make_lifecycle
 
-OUR_TABLES = {"access_request", "audit_event", "audit_head", "decision", "digest_run", "grant",
-              "request_message"}
+OUR_TABLES = {
+    "access_request",
+    "audit_event",
+    "audit_head",
+    "decision",
+    "digest_run",
+    "grant",
+    "request_message",
+}
 
 
 @pytest.fixture
@@ -44,17 +51,24 @@ def tables(engine: Engine) -> set[str]:
 def sqlite_schema(engine: Engine) -> set[tuple[Any, ...]]:
     """Every table, index and its exact DDL as SQLite stores it, except Alembic's own table."""
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT type, name, tbl_name, sql FROM sqlite_master "
-                                 "WHERE tbl_name != 'alembic_version'")).all()
+        rows = conn.execute(
+            text(
+                "SELECT type, name, tbl_name, sql FROM sqlite_master "
+                "WHERE tbl_name != 'alembic_version'"
+            )
+        ).all()
     return {tuple(row) for row in rows}
 
 
 def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every table (APScheduler's included), in primary-key order."""
     with engine.connect() as conn:
-        return {table: [tuple(r) for r in conn.execute(text(f'SELECT * FROM "{table}" '
-                                                            "ORDER BY 1")).all()]
-                for table in sorted(tables(engine) - {schema.VERSION_TABLE})}
+        return {
+            table: [
+                tuple(r) for r in conn.execute(text(f'SELECT * FROM "{table}" ORDER BY 1')).all()
+            ]
+            for table in sorted(tables(engine) - {schema.VERSION_TABLE})
+        }
 
 
 def fill_like_the_last_release(engine: Engine) -> Harness:
@@ -125,8 +139,7 @@ def test_the_baseline_is_exactly_what_create_all_makes(tmp_path: Path) -> None:
     schema.upgrade(by_alembic)
     made = sqlite_schema(by_alembic)
     assert len(made) == 7 + 18  # seven tables; their indexes, the partial unique one included
-    assert any("WHERE status = 'pending' AND parent_id IS NOT NULL" in str(row[3])
-               for row in made)
+    assert any("WHERE status = 'pending' AND parent_id IS NOT NULL" in str(row[3]) for row in made)
     assert sqlite_schema(by_create_all) == made
 
 
@@ -144,8 +157,15 @@ def test_a_create_all_database_is_stamped_and_keeps_every_row(engine: Engine) ->
     h = fill_like_the_last_release(engine)
     before = dump(engine)
     assert {t: len(r) for t, r in before.items()} == {
-        "access_request": 4, "apscheduler_jobs": 2, "audit_event": 12, "audit_head": 1,
-        "decision": 3, "digest_run": 0, "grant": 2, "request_message": 18}
+        "access_request": 4,
+        "apscheduler_jobs": 2,
+        "audit_event": 12,
+        "audit_head": 1,
+        "decision": 3,
+        "digest_run": 0,
+        "grant": 2,
+        "request_message": 18,
+    }
     assert audit_chain_ok(engine) == (True, 12)
 
     assert schema.current(engine) is None
@@ -157,22 +177,32 @@ def test_a_create_all_database_is_stamped_and_keeps_every_row(engine: Engine) ->
     with engine.connect() as conn:
         assert schema.differences(conn) == []
     # And the bot carries on where it stopped: new rows extend the same chain.
-    request = h.lifecycle.submit(REQUESTER, ValidRequest("payments-db", timedelta(hours=1),
-                                                         "INC-9 after"), None).view.id
+    request = h.lifecycle.submit(
+        REQUESTER, ValidRequest("payments-db", timedelta(hours=1), "INC-9 after"), None
+    ).view.id
     h.lifecycle.decide(request, APPROVER, approve=True)
     assert audit_chain_ok(engine) == (True, 16)  # requested, approved, issued, delivered
 
 
-@pytest.mark.parametrize(("damage", "named"), [
-    ('DROP TABLE digest_run', "missing table digest_run"),
-    ('ALTER TABLE "grant" ADD COLUMN note TEXT', "unexpected column grant.note (null)"),
-    ('ALTER TABLE access_request DROP COLUMN pending_until',
-     "missing column access_request.pending_until (null)"),
-    ("DROP INDEX ux_one_pending_extension",
-     "missing unique index ux_one_pending_extension on access_request(parent_id)"),
-])
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        ("DROP TABLE digest_run", "missing table digest_run"),
+        ('ALTER TABLE "grant" ADD COLUMN note TEXT', "unexpected column grant.note (null)"),
+        (
+            "ALTER TABLE access_request DROP COLUMN pending_until",
+            "missing column access_request.pending_until (null)",
+        ),
+        (
+            "DROP INDEX ux_one_pending_extension",
+            "missing unique index ux_one_pending_extension on access_request(parent_id)",
+        ),
+    ],
+)
 def test_tables_that_are_not_the_baseline_are_refused_not_stamped(
-    engine: Engine, damage: str, named: str,
+    engine: Engine,
+    damage: str,
+    named: str,
 ) -> None:
     """Stamping them would run every later revision against the wrong tables: refuse, and
     say what differs, in one line, leaving the database as it was."""
@@ -209,7 +239,8 @@ def test_tables_we_do_not_own_are_left_alone(engine: Engine) -> None:
     with engine.connect() as conn:
         # Alembic would drop the stranger (it is in no model) but never APScheduler's table.
         assert [(d[0], d[1].name) for d in schema.differences(conn)] == [
-            ("remove_table", "someone_elses")]
+            ("remove_table", "someone_elses")
+        ]
 
 
 def test_a_database_from_a_newer_release_is_refused(engine: Engine) -> None:
@@ -224,7 +255,7 @@ def test_a_database_from_a_newer_release_is_refused(engine: Engine) -> None:
 # -- atomic and serialised ---------------------------------------------------------------------
 
 
-FAILING_REVISION = '''\
+FAILING_REVISION = """\
 import sqlalchemy as sa
 from alembic import op
 
@@ -243,11 +274,13 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     pass
-'''
+"""
 
 
 def test_a_revision_that_fails_halfway_changes_nothing(
-    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """SQLite too runs the whole upgrade in one transaction: the audit trail is never left
     half migrated (batch mode copies tables, and a copy interrupted halfway loses rows)."""

@@ -82,10 +82,13 @@ def test_sources_are_asked_about_the_instant_given() -> None:
 
 
 def test_the_requester_is_removed_from_every_tier() -> None:
-    r = resolver(FakeSource("payments-primary", (REQUESTER, ALICE)),
-                 FakeSource("sre-leads", (BOB, REQUESTER)))
-    tiers = r.tiers(["payments-primary", "sre-leads", REQUESTER, "payments-primary", CAROL],
-                    REQUESTER, NOW)
+    r = resolver(
+        FakeSource("payments-primary", (REQUESTER, ALICE)),
+        FakeSource("sre-leads", (BOB, REQUESTER)),
+    )
+    tiers = r.tiers(
+        ["payments-primary", "sre-leads", REQUESTER, "payments-primary", CAROL], REQUESTER, NOW
+    )
     # Consecutive listed user ids form one tier; a repeated entry counts once.
     assert [t.users for t in tiers] == [(ALICE,), (BOB,), (CAROL,)]
     assert all(REQUESTER not in t.users for t in tiers)
@@ -104,8 +107,8 @@ def test_an_unreachable_source_is_kept_empty_and_says_where_the_request_went() -
     r = resolver(down(), FakeSource("sre-leads", (BOB,)))
     platform, leads = r.tiers(["platform", "sre-leads"], REQUESTER, NOW)
     assert platform == ApproverTier(
-        "platform", (), "PagerDuty unreachable (HTTP 503): fell back to the next source "
-                        "(sre-leads)")
+        "platform", (), "PagerDuty unreachable (HTTP 503): fell back to the next source (sre-leads)"
+    )
     assert leads == ApproverTier("sre-leads", (BOB,), None)
 
 
@@ -122,31 +125,35 @@ def test_fallback_names_the_next_tier_that_has_someone() -> None:
 def test_an_empty_tier_with_nothing_after_it_just_says_why() -> None:
     r = resolver(FakeSource("sre-leads", (BOB,)), down(), FakeSource("payments-primary"))
     tiers = r.tiers(["sre-leads", "platform", "payments-primary"], REQUESTER, NOW)
-    assert [t.note for t in tiers] == [None, "PagerDuty unreachable (HTTP 503)",
-                                       "nobody on call"]
+    assert [t.note for t in tiers] == [None, "PagerDuty unreachable (HTTP 503)", "nobody on call"]
 
 
 def test_only_the_requester_on_call_is_said_so() -> None:
     r = resolver(FakeSource("payments-primary", (REQUESTER,)))
     assert r.tiers(["payments-primary", ALICE], REQUESTER, NOW)[0] == ApproverTier(
-        "payments-primary", (), "only the requester is on call: fell back to the next source "
-                                f"({ALICE})")
+        "payments-primary",
+        (),
+        f"only the requester is on call: fell back to the next source ({ALICE})",
+    )
 
 
 def test_a_source_note_explains_an_empty_tier_and_is_kept_on_a_full_one() -> None:
-    r = resolver(FakeSource("payments-primary", note="nobody on call (the rotation has not "
-                                                     "started)"),
-                 FakeSource("platform", (BOB,), note="no Slack account matches PD user Pat"))
+    r = resolver(
+        FakeSource("payments-primary", note="nobody on call (the rotation has not started)"),
+        FakeSource("platform", (BOB,), note="no Slack account matches PD user Pat"),
+    )
     first, second = r.tiers(["payments-primary", "platform"], REQUESTER, NOW)
-    assert first.note == ("nobody on call (the rotation has not started): fell back to the next "
-                          "source (platform)")
+    assert first.note == (
+        "nobody on call (the rotation has not started): fell back to the next source (platform)"
+    )
     assert second == ApproverTier("platform", (BOB,), "no Slack account matches PD user Pat")
 
 
 def test_a_source_that_raises_unavailable_is_treated_as_unreachable() -> None:
     r = resolver(FakeSource("platform", raises=OnCallUnavailable("PagerDuty timed out")))
     assert r.tiers(["platform", ALICE], REQUESTER, NOW)[0].note == (
-        f"PagerDuty timed out: fell back to the next source ({ALICE})")
+        f"PagerDuty timed out: fell back to the next source ({ALICE})"
+    )
 
 
 def test_a_source_that_raises_anything_else_is_not_swallowed() -> None:
@@ -158,8 +165,10 @@ def test_a_source_that_raises_anything_else_is_not_swallowed() -> None:
 def test_repeated_entries_and_repeated_users_count_once() -> None:
     r = resolver(FakeSource("sre-leads", (BOB, BOB, CAROL)))
     tiers = r.tiers(["sre-leads", ALICE, "sre-leads", ALICE], REQUESTER, NOW)
-    assert tiers == [ApproverTier("sre-leads", (BOB, CAROL), None),
-                     ApproverTier(ALICE, (ALICE,), None)]
+    assert tiers == [
+        ApproverTier("sre-leads", (BOB, CAROL), None),
+        ApproverTier(ALICE, (ALICE,), None),
+    ]
 
 
 def test_an_unknown_rotation_is_a_bug_not_an_empty_tier() -> None:
@@ -173,9 +182,16 @@ def test_an_unknown_rotation_is_a_bug_not_an_empty_tier() -> None:
 
 
 def static_rotation() -> StaticSource:
-    return StaticSource(StaticRotation(
-        name="payments-primary", timezone="Europe/Berlin", start=date(2026, 1, 5),
-        shift="weekly", handoff=time(9, 0), members=(ALICE, BOB)))
+    return StaticSource(
+        StaticRotation(
+            name="payments-primary",
+            timezone="Europe/Berlin",
+            start=date(2026, 1, 5),
+            shift="weekly",
+            handoff=time(9, 0),
+            members=(ALICE, BOB),
+        )
+    )
 
 
 HANDOFF = datetime(2026, 1, 12, 8, 0, tzinfo=UTC)  # Monday 09:00 Berlin: Alice -> Bob
@@ -194,9 +210,18 @@ def test_only_whoever_is_on_call_at_the_click_may_approve() -> None:
 def test_the_running_clock_decides_across_a_dst_handoff() -> None:
     """Through the clock the bot runs with (SystemClock), frozen either side of a handoff that
     falls on the spring DST change in Berlin (Monday 30 March 2026 09:00 CEST = 07:00 UTC)."""
-    r = resolver(StaticSource(StaticRotation(
-        name="payments-primary", timezone="Europe/Berlin", start=date(2026, 3, 2),
-        shift="weekly", handoff=time(9, 0), members=(ALICE, BOB, CAROL, DAVE))))
+    r = resolver(
+        StaticSource(
+            StaticRotation(
+                name="payments-primary",
+                timezone="Europe/Berlin",
+                start=date(2026, 3, 2),
+                shift="weekly",
+                handoff=time(9, 0),
+                members=(ALICE, BOB, CAROL, DAVE),
+            )
+        )
+    )
     entries = ["payments-primary"]
     with freeze_time("2026-03-30T06:59:00Z"):  # 08:59 CEST: still the week of 23 March
         assert [t.users for t in r.tiers(entries, REQUESTER, SystemClock().now())] == [(DAVE,)]
@@ -230,8 +255,9 @@ def test_nobody_else_counts_and_an_unreachable_source_vouches_for_nobody() -> No
 def test_static_source_says_nobody_before_the_rotation_starts() -> None:
     source = static_rotation()
     early = source.current(datetime(2026, 1, 1, tzinfo=UTC))
-    assert early == OnCall("payments-primary", (),
-                           note="nobody on call (the rotation has not started)")
+    assert early == OnCall(
+        "payments-primary", (), note="nobody on call (the rotation has not started)"
+    )
     assert source.current(HANDOFF) == OnCall("payments-primary", (BOB,))
 
 
@@ -255,7 +281,8 @@ class FakeWebClient:
             raise SlackApiError("failed", {"ok": False, "error": self.error})  # type: ignore[no-untyped-call]
         if usergroup not in self.groups:
             raise SlackApiError(  # type: ignore[no-untyped-call]
-                "failed", {"ok": False, "error": "no_such_subteam"})
+                "failed", {"ok": False, "error": "no_such_subteam"}
+            )
         return {"ok": True, "users": list(self.groups[usergroup])}
 
 
@@ -284,16 +311,21 @@ def test_an_earlier_instant_than_the_cached_one_is_asked_again() -> None:
 
 def test_an_empty_usergroup_is_nobody_on_call() -> None:
     source = usergroup_source(FakeWebClient({"S0SRELEADS": []}))
-    assert source.current(NOW) == OnCall("sre-leads", (),
-                                         note="nobody in Slack user group S0SRELEADS")
+    assert source.current(NOW) == OnCall(
+        "sre-leads", (), note="nobody in Slack user group S0SRELEADS"
+    )
 
 
-@pytest.mark.parametrize(("setup", "reason"), [
-    ("missing_scope", "missing_scope"),
-    ("network", "ConnectionRefusedError"),
-])
-def test_a_usergroup_slack_cannot_list_is_unavailable_and_retried_later(setup: str,
-                                                                      reason: str) -> None:
+@pytest.mark.parametrize(
+    ("setup", "reason"),
+    [
+        ("missing_scope", "missing_scope"),
+        ("network", "ConnectionRefusedError"),
+    ],
+)
+def test_a_usergroup_slack_cannot_list_is_unavailable_and_retried_later(
+    setup: str, reason: str
+) -> None:
     client = FakeWebClient({"S0SRELEADS": [ALICE]})
     if setup == "network":
         client.network_down = True
@@ -301,8 +333,8 @@ def test_a_usergroup_slack_cannot_list_is_unavailable_and_retried_later(setup: s
         client.error = setup
     source = usergroup_source(client)
     assert source.current(NOW) == OnCall(
-        "sre-leads", (), available=False,
-        note=f"Slack user group S0SRELEADS unavailable ({reason})")
+        "sre-leads", (), available=False, note=f"Slack user group S0SRELEADS unavailable ({reason})"
+    )
     client.error, client.network_down = None, False
     assert not source.current(NOW + timedelta(seconds=14)).available  # not asked again yet
     assert len(client.calls) == 1
@@ -325,27 +357,45 @@ def test_in_any_group_answers_requesters_and_fails_closed() -> None:
 
 ROTATIONS = {
     "payments-primary": StaticRotationConfig.model_validate(
-        {"type": "static", "timezone": "Europe/Berlin", "start": "2026-01-05", "shift": "weekly",
-         "handoff": "09:00", "members": [ALICE, BOB]}),
+        {
+            "type": "static",
+            "timezone": "Europe/Berlin",
+            "start": "2026-01-05",
+            "shift": "weekly",
+            "handoff": "09:00",
+            "members": [ALICE, BOB],
+        }
+    ),
     "platform": PagerDutyRotationConfig.model_validate(
-        {"type": "pagerduty", "escalation_policy_id": "PXYZ789", "escalation_level": 2}),
+        {"type": "pagerduty", "escalation_policy_id": "PXYZ789", "escalation_level": 2}
+    ),
     "sre-leads": UsergroupRotationConfig.model_validate(
-        {"type": "usergroup", "usergroup": "S0SRELEADS"}),
+        {"type": "usergroup", "usergroup": "S0SRELEADS"}
+    ),
 }
 
 
 def test_build_sources_makes_one_source_per_rotation() -> None:
     client = FakeWebClient({"S0SRELEADS": [CAROL]})
-    sources = build_sources(ROTATIONS, client, "pd-token-123456",  # type: ignore[arg-type]
-                            "http://pd.invalid/")
+    sources = build_sources(
+        ROTATIONS,
+        client,
+        "pd-token-123456",  # type: ignore[arg-type]
+        "http://pd.invalid/",
+    )
     assert {name: type(s).__name__ for name, s in sources.items()} == {
-        "payments-primary": "StaticSource", "platform": "PagerDutySource",
-        "sre-leads": "UsergroupSource"}
+        "payments-primary": "StaticSource",
+        "platform": "PagerDutySource",
+        "sre-leads": "UsergroupSource",
+    }
     assert {name: s.name for name, s in sources.items()} == {n: n for n in ROTATIONS}
     platform = sources["platform"]
     assert isinstance(platform, PagerDutySource)
     assert (platform.escalation_policy_id, platform.escalation_level, platform.api_url) == (
-        "PXYZ789", 2, "http://pd.invalid")
+        "PXYZ789",
+        2,
+        "http://pd.invalid",
+    )
     assert sources["payments-primary"].current(HANDOFF).users == (BOB,)
     assert sources["sre-leads"].current(NOW).users == (CAROL,)
 
@@ -375,11 +425,17 @@ def test_pagerduty_source_needs_one_target_and_a_token_and_hides_it() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         PagerDutySource("p", token="pd-token-123456", slack_client=client)
     with pytest.raises(ValueError, match="exactly one"):
-        PagerDutySource("p", token="pd-token-123456", slack_client=client, schedule_id="PA",
-                        escalation_policy_id="PB")
+        PagerDutySource(
+            "p",
+            token="pd-token-123456",
+            slack_client=client,
+            schedule_id="PA",
+            escalation_policy_id="PB",
+        )
     with pytest.raises(ValueError, match="token"):
         PagerDutySource("p", token=" ", slack_client=client, schedule_id="PA")
-    source = PagerDutySource("p", token="pd-token-123456", slack_client=client,
-                             schedule_id="PABC123")
+    source = PagerDutySource(
+        "p", token="pd-token-123456", slack_client=client, schedule_id="PABC123"
+    )
     assert "pd-token-123456" not in repr(source)
     assert repr(source) == "PagerDutySource('p', schedule PABC123)"

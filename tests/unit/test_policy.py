@@ -46,9 +46,10 @@ def test_the_example_policy_parses() -> None:
     assert policy.resource("nope") is None
 
 
-@pytest.mark.parametrize(("text", "value"), [("1m", timedelta(minutes=1)),
-                                             ("1d", timedelta(days=1)),
-                                             ("24h", timedelta(days=1))])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1m", timedelta(minutes=1)), ("1d", timedelta(days=1)), ("24h", timedelta(days=1))],
+)
 def test_max_duration_bounds_are_inclusive(text: str, value: timedelta) -> None:
     raw = yaml.safe_load(EXAMPLE_POLICY)
     del raw["resources"]["payments-db"]["default_duration"]
@@ -65,8 +66,10 @@ def test_a_minimal_policy_has_safe_defaults() -> None:
     assert policy.resources["x"].max_duration == timedelta(minutes=1)
 
 
-@pytest.mark.parametrize(("given", "stored"), [("database/creds/ro", "database/creds/ro"),
-                                                ("/aws/creds/deploy/", "aws/creds/deploy")])
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [("database/creds/ro", "database/creds/ro"), ("/aws/creds/deploy/", "aws/creds/deploy")],
+)
 def test_vault_path_is_normalised(given: str, stored: str) -> None:
     raw = yaml.safe_load(EXAMPLE_POLICY)
     raw["resources"]["payments-db"]["vault_path"] = given
@@ -81,6 +84,7 @@ def test_policy_is_immutable() -> None:
 
 def _set(path: str, value: Any) -> Callable[[Raw], None]:
     """A mutation of the example: set ``a.b.c`` to value (``...`` deletes the key)."""
+
     def apply(raw: Raw) -> None:
         *parents, last = path.split(".")
         node = raw
@@ -90,12 +94,14 @@ def _set(path: str, value: Any) -> Callable[[Raw], None]:
             del node[last]
         else:
             node[last] = value
+
     return apply
 
 
 def _rename(name: str) -> Callable[[Raw], None]:
     def apply(raw: Raw) -> None:
         raw["resources"][name] = raw["resources"].pop("orders-logs")
+
     return apply
 
 
@@ -104,43 +110,106 @@ LOGS = "resources.orders-logs"
 
 INVALID: list[tuple[str, Callable[[Raw], None], str, str]] = [
     # (case id, mutation, key named in the message, problem named in the message)
-    ("bad duration", _set(f"{DB}.max_duration", "4 hours"), f"{DB}.max_duration",
-     "is not a duration"),
-    ("duration without unit", _set(f"{DB}.max_duration", 240), f"{DB}.max_duration",
-     "with a unit"),
-    ("fractional duration", _set(f"{DB}.default_duration", "1.5h"), f"{DB}.default_duration",
-     "is not a duration"),
-    ("default over max", _set(f"{DB}.default_duration", "5h"), DB,
-     "default_duration must be between 1m and max_duration"),
-    ("default under a minute", _set(f"{DB}.default_duration", "30s"), DB,
-     "default_duration must be between"),
-    ("max under a minute", _set(f"{DB}.max_duration", "59s"), DB,
-     "max_duration must be between 1m and 1d"),
-    ("max over a day", _set(f"{DB}.max_duration", "1d1s"), DB,
-     "max_duration must be between 1m and 1d"),
+    (
+        "bad duration",
+        _set(f"{DB}.max_duration", "4 hours"),
+        f"{DB}.max_duration",
+        "is not a duration",
+    ),
+    ("duration without unit", _set(f"{DB}.max_duration", 240), f"{DB}.max_duration", "with a unit"),
+    (
+        "fractional duration",
+        _set(f"{DB}.default_duration", "1.5h"),
+        f"{DB}.default_duration",
+        "is not a duration",
+    ),
+    (
+        "default over max",
+        _set(f"{DB}.default_duration", "5h"),
+        DB,
+        "default_duration must be between 1m and max_duration",
+    ),
+    (
+        "default under a minute",
+        _set(f"{DB}.default_duration", "30s"),
+        DB,
+        "default_duration must be between",
+    ),
+    (
+        "max under a minute",
+        _set(f"{DB}.max_duration", "59s"),
+        DB,
+        "max_duration must be between 1m and 1d",
+    ),
+    (
+        "max over a day",
+        _set(f"{DB}.max_duration", "1d1s"),
+        DB,
+        "max_duration must be between 1m and 1d",
+    ),
     ("missing max", _set(f"{DB}.max_duration", ...), f"{DB}.max_duration", "Field required"),
-    ("both kinds", _set(f"{DB}.vault_policies", ["x"]), DB,
-     "set exactly one of vault_path or vault_policies"),
-    ("neither kind", _set(f"{LOGS}.vault_policies", ...), LOGS,
-     "set exactly one of vault_path or vault_policies"),
+    (
+        "both kinds",
+        _set(f"{DB}.vault_policies", ["x"]),
+        DB,
+        "set exactly one of vault_path or vault_policies",
+    ),
+    (
+        "neither kind",
+        _set(f"{LOGS}.vault_policies", ...),
+        LOGS,
+        "set exactly one of vault_path or vault_policies",
+    ),
     ("empty policy list", _set(f"{LOGS}.vault_policies", []), LOGS, "set exactly one"),
-    ("root policy", _set(f"{LOGS}.vault_policies", ["root"]), f"{LOGS}.vault_policies",
-     "'root' is not an allowed Vault policy name"),
-    ("odd policy name", _set(f"{LOGS}.vault_policies", ["a b"]), f"{LOGS}.vault_policies",
-     "is not an allowed Vault policy name"),
-    ("path traversal", _set(f"{DB}.vault_path", "database/../sys/raw"), f"{DB}.vault_path",
-     "plain Vault path"),
-    ("glob path", _set(f"{DB}.vault_path", "database/creds/*"), f"{DB}.vault_path",
-     "plain Vault path"),
+    (
+        "root policy",
+        _set(f"{LOGS}.vault_policies", ["root"]),
+        f"{LOGS}.vault_policies",
+        "'root' is not an allowed Vault policy name",
+    ),
+    (
+        "odd policy name",
+        _set(f"{LOGS}.vault_policies", ["a b"]),
+        f"{LOGS}.vault_policies",
+        "is not an allowed Vault policy name",
+    ),
+    (
+        "path traversal",
+        _set(f"{DB}.vault_path", "database/../sys/raw"),
+        f"{DB}.vault_path",
+        "plain Vault path",
+    ),
+    (
+        "glob path",
+        _set(f"{DB}.vault_path", "database/creds/*"),
+        f"{DB}.vault_path",
+        "plain Vault path",
+    ),
     ("blank path", _set(f"{DB}.vault_path", " / "), f"{DB}.vault_path", "plain Vault path"),
-    ("email approver", _set(f"{DB}.approvers", ["alice@example.com"]), f"{DB}.approvers",
-     "'alice@example.com' is not a Slack user id"),
-    ("lowercase approver", _set(f"{DB}.approvers", ["U0ALICE", "u0bob"]), f"{DB}.approvers",
-     "'u0bob' is not a Slack user id"),
-    ("mention approver", _set(f"{DB}.approvers", ["<@U0ALICE>"]), f"{DB}.approvers",
-     "is not a Slack user id"),
-    ("channel as approver", _set(f"{DB}.approvers", ["C0APPROVALS"]), f"{DB}.approvers",
-     "is not a Slack user id"),
+    (
+        "email approver",
+        _set(f"{DB}.approvers", ["alice@example.com"]),
+        f"{DB}.approvers",
+        "'alice@example.com' is not a Slack user id",
+    ),
+    (
+        "lowercase approver",
+        _set(f"{DB}.approvers", ["U0ALICE", "u0bob"]),
+        f"{DB}.approvers",
+        "'u0bob' is not a Slack user id",
+    ),
+    (
+        "mention approver",
+        _set(f"{DB}.approvers", ["<@U0ALICE>"]),
+        f"{DB}.approvers",
+        "is not a Slack user id",
+    ),
+    (
+        "channel as approver",
+        _set(f"{DB}.approvers", ["C0APPROVALS"]),
+        f"{DB}.approvers",
+        "is not a Slack user id",
+    ),
     ("no approvers", _set(f"{DB}.approvers", []), f"{DB}.approvers", "at least 1 item"),
     ("approvers missing", _set(f"{DB}.approvers", ...), f"{DB}.approvers", "Field required"),
     ("reserved name help", _rename("help"), "resources", "'help' is reserved"),
@@ -148,27 +217,47 @@ INVALID: list[tuple[str, Callable[[Raw], None], str, str]] = [
     ("reserved name revoke", _rename("revoke"), "resources", "'revoke' is reserved"),
     ("uppercase name", _rename("Orders"), "resources", "must be lowercase"),
     ("name with space", _rename("orders logs"), "resources", "must be lowercase"),
-    ("channel name not id", _set("channels.approvals", "#approvals"), "channels.approvals",
-     "is not a Slack channel id"),
-    ("user id as channel", _set("channels.audit", "U0ALICE"), "channels.audit",
-     "is not a Slack channel id"),
-    ("unknown top-level key", _set("approval_channel", "C0X"), "approval_channel",
-     "Extra inputs are not permitted"),
-    ("misspelt resource key", _set(f"{DB}.max_durration", "1h"), f"{DB}.max_durration",
-     "Extra inputs are not permitted"),
-    ("unknown channels key", _set("channels.alerts", "C0X"), "channels.alerts",
-     "Extra inputs are not permitted"),
+    (
+        "channel name not id",
+        _set("channels.approvals", "#approvals"),
+        "channels.approvals",
+        "is not a Slack channel id",
+    ),
+    (
+        "user id as channel",
+        _set("channels.audit", "U0ALICE"),
+        "channels.audit",
+        "is not a Slack channel id",
+    ),
+    (
+        "unknown top-level key",
+        _set("approval_channel", "C0X"),
+        "approval_channel",
+        "Extra inputs are not permitted",
+    ),
+    (
+        "misspelt resource key",
+        _set(f"{DB}.max_durration", "1h"),
+        f"{DB}.max_durration",
+        "Extra inputs are not permitted",
+    ),
+    (
+        "unknown channels key",
+        _set("channels.alerts", "C0X"),
+        "channels.alerts",
+        "Extra inputs are not permitted",
+    ),
     ("empty resources", _set("resources", {}), "resources", "at least 1 item"),
     ("no resources", _set("resources", ...), "resources", "Field required"),
-    ("resources as list", _set("resources", ["payments-db"]), "resources",
-     "valid dictionary"),
+    ("resources as list", _set("resources", ["payments-db"]), "resources", "valid dictionary"),
     ("bad delivery", _set("delivery", "email"), "delivery", "'wrapped' or 'dm'"),
     ("bad wrap_ttl", _set("wrap_ttl", "ten minutes"), "wrap_ttl", "is not a duration"),
 ]
 
 
-@pytest.mark.parametrize(("mutate", "key", "problem"), [case[1:] for case in INVALID],
-                         ids=[case[0] for case in INVALID])
+@pytest.mark.parametrize(
+    ("mutate", "key", "problem"), [case[1:] for case in INVALID], ids=[case[0] for case in INVALID]
+)
 def test_invalid_policy_names_file_key_and_problem(
     mutate: Callable[[Raw], None], key: str, problem: str
 ) -> None:
@@ -219,8 +308,9 @@ def test_load_policy_reads_a_file(tmp_path: Path) -> None:
 
 def test_load_policy_names_the_file_in_validation_errors(tmp_path: Path) -> None:
     path = tmp_path / "policy.yml"
-    path.write_text(EXAMPLE_POLICY.replace("max_duration: 4h", "max_duration: 4 h o u r s"),
-                    encoding="utf-8")
+    path.write_text(
+        EXAMPLE_POLICY.replace("max_duration: 4h", "max_duration: 4 h o u r s"), encoding="utf-8"
+    )
     with pytest.raises(PolicyError, match=f"^{path}: {DB}.max_duration: "):
         load_policy(path)
 
@@ -258,8 +348,7 @@ def test_duplicate_resource_is_refused() -> None:
 @pytest.mark.parametrize("value", ["7200.0", "true"])
 def test_unitless_non_integer_durations_are_refused(value: str) -> None:
     with pytest.raises(PolicyError, match="with a unit"):
-        parse_policy(EXAMPLE_POLICY.replace("max_duration: 4h", f"max_duration: {value}"),
-                     SOURCE)
+        parse_policy(EXAMPLE_POLICY.replace("max_duration: 4h", f"max_duration: {value}"), SOURCE)
 
 
 def test_zero_wrap_ttl_is_refused() -> None:
@@ -269,6 +358,15 @@ def test_zero_wrap_ttl_is_refused() -> None:
 
 def test_policy_model_validates_python_values_too() -> None:
     # Code (and tests) may build a Policy directly; timedelta values are accepted as they are.
-    policy = Policy.model_validate({"resources": {"x": {
-        "vault_policies": ["p"], "max_duration": timedelta(hours=1), "approvers": ["U0A1"]}}})
+    policy = Policy.model_validate(
+        {
+            "resources": {
+                "x": {
+                    "vault_policies": ["p"],
+                    "max_duration": timedelta(hours=1),
+                    "approvers": ["U0A1"],
+                }
+            }
+        }
+    )
     assert policy.resources["x"].max_duration == timedelta(hours=1)

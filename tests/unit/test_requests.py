@@ -60,8 +60,15 @@ def test_unknown_resource_lists_the_valid_ones(name: str) -> None:
 
 @pytest.mark.parametrize(
     "hostile",
-    ["<!channel>", "<@U0ADMIN>", "<https://evil.example|click here>", "`a`*b*_c_~d~",
-     "x\u202eevil", "a\x00b\x07c", "<" * 300],
+    [
+        "<!channel>",
+        "<@U0ADMIN>",
+        "<https://evil.example|click here>",
+        "`a`*b*_c_~d~",
+        "x\u202eevil",
+        "a\x00b\x07c",
+        "<" * 300,
+    ],
 )
 def test_unknown_resource_quotes_hostile_names_safely(hostile: str) -> None:
     with pytest.raises(UnknownResource) as info:
@@ -80,7 +87,8 @@ def test_unknown_resource_is_checked_before_duration_and_reason() -> None:
 
 def test_duration_is_checked_against_the_resource_max() -> None:
     assert validate_request(RESOURCES, "payments-db", "4h", "INC-1 x").duration == timedelta(
-        hours=4)
+        hours=4
+    )
     with pytest.raises(DurationError, match="at most 2h"):
         validate_request(RESOURCES, "orders-logs", "4h", "INC-1 x")
 
@@ -134,16 +142,20 @@ def test_request_errors_are_user_errors() -> None:
 
 ALLOWED = sorted((a, b) for a, targets in ALLOWED_TRANSITIONS.items() for b in targets)
 DISALLOWED = sorted(
-    (a, b) for a, b in itertools.product(RequestStatus, RequestStatus)
+    (a, b)
+    for a, b in itertools.product(RequestStatus, RequestStatus)
     if b not in ALLOWED_TRANSITIONS[a]
 )
 
 
 def test_the_documented_transitions() -> None:
     assert set(ALLOWED) == {
-        (S.PENDING, S.APPROVED), (S.PENDING, S.DENIED), (S.PENDING, S.WITHDRAWN),
+        (S.PENDING, S.APPROVED),
+        (S.PENDING, S.DENIED),
+        (S.PENDING, S.WITHDRAWN),
         (S.PENDING, S.EXPIRED),
-        (S.APPROVED, S.ACTIVE), (S.APPROVED, S.FAILED),
+        (S.APPROVED, S.ACTIVE),
+        (S.APPROVED, S.FAILED),
         (S.APPROVED, S.ENDED),  # an approved extension renews its parent and is done
         (S.ACTIVE, S.REVOKING),
         (S.REVOKING, S.ENDED),
@@ -238,6 +250,7 @@ def test_bystanders_may_not_end(actor: str) -> None:
         (REQUESTER, ("U0BOB", "U0ALICE", "U0BOB"), ["U0BOB", "U0ALICE"]),  # order kept, deduped
     ],
 )
-def test_eligible_approvers(requester: str, approvers: tuple[str, ...],
-                            eligible: list[str]) -> None:
+def test_eligible_approvers(
+    requester: str, approvers: tuple[str, ...], eligible: list[str]
+) -> None:
     assert eligible_approvers(requester, approvers) == eligible

@@ -27,16 +27,36 @@ NEW_YORK = ZoneInfo("America/New_York")
 A, B, C, DAVE = "U0ALICE", "U0BOB", "U0CAROL", "U0DAVE"
 
 
-def rotation(shift: ShiftLength = "weekly", *, timezone: str = "Europe/Berlin",
-             start: date = date(2026, 1, 5), handoff: time = time(9, 0),
-             members: tuple[str, ...] = (A, B, C),
-             overrides: tuple[Override, ...] = ()) -> StaticRotation:
-    return StaticRotation(name="payments-primary", timezone=timezone, start=start, shift=shift,
-                          handoff=handoff, members=members, overrides=overrides)
+def rotation(
+    shift: ShiftLength = "weekly",
+    *,
+    timezone: str = "Europe/Berlin",
+    start: date = date(2026, 1, 5),
+    handoff: time = time(9, 0),
+    members: tuple[str, ...] = (A, B, C),
+    overrides: tuple[Override, ...] = (),
+) -> StaticRotation:
+    return StaticRotation(
+        name="payments-primary",
+        timezone=timezone,
+        start=start,
+        shift=shift,
+        handoff=handoff,
+        members=members,
+        overrides=overrides,
+    )
 
 
-def local(zone: ZoneInfo, year: int, month: int, day: int, hour: int = 0, minute: int = 0,
-          *, fold: int = 0) -> datetime:
+def local(
+    zone: ZoneInfo,
+    year: int,
+    month: int,
+    day: int,
+    hour: int = 0,
+    minute: int = 0,
+    *,
+    fold: int = 0,
+) -> datetime:
     return datetime(year, month, day, hour, minute, tzinfo=zone, fold=fold)
 
 
@@ -78,8 +98,7 @@ def test_any_aware_instant_works_whatever_its_zone() -> None:
 
 def test_daily_rotation_hands_off_every_day() -> None:
     r = rotation("daily", members=(A, B))
-    assert [r.on_call_at(local(BERLIN, 2026, 1, d, 12, 0)) for d in range(5, 10)] == [
-        A, B, A, B, A]
+    assert [r.on_call_at(local(BERLIN, 2026, 1, d, 12, 0)) for d in range(5, 10)] == [A, B, A, B, A]
     assert r.on_call_at(local(BERLIN, 2026, 1, 6, 8, 0)) == A  # still yesterday's shift
 
 
@@ -127,7 +146,7 @@ def test_weekly_new_york_across_spring_forward() -> None:
 def test_daily_new_york_handoff_keeps_the_wall_clock_across_spring_forward() -> None:
     r = rotation("daily", timezone="America/New_York", start=date(2026, 3, 1), members=(A, B))
     assert r.on_call_at(utc(2026, 3, 8, 12, 59)) == A  # 08:59 EDT, shift 6
-    assert r.on_call_at(utc(2026, 3, 8, 13, 0)) == B   # 09:00 EDT, shift 7
+    assert r.on_call_at(utc(2026, 3, 8, 13, 0)) == B  # 09:00 EDT, shift 7
 
 
 def test_a_handoff_time_that_does_not_exist_happens_an_hour_later_by_the_clock() -> None:
@@ -140,7 +159,7 @@ def test_a_handoff_time_that_does_not_exist_happens_an_hour_later_by_the_clock()
 
 def test_a_handoff_time_that_happens_twice_is_its_first_occurrence() -> None:
     r = rotation("daily", start=date(2026, 10, 20), handoff=time(2, 30), members=(A, B))
-    first = local(BERLIN, 2026, 10, 25, 2, 30, fold=0)   # 00:30 UTC, summer time
+    first = local(BERLIN, 2026, 10, 25, 2, 30, fold=0)  # 00:30 UTC, summer time
     second = local(BERLIN, 2026, 10, 25, 2, 30, fold=1)  # 01:30 UTC, winter time
     assert r.on_call_at(first) == B  # shift 5
     assert r.on_call_at(second) == B
@@ -162,8 +181,9 @@ def test_12h_shifts_are_exact_elapsed_time_across_spring_forward() -> None:
 
 
 def test_12h_shifts_are_exact_elapsed_time_across_new_york_fall_back() -> None:
-    r = rotation(timedelta(hours=12), timezone="America/New_York", start=date(2026, 10, 31),
-                 members=(A, B))
+    r = rotation(
+        timedelta(hours=12), timezone="America/New_York", start=date(2026, 10, 31), members=(A, B)
+    )
     # 09:00 EDT = 13:00 UTC; 01:00 UTC; then 13:00 UTC on Nov 1 = 08:00 EST.
     assert r.on_call_at(local(NEW_YORK, 2026, 11, 1, 7, 59)) == B
     assert r.on_call_at(local(NEW_YORK, 2026, 11, 1, 8, 0)) == A
@@ -182,18 +202,26 @@ def test_nobody_is_on_call_before_the_first_handoff() -> None:
 @pytest.mark.parametrize("shift", ["daily", "weekly", timedelta(hours=8)])
 def test_a_one_member_rotation_is_always_that_member(shift: ShiftLength) -> None:
     r = rotation(shift, members=(A,))
-    instants = [local(BERLIN, 2026, 1, 5, 9, 0), local(BERLIN, 2026, 3, 29, 4, 0),
-                local(BERLIN, 2026, 10, 25, 2, 30, fold=1), local(BERLIN, 2031, 7, 1, 0, 0)]
+    instants = [
+        local(BERLIN, 2026, 1, 5, 9, 0),
+        local(BERLIN, 2026, 3, 29, 4, 0),
+        local(BERLIN, 2026, 10, 25, 2, 30, fold=1),
+        local(BERLIN, 2031, 7, 1, 0, 0),
+    ]
     assert {r.on_call_at(i) for i in instants} == {A}
     assert r.on_call_at(local(BERLIN, 2026, 1, 5, 8, 59)) is None
 
 
-@pytest.mark.parametrize(("shift", "first_handoff_of_1000"), [
-    ("weekly", local(BERLIN, 2026, 1, 5, 9, 0).replace(tzinfo=None) + timedelta(days=7000)),
-    ("daily", local(BERLIN, 2026, 1, 5, 9, 0).replace(tzinfo=None) + timedelta(days=1000)),
-])
-def test_shift_1000_is_exact_long_after_start(shift: ShiftLength,
-                                             first_handoff_of_1000: datetime) -> None:
+@pytest.mark.parametrize(
+    ("shift", "first_handoff_of_1000"),
+    [
+        ("weekly", local(BERLIN, 2026, 1, 5, 9, 0).replace(tzinfo=None) + timedelta(days=7000)),
+        ("daily", local(BERLIN, 2026, 1, 5, 9, 0).replace(tzinfo=None) + timedelta(days=1000)),
+    ],
+)
+def test_shift_1000_is_exact_long_after_start(
+    shift: ShiftLength, first_handoff_of_1000: datetime
+) -> None:
     r = rotation(shift)
     at = first_handoff_of_1000.replace(tzinfo=BERLIN)
     assert r.on_call_at(at) == (A, B, C)[1000 % 3]
@@ -230,7 +258,8 @@ def test_an_override_covers_its_start_but_not_its_end() -> None:
     assert r.on_call_at(local(BERLIN, 2026, 12, 24, 0, 0)) == DAVE
     assert r.on_call_at(local(BERLIN, 2026, 12, 26, 23, 59)) == DAVE
     assert r.on_call_at(local(BERLIN, 2026, 12, 27, 0, 0)) == rotation().on_call_at(
-        local(BERLIN, 2026, 12, 27, 0, 0))
+        local(BERLIN, 2026, 12, 27, 0, 0)
+    )
 
 
 def test_override_times_are_local_to_the_rotation_not_utc() -> None:
@@ -264,24 +293,39 @@ def test_aware_override_times_are_taken_as_they_are() -> None:
 # ---------------------------------------------------------------- domain validation
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"members": ()}, "at least one member"),
-    ({"members": (A, "")}, "at least one member"),
-    ({"timezone": "Europe/Atlantis"}, "not a known time zone"),
-    ({"timezone": "../etc/passwd"}, "not a known time zone"),
-    ({"shift": timedelta(seconds=30)}, "at least 1m"),
-    ({"shift": "monthly"}, "daily, weekly or a duration"),
-    ({"handoff": time(9, 0, tzinfo=UTC)}, "local time"),
-    ({"overrides": (Override(DAVE, datetime(2026, 2, 2), datetime(2026, 2, 2)),)},
-     "must end after it starts"),
-    ({"overrides": (Override(DAVE, datetime(2026, 2, 3), datetime(2026, 2, 2)),)},
-     "must end after it starts"),
-    ({"overrides": (Override("", datetime(2026, 2, 2), datetime(2026, 2, 3)),)},
-     "needs a user"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"members": ()}, "at least one member"),
+        ({"members": (A, "")}, "at least one member"),
+        ({"timezone": "Europe/Atlantis"}, "not a known time zone"),
+        ({"timezone": "../etc/passwd"}, "not a known time zone"),
+        ({"shift": timedelta(seconds=30)}, "at least 1m"),
+        ({"shift": "monthly"}, "daily, weekly or a duration"),
+        ({"handoff": time(9, 0, tzinfo=UTC)}, "local time"),
+        (
+            {"overrides": (Override(DAVE, datetime(2026, 2, 2), datetime(2026, 2, 2)),)},
+            "must end after it starts",
+        ),
+        (
+            {"overrides": (Override(DAVE, datetime(2026, 2, 3), datetime(2026, 2, 2)),)},
+            "must end after it starts",
+        ),
+        (
+            {"overrides": (Override("", datetime(2026, 2, 2), datetime(2026, 2, 3)),)},
+            "needs a user",
+        ),
+    ],
+)
 def test_an_unusable_rotation_is_refused(changes: dict[str, Any], message: str) -> None:
-    fields: dict[str, Any] = {"name": "r", "timezone": "Europe/Berlin", "start": date(2026, 1, 5),
-                              "shift": "weekly", "handoff": time(9), "members": (A,)}
+    fields: dict[str, Any] = {
+        "name": "r",
+        "timezone": "Europe/Berlin",
+        "start": date(2026, 1, 5),
+        "shift": "weekly",
+        "handoff": time(9),
+        "members": (A,),
+    }
     with pytest.raises(RotationError, match=message):
         StaticRotation(**{**fields, **changes})
 
@@ -361,53 +405,83 @@ def test_to_static_rotation_computes_the_same_schedule() -> None:
     assert r.on_call_at(local(BERLIN, 2026, 12, 25, 9, 0)) == DAVE
 
 
-STATIC: dict[str, Any] = {"type": "static", "timezone": "Europe/Berlin", "start": "2026-01-05",
-                          "shift": "weekly", "handoff": "09:00", "members": [A]}
+STATIC: dict[str, Any] = {
+    "type": "static",
+    "timezone": "Europe/Berlin",
+    "start": "2026-01-05",
+    "shift": "weekly",
+    "handoff": "09:00",
+    "members": [A],
+}
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"timezone": "Mars/Olympus"}, "not a known time zone"),
-    ({"handoff": "9:00"}, "24-hour local time"),
-    ({"handoff": "24:00"}, "24-hour local time"),
-    ({"handoff": 600}, "in quotes"),  # YAML 1.1 reads an unquoted 10:00 as 600
-    ({"shift": "fortnightly"}, "daily, weekly, or a duration"),
-    ({"shift": 3600}, "daily, weekly, or a duration"),
-    ({"shift": "30s"}, "at least 1m"),
-    ({"members": []}, "at least 1 item"),
-    ({"members": ["alice"]}, "not a Slack user id"),
-    ({"start": "2026-01-05T09:00:00"}, "write a date"),
-    ({"start": "2026-01-05T00:00:00"}, "write a date"),
-    ({"start": datetime(2026, 1, 5, 9, 0)}, "write a date"),  # unquoted YAML timestamp
-    ({"start": "5.1.2026"}, "write a date"),
-    ({"overrides": [{"user": DAVE, "from": "2026-12-27T00:00", "to": "2026-12-24T00:00"}]},
-     "must end after it starts"),
-    ({"overrides": [{"user": DAVE, "from": "2026-12-24T00:00+01:00",
-                     "to": "2026-12-27T00:00"}]}, "without an offset"),
-    ({"overrides": [{"user": "dave", "from": "2026-12-24T00:00", "to": "2026-12-27T00:00"}]},
-     "not a Slack user id"),
-    ({"overrides": [{"user": DAVE, "from": "2026-12-24T00:00", "until": "2026-12-27"}]},
-     "Field required"),
-    ({"members": [A], "owner": "me"}, "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"timezone": "Mars/Olympus"}, "not a known time zone"),
+        ({"handoff": "9:00"}, "24-hour local time"),
+        ({"handoff": "24:00"}, "24-hour local time"),
+        ({"handoff": 600}, "in quotes"),  # YAML 1.1 reads an unquoted 10:00 as 600
+        ({"shift": "fortnightly"}, "daily, weekly, or a duration"),
+        ({"shift": 3600}, "daily, weekly, or a duration"),
+        ({"shift": "30s"}, "at least 1m"),
+        ({"members": []}, "at least 1 item"),
+        ({"members": ["alice"]}, "not a Slack user id"),
+        ({"start": "2026-01-05T09:00:00"}, "write a date"),
+        ({"start": "2026-01-05T00:00:00"}, "write a date"),
+        ({"start": datetime(2026, 1, 5, 9, 0)}, "write a date"),  # unquoted YAML timestamp
+        ({"start": "5.1.2026"}, "write a date"),
+        (
+            {"overrides": [{"user": DAVE, "from": "2026-12-27T00:00", "to": "2026-12-24T00:00"}]},
+            "must end after it starts",
+        ),
+        (
+            {
+                "overrides": [
+                    {"user": DAVE, "from": "2026-12-24T00:00+01:00", "to": "2026-12-27T00:00"}
+                ]
+            },
+            "without an offset",
+        ),
+        (
+            {"overrides": [{"user": "dave", "from": "2026-12-24T00:00", "to": "2026-12-27T00:00"}]},
+            "not a Slack user id",
+        ),
+        (
+            {"overrides": [{"user": DAVE, "from": "2026-12-24T00:00", "until": "2026-12-27"}]},
+            "Field required",
+        ),
+        ({"members": [A], "owner": "me"}, "Extra inputs are not permitted"),
+    ],
+)
 def test_an_invalid_static_rotation_is_refused(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         parse({"r": {**STATIC, **changes}})
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ({"type": "pagerduty"}, "exactly one of schedule_id or escalation_policy_id"),
-    ({"type": "pagerduty", "schedule_id": "PABC123", "escalation_policy_id": "PXYZ789"},
-     "exactly one of schedule_id or escalation_policy_id"),
-    ({"type": "pagerduty", "schedule_id": "PABC123", "escalation_level": 2},
-     "only applies with escalation_policy_id"),
-    ({"type": "pagerduty", "escalation_policy_id": "PXYZ789", "escalation_level": 0},
-     "greater than or equal to 1"),
-    ({"type": "pagerduty", "schedule_id": "pabc 123"}, "not a PagerDuty id"),
-    ({"type": "pagerduty", "schedule_id": "PABC123", "token": "x"}, "Extra inputs"),
-    ({"type": "usergroup", "usergroup": "sre-leads"}, "not a Slack user group id"),
-    ({"type": "usergroup"}, "Field required"),
-    ({"type": "opsgenie", "schedule": "x"}, "does not match any of the expected tags"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"type": "pagerduty"}, "exactly one of schedule_id or escalation_policy_id"),
+        (
+            {"type": "pagerduty", "schedule_id": "PABC123", "escalation_policy_id": "PXYZ789"},
+            "exactly one of schedule_id or escalation_policy_id",
+        ),
+        (
+            {"type": "pagerduty", "schedule_id": "PABC123", "escalation_level": 2},
+            "only applies with escalation_policy_id",
+        ),
+        (
+            {"type": "pagerduty", "escalation_policy_id": "PXYZ789", "escalation_level": 0},
+            "greater than or equal to 1",
+        ),
+        ({"type": "pagerduty", "schedule_id": "pabc 123"}, "not a PagerDuty id"),
+        ({"type": "pagerduty", "schedule_id": "PABC123", "token": "x"}, "Extra inputs"),
+        ({"type": "usergroup", "usergroup": "sre-leads"}, "not a Slack user group id"),
+        ({"type": "usergroup"}, "Field required"),
+        ({"type": "opsgenie", "schedule": "x"}, "does not match any of the expected tags"),
+    ],
+)
 def test_an_invalid_provider_rotation_is_refused(raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         parse({"r": raw})

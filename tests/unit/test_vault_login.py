@@ -82,8 +82,9 @@ class ScriptedLogin(Login):
         client.token = token
 
 
-def keeper_with(login_fail: bool = False, delay: float = 0.0) -> tuple[TokenKeeper, FakeVault,
-                                                                       ScriptedLogin]:
+def keeper_with(
+    login_fail: bool = False, delay: float = 0.0
+) -> tuple[TokenKeeper, FakeVault, ScriptedLogin]:
     vault = FakeVault()
     login = ScriptedLogin(vault)
     keeper = TokenKeeper(vault.client, login)  # type: ignore[arg-type]
@@ -111,8 +112,10 @@ def test_failed_log_ins_are_not_repeated_by_every_waiting_thread() -> None:
     keeper, vault, login = keeper_with(login_fail=True, delay=0.2)
     del vault.alive["token-1"]
     results: list[bool] = []
-    threads = [threading.Thread(target=lambda: results.append(
-        keeper.login_again_after_denied("token-1"))) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: results.append(keeper.login_again_after_denied("token-1")))
+        for _ in range(8)
+    ]
     started = time.monotonic()
     for thread in threads:
         thread.start()
@@ -126,8 +129,12 @@ def test_failed_log_ins_are_not_repeated_by_every_waiting_thread() -> None:
 def test_a_renewal_capped_by_max_ttl_is_not_tried_again() -> None:
     vault = FakeVault()
     keeper = TokenKeeper(vault.client, TokenLogin("fixed-token"))  # type: ignore[arg-type]
-    vault.alive["fixed-token"] = {"ttl": 10, "renewable": True, "creation_ttl": 40,
-                                  "explicit_max_ttl": 50}
+    vault.alive["fixed-token"] = {
+        "ttl": 10,
+        "renewable": True,
+        "creation_ttl": 40,
+        "explicit_max_ttl": 50,
+    }
     keeper.log_in()
     vault.renew_grants = 10  # Vault grants less than asked: the max TTL is near
     waits = [keeper.tend() for _ in range(5)]
@@ -141,8 +148,11 @@ def test_an_outage_after_the_token_expired_is_retried_calmly_and_logged_once(
 ) -> None:
     vault = FakeVault()
     now = [1000.0]
-    keeper = TokenKeeper(vault.client, ScriptedLogin(vault),  # type: ignore[arg-type]
-                         clock=lambda: now[0])
+    keeper = TokenKeeper(
+        vault.client,
+        ScriptedLogin(vault),  # type: ignore[arg-type]
+        clock=lambda: now[0],
+    )
     keeper.log_in()
     vault.down = True
     now[0] += 4000  # the token's hour is over
@@ -159,8 +169,7 @@ def test_an_outage_after_the_token_expired_is_retried_calmly_and_logged_once(
 
 def test_a_periodic_token_with_an_explicit_max_ttl_will_die() -> None:
     vault = FakeVault()
-    vault.alive["t"] = {"ttl": 3600, "renewable": True, "period": 3600,
-                        "explicit_max_ttl": 7200}
+    vault.alive["t"] = {"ttl": 3600, "renewable": True, "period": 3600, "explicit_max_ttl": 7200}
     keeper = TokenKeeper(vault.client, TokenLogin("t"))  # type: ignore[arg-type]
     keeper.log_in()
     assert keeper.status().dies_unrenewed

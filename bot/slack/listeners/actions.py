@@ -24,8 +24,9 @@ from bot.slack import blocks
 from bot.slack.ids import ActionId
 
 
-def _reply(body: dict[str, Any], respond: Respond, client: WebClient, text: str,
-           problem: bool) -> None:
+def _reply(
+    body: dict[str, Any], respond: Respond, client: WebClient, text: str, problem: bool
+) -> None:
     if body.get("response_url"):
         respond(text=text, response_type="ephemeral", replace_original=False)
     elif problem:
@@ -33,8 +34,14 @@ def _reply(body: dict[str, Any], respond: Respond, client: WebClient, text: str,
         client.chat_postMessage(channel=channel, text=text)
 
 
-def _run(body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient,
-         step: Callable[[int, str], RequestView], done: Callable[[RequestView], str]) -> None:
+def _run(
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Respond,
+    client: WebClient,
+    step: Callable[[int, str], RequestView],
+    done: Callable[[RequestView], str],
+) -> None:
     try:
         view = step(parse_request_id(action["value"]), body["user"]["id"])
     except UserError as err:
@@ -46,44 +53,76 @@ def _run(body: dict[str, Any], action: dict[str, Any], respond: Respond, client:
 def _decided(verb: str) -> Callable[[RequestView], str]:
     def text(view: RequestView) -> str:
         if view.status is RequestStatus.PENDING:
-            return (f"You {verb} request #{view.id}; it still needs "
-                    f"{view.approvals_required - len(view.approved_by)} more approval(s).")
+            return (
+                f"You {verb} request #{view.id}; it still needs "
+                f"{view.approvals_required - len(view.approved_by)} more approval(s)."
+            )
         return f"You {verb} request #{view.id}; it is now {view.status.label}."
+
     return text
 
 
 def register(app: App, lifecycle: AccessLifecycle) -> None:
     @app.action(ActionId.APPROVE.value)
-    def approve(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-                client: WebClient) -> None:
+    def approve(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
         ack()
-        _run(body, action, respond, client,
-             lambda rid, user: lifecycle.decide(rid, user, approve=True), _decided("approved"))
+        _run(
+            body,
+            action,
+            respond,
+            client,
+            lambda rid, user: lifecycle.decide(rid, user, approve=True),
+            _decided("approved"),
+        )
 
     @app.action(ActionId.DENY.value)
-    def deny(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-             client: WebClient) -> None:
+    def deny(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
         ack()
-        _run(body, action, respond, client,
-             lambda rid, user: lifecycle.decide(rid, user, approve=False), _decided("denied"))
+        _run(
+            body,
+            action,
+            respond,
+            client,
+            lambda rid, user: lifecycle.decide(rid, user, approve=False),
+            _decided("denied"),
+        )
 
     @app.action(ActionId.REVIEW.value)
-    def review(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-               client: WebClient) -> None:
+    def review(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
         ack()
-        _run(body, action, respond, client, lifecycle.review,
-             lambda view: f"You reviewed break-glass access #{view.id}.")
+        _run(
+            body,
+            action,
+            respond,
+            client,
+            lifecycle.review,
+            lambda view: f"You reviewed break-glass access #{view.id}.",
+        )
 
     @app.action(ActionId.REVOKE.value)
-    def revoke(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-               client: WebClient) -> None:
+    def revoke(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
         ack()
-        _run(body, action, respond, client, lifecycle.revoke_early,
-             lambda view: f"Request #{view.id} is now {view.status.label}.")
+        _run(
+            body,
+            action,
+            respond,
+            client,
+            lifecycle.revoke_early,
+            lambda view: f"Request #{view.id} is now {view.status.label}.",
+        )
 
     @app.action(ActionId.EXTEND.value)
-    def extend(ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond,
-               client: WebClient) -> None:
+    def extend(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
         ack()  # the trigger_id lives three seconds: open the form before anything slow
         try:
             view = lifecycle.get(parse_request_id(action["value"]))
@@ -97,5 +136,6 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
     @app.action(ActionId.OPEN_REQUEST_FORM.value)
     def open_form(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        client.views_open(trigger_id=body["trigger_id"],
-                          view=blocks.request_modal(lifecycle.policy, None))
+        client.views_open(
+            trigger_id=body["trigger_id"], view=blocks.request_modal(lifecycle.policy, None)
+        )

@@ -28,15 +28,20 @@ log = logging.getLogger(__name__)
 
 def register(app: App, lifecycle: AccessLifecycle) -> None:
     @app.command(COMMAND)
-    def debug_access(ack: Ack, command: dict[str, Any], respond: Respond,
-                     client: WebClient) -> None:
+    def debug_access(
+        ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient
+    ) -> None:
         user = command["user_id"]
         policy = lifecycle.policy
         try:
             intent = parse_command(command.get("text", ""))
-            valid = (validate_request(policy.resources, intent.resource, intent.duration_text,
-                                      intent.reason)
-                     if isinstance(intent, RequestAccess) else None)
+            valid = (
+                validate_request(
+                    policy.resources, intent.resource, intent.duration_text, intent.reason
+                )
+                if isinstance(intent, RequestAccess)
+                else None
+            )
         except UserError as err:
             ack(text=f":warning: {err}")
             return
@@ -45,8 +50,10 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
             return
         if isinstance(intent, OpenRequestForm):
             ack()  # the trigger_id lives three seconds: open the modal before anything slow
-            client.views_open(trigger_id=command["trigger_id"],
-                              view=blocks.request_modal(policy, command.get("channel_id")))
+            client.views_open(
+                trigger_id=command["trigger_id"],
+                view=blocks.request_modal(policy, command.get("channel_id")),
+            )
             return
         ack()
         try:
@@ -56,12 +63,12 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
                 view = lifecycle.revoke_early(intent.request_id, user)
                 respond(text=f"Request #{view.id} is now {view.status.label}.")
             elif isinstance(intent, ExtendGrant):
-                result = lifecycle.request_extension(intent.request_id, user,
-                                                     intent.duration_text)
+                result = lifecycle.request_extension(intent.request_id, user, intent.duration_text)
                 respond(text=blocks.confirmation_text(result.view, result.asked))
             elif isinstance(intent, RequestAccess) and valid is not None:
-                result = lifecycle.submit(user, valid, command.get("channel_id"),
-                                          break_glass=intent.break_glass)
+                result = lifecycle.submit(
+                    user, valid, command.get("channel_id"), break_glass=intent.break_glass
+                )
                 respond(text=blocks.confirmation_text(result.view, result.asked))
         except UserError as err:
             respond(text=f":warning: {err}")

@@ -59,16 +59,16 @@ def _confirm(client: WebClient, user: str, channel: str | None, text: str) -> No
 
 def register(app: App, lifecycle: AccessLifecycle) -> None:
     @app.view(CallbackId.REQUEST_MODAL.value)
-    def submit_request(ack: Ack, body: dict[str, Any], view: dict[str, Any],
-                       client: WebClient) -> None:
+    def submit_request(
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+    ) -> None:
         user = body["user"]["id"]
         values = view.get("state", {}).get("values", {})
         resource = _field(values, BlockId.RESOURCE, InputId.RESOURCE)
         duration = _field(values, BlockId.DURATION, InputId.DURATION)
         reason = _field(values, BlockId.REASON, InputId.REASON)
         try:
-            valid = validate_request(lifecycle.policy.resources, resource, duration or None,
-                                     reason)
+            valid = validate_request(lifecycle.policy.resources, resource, duration or None, reason)
         except UserError as err:
             ack(response_action="errors", errors={_block_for(err).value: str(err)})
             return
@@ -81,10 +81,10 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
             text = f":warning: {err}"
         _confirm(client, user, channel, text)
 
-
     @app.view(CallbackId.EXTEND_MODAL.value)
-    def submit_extension(ack: Ack, body: dict[str, Any], view: dict[str, Any],
-                         client: WebClient) -> None:
+    def submit_extension(
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+    ) -> None:
         user = body["user"]["id"]
         values = view.get("state", {}).get("values", {})
         duration = _field(values, BlockId.EXTEND_DURATION, InputId.EXTEND_DURATION)
@@ -92,8 +92,10 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
             metadata = json.loads(view.get("private_metadata") or "{}")
             request_id = int(metadata["request_id"])
         except (ValueError, KeyError, TypeError):
-            ack(response_action="errors",
-                errors={BlockId.EXTEND_DURATION.value: "This form is out of date."})
+            ack(
+                response_action="errors",
+                errors={BlockId.EXTEND_DURATION.value: "This form is out of date."},
+            )
             return
         try:
             lifecycle.check_extension(request_id, user, duration)

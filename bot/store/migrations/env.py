@@ -20,9 +20,14 @@ target_metadata = SQLModel.metadata
 
 def run_offline() -> None:
     url = context.config.get_main_option("sqlalchemy.url")
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True,
-                      include_name=include_name, render_as_batch=str(url).startswith("sqlite"),
-                      dialect_opts={"paramstyle": "named"})
+    context.configure(
+        url=url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        include_name=include_name,
+        render_as_batch=str(url).startswith("sqlite"),
+        dialect_opts={"paramstyle": "named"},
+    )
     with context.begin_transaction():
         context.run_migrations()
 

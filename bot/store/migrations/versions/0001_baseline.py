@@ -63,9 +63,14 @@ def upgrade() -> None:
     op.create_index("ix_access_request_requester", "access_request", ["requester"])
     op.create_index("ix_access_request_resource", "access_request", ["resource"])
     op.create_index("ix_access_request_status", "access_request", ["status"])
-    op.create_index("ux_one_pending_extension", "access_request", ["parent_id"], unique=True,
-                    postgresql_where=sa.text(ONE_PENDING_EXTENSION),
-                    sqlite_where=sa.text(ONE_PENDING_EXTENSION))
+    op.create_index(
+        "ux_one_pending_extension",
+        "access_request",
+        ["parent_id"],
+        unique=True,
+        postgresql_where=sa.text(ONE_PENDING_EXTENSION),
+        sqlite_where=sa.text(ONE_PENDING_EXTENSION),
+    )
 
     op.create_table(
         "audit_event",
