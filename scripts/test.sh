@@ -3,7 +3,9 @@
 #
 # Works on a fresh Debian/Ubuntu machine (as root, non-interactive, CI=true or not):
 # installs PostgreSQL server binaries if missing (the tests start their own throwaway
-# cluster; the distribution's cluster is never used), creates .venv, installs the project
+# cluster; the distribution's cluster is never used), the OpenSSH server and client if missing
+# (the tests start their own sshd on a loopback port; the system one is never used), creates
+# .venv, installs the project
 # with its test extras (which bring the `bao` OpenBao binary), then runs ruff (lint and format), mypy,
 # lint-imports and pytest.
 set -euo pipefail
@@ -48,6 +50,33 @@ fi
 if is_root && ! id -u postgres >/dev/null 2>&1; then
     log "creating OS user postgres"
     useradd --system --user-group --no-create-home --shell /usr/sbin/nologin postgres
+fi
+
+# --- OpenSSH server and client -----------------------------------------------------------------
+# The SSH certificate tests run their own /usr/sbin/sshd on a random loopback port and log in
+# with the system `ssh` client. Only the binaries are wanted: if installing the package started
+# the distribution's sshd on port 22, stop it again (outside containers, whose policy-rc.d
+# usually keeps services from starting at all). It is only stopped when we installed it.
+ssh_packages=()
+[ -x /usr/sbin/sshd ] || ssh_packages+=(openssh-server)
+{ command -v ssh >/dev/null && command -v ssh-keygen >/dev/null; } || ssh_packages+=(openssh-client)
+if [ "${#ssh_packages[@]}" -gt 0 ]; then
+    if is_root && command -v apt-get >/dev/null; then
+        apt_install "${ssh_packages[@]}"
+        if [[ " ${ssh_packages[*]} " == *" openssh-server "* ]]; then
+            log "stopping the system sshd the package may have started (tests run their own)"
+            if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+                systemctl stop ssh.service ssh.socket >/dev/null 2>&1 || true
+            else
+                service ssh stop >/dev/null 2>&1 || true
+            fi
+        fi
+    else
+        die "OpenSSH not found (need /usr/sbin/sshd, ssh and ssh-keygen).
+Install them, e.g.: sudo apt-get install -y openssh-server openssh-client   (Debian/Ubuntu)
+then re-run: bash scripts/test.sh"
+    fi
+    [ -x /usr/sbin/sshd ] || die "openssh-server installed but /usr/sbin/sshd still not found"
 fi
 
 # --- Python >= 3.11 and the virtualenv ------------------------------------------------------
