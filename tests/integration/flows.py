@@ -37,14 +37,14 @@ def policy_for(vault_path: str, **overrides: Any) -> dict[str, Any]:
         "resources": {
             "payments-db": {
                 "description": "Read-only SQL on the payments replica",
-                "vault_path": vault_path,
+                "grant": {"type": "dynamic_secret", "path": vault_path},
                 "default_duration": "30m",
                 "max_duration": "4h",
                 "approvers": [ALICE, BOB],
             },
             "orders-logs": {
                 "description": "Read the orders service's secrets",
-                "vault_policies": ["orders-logs-read"],
+                "grant": {"type": "vault_token", "policies": ["orders-logs-read"]},
                 "max_duration": "2h",
                 "approvers": [ALICE],
             },
