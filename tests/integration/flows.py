@@ -54,6 +54,19 @@ def policy_for(vault_path: str, **overrides: Any) -> dict[str, Any]:
     return policy
 
 
+def legacy_policy_for(vault_path: str, **overrides: Any) -> dict[str, Any]:
+    """``policy_for`` written with the keys from before ``grant:`` (``vault_path`` and
+    ``vault_policies``): what the last release reads, and what this one must still read."""
+    policy = policy_for(vault_path, **overrides)
+    for resource in policy["resources"].values():
+        grant = resource.pop("grant")
+        if grant["type"] == "dynamic_secret":
+            resource["vault_path"] = grant["path"]
+        else:
+            resource["vault_policies"] = grant["policies"]
+    return policy
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
     """Poll until ``predicate()`` is truthy; return its value."""
     deadline = time.monotonic() + timeout
