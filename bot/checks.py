@@ -30,6 +30,8 @@ def run_checks() -> int:
         f"environment and policy {settings.debug_access_policy} "
         f"({len(policy.resources)} resources, delivery: {policy.delivery})",
     )
+    for deprecation in policy.deprecations():
+        _say(True, deprecation, "warn")
     failures = 0
 
     def attempt(what: str, check: Callable[[], list[str]]) -> None:

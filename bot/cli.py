@@ -48,20 +48,14 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def cmd_vault_policy(_args: argparse.Namespace) -> int:
     """Print the least-privilege Vault policy for the bot's own token, for this policy file."""
-    from bot.vault import bot_policy_hcl
+    from bot.vault import bot_policy_hcl, lease_prefixes
 
     try:
         policy = load_policy(load_settings_for_policy())
     except PolicyError as exc:
         raise ConfigProblem(f"The policy file is invalid:\n{exc}") from None
-    prefixes = sorted(
-        {
-            res.vault_path.rsplit("/", 1)[0] + "/"
-            for res in policy.resources.values()
-            if res.vault_path
-        }
-    )
-    print(bot_policy_hcl(lease_prefixes=tuple(prefixes)), end="")  # noqa: T201
+    prefixes = lease_prefixes([res.grant for res in policy.resources.values()])
+    print(bot_policy_hcl(lease_prefixes=prefixes), end="")  # noqa: T201
     return 0
 
 

@@ -103,7 +103,7 @@ def write_demo_policy(approvers: list[str], approvals: str | None, audit: str | 
         "resources": {
             "demo-secrets": {
                 "description": "Read the demo KV secret at secret/demo/app",
-                "vault_policies": [DEMO_POLICY_NAME],
+                "grant": {"type": "vault_token", "policies": [DEMO_POLICY_NAME]},
                 "default_duration": "15m",
                 "max_duration": "1h",
                 "approvers": approvers,

@@ -5,8 +5,11 @@ with a fake and keeps every Vault detail (paths, token roles, error mapping) in 
 
 Issuing is split in two steps on purpose. ``create_grant_token`` makes the orphan token whose TTL
 is the approved duration; the lifecycle commits its accessor to the database *before* it calls
-``read_dynamic_secret``. If the bot dies between the two steps, the database still knows which
-token to revoke, and Vault ends the token on its own at the approved expiry anyway.
+``obtain``. If the bot dies between the two steps, the database still knows which token to
+revoke, and Vault ends the token on its own at the approved expiry anyway.
+
+The lifecycle never asks what kind of grant it issues (``bot.domain.grant_kinds``): the spec
+carries the kind, and the issuer decides what creating the token and obtaining mean for it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from bot.domain.grant_kinds import GrantKind
 from bot.logs import remember_secret
 
 
@@ -70,8 +74,7 @@ class GrantSpec:
     resource: str
     ttl: timedelta
     max_ttl: timedelta
-    vault_path: str | None = None
-    vault_policies: tuple[str, ...] = ()
+    grant: GrantKind
 
 
 @dataclass(frozen=True)
@@ -85,12 +88,21 @@ class GrantToken:
 
 
 @dataclass(frozen=True)
-class DynamicSecret:
-    """A leased secret read with the grant token (for example database credentials)."""
+class Obtained:
+    """What a grant gives the requester, obtained with the grant token.
 
-    lease_id: str
-    lease_expires_at: datetime
+    ``values`` is what the requester receives (database credentials, or the grant token itself).
+    A lease, when the kind has one (a dynamic secret), is a child of the grant token: the bot
+    records it to revoke and renew it, and it may end before the token does.
+    """
+
     values: Mapping[str, SecretValue] = field(default_factory=dict)
+    lease_id: str | None = None
+    lease_expires_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if (self.lease_id is None) != (self.lease_expires_at is None):
+            raise ValueError("a lease has both an id and an expiry, or neither")
 
 
 class Issuer(Protocol):
@@ -99,10 +111,11 @@ class Issuer(Protocol):
     def create_grant_token(self, spec: GrantSpec) -> GrantToken:
         """Create an orphan, non-renewable-by-the-user token with TTL = spec.ttl."""
 
-    def read_dynamic_secret(self, token: GrantToken, path: str) -> DynamicSecret:
-        """Read a leased secret at ``path`` *with the grant token*, so the lease dies with it.
+    def obtain(self, token: GrantToken, spec: GrantSpec) -> Obtained:
+        """Obtain what ``spec.grant`` gives *with the grant token*, so any lease dies with it.
 
-        Not idempotent in Vault (each read makes a new database user): never retried blindly.
+        May not be idempotent in Vault (each dynamic-secret read makes a new database user):
+        never retried blindly.
         """
 
     def wrap(self, values: Mapping[str, str], ttl: timedelta) -> WrappedSecret:

@@ -7,7 +7,6 @@ a half-understood access policy is worse than no bot at all.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +17,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -33,6 +34,7 @@ from bot.domain.durations import (
     format_duration,
     parse_duration,
 )
+from bot.domain.grant_kinds import GRANT_KINDS, GRANT_TYPES, GrantKind, from_legacy_key
 from bot.domain.identifiers import (
     POLICY_NAME,
     SLACK_CHANNEL_ID,
@@ -47,7 +49,9 @@ from bot.oncall.config import (
 )
 
 RESOURCE_NAME = POLICY_NAME
-VAULT_POLICY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+#: The grant kinds, told apart by ``type:`` (pydantic builds the domain dataclasses directly).
+Grant = Annotated[GrantKind, Field(discriminator="type")]
+_GRANT_EXAMPLES = " or ".join(f"{{type: {t}, ...}}" for t in GRANT_TYPES)
 
 
 class PolicyError(Exception):
@@ -95,11 +99,10 @@ class BreakGlass(_Strict):
 
 
 class Resource(_Strict):
-    """One thing people can ask access to: a leased Vault path, or a token with Vault policies."""
+    """One thing people can ask access to, and what kind of grant it gives (``grant:``)."""
 
     description: str = ""
-    vault_path: str | None = None
-    vault_policies: tuple[str, ...] = ()
+    grant: Grant
     default_duration: Duration | None = None
     max_duration: Duration
     approvers: tuple[str, ...] = Field(min_length=1)
@@ -108,6 +111,43 @@ class Resource(_Strict):
     pending_ttl: Duration = timedelta(hours=1)
     requesters: tuple[str, ...] = ()
     break_glass: BreakGlass | None = None
+    # The pre-`grant:` key this resource was written with (None: written with `grant:`), so
+    # `debug-access check` can say how to write it today.
+    _legacy_key: str | None = PrivateAttr(default=None)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _legacy_grant_keys(
+        cls, data: Any, handler: ModelWrapValidatorHandler[Resource]
+    ) -> Resource:
+        """Read the legacy ``vault_path`` / ``vault_policies`` keys as the ``grant:`` they mean.
+
+        Policy files written before ``grant:`` keep working; ``check`` says how to rewrite them.
+        """
+        legacy: str | None = None
+        if isinstance(data, dict):
+            used = [kind.legacy_key for kind in GRANT_KINDS if kind.legacy_key in data]
+            if len(used) > 1:
+                raise ValueError(f"set exactly one of {' or '.join(used)}")
+            if used and "grant" in data:
+                raise ValueError(f"set grant: or the legacy {used[0]}, not both")
+            if not used and "grant" not in data:
+                raise ValueError(f"set grant: {_GRANT_EXAMPLES}")
+            if used:
+                legacy = used[0]
+                value = data[legacy]
+                data = {k: v for k, v in data.items() if k != legacy}
+                data["grant"] = from_legacy_key(legacy, value)
+        resource = handler(data)
+        resource._legacy_key = legacy
+        return resource
+
+    @property
+    def deprecation(self) -> str | None:
+        """How to write this resource's grant today, when it uses a legacy key."""
+        if self._legacy_key is None:
+            return None
+        return f"{self._legacy_key} is deprecated; write grant: {self.grant.as_yaml()}"
 
     @field_validator("requesters")
     @classmethod
@@ -117,25 +157,6 @@ class Resource(_Strict):
                 raise ValueError(
                     f"{entry!r} is neither a Slack user id nor a user group id (like S0123ABCD)"
                 )
-        return value
-
-    @field_validator("vault_path")
-    @classmethod
-    def _path(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        cleaned = value.strip().strip("/")
-        if not cleaned or any(c in cleaned for c in "*+ \"'\n") or ".." in cleaned:
-            raise ValueError("must be a plain Vault path such as database/creds/payments-readonly")
-        return cleaned
-
-    @field_validator("vault_policies")
-    @classmethod
-    def _policies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for name in value:
-            # `default` carries renew-self: a holder could extend their own access.
-            if not VAULT_POLICY_NAME.fullmatch(name) or name in {"root", "default"}:
-                raise ValueError(f"{name!r} is not an allowed Vault policy name")
         return value
 
     @field_validator("approvers")
@@ -150,8 +171,6 @@ class Resource(_Strict):
 
     @model_validator(mode="after")
     def _shape(self) -> Resource:
-        if bool(self.vault_path) == bool(self.vault_policies):
-            raise ValueError("set exactly one of vault_path or vault_policies")
         if not MINIMUM_GRANT <= self.max_duration <= MAXIMUM_GRANT:
             raise ValueError(
                 f"max_duration must be between {format_duration(MINIMUM_GRANT)} "
@@ -168,10 +187,6 @@ class Resource(_Strict):
         ):
             raise ValueError("default_duration must be between 1m and max_duration")
         return self
-
-    @property
-    def kind(self) -> Literal["vault_path", "vault_policies"]:
-        return "vault_path" if self.vault_path else "vault_policies"
 
 
 class Policy(_Strict):
@@ -224,6 +239,14 @@ class Policy(_Strict):
     def resource(self, name: str) -> Resource | None:
         return self.resources.get(name)
 
+    def deprecations(self) -> list[str]:
+        """What this file still writes the old way, and how to write it today."""
+        return [
+            f"resources.{name}: {resource.deprecation}"
+            for name, resource in self.resources.items()
+            if resource.deprecation
+        ]
+
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """Safe YAML that refuses duplicate keys: a second `payments-db:` must not silently
@@ -244,8 +267,23 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _format_errors(source: str, error: ValidationError) -> str:
     lines = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        # pydantic puts the union's tag in the location (grant.dynamic_secret.path): the file
+        # has no such key, so name the one the operator wrote (grant.path).
+        loc = [
+            part
+            for i, part in enumerate(item["loc"])
+            if not (part in GRANT_TYPES and i > 0 and item["loc"][i - 1] == "grant")
+        ]
+        key = ".".join(str(part) for part in loc) or "(top level)"
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "unexpected_keyword_argument":  # a dataclass's word for it
+            message = "Extra inputs are not permitted"
+        at_grant = bool(loc) and loc[-1] == "grant"
+        if at_grant and item["type"] == "union_tag_invalid":
+            tag = item.get("ctx", {}).get("tag")
+            message = f"unknown type {tag!r}; write one of: {', '.join(GRANT_TYPES)}"
+        elif at_grant and item["type"] == "union_tag_not_found":
+            message = f"needs a type, one of: {', '.join(GRANT_TYPES)}"
         lines.append(f"{source}: {key}: {message}")
     return "\n".join(lines)
 

@@ -53,11 +53,9 @@ class Runtime:
 
 
 def vault_shapes(policy: Policy) -> list[ResourceGrantShape]:
+    """What the Vault set-up needs of each resource: its name and its grant kind."""
     return [
-        ResourceGrantShape(
-            name=name, vault_path=res.vault_path, vault_policies=tuple(res.vault_policies)
-        )
-        for name, res in policy.resources.items()
+        ResourceGrantShape(name=name, grant=res.grant) for name, res in policy.resources.items()
     ]
 
 

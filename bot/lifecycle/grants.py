@@ -21,10 +21,10 @@ from bot.domain.permissions import check_may_end
 from bot.domain.requests import RequestStatus, extension_limit
 from bot.domain.text import quote
 from bot.issuer import (
-    DynamicSecret,
     GrantSpec,
     GrantToken,
     IssuerError,
+    Obtained,
     SecretValue,
     WrappedSecret,
 )
@@ -71,8 +71,7 @@ class GrantMixin(LifecycleBase):
             resource=view.resource,
             ttl=view.duration,
             max_ttl=resource.max_duration,
-            vault_path=resource.vault_path,
-            vault_policies=resource.vault_policies,
+            grant=resource.grant,
         )
         try:
             token = self.issuer.create_grant_token(spec)
@@ -104,21 +103,15 @@ class GrantMixin(LifecycleBase):
             log.warning("request %s left APPROVED while issuing; token revoked", view.id)
             return self.get(view.id)
         try:
-            secret = (
-                self.issuer.read_dynamic_secret(token, resource.vault_path)
-                if resource.vault_path
-                else None
-            )
+            secret = self.issuer.obtain(token, spec)
         except IssuerError as exc:
             return self._fail_issue(view, grant_id, f"Vault could not issue the secret: {exc}")
-        expires_at = token.expires_at
-        if secret is not None:
-            expires_at = min(expires_at, self._stretch_lease(token, secret))
+        expires_at = min(token.expires_at, self._stretch_lease(token, secret))
         now = self.clock.now()
         with transaction(self.engine) as session:
             grant_row = self._grant(session, grant_id)
             grant_row.status = GrantStatus.ACTIVE
-            grant_row.lease_id = secret.lease_id if secret else None
+            grant_row.lease_id = secret.lease_id
             grant_row.expires_at = expires_at
             session.add(grant_row)
             self._move(session, view.id, RequestStatus.ACTIVE, now)
@@ -226,10 +219,12 @@ class GrantMixin(LifecycleBase):
         self.end_grant(grant_id, EndReason.NOT_COLLECTED)
         return False
 
-    def _stretch_lease(self, token: GrantToken, secret: DynamicSecret) -> datetime:
+    def _stretch_lease(self, token: GrantToken, secret: Obtained) -> datetime:
         """A secrets engine's default lease TTL may be shorter than the approved duration (a
         database role's default_ttl): renew the lease up to the grant token's expiry, within the
         role's max_ttl. On failure keep the shorter lease; the requester is told it was capped."""
+        if secret.lease_id is None or secret.lease_expires_at is None:
+            return token.expires_at  # nothing leased: the token alone bounds the grant
         if secret.lease_expires_at >= token.expires_at - timedelta(seconds=5):
             return secret.lease_expires_at
         try:
@@ -242,11 +237,11 @@ class GrantMixin(LifecycleBase):
         self,
         view: RequestView,
         token: GrantToken,
-        secret: DynamicSecret | None,
+        secret: Obtained,
         now: datetime,
         expires_at: datetime,
     ) -> CredentialDelivery:
-        values: dict[str, SecretValue] = dict(secret.values) if secret else {"token": token.token}
+        values: dict[str, SecretValue] = dict(secret.values)
         notes: tuple[str, ...] = ()
         if expires_at < now + view.duration - timedelta(seconds=5):
             notes = (

@@ -37,20 +37,33 @@ def policy_for(vault_path: str, **overrides: Any) -> dict[str, Any]:
         "resources": {
             "payments-db": {
                 "description": "Read-only SQL on the payments replica",
-                "vault_path": vault_path,
+                "grant": {"type": "dynamic_secret", "path": vault_path},
                 "default_duration": "30m",
                 "max_duration": "4h",
                 "approvers": [ALICE, BOB],
             },
             "orders-logs": {
                 "description": "Read the orders service's secrets",
-                "vault_policies": ["orders-logs-read"],
+                "grant": {"type": "vault_token", "policies": ["orders-logs-read"]},
                 "max_duration": "2h",
                 "approvers": [ALICE],
             },
         },
     }
     policy.update(overrides)
+    return policy
+
+
+def legacy_policy_for(vault_path: str, **overrides: Any) -> dict[str, Any]:
+    """``policy_for`` written with the keys from before ``grant:`` (``vault_path`` and
+    ``vault_policies``): what the last release reads, and what this one must still read."""
+    policy = policy_for(vault_path, **overrides)
+    for resource in policy["resources"].values():
+        grant = resource.pop("grant")
+        if grant["type"] == "dynamic_secret":
+            resource["vault_path"] = grant["path"]
+        else:
+            resource["vault_policies"] = grant["policies"]
     return policy
 
 

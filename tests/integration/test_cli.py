@@ -89,7 +89,7 @@ def test_invalid_policy_stops_serve_naming_file_key_and_problem(
         {
             "resources": {
                 "payments-db": {
-                    "vault_path": "database/creds/x",
+                    "grant": {"type": "dynamic_secret", "path": "database/creds/x"},
                     "max_duration": "4 hours",
                     "approvers": ["U0ALICE"],
                 }

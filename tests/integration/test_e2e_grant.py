@@ -315,7 +315,7 @@ def test_vault_failure_at_approval_fails_cleanly(
 ) -> None:
     policy = policy_for(vault_db.path)
     policy["resources"]["broken-db"] = {
-        "vault_path": "database/creds/no-such-role",
+        "grant": {"type": "dynamic_secret", "path": "database/creds/no-such-role"},
         "max_duration": "1h",
         "approvers": [ALICE],
     }

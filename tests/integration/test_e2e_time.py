@@ -156,7 +156,7 @@ def test_failed_revocation_is_retried_alerted_and_never_marked_ended_early(
         mount_point=vault_db.mount,
     )
     policy = policy_for(vault_db.path)
-    policy["resources"]["payments-db"]["vault_path"] = f"{vault_db.mount}/creds/{fragile}"
+    policy["resources"]["payments-db"]["grant"]["path"] = f"{vault_db.mount}/creds/{fragile}"
     bot = run_bot(policy)
     request_id, creds = approve_and_unwrap(bot, slack, openbao, "payments-db 1h INC-13 fragile")
     sent = bot.sender.slash(REQUESTER, f"revoke {request_id}")

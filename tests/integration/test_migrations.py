@@ -37,8 +37,8 @@ from tests.integration.flows import (
     click,
     credentials_message,
     lease_gone,
+    legacy_policy_for,
     pg_login_and_select,
-    policy_for,
     request_access,
     request_status,
     unwrap_from,
@@ -253,7 +253,8 @@ def test_a_database_filled_by_the_last_release_is_upgraded_and_nothing_is_lost(
 ) -> None:
     # 1. The last release, as it ran in production: its own code, create_all at start.
     release = release_checkout(tmp_path / "release")
-    policy = policy_for(vault_db.path)
+    # The last release reads only the legacy grant keys; the new bot reads the same file.
+    policy = legacy_policy_for(vault_db.path)
     old = run_bot(policy, env={"PYTHONPATH": str(release)})
     package, migrates = imported_bot_package(old.env)
     assert package == str(release / "bot" / "__init__.py") and not migrates
@@ -375,7 +376,8 @@ def test_the_new_bot_upgrades_a_release_database_at_start(
     tmp_path: Path,
 ) -> None:
     release = release_checkout(tmp_path / "release")
-    policy = policy_for(vault_db.path)
+    # The last release reads only the legacy grant keys; the new bot reads the same file.
+    policy = legacy_policy_for(vault_db.path)
     old = run_bot(policy, env={"PYTHONPATH": str(release)})
     request_id = approve(old, slack, "payments-db 2h INC-75 across the upgrade")
     credentials_message(slack, REQUESTER, request_id)

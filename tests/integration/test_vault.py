@@ -18,7 +18,8 @@ import hvac
 import hvac.exceptions
 import pytest
 
-from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue
+from bot.domain.grant_kinds import DynamicSecretGrant, GrantKind, VaultTokenGrant
+from bot.issuer import GrantSpec, GrantToken, IssuerError, Obtained, SecretValue
 from bot.vault import (
     BOT_POLICY_HCL,
     SELF_LOOKUP_POLICY,
@@ -106,15 +107,22 @@ def spec(
     ttl: timedelta = timedelta(minutes=5),
     max_ttl: timedelta = timedelta(minutes=10),
 ) -> GrantSpec:
+    grant: GrantKind = (
+        DynamicSecretGrant(vault_path) if vault_path else VaultTokenGrant(vault_policies)
+    )
     return GrantSpec(
         request_id=next(_request_ids),
         requester="U0TESTER",
         resource=resource,
         ttl=ttl,
         max_ttl=max_ttl,
-        vault_path=vault_path,
-        vault_policies=vault_policies,
+        grant=grant,
     )
+
+
+def read(issuer: VaultIssuer, token: GrantToken, path: str, resource: str = "any") -> Obtained:
+    """Obtain a dynamic secret at ``path`` with ``token`` (what a dynamic_secret grant does)."""
+    return issuer.obtain(token, spec(resource, vault_path=path))
 
 
 # ---------------------------------------------------------------------------- fixtures
@@ -159,11 +167,11 @@ def broken_db_role(root: hvac.Client, vault_db: Any) -> str:
 @pytest.fixture(scope="module")
 def resources(vault_db: Any, kv: str, broken_db_role: str) -> list[ResourceGrantShape]:
     return [
-        ResourceGrantShape(PAYMENTS, vault_path=vault_db.path),
-        ResourceGrantShape(KV_RESOURCE, vault_policies=(KV_POLICY,)),
-        ResourceGrantShape(STATIC, vault_path=f"{kv}/allowed/config"),
-        ResourceGrantShape(MISSING, vault_path=f"{vault_db.mount}/creds/no-such-role"),
-        ResourceGrantShape(BROKEN, vault_path=broken_db_role),
+        ResourceGrantShape(PAYMENTS, DynamicSecretGrant(vault_db.path)),
+        ResourceGrantShape(KV_RESOURCE, VaultTokenGrant((KV_POLICY,))),
+        ResourceGrantShape(STATIC, DynamicSecretGrant(f"{kv}/allowed/config")),
+        ResourceGrantShape(MISSING, DynamicSecretGrant(f"{vault_db.mount}/creds/no-such-role")),
+        ResourceGrantShape(BROKEN, DynamicSecretGrant(broken_db_role)),
     ]
 
 
@@ -178,10 +186,10 @@ def issuer(openbao: Any, resources: list[ResourceGrantShape]) -> VaultIssuer:
 @pytest.fixture
 def payments_grant(
     issuer: VaultIssuer, vault_db: Any, root: hvac.Client
-) -> Iterator[tuple[GrantToken, DynamicSecret]]:
+) -> Iterator[tuple[GrantToken, Obtained]]:
     """A live payments grant: the token plus its database credentials. Cleaned up after."""
     token = issuer.create_grant_token(spec(PAYMENTS, vault_path=vault_db.path))
-    secret = issuer.read_dynamic_secret(token, vault_db.path)
+    secret = read(issuer, token, vault_db.path)
     yield token, secret
     issuer.revoke(token.accessor, secret.lease_id)
 
@@ -195,8 +203,8 @@ def test_ensure_setup_creates_policy_and_role_then_changes_nothing(
     role = f"vt-setup-{SUFFIX}"
     resource = f"vt-setup-res-{SUFFIX}"
     shapes = [
-        ResourceGrantShape(resource, vault_path=vault_db.path),
-        ResourceGrantShape(f"vt-setup-kv-{SUFFIX}", vault_policies=(KV_POLICY,)),
+        ResourceGrantShape(resource, DynamicSecretGrant(vault_db.path)),
+        ResourceGrantShape(f"vt-setup-kv-{SUFFIX}", VaultTokenGrant((KV_POLICY,))),
     ]
     iss = VaultIssuer(openbao.client(), token_role=role, retry_wait=0.01)
     policy = grant_policy_name(resource)
@@ -280,7 +288,7 @@ def test_least_privilege_bot_policy_is_enough(
     assert bot.check() == []
 
     grant = bot.create_grant_token(spec(PAYMENTS, vault_path=vault_db.path))
-    secret = bot.read_dynamic_secret(grant, vault_db.path)
+    secret = read(bot, grant, vault_db.path)
     bot.wrap({"password": secret.values["password"].reveal()}, timedelta(minutes=1))
     assert not bot.confirm_revoked(grant.accessor, secret.lease_id)
     bot.revoke(grant.accessor, secret.lease_id)
@@ -330,7 +338,7 @@ def test_path_grant_token_is_an_orphan_with_only_the_grant_policy(
 
 
 def test_path_grant_creds_log_in_and_select(
-    payments_grant: tuple[GrantToken, DynamicSecret],
+    payments_grant: tuple[GrantToken, Obtained],
     postgres: Any,
     vault_db: Any,
     root: hvac.Client,
@@ -351,7 +359,7 @@ def test_path_grant_creds_log_in_and_select(
 
 
 def test_grant_token_can_read_nothing_but_its_path(
-    payments_grant: tuple[GrantToken, DynamicSecret], openbao: Any, kv: str
+    payments_grant: tuple[GrantToken, Obtained], openbao: Any, kv: str
 ) -> None:
     token, _ = payments_grant
     as_grant = openbao.client(token=token.token.reveal())
@@ -362,7 +370,7 @@ def test_grant_token_can_read_nothing_but_its_path(
 
 
 def test_lease_is_a_child_of_the_grant_token(
-    payments_grant: tuple[GrantToken, DynamicSecret],
+    payments_grant: tuple[GrantToken, Obtained],
     issuer: VaultIssuer,
     root: hvac.Client,
     postgres: Any,
@@ -382,7 +390,7 @@ def test_lease_is_a_child_of_the_grant_token(
 
 
 def test_revoke_then_confirm_revoked(
-    payments_grant: tuple[GrantToken, DynamicSecret],
+    payments_grant: tuple[GrantToken, Obtained],
     issuer: VaultIssuer,
     root: hvac.Client,
     postgres: Any,
@@ -411,7 +419,7 @@ def test_revoke_then_confirm_revoked(
 
 
 def test_confirm_revoked_needs_both_gone(
-    payments_grant: tuple[GrantToken, DynamicSecret], issuer: VaultIssuer, postgres: Any
+    payments_grant: tuple[GrantToken, Obtained], issuer: VaultIssuer, postgres: Any
 ) -> None:
     token, secret = payments_grant
     issuer.revoke(None, secret.lease_id)  # lease only: the token lives on
@@ -425,7 +433,7 @@ def test_failed_lease_revocation_is_not_swallowed(
     issuer: VaultIssuer, root: hvac.Client, postgres: Any, vault_db: Any, broken_db_role: str
 ) -> None:
     token = issuer.create_grant_token(spec(BROKEN, vault_path=broken_db_role))
-    secret = issuer.read_dynamic_secret(token, broken_db_role)
+    secret = read(issuer, token, broken_db_role)
     user, password = secret.values["username"].reveal(), secret.values["password"].reveal()
 
     with pytest.raises(IssuerError) as caught:
@@ -468,7 +476,7 @@ def test_short_ttl_grant_expires_in_vault_and_takes_the_lease(
             max_ttl=timedelta(minutes=1),
         )
     )
-    secret = issuer.read_dynamic_secret(token, vault_db.path)
+    secret = read(issuer, token, vault_db.path)
     user, password = secret.values["username"].reveal(), secret.values["password"].reveal()
     assert token.expires_at <= datetime.now(UTC) + timedelta(seconds=5)
     with postgres.connect_as(user, password, vault_db.dbname) as conn:
@@ -551,7 +559,7 @@ def test_unknown_path_is_an_issuer_error(issuer: VaultIssuer, vault_db: Any) -> 
     token = issuer.create_grant_token(spec(MISSING, vault_path=path))
     try:
         with pytest.raises(IssuerError) as caught:
-            issuer.read_dynamic_secret(token, path)
+            read(issuer, token, path)
         message = str(caught.value)
         assert message.startswith(f"Vault read of {path} failed: 400 ")
         assert "no-such-role" in message
@@ -567,7 +575,7 @@ def test_path_not_allowed_for_the_grant_is_a_403(
     token = issuer.create_grant_token(spec(PAYMENTS, vault_path=vault_db.path))
     try:
         with pytest.raises(IssuerError, match=r"failed: 403 permission denied") as caught:
-            issuer.read_dynamic_secret(token, f"{kv}/denied/config")
+            read(issuer, token, f"{kv}/denied/config")
         assert_no_secret(str(caught.value) + repr(caught.value), token.token.reveal())
     finally:
         issuer.revoke(token.accessor, None)
@@ -578,7 +586,7 @@ def test_non_leased_path_is_an_issuer_error(issuer: VaultIssuer, kv: str) -> Non
     token = issuer.create_grant_token(spec(STATIC, vault_path=path))
     try:
         with pytest.raises(IssuerError) as caught:
-            issuer.read_dynamic_secret(token, path)
+            read(issuer, token, path)
         assert str(caught.value) == f"{path} did not return a leased dynamic secret"
         assert_no_secret(str(caught.value), KV_SECRET_VALUE, token.token.reveal())
     finally:
@@ -587,7 +595,7 @@ def test_non_leased_path_is_an_issuer_error(issuer: VaultIssuer, kv: str) -> Non
 
 def test_grant_for_a_policy_outside_the_role_is_refused(issuer: VaultIssuer) -> None:
     with pytest.raises(IssuerError, match=rf"auth/token/create/{ROLE} failed: 400 .*subset"):
-        issuer.create_grant_token(spec("other", vault_policies=("root",)))
+        issuer.create_grant_token(spec("other", vault_policies=("not-in-the-role",)))
 
 
 def test_unreachable_vault_is_an_issuer_error_without_secrets() -> None:
@@ -610,7 +618,7 @@ def test_unreachable_vault_is_an_issuer_error_without_secrets() -> None:
     password = "pw-" + secrets.token_hex(8)
     calls: list[Callable[[], object]] = [
         lambda: down.create_grant_token(spec(PAYMENTS, vault_path="database/creds/x")),
-        lambda: down.read_dynamic_secret(grant, "database/creds/x"),
+        lambda: read(down, grant, "database/creds/x"),
         lambda: down.wrap({"password": password}, timedelta(minutes=1)),
         lambda: down.revoke("acc", "database/creds/x/lease"),
         lambda: down.confirm_revoked("acc", "database/creds/x/lease"),
@@ -627,7 +635,7 @@ def test_unreachable_vault_is_an_issuer_error_without_secrets() -> None:
 
 
 def test_returned_objects_and_errors_never_show_secrets(
-    payments_grant: tuple[GrantToken, DynamicSecret],
+    payments_grant: tuple[GrantToken, Obtained],
     issuer: VaultIssuer,
     resources: list[ResourceGrantShape],
     openbao: Any,
@@ -655,9 +663,9 @@ def test_returned_objects_and_errors_never_show_secrets(
     ]
     errors: list[IssuerError] = []
     for call in (
-        lambda: issuer.read_dynamic_secret(token, "sys/policy/root"),
-        lambda: issuer.read_dynamic_secret(token, "nothing/here"),
-        lambda: issuer.create_grant_token(spec("other", vault_policies=("root",))),
+        lambda: read(issuer, token, "sys/policy/root"),
+        lambda: read(issuer, token, "nothing/here"),
+        lambda: issuer.create_grant_token(spec("other", vault_policies=("not-in-the-role",))),
     ):
         with pytest.raises(IssuerError) as caught:
             call()

@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bot.domain.grant_kinds import DynamicSecretGrant
 from bot.issuer import GrantSpec, IssuerError
 from bot.vault import ResourceGrantShape, VaultIssuer, bot_policy_hcl
 from bot.vault_login import (
@@ -117,7 +118,7 @@ def approle(root: hvac.Client) -> Callable[..., AppRoleLogin]:
 
 def grant_issuer(openbao: Any, keeper: TokenKeeper, vault_db: Any) -> VaultIssuer:
     issuer = VaultIssuer(keeper.client, token_role=ROLE, retry_wait=0.01, keeper=keeper)
-    issuer.ensure_setup([ResourceGrantShape(RESOURCE, vault_path=vault_db.path)])
+    issuer.ensure_setup([ResourceGrantShape(RESOURCE, DynamicSecretGrant(vault_db.path))])
     return issuer
 
 
@@ -132,8 +133,7 @@ def spec(vault_db: Any, minutes: int = 5) -> GrantSpec:
         requester="U0REQ",
         ttl=timedelta(minutes=minutes),
         max_ttl=timedelta(minutes=minutes * 2),
-        vault_path=vault_db.path,
-        vault_policies=(),
+        grant=DynamicSecretGrant(vault_db.path),
     )
 
 
@@ -261,7 +261,7 @@ def test_revocation_survives_a_dead_bot_token(
     keeper.log_in()
     issuer = grant_issuer(openbao, keeper, vault_db)
     grant = issuer.create_grant_token(spec(vault_db))
-    secret = issuer.read_dynamic_secret(grant, vault_db.path)
+    secret = issuer.obtain(grant, spec(vault_db))
     username = secret.values["username"].reveal()
 
     root.auth.token.revoke(keeper.client.token)  # not orphan-revoke: children would die too
@@ -530,7 +530,10 @@ def test_least_privilege_403s_do_not_log_in_again(
     keeper.log_in()
     issuer = VaultIssuer(keeper.client, token_role=ROLE, retry_wait=0.01, keeper=keeper)
     report = issuer.ensure_setup(
-        [ResourceGrantShape(f"vl-other-{n}-{SUFFIX}", vault_path=vault_db.path) for n in range(3)]
+        [
+            ResourceGrantShape(f"vl-other-{n}-{SUFFIX}", DynamicSecretGrant(vault_db.path))
+            for n in range(3)
+        ]
     )
     assert report.not_created  # the 403s happened
     assert login.count == 1

@@ -18,8 +18,9 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import create_engine
 
+from bot.domain.grant_kinds import DynamicSecretGrant, VaultTokenGrant
 from bot.domain.permissions import eligible_approvers
-from bot.issuer import DynamicSecret, GrantSpec, GrantToken, IssuerError, SecretValue, WrappedSecret
+from bot.issuer import GrantSpec, GrantToken, IssuerError, Obtained, SecretValue, WrappedSecret
 from bot.lifecycle import AccessLifecycle
 from bot.policy import Policy, parse_policy
 from bot.ports import ApproverTier, CredentialDelivery, DeliveryError, MessageRef, RequestView
@@ -35,13 +36,13 @@ delivery: wrapped
 resources:
   payments-db:
     description: Read-only SQL on the payments replica
-    vault_path: database/creds/payments-readonly
+    grant: {type: dynamic_secret, path: database/creds/payments-readonly}
     default_duration: 1h
     max_duration: 4h
     approvers: [U0ALICE, U0BOB]
   orders-logs:
     description: Read the orders service's log-shipping secrets
-    vault_policies: [orders-logs-read]
+    grant: {type: vault_token, policies: [orders-logs-read]}
     max_duration: 2h
     approvers: [U0ALICE]
 """
@@ -153,10 +154,19 @@ class FakeIssuer:
                 accessor=accessor,
                 token=self._secret(f"hvs.SECRET-token-{n:04d}"),
                 expires_at=self.clock.now() + ttl,
-                policies=spec.vault_policies or ("debug-access-grant",),
+                policies=(
+                    spec.grant.policies
+                    if isinstance(spec.grant, VaultTokenGrant)
+                    else ("debug-access-grant",)
+                ),
             )
 
-    def read_dynamic_secret(self, token: GrantToken, path: str) -> DynamicSecret:
+    def obtain(self, token: GrantToken, spec: GrantSpec) -> Obtained:
+        """Like Vault: a vault_token grant hands over the token itself (no call, no lease); a
+        dynamic_secret grant reads its path (the "read" operation) and gets a lease."""
+        if not isinstance(spec.grant, DynamicSecretGrant):
+            return Obtained(values={"token": token.token})
+        path = spec.grant.path
         with self._lock:
             n = self._enter("read", (token.accessor, path))
             if token.accessor not in self.live_tokens:
@@ -167,7 +177,7 @@ class FakeIssuer:
             expires = token.expires_at
             if self.lease_ttl is not None:
                 expires = min(expires, self.clock.now() + self.lease_ttl)
-            return DynamicSecret(
+            return Obtained(
                 lease_id=lease_id,
                 lease_expires_at=expires,
                 values={

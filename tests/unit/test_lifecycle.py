@@ -14,6 +14,7 @@ from sqlmodel import Session, SQLModel, col, select
 
 from bot.audit import AuditAction, verify_chain
 from bot.domain.errors import Conflict, NotAllowed, NotFound, UserError
+from bot.domain.grant_kinds import DynamicSecretGrant
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.lifecycle import CLAIM_TIMEOUT, EndReason, retry_delay
 from bot.store.db import create_schema, make_engine, transaction
@@ -229,8 +230,15 @@ def test_approve_issues_activates_schedules_and_delivers(h: Harness) -> None:
         spec.resource,
         spec.ttl,
         spec.max_ttl,
-        spec.vault_path,
-    ) == (request_id, REQUESTER, "payments-db", HOUR, 4 * HOUR, "database/creds/payments-readonly")
+        spec.grant,
+    ) == (
+        request_id,
+        REQUESTER,
+        "payments-db",
+        HOUR,
+        4 * HOUR,
+        DynamicSecretGrant("database/creds/payments-readonly"),
+    )
     assert [name for name, _ in h.issuer.calls] == ["create", "read", "wrap"]
 
     ((delivered_view, delivery),) = h.notifier.deliveries

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 import pytest
 
-from bot.issuer import DynamicSecret, GrantToken, SecretValue
+from bot.issuer import GrantToken, Obtained, SecretValue
 from bot.logs import MASK, RedactingFilter, redact, remember_secret
 from bot.ports import CredentialDelivery
 from tests.unit.fakes import START
@@ -141,7 +141,7 @@ def test_containers_of_secret_values_do_not_leak() -> None:
     grant_token = GrantToken(
         accessor="acc-1", token=SecretValue(token), expires_at=START, policies=("p",)
     )
-    secret = DynamicSecret(
+    secret = Obtained(
         lease_id="lease-1", lease_expires_at=START, values={"password": SecretValue(password)}
     )
     delivery = CredentialDelivery(

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.domain.grant_kinds import DynamicSecretGrant, VaultTokenGrant
 from bot.policy import Policy, PolicyError, load_policy, parse_policy
 from tests.unit.fakes import EXAMPLE_POLICY
 
@@ -28,18 +29,15 @@ def test_the_example_policy_parses() -> None:
     assert list(policy.resources) == ["payments-db", "orders-logs"]
 
     db = policy.resources["payments-db"]
-    assert db.kind == "vault_path"
-    assert db.vault_path == "database/creds/payments-readonly"
-    assert db.vault_policies == ()
+    assert db.grant == DynamicSecretGrant("database/creds/payments-readonly")
+    assert db.deprecation is None
     assert db.default_duration == timedelta(hours=1)
     assert db.max_duration == timedelta(hours=4)
     assert db.approvers == ("U0ALICE", "U0BOB")
     assert db.description == "Read-only SQL on the payments replica"
 
     logs = policy.resources["orders-logs"]
-    assert logs.kind == "vault_policies"
-    assert logs.vault_path is None
-    assert logs.vault_policies == ("orders-logs-read",)
+    assert logs.grant == VaultTokenGrant(("orders-logs-read",))
     assert logs.default_duration is None
     assert logs.max_duration == timedelta(hours=2)
     assert policy.resource("orders-logs") is logs
@@ -59,7 +57,8 @@ def test_max_duration_bounds_are_inclusive(text: str, value: timedelta) -> None:
 
 def test_a_minimal_policy_has_safe_defaults() -> None:
     policy = parse_policy(
-        "resources:\n  x:\n    vault_policies: [p]\n    max_duration: 1m\n    approvers: [W0AB]\n"
+        "resources:\n  x:\n    grant: {type: vault_token, policies: [p]}\n"
+        "    max_duration: 1m\n    approvers: [W0AB]\n"
     )
     assert policy.channels.approvals is None and policy.channels.audit is None
     assert policy.delivery == "wrapped"
@@ -72,8 +71,10 @@ def test_a_minimal_policy_has_safe_defaults() -> None:
 )
 def test_vault_path_is_normalised(given: str, stored: str) -> None:
     raw = yaml.safe_load(EXAMPLE_POLICY)
-    raw["resources"]["payments-db"]["vault_path"] = given
-    assert parse_policy(yaml.safe_dump(raw)).resources["payments-db"].vault_path == stored
+    raw["resources"]["payments-db"]["grant"]["path"] = given
+    assert parse_policy(yaml.safe_dump(raw)).resources["payments-db"].grant == DynamicSecretGrant(
+        stored
+    )
 
 
 def test_policy_is_immutable() -> None:
@@ -150,42 +151,83 @@ INVALID: list[tuple[str, Callable[[Raw], None], str, str]] = [
     ("missing max", _set(f"{DB}.max_duration", ...), f"{DB}.max_duration", "Field required"),
     (
         "both kinds",
-        _set(f"{DB}.vault_policies", ["x"]),
-        DB,
-        "set exactly one of vault_path or vault_policies",
+        _set(f"{DB}.grant.policies", ["x"]),
+        f"{DB}.grant.policies",
+        "Extra inputs are not permitted",
     ),
     (
         "neither kind",
-        _set(f"{LOGS}.vault_policies", ...),
+        _set(f"{LOGS}.grant", ...),
         LOGS,
-        "set exactly one of vault_path or vault_policies",
+        "set grant: {type: dynamic_secret, ...} or {type: vault_token, ...}",
     ),
-    ("empty policy list", _set(f"{LOGS}.vault_policies", []), LOGS, "set exactly one"),
+    (
+        "grant and a legacy key",
+        _set(f"{DB}.vault_path", "database/creds/other"),
+        DB,
+        "set grant: or the legacy vault_path, not both",
+    ),
+    (
+        "unknown grant type",
+        _set(f"{DB}.grant.type", "ssh_certificate"),
+        f"{DB}.grant",
+        "unknown type 'ssh_certificate'; write one of: dynamic_secret, vault_token",
+    ),
+    (
+        "grant without a type",
+        _set(f"{DB}.grant.type", ...),
+        f"{DB}.grant",
+        "needs a type, one of: dynamic_secret, vault_token",
+    ),
+    (
+        "grant not a mapping",
+        _set(f"{DB}.grant", "database/creds/x"),
+        f"{DB}.grant",
+        "valid dictionary",
+    ),
+    (
+        "empty policy list",
+        _set(f"{LOGS}.grant.policies", []),
+        f"{LOGS}.grant",
+        "needs at least one Vault policy name",
+    ),
     (
         "root policy",
-        _set(f"{LOGS}.vault_policies", ["root"]),
-        f"{LOGS}.vault_policies",
+        _set(f"{LOGS}.grant.policies", ["root"]),
+        f"{LOGS}.grant",
         "'root' is not an allowed Vault policy name",
     ),
     (
+        "default policy",
+        _set(f"{LOGS}.grant.policies", ["default"]),
+        f"{LOGS}.grant",
+        "'default' is not an allowed Vault policy name",
+    ),
+    (
         "odd policy name",
-        _set(f"{LOGS}.vault_policies", ["a b"]),
-        f"{LOGS}.vault_policies",
+        _set(f"{LOGS}.grant.policies", ["a b"]),
+        f"{LOGS}.grant",
         "is not an allowed Vault policy name",
     ),
     (
         "path traversal",
-        _set(f"{DB}.vault_path", "database/../sys/raw"),
-        f"{DB}.vault_path",
+        _set(f"{DB}.grant.path", "database/../sys/raw"),
+        f"{DB}.grant",
         "plain Vault path",
     ),
     (
         "glob path",
-        _set(f"{DB}.vault_path", "database/creds/*"),
-        f"{DB}.vault_path",
+        _set(f"{DB}.grant.path", "database/creds/*"),
+        f"{DB}.grant",
         "plain Vault path",
     ),
-    ("blank path", _set(f"{DB}.vault_path", " / "), f"{DB}.vault_path", "plain Vault path"),
+    ("blank path", _set(f"{DB}.grant.path", " / "), f"{DB}.grant", "plain Vault path"),
+    (
+        "misspelt grant key",
+        _set(f"{DB}.grant.paht", "x"),
+        f"{DB}.grant.paht",
+        "Extra inputs are not permitted",
+    ),
     (
         "email approver",
         _set(f"{DB}.approvers", ["alice@example.com"]),
@@ -337,7 +379,7 @@ def test_non_utf8_policy_file(tmp_path: Path) -> None:
 def test_duplicate_resource_is_refused() -> None:
     text = EXAMPLE_POLICY + (
         "  payments-db:\n"
-        "    vault_path: database/creds/payments-admin\n"
+        "    grant: {type: dynamic_secret, path: database/creds/payments-admin}\n"
         "    max_duration: 4h\n"
         "    approvers: [U0MALLORY]\n"
     )
@@ -362,7 +404,7 @@ def test_policy_model_validates_python_values_too() -> None:
         {
             "resources": {
                 "x": {
-                    "vault_policies": ["p"],
+                    "grant": {"type": "vault_token", "policies": ["p"]},
                     "max_duration": timedelta(hours=1),
                     "approvers": ["U0A1"],
                 }
@@ -370,3 +412,89 @@ def test_policy_model_validates_python_values_too() -> None:
         }
     )
     assert policy.resources["x"].max_duration == timedelta(hours=1)
+
+
+# ---------------------------------------------------------------------------- grant kinds
+
+# Written before `grant:` existed: the old keys still load, as the grant they mean.
+LEGACY_POLICY = """\
+resources:
+  payments-db:
+    vault_path: /database/creds/payments-readonly
+    max_duration: 4h
+    approvers: [U0ALICE]
+  orders-logs:
+    vault_policies: [orders-logs-read, orders-metrics]
+    max_duration: 2h
+    approvers: [U0ALICE]
+"""
+
+
+def test_the_grant_union_parses_both_kinds() -> None:
+    policy = parse_policy(EXAMPLE_POLICY, SOURCE)
+    db, logs = policy.resources["payments-db"].grant, policy.resources["orders-logs"].grant
+    assert isinstance(db, DynamicSecretGrant) and db.path == "database/creds/payments-readonly"
+    assert isinstance(logs, VaultTokenGrant) and logs.policies == ("orders-logs-read",)
+    assert db.recallable and logs.recallable
+    assert policy.deprecations() == []
+
+
+def test_legacy_keys_load_as_the_grant_they_mean() -> None:
+    policy = parse_policy(LEGACY_POLICY, SOURCE)
+    assert policy.resources["payments-db"].grant == DynamicSecretGrant(
+        "database/creds/payments-readonly"
+    )
+    assert policy.resources["orders-logs"].grant == VaultTokenGrant(
+        ("orders-logs-read", "orders-metrics")
+    )
+    assert policy.deprecations() == [
+        "resources.payments-db: vault_path is deprecated; write grant: "
+        "{type: dynamic_secret, path: database/creds/payments-readonly}",
+        "resources.orders-logs: vault_policies is deprecated; write grant: "
+        "{type: vault_token, policies: [orders-logs-read, orders-metrics]}",
+    ]
+
+
+def test_legacy_keys_are_validated_like_grant() -> None:
+    with pytest.raises(PolicyError, match=r"resources\.payments-db\.grant: must be a plain"):
+        parse_policy(LEGACY_POLICY.replace("/database/creds", "database/../sys"), SOURCE)
+    with pytest.raises(PolicyError, match="'root' is not an allowed Vault policy name"):
+        parse_policy(LEGACY_POLICY.replace("orders-metrics", "root"), SOURCE)
+
+
+def test_both_legacy_keys_at_once_are_refused() -> None:
+    text = LEGACY_POLICY.replace(
+        "    vault_path: /database", "    vault_policies: [x]\n    vault_path: /database"
+    )
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, SOURCE)
+    assert str(info.value) == (f"{SOURCE}: {DB}: set exactly one of vault_path or vault_policies")
+
+
+def test_grant_and_a_legacy_key_at_once_are_refused() -> None:
+    text = LEGACY_POLICY.replace(
+        "    vault_path:", "    grant: {type: dynamic_secret, path: a/b}\n    vault_path:"
+    )
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, SOURCE)
+    assert str(info.value) == f"{SOURCE}: {DB}: set grant: or the legacy vault_path, not both"
+
+
+def test_an_unknown_grant_type_names_the_allowed_ones() -> None:
+    raw = yaml.safe_load(EXAMPLE_POLICY)
+    raw["resources"]["payments-db"]["grant"] = {"type": "ssh_certificate", "role": "x"}
+    with pytest.raises(PolicyError) as info:
+        parse_policy(yaml.safe_dump(raw), SOURCE)
+    assert str(info.value) == (
+        f"{SOURCE}: {DB}.grant: unknown type 'ssh_certificate'; "
+        "write one of: dynamic_secret, vault_token"
+    )
+
+
+def test_a_rotation_with_an_unknown_type_keeps_its_own_message() -> None:
+    raw = yaml.safe_load(EXAMPLE_POLICY)
+    raw["rotations"] = {"dba": {"type": "no-such-source"}}
+    with pytest.raises(PolicyError) as info:
+        parse_policy(yaml.safe_dump(raw), SOURCE)
+    assert "rotations.dba" in str(info.value)
+    assert "dynamic_secret" not in str(info.value)
