@@ -12,13 +12,13 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 
 from bot.audit import AuditAction
-from bot.domain.errors import NotAllowed, NotFound
+from bot.domain.errors import Conflict, NotAllowed, NotFound
 from bot.domain.requests import RequestStatus, check_transition
 from bot.issuer import Issuer
 from bot.policy import Policy, Resource
@@ -31,6 +31,7 @@ from bot.ports import (
     RequestView,
     Timers,
 )
+from bot.store.claims import move_request
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, Decision, Grant, RequestMessage, utc
 
@@ -217,16 +218,14 @@ class LifecycleBase:
         request_id: int,
         target: RequestStatus,
         now: datetime,
-        failure: str | None = None,
+        **values: Any,
     ) -> AccessRequest:
-        request = LifecycleBase._request(session, request_id)
-        check_transition(RequestStatus(request.status), target)
-        request.status = target.value
-        request.updated_at = now
-        if failure is not None:
-            request.failure = failure
-        session.add(request)
-        return request
+        """Move a request the state machine's way, or raise Conflict saying why it cannot."""
+        if not move_request(session, request_id, target, now, **values):
+            current = RequestStatus(LifecycleBase._request(session, request_id).status)
+            check_transition(current, target)  # raises Conflict naming both states
+            raise Conflict(f"Request #{request_id} changed while it was being updated.")
+        return LifecycleBase._request(session, request_id)
 
     def _view(self, session: Session, request: AccessRequest) -> RequestView:
         assert request.id is not None

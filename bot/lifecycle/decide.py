@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_
 from sqlmodel import col, select
 
 from bot.audit import AuditAction, append_event
@@ -19,6 +19,7 @@ from bot.domain.permissions import check_may_decide
 from bot.domain.requests import RequestStatus
 from bot.lifecycle.base import SYSTEM_ACTOR, LifecycleBase, MessageKind
 from bot.ports import RequestView
+from bot.store.claims import claim, move_request, request_in
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, Decision
 
@@ -46,20 +47,19 @@ class DecideMixin(LifecycleBase):
             self.expire_pending(request_id)  # its timer is late or lost: expire it now
             raise Conflict(f"Request #{request_id} waited too long and has expired.")
         with transaction(self.engine) as session:
-            locked = session.exec(
-                update(AccessRequest)
-                .where(
-                    col(AccessRequest.id) == request_id,
-                    col(AccessRequest.status) == RequestStatus.PENDING.value,
-                    # A late or lost expiry timer must not let an expired request through.
-                    or_(
-                        col(AccessRequest.pending_until).is_(None),
-                        col(AccessRequest.pending_until) > now,
-                    ),
-                )
-                .values(updated_at=now)
-            ).rowcount
-            if locked != 1:
+            locked = claim(
+                session,
+                AccessRequest,
+                request_id,
+                request_in(RequestStatus.PENDING),
+                # A late or lost expiry timer must not let an expired request through.
+                or_(
+                    col(AccessRequest.pending_until).is_(None),
+                    col(AccessRequest.pending_until) > now,
+                ),
+                updated_at=now,
+            )
+            if not locked:
                 raise self._already_decided(request_id)
             request = self._request(session, request_id)
             earlier = list(session.exec(select(Decision).where(Decision.request_id == request_id)))
@@ -85,8 +85,7 @@ class DecideMixin(LifecycleBase):
                 details = {"progress": tally.progress} if tally.progress else {}
             if complete or not approve:
                 target = RequestStatus.APPROVED if approve else RequestStatus.DENIED
-                moved = self._move(session, request_id, target, now)
-                moved.decided_by, moved.decided_at = actor, now
+                self._move(session, request_id, target, now, decided_by=actor, decided_at=now)
             append_event(
                 session,
                 at=now,
@@ -135,15 +134,7 @@ class DecideMixin(LifecycleBase):
         """The requester takes back a request nobody has decided yet."""
         now = self.clock.now()
         with transaction(self.engine) as session:
-            claimed = session.exec(
-                update(AccessRequest)
-                .where(
-                    col(AccessRequest.id) == view.id,
-                    col(AccessRequest.status) == RequestStatus.PENDING.value,
-                )
-                .values(status=RequestStatus.WITHDRAWN.value, updated_at=now)
-            ).rowcount
-            if claimed != 1:
+            if not move_request(session, view.id, RequestStatus.WITHDRAWN, now):
                 raise self._already_decided(view.id)
             append_event(
                 session,
@@ -174,14 +165,10 @@ class DecideMixin(LifecycleBase):
                 "break-glass access."
             )
         with transaction(self.engine) as session:
-            claimed = session.exec(
-                update(AccessRequest)
-                .where(
-                    col(AccessRequest.id) == request_id, col(AccessRequest.reviewed_by).is_(None)
-                )
-                .values(reviewed_by=actor, reviewed_at=now)
-            ).rowcount
-            if claimed != 1:
+            unreviewed = col(AccessRequest.reviewed_by).is_(None)
+            if not claim(
+                session, AccessRequest, request_id, unreviewed, reviewed_by=actor, reviewed_at=now
+            ):
                 who = self._request(session, request_id).reviewed_by
                 raise Conflict(f"Already reviewed by <@{who}>.")
             append_event(
@@ -218,13 +205,12 @@ class DecideMixin(LifecycleBase):
             # Nobody further to ask: mark escalation as done, so the minute sweep does not ask
             # the sources again and again until the request expires.
             with transaction(self.engine) as session:
-                session.exec(
-                    update(AccessRequest)
-                    .where(
-                        col(AccessRequest.id) == request_id,
-                        col(AccessRequest.escalation_level) == view.escalation_level,
-                    )
-                    .values(escalation_level=ESCALATION_EXHAUSTED)
+                claim(
+                    session,
+                    AccessRequest,
+                    request_id,
+                    col(AccessRequest.escalation_level) == view.escalation_level,
+                    escalation_level=ESCALATION_EXHAUSTED,
                 )
             return False
         tier = remaining[0]
@@ -235,21 +221,17 @@ class DecideMixin(LifecycleBase):
             "(no decision in time)"
         )
         with transaction(self.engine) as session:
-            claimed = session.exec(
-                update(AccessRequest)
-                .where(
-                    col(AccessRequest.id) == request_id,
-                    col(AccessRequest.status) == RequestStatus.PENDING.value,
-                    col(AccessRequest.escalation_level) == view.escalation_level,
-                )
-                .values(
-                    escalation_level=level,
-                    asked=json.dumps(asked),
-                    asked_sources=json.dumps([*view.asked_sources, tier.source]),
-                    routing_note="; ".join(filter(None, [view.routing_note, note])),
-                )
-            ).rowcount
-            if claimed != 1:
+            if not claim(
+                session,
+                AccessRequest,
+                request_id,
+                request_in(RequestStatus.PENDING),
+                col(AccessRequest.escalation_level) == view.escalation_level,
+                escalation_level=level,
+                asked=json.dumps(asked),
+                asked_sources=json.dumps([*view.asked_sources, tier.source]),
+                routing_note="; ".join(filter(None, [view.routing_note, note])),
+            ):
                 return False
             append_event(
                 session,
@@ -273,16 +255,13 @@ class DecideMixin(LifecycleBase):
         """``pending_ttl`` passed with no decision: the request expires, nothing is issued."""
         now = self.clock.now()
         with transaction(self.engine) as session:
-            claimed = session.exec(
-                update(AccessRequest)
-                .where(
-                    col(AccessRequest.id) == request_id,
-                    col(AccessRequest.status) == RequestStatus.PENDING.value,
-                    col(AccessRequest.pending_until) <= now,
-                )
-                .values(status=RequestStatus.EXPIRED.value, updated_at=now)
-            ).rowcount
-            if claimed != 1:
+            if not move_request(
+                session,
+                request_id,
+                RequestStatus.EXPIRED,
+                now,
+                col(AccessRequest.pending_until) <= now,
+            ):
                 return False
             request = self._request(session, request_id)
             append_event(

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import or_, update
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from bot.audit import AuditAction, append_event
 from bot.domain.durations import format_duration
 from bot.domain.errors import Conflict, NotAllowed, UserError
+from bot.domain.grants import GrantStatus
 from bot.domain.permissions import check_may_end
 from bot.domain.requests import RequestStatus, extension_limit
 from bot.domain.text import quote
@@ -31,8 +33,9 @@ from bot.issuer import (
 from bot.lifecycle.base import SYSTEM_ACTOR, EndReason, LifecycleBase, MessageKind
 from bot.mrkdwn import when
 from bot.ports import CredentialDelivery, DeliveryError, RequestView
+from bot.store.claims import claim, grant_in, move_grant, move_request, request_in
 from bot.store.db import transaction
-from bot.store.models import AccessRequest, Grant, GrantStatus, utc
+from bot.store.models import AccessRequest, Grant, utc
 
 log = logging.getLogger(__name__)
 
@@ -80,19 +83,18 @@ class GrantMixin(LifecycleBase):
             return self._fail_issue(view, None, f"Vault refused to issue: {exc}")
         with transaction(self.engine) as session:
             # Still ours to issue? A reconcile elsewhere may have failed this request meanwhile.
-            still_approved = session.exec(
-                update(AccessRequest)
-                .where(
-                    col(AccessRequest.id) == view.id,
-                    col(AccessRequest.status) == RequestStatus.APPROVED.value,
-                )
-                .values(updated_at=self.clock.now())
-            ).rowcount
+            still_approved = claim(
+                session,
+                AccessRequest,
+                view.id,
+                request_in(RequestStatus.APPROVED),
+                updated_at=self.clock.now(),
+            )
             grant_id = None
-            if still_approved == 1:
+            if still_approved:
                 grant = Grant(
                     request_id=view.id,
-                    status=GrantStatus.ISSUING,
+                    status=GrantStatus.ISSUING.value,
                     token_accessor=token.accessor,
                     issued_at=self.clock.now(),
                 )
@@ -116,11 +118,11 @@ class GrantMixin(LifecycleBase):
             expires_at = min(expires_at, self._stretch_lease(token, secret))
         now = self.clock.now()
         with transaction(self.engine) as session:
-            grant_row = self._grant(session, grant_id)
-            grant_row.status = GrantStatus.ACTIVE
-            grant_row.lease_id = secret.lease_id if secret else None
-            grant_row.expires_at = expires_at
-            session.add(grant_row)
+            lease_id = secret.lease_id if secret else None
+            if not move_grant(
+                session, grant_id, GrantStatus.ACTIVE, lease_id=lease_id, expires_at=expires_at
+            ):
+                raise Conflict(f"Grant {grant_id} of request #{view.id} is no longer issuing.")
             self._move(session, view.id, RequestStatus.ACTIVE, now)
             append_event(
                 session,
@@ -130,7 +132,7 @@ class GrantMixin(LifecycleBase):
                 request_id=view.id,
                 resource=view.resource,
                 details={
-                    "lease_id": grant_row.lease_id,
+                    "lease_id": lease_id,
                     "token_accessor": token.accessor,
                     "expires_at": expires_at.isoformat(),
                     "held_for": format_duration(expires_at - now),
@@ -159,11 +161,7 @@ class GrantMixin(LifecycleBase):
         collect_by = now + self.policy.wrap_ttl if accessor else None
         with transaction(self.engine) as session:
             if accessor:
-                session.exec(
-                    update(Grant)
-                    .where(col(Grant.id) == grant_id)
-                    .values(wrap_accessor=accessor, collect_by=collect_by)
-                )
+                claim(session, Grant, grant_id, wrap_accessor=accessor, collect_by=collect_by)
             append_event(
                 session,
                 at=self.clock.now(),
@@ -201,12 +199,8 @@ class GrantMixin(LifecycleBase):
             return None
         now = self.clock.now()
         with transaction(self.engine) as session:
-            claimed = session.exec(
-                update(Grant)
-                .where(col(Grant.id) == grant_id, col(Grant.collected).is_(None))
-                .values(collected=collected)
-            ).rowcount
-            if claimed != 1:
+            unchecked = col(Grant.collected).is_(None)
+            if not claim(session, Grant, grant_id, unchecked, collected=collected):
                 return None
             request = self._request(session, grant.request_id)
             append_event(
@@ -274,10 +268,9 @@ class GrantMixin(LifecycleBase):
         with transaction(self.engine) as session:
             self._move(session, view.id, RequestStatus.FAILED, now, failure=problem)
             if grant_id is not None:
-                grant = self._grant(session, grant_id)
-                grant.status = GrantStatus.REVOKING
-                grant.end_reason = EndReason.ISSUE_FAILED
-                session.add(grant)
+                move_grant(
+                    session, grant_id, GrantStatus.REVOKING, end_reason=EndReason.ISSUE_FAILED
+                )
             append_event(
                 session,
                 at=now,
@@ -344,32 +337,20 @@ class GrantMixin(LifecycleBase):
         """
         now = self.clock.now()
         with transaction(self.engine) as session:
-            claimed = session.exec(
-                update(Grant)
-                .where(
-                    col(Grant.id) == grant_id,
-                    or_(
-                        col(Grant.status) == GrantStatus.ACTIVE,
-                        col(Grant.status) == GrantStatus.ISSUING,
-                        (col(Grant.status) == GrantStatus.REVOKING)
-                        & or_(
-                            col(Grant.claimed_at).is_(None),
-                            col(Grant.claimed_at) < now - CLAIM_TIMEOUT,
-                        ),
-                    ),
-                )
-                .values(status=GrantStatus.REVOKING, claimed_at=now)
-            ).rowcount
-            if claimed != 1:
+            # Only REVOKING grants carry a claim: an unclaimed one is free to take, and so is a
+            # stale one (its owner died mid-revocation): the REVOKING -> REVOKING re-claim.
+            unclaimed = or_(
+                col(Grant.claimed_at).is_(None), col(Grant.claimed_at) < now - CLAIM_TIMEOUT
+            )
+            if not move_grant(session, grant_id, GrantStatus.REVOKING, unclaimed, claimed_at=now):
                 return False
             grant = self._grant(session, grant_id)
             if grant.end_reason is None:
                 grant.end_reason = reason
                 grant.ended_by = actor
                 session.add(grant)
-            request = self._request(session, grant.request_id)
-            if request.status == RequestStatus.ACTIVE.value:
-                self._move(session, request.id, RequestStatus.REVOKING, now)  # type: ignore[arg-type]
+            # The request follows if it was active (a failed issue already made it FAILED).
+            move_request(session, grant.request_id, RequestStatus.REVOKING, now)
             accessor, lease_id = grant.token_accessor, grant.lease_id
             end_reason = grant.end_reason or reason
             ended_by = grant.ended_by or actor
@@ -379,35 +360,35 @@ class GrantMixin(LifecycleBase):
             if not self.issuer.confirm_revoked(accessor, lease_id):
                 raise IssuerError("Vault still reports the lease or token as live after revoke")
         except IssuerError as exc:
-            self._revocation_failed(grant_id, request_id, str(exc), claim=now)
+            self._revocation_failed(grant_id, request_id, str(exc), held_since=now)
             return False
         except Exception as exc:  # never leave a claimed grant without a retry
             log.exception("unexpected error revoking grant %s", grant_id)
             self._revocation_failed(
-                grant_id, request_id, f"unexpected {type(exc).__name__} while revoking", claim=now
+                grant_id,
+                request_id,
+                f"unexpected {type(exc).__name__} while revoking",
+                held_since=now,
             )
             return False
-        return self._mark_ended(grant_id, request_id, end_reason, ended_by, claim=now)
+        return self._mark_ended(grant_id, request_id, end_reason, ended_by, held_since=now)
 
     @staticmethod
-    def _release(session: Session, grant_id: int, claim: datetime, **values: object) -> bool:
-        """Write the outcome of a revocation only if this caller still holds the claim (a
-        caller slower than CLAIM_TIMEOUT may have been overtaken by another)."""
-        return bool(
-            session.exec(
-                update(Grant)
-                .where(
-                    col(Grant.id) == grant_id,
-                    col(Grant.claimed_at) == claim,
-                    col(Grant.status) == GrantStatus.REVOKING,
-                )
-                .values(claimed_at=None, **values)
-            ).rowcount
-            == 1
-        )
+    def _release(
+        session: Session,
+        grant_id: int,
+        held_since: datetime,
+        outcome: GrantStatus,
+        **values: Any,
+    ) -> bool:
+        """Write the outcome of a revocation (REVOKED, or still REVOKING to be retried) only if
+        this caller still holds the claim: one slower than CLAIM_TIMEOUT may have been
+        overtaken by another."""
+        still_ours = col(Grant.claimed_at) == held_since
+        return move_grant(session, grant_id, outcome, still_ours, claimed_at=None, **values)
 
     def _revocation_failed(
-        self, grant_id: int, request_id: int, problem: str, claim: datetime
+        self, grant_id: int, request_id: int, problem: str, held_since: datetime
     ) -> None:
         problem = quote(problem, limit=300)
         now = self.clock.now()
@@ -415,16 +396,15 @@ class GrantMixin(LifecycleBase):
             if not self._release(
                 session,
                 grant_id,
-                claim,
+                held_since,
+                GrantStatus.REVOKING,
                 last_error=problem,
                 revoke_attempts=Grant.revoke_attempts + 1,
             ):
                 return
             attempts = self._grant(session, grant_id).revoke_attempts
             retry_at = now + retry_delay(attempts)
-            session.exec(
-                update(Grant).where(col(Grant.id) == grant_id).values(next_retry_at=retry_at)
-            )
+            claim(session, Grant, grant_id, next_retry_at=retry_at)
             request = self._request(session, request_id)
             append_event(
                 session,
@@ -447,18 +427,18 @@ class GrantMixin(LifecycleBase):
         )
 
     def _mark_ended(
-        self, grant_id: int, request_id: int, reason: str, actor: str, claim: datetime
+        self, grant_id: int, request_id: int, reason: str, actor: str, held_since: datetime
     ) -> bool:
         now = self.clock.now()
         with transaction(self.engine) as session:
-            if not self._release(
-                session, grant_id, claim, status=GrantStatus.REVOKED, ended_at=now
-            ):
+            if not self._release(session, grant_id, held_since, GrantStatus.REVOKED, ended_at=now):
                 return False
             grant = self._grant(session, grant_id)
             request = self._request(session, request_id)
-            if request.status == RequestStatus.REVOKING.value:
-                self._move(session, request_id, RequestStatus.ENDED, now)
+            # An access request ends with its grant; an extension's own ENDED is not ours.
+            move_request(
+                session, request_id, RequestStatus.ENDED, now, only_from=[RequestStatus.REVOKING]
+            )
             action = AuditAction.EXPIRED if reason == EndReason.EXPIRED else AuditAction.REVOKED
             append_event(
                 session,
@@ -545,12 +525,9 @@ class GrantMixin(LifecycleBase):
         previous = utc(grant.expires_at)
         with transaction(self.engine) as session:
             # Only while the grant is still live: if it ended while Vault renewed, say so.
-            extended = session.exec(
-                update(Grant)
-                .where(col(Grant.id) == grant.id, col(Grant.status) == GrantStatus.ACTIVE)
-                .values(expires_at=granted)
-            ).rowcount
-            if extended != 1:
+            if not claim(
+                session, Grant, grant.id, grant_in(GrantStatus.ACTIVE), expires_at=granted
+            ):
                 raise _GrantEnded
             self._move(session, view.id, RequestStatus.ENDED, now)
             append_event(

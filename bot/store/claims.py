@@ -45,6 +45,17 @@ def grant_guard(
     return col(Grant.status).in_(_sources(grant_sources(target), only_from, target))
 
 
+def request_in(*statuses: RequestStatus) -> ColumnElement[bool]:
+    """A condition for a claim that leaves the status alone (``claim``): the request is in one
+    of ``statuses`` (still pending, say, while an approval is recorded)."""
+    return col(AccessRequest.status).in_(sorted(s.value for s in statuses))
+
+
+def grant_in(*statuses: GrantStatus) -> ColumnElement[bool]:
+    """As ``request_in``, for a grant (still active, say, while its expiry is extended)."""
+    return col(Grant.status).in_(sorted(s.value for s in statuses))
+
+
 def move_request(
     session: Session,
     request_id: int,
