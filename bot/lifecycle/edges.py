@@ -29,6 +29,8 @@ class EndReason:
 
 @dataclass(frozen=True)
 class Edges:
+    """The outside world of the use cases, each behind its interface in ``bot.ports``."""
+
     engine: Engine
     policy: Policy
     issuer: Issuer
