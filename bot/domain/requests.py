@@ -124,6 +124,11 @@ ALLOWED_TRANSITIONS: Mapping[RequestStatus, frozenset[RequestStatus]] = {
 }
 
 
+def request_sources(target: RequestStatus) -> frozenset[RequestStatus]:
+    """Every state from which a request may move to ``target`` (the guard of a claim)."""
+    return frozenset(s for s, targets in ALLOWED_TRANSITIONS.items() if target in targets)
+
+
 def check_transition(current: RequestStatus, target: RequestStatus) -> None:
     """Raise Conflict unless ``current -> target`` is a move the state machine allows."""
     if target not in ALLOWED_TRANSITIONS[current]:

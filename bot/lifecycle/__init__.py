@@ -1,21 +1,154 @@
-"""The request lifecycle, one module per stage, composed into ``AccessLifecycle``:
+"""The request lifecycle, one module per use case, read top to bottom:
 
-submit.py     command -> request (routing to approvers, break-glass, extension requests)
-decide.py     decision (approve / deny / withdraw / escalate / expire unanswered / review)
-grants.py     Vault issue -> schedule -> revoke (and applying an approved extension)
-reconcile.py  restart: rebuild timers, finish what a crash interrupted
-base.py       the edges, row access, views, and telling people (audit channel, App Home)
+edges.py      what every use case talks to (database, policy, Vault, Slack, timers, clock)
+submit.py     command -> request: routing to approvers, break-glass, asking for an extension
+decide.py     decision: approve / deny (enough approvals go on to issue or extend)
+withdraw.py   the requester takes a waiting request back
+escalate.py   nobody decided in time: ask the next approver tier
+expire.py     nobody decided before pending_ttl: the request expires
+review.py     an approver reviews break-glass access afterwards
+issue.py      Vault issue -> deliver -> schedule (and the collection check of wrapped delivery)
+extend.py     an approved extension renews its parent grant
+revoke.py     revoke: end a grant (expiry, early, cleanup), retried until Vault confirms
+reconcile.py  restart and sweep: rebuild timers, finish what a crash interrupted
+views.py      reading requests as Slack shows them
+announce.py   telling people: the audit channel, request messages, App Homes
+rows.py       loading rows and moving a request inside a transaction
+routing.py    which approver tiers are staffed now
+
+Every status change of a request or a grant is a guarded UPDATE derived from the state
+machines (``bot.store.claims``). The use cases receive what they use and call each other
+explicitly; ``AccessLifecycle`` wires them in dependency order and keeps the public methods
+the Slack listeners, the scheduler and the tests call.
 """
 
-from bot.lifecycle.base import SYSTEM_ACTOR, EndReason, SubmitResult
-from bot.lifecycle.decide import DecideMixin
-from bot.lifecycle.grants import CLAIM_TIMEOUT, RETRY_BACKOFF, GrantMixin, retry_delay
-from bot.lifecycle.reconcile import ReconcileMixin
-from bot.lifecycle.submit import SubmitMixin
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from bot.domain.requests import ValidRequest
+from bot.issuer import Issuer
+from bot.lifecycle.announce import Announcer
+from bot.lifecycle.decide import Decide
+from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
+from bot.lifecycle.escalate import Escalate
+from bot.lifecycle.expire import ExpirePending
+from bot.lifecycle.extend import ApplyExtension
+from bot.lifecycle.issue import Issue
+from bot.lifecycle.reconcile import Reconcile
+from bot.lifecycle.review import Review
+from bot.lifecycle.revoke import CLAIM_TIMEOUT, RETRY_BACKOFF, EndGrant, RevokeEarly, retry_delay
+from bot.lifecycle.submit import Submit, SubmitResult
+from bot.lifecycle.views import Views
+from bot.lifecycle.withdraw import Withdraw
+from bot.policy import Policy, Resource
+from bot.ports import ApproverDirectory, Clock, Notifier, RequestView, Timers
 
 
-class AccessLifecycle(SubmitMixin, DecideMixin, ReconcileMixin, GrantMixin):
-    """Every use case of debug-access, wired to its edges (see ``LifecycleBase``)."""
+class AccessLifecycle:
+    """Every use case of debug-access, wired to its edges; one entry point for the callers."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        policy: Policy,
+        issuer: Issuer,
+        notifier: Notifier,
+        timers: Timers,
+        clock: Clock,
+        approvers: ApproverDirectory,
+    ) -> None:
+        edges = Edges(engine, policy, issuer, notifier, timers, clock, approvers)
+        self.edges = edges
+        self.policy = policy
+        # Built in dependency order: each use case is given the ones it calls.
+        self.views = views = Views(edges)
+        tell = Announcer(edges)
+        self.ending = EndGrant(edges, views, tell)
+        self.issuing = Issue(edges, views, tell, self.ending)
+        self.extension = ApplyExtension(edges, views, tell)
+        self.expiry = ExpirePending(edges, views, tell)
+        self.withdrawal = Withdraw(edges, views, tell)
+        self.decision = Decide(edges, views, tell, self.issuing, self.extension, self.expiry)
+        self.reviewing = Review(edges, views, tell)
+        self.escalation = Escalate(edges, views, tell)
+        self.early_revocation = RevokeEarly(edges, views, self.ending, self.withdrawal)
+        self.submission = Submit(edges, views, tell, self.issuing)
+        self.reconciliation = Reconcile(
+            edges, views, self.issuing, self.extension, self.ending, self.expiry, self.escalation
+        )
+
+    # -- command -> request -----------------------------------------------------------------------
+
+    def submit(
+        self,
+        requester: str,
+        valid: ValidRequest,
+        origin_channel: str | None,
+        break_glass: bool = False,
+    ) -> SubmitResult:
+        return self.submission.submit(requester, valid, origin_channel, break_glass)
+
+    def request_extension(self, request_id: int, actor: str, duration_text: str) -> SubmitResult:
+        return self.submission.request_extension(request_id, actor, duration_text)
+
+    def check_extension(
+        self, request_id: int, actor: str, duration_text: str
+    ) -> tuple[RequestView, Resource, timedelta]:
+        return self.submission.check_extension(request_id, actor, duration_text)
+
+    # -- decision ---------------------------------------------------------------------------------
+
+    def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
+        return self.decision.decide(request_id, actor, approve)
+
+    def withdraw(self, view: RequestView) -> RequestView:
+        return self.withdrawal.withdraw(view)
+
+    def escalate(self, request_id: int) -> bool:
+        return self.escalation.escalate(request_id)
+
+    def expire_pending(self, request_id: int) -> bool:
+        return self.expiry.expire_pending(request_id)
+
+    def review(self, request_id: int, actor: str) -> RequestView:
+        return self.reviewing.review(request_id, actor)
+
+    # -- grant: collect, revoke -------------------------------------------------------------------
+
+    def check_collected(self, grant_id: int) -> bool | None:
+        return self.issuing.check_collected(grant_id)
+
+    def revoke_early(self, request_id: int, actor: str) -> RequestView:
+        return self.early_revocation.revoke_early(request_id, actor)
+
+    def end_grant(self, grant_id: int, reason: str, actor: str = SYSTEM_ACTOR) -> bool:
+        return self.ending.end_grant(grant_id, reason, actor)
+
+    # -- restart and sweep ------------------------------------------------------------------------
+
+    def reconcile(self) -> dict[str, int]:
+        return self.reconciliation.reconcile()
+
+    def sweep(self) -> dict[str, int]:
+        return self.reconciliation.sweep()
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def get(self, request_id: int) -> RequestView:
+        return self.views.get(request_id)
+
+    def open_requests_of(self, user: str) -> list[RequestView]:
+        return self.views.open_requests_of(user)
+
+    def waiting_for(self, user: str) -> list[RequestView]:
+        return self.views.waiting_for(user)
+
+    def recent_decisions(self, user: str, limit: int = 5) -> list[RequestView]:
+        return self.views.recent_decisions(user, limit)
 
 
 __all__ = [

@@ -17,9 +17,13 @@ from functools import partial
 from sqlmodel import Session, col, select
 
 from bot.domain.requests import RequestStatus
-from bot.lifecycle.base import EndReason, LifecycleBase
-from bot.lifecycle.decide import ESCALATION_EXHAUSTED
-from bot.lifecycle.grants import CLAIM_TIMEOUT, COLLECT_MARGIN, GrantMixin
+from bot.lifecycle.edges import Edges, EndReason
+from bot.lifecycle.escalate import ESCALATION_EXHAUSTED, Escalate
+from bot.lifecycle.expire import ExpirePending
+from bot.lifecycle.extend import ApplyExtension
+from bot.lifecycle.issue import COLLECT_MARGIN, Issue
+from bot.lifecycle.revoke import CLAIM_TIMEOUT, EndGrant
+from bot.lifecycle.views import Views
 from bot.store.models import AccessRequest, Grant, GrantStatus, utc
 
 log = logging.getLogger(__name__)
@@ -27,7 +31,25 @@ log = logging.getLogger(__name__)
 INTERRUPTED = "the bot stopped while issuing; please request again"
 
 
-class ReconcileMixin(GrantMixin, LifecycleBase):
+class Reconcile:
+    def __init__(
+        self,
+        edges: Edges,
+        views: Views,
+        issuing: Issue,
+        extension: ApplyExtension,
+        ending: EndGrant,
+        expiry: ExpirePending,
+        escalation: Escalate,
+    ) -> None:
+        self.edges = edges
+        self.views = views
+        self.issuing = issuing
+        self.extension = extension
+        self.ending = ending
+        self.expiry = expiry
+        self.escalation = escalation
+
     def reconcile(self) -> dict[str, int]:
         """At start: finish what is overdue and set a timer for everything in the future."""
         counts = self._catch_up(at_start=True)
@@ -42,12 +64,12 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
         return counts
 
     def _catch_up(self, at_start: bool) -> dict[str, int]:
-        now = self.clock.now()
+        now = self.edges.clock.now()
         counts = {"expired": 0, "scheduled": 0, "retried": 0, "interrupted": 0, "pending": 0}
         stale = now - CLAIM_TIMEOUT
 
         def load_grants() -> list[Grant]:
-            with Session(self.engine) as session:
+            with Session(self.edges.engine) as session:
                 return list(
                     session.exec(
                         select(Grant).where(
@@ -58,7 +80,7 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
                     )
                 )
 
-        with Session(self.engine) as session:
+        with Session(self.edges.engine) as session:
             approved = list(
                 session.exec(
                     select(AccessRequest).where(
@@ -80,11 +102,11 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
             if request.id in granted or utc(request.updated_at) > stale:
                 continue
             assert request.id is not None
-            view = self.get(request.id)
+            view = self.views.get(request.id)
             if view.is_extension:
-                step("interrupted", partial(self._apply_extension, view))
+                step("interrupted", partial(self.extension.apply, view))
             else:
-                step("interrupted", partial(self._fail_issue, view, None, INTERRUPTED))
+                step("interrupted", partial(self.issuing.fail, view, None, INTERRUPTED))
         # Read grants again: finishing a stranded extension above may have moved an expiry.
         for grant in load_grants():
             gid = grant.id
@@ -93,18 +115,20 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
                 if utc(grant.issued_at) <= stale:
                     step(
                         "interrupted",
-                        partial(self._fail_issue, self.get(grant.request_id), gid, INTERRUPTED),
+                        partial(
+                            self.issuing.fail, self.views.get(grant.request_id), gid, INTERRUPTED
+                        ),
                     )
             elif grant.status == GrantStatus.REVOKING:
                 self._catch_up_revoking(grant, now, at_start, step)
             elif grant.expires_at is None or utc(grant.expires_at) <= now:
-                step("expired", partial(self.end_grant, gid, EndReason.EXPIRED))
+                step("expired", partial(self.ending.end_grant, gid, EndReason.EXPIRED))
             else:
                 if at_start:
-                    self.timers.schedule_end(gid, utc(grant.expires_at))
+                    self.edges.timers.schedule_end(gid, utc(grant.expires_at))
                     counts["scheduled"] += 1
                 self._catch_up_collection(grant, now, at_start)
-        with Session(self.engine) as session:
+        with Session(self.edges.engine) as session:
             pending = list(
                 session.exec(
                     select(AccessRequest).where(AccessRequest.status == RequestStatus.PENDING.value)
@@ -124,11 +148,11 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
         check_at = utc(grant.collect_by) - COLLECT_MARGIN
         if check_at <= now:
             try:
-                self.check_collected(grant.id)
+                self.issuing.check_collected(grant.id)
             except Exception:
                 log.exception("could not check whether grant %s was collected", grant.id)
         elif at_start:
-            self.timers.schedule_collect_check(grant.id, check_at)
+            self.edges.timers.schedule_collect_check(grant.id, check_at)
 
     def _catch_up_revoking(
         self,
@@ -142,11 +166,13 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
         claimed = utc(grant.claimed_at) if grant.claimed_at else None
         if claimed is not None and claimed > now - CLAIM_TIMEOUT:
             if at_start:
-                self.timers.schedule_retry(gid, claimed + CLAIM_TIMEOUT)
+                self.edges.timers.schedule_retry(gid, claimed + CLAIM_TIMEOUT)
             return
         retry_at = utc(grant.next_retry_at) if grant.next_retry_at else now
         if retry_at <= now or at_start:
-            step("retried", lambda: self.end_grant(gid, grant.end_reason or EndReason.EXPIRED))
+            step(
+                "retried", lambda: self.ending.end_grant(gid, grant.end_reason or EndReason.EXPIRED)
+            )
 
     def _catch_up_pending(
         self,
@@ -160,9 +186,9 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
         assert rid is not None
         until = utc(request.pending_until) if request.pending_until else now
         if until <= now:
-            step("pending", lambda: self.expire_pending(rid))
+            step("pending", lambda: self.expiry.expire_pending(rid))
             return
-        resource = self.policy.resource(request.resource)
+        resource = self.edges.policy.resource(request.resource)
         due = None
         if (
             resource is not None
@@ -170,9 +196,9 @@ class ReconcileMixin(GrantMixin, LifecycleBase):
             and request.escalation_level < ESCALATION_EXHAUSTED
         ):
             due = utc(request.created_at) + resource.escalate_after * (request.escalation_level + 1)
-        if due is not None and due <= now and self.escalate(rid):
+        if due is not None and due <= now and self.escalation.escalate(rid):
             counts["pending"] += 1
         if at_start:
-            self.timers.schedule_pending_expiry(rid, until)
+            self.edges.timers.schedule_pending_expiry(rid, until)
             if due is not None and due > now:
-                self.timers.schedule_escalation(rid, due)
+                self.edges.timers.schedule_escalation(rid, due)

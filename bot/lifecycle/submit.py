@@ -8,6 +8,7 @@ the escalation path. Break-glass skips approval but is announced loudly and awai
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -24,14 +25,33 @@ from bot.domain.requests import (
     extension_limit,
     validate_break_glass,
 )
-from bot.lifecycle.base import LifecycleBase, MessageKind, SubmitResult
+from bot.lifecycle.announce import Announcer, MessageKind
+from bot.lifecycle.edges import Edges
+from bot.lifecycle.issue import Issue
+from bot.lifecycle.routing import staffed_tiers
+from bot.lifecycle.rows import grant_of, move
+from bot.lifecycle.views import Views
 from bot.policy import Resource
 from bot.ports import RequestView
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, GrantStatus, utc
 
 
-class SubmitMixin(LifecycleBase):
+@dataclass(frozen=True)
+class SubmitResult:
+    """The stored request and who was asked to approve it."""
+
+    view: RequestView
+    asked: tuple[str, ...]
+
+
+class Submit:
+    def __init__(self, edges: Edges, views: Views, tell: Announcer, issuing: Issue) -> None:
+        self.edges = edges
+        self.views = views
+        self.tell = tell
+        self.issuing = issuing
+
     def submit(
         self,
         requester: str,
@@ -40,13 +60,13 @@ class SubmitMixin(LifecycleBase):
         break_glass: bool = False,
     ) -> SubmitResult:
         """Store a validated request and put it in front of its approvers."""
-        resource = self._resource(valid.resource)
+        resource = self.edges.resource(valid.resource)
         self._check_requester(requester, valid.resource, resource)
         if break_glass:
             validate_break_glass(valid.resource, resource, valid.duration)
             self._check_no_open_break_glass(requester, valid.resource)
             return self._break_glass(requester, valid, origin_channel, resource)
-        return self._route_new(
+        return self.route_new(
             requester=requester,
             resource_name=valid.resource,
             resource=resource,
@@ -58,7 +78,7 @@ class SubmitMixin(LifecycleBase):
     def request_extension(self, request_id: int, actor: str, duration_text: str) -> SubmitResult:
         """``/debug-access extend <id> <duration>``: the approvers are asked again."""
         parent, resource, extra = self.check_extension(request_id, actor, duration_text)
-        return self._route_new(
+        return self.route_new(
             requester=actor,
             resource_name=parent.resource,
             resource=resource,
@@ -73,7 +93,7 @@ class SubmitMixin(LifecycleBase):
     ) -> tuple[RequestView, Resource, timedelta]:
         """Every rule an extension request must pass, without changing anything (quick enough
         to run before acknowledging a form)."""
-        parent = self.get(request_id)
+        parent = self.views.get(request_id)
         if actor != parent.requester:
             raise NotAllowed("Only the requester can ask to extend their access.")
         if parent.status is not RequestStatus.ACTIVE:
@@ -83,11 +103,11 @@ class SubmitMixin(LifecycleBase):
             )
         if parent.break_glass:
             raise Conflict("Break-glass access cannot be extended; request access the normal way.")
-        resource = self._resource(parent.resource)
+        resource = self.edges.resource(parent.resource)
         self._check_requester(actor, parent.resource, resource)
         extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
-        with Session(self.engine) as session:
-            grant = self._grant_of(session, request_id)
+        with Session(self.edges.engine) as session:
+            grant = grant_of(session, request_id)
             waiting = session.exec(
                 select(AccessRequest).where(
                     AccessRequest.parent_id == request_id,
@@ -103,12 +123,10 @@ class SubmitMixin(LifecycleBase):
         extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra, resource.max_duration)
         return parent, resource, extra
 
-    # -- helpers ----------------------------------------------------------------------------------
-
     def _check_no_open_break_glass(self, requester: str, resource_name: str) -> None:
         """One break-glass at a time per person and resource, and none while an earlier one
         awaits review: emergency access must not chain into standing access."""
-        with Session(self.engine) as session:
+        with Session(self.edges.engine) as session:
             earlier = session.exec(
                 select(AccessRequest).where(
                     AccessRequest.requester == requester,
@@ -133,10 +151,12 @@ class SubmitMixin(LifecycleBase):
         if not resource.requesters:
             return
         groups = [e for e in resource.requesters if SLACK_USERGROUP_ID.fullmatch(e)]
-        member_of = groups if groups and self.approvers.in_any_group(requester, groups) else []
+        member_of = (
+            groups if groups and self.edges.approvers.in_any_group(requester, groups) else []
+        )
         check_may_request(requester, name, resource.requesters, member_of)
 
-    def _route_new(
+    def route_new(
         self,
         *,
         requester: str,
@@ -147,11 +167,13 @@ class SubmitMixin(LifecycleBase):
         origin_channel: str | None,
         parent_id: int | None = None,
     ) -> SubmitResult:
-        now = self.clock.now()
-        staffed, note = self._tiers(resource_name, resource, requester, now)
+        """Store a new request (or extension request) and ask the first staffed tier; the
+        database refuses a second pending extension of the same grant, even in a race."""
+        now = self.edges.clock.now()
+        staffed, note = staffed_tiers(self.edges.approvers, resource_name, resource, requester, now)
         primary = staffed[0].users
         pending_until = now + resource.pending_ttl
-        with transaction(self.engine) as session:
+        with transaction(self.edges.engine) as session:
             request = AccessRequest(
                 requester=requester,
                 resource=resource_name,
@@ -193,27 +215,27 @@ class SubmitMixin(LifecycleBase):
                     "approvals_required": resource.approvals_required,
                 },
             )
-            view = self._view(session, request)
-        refs = self.notifier.announce_request(view, primary, in_channel=True)
-        self._remember_messages(view.id, MessageKind.APPROVAL, refs)
-        self.timers.schedule_pending_expiry(view.id, pending_until)
+            view = self.views.view(session, request)
+        refs = self.edges.notifier.announce_request(view, primary, in_channel=True)
+        self.tell.remember(view.id, MessageKind.APPROVAL, refs)
+        self.edges.timers.schedule_pending_expiry(view.id, pending_until)
         if resource.escalate_after is not None and len(staffed) > 1:
-            self.timers.schedule_escalation(view.id, now + resource.escalate_after)
+            self.edges.timers.schedule_escalation(view.id, now + resource.escalate_after)
         what = (
             f"asked to extend #{parent_id} by {format_duration(duration)}"
             if parent_id
             else "requested"
         )
-        self._announce(view, AuditAction.REQUESTED, what)
+        self.tell.announce(view, AuditAction.REQUESTED, what)
         return SubmitResult(view=view, asked=primary)
 
     def _break_glass(
         self, requester: str, valid: ValidRequest, origin_channel: str | None, resource: Resource
     ) -> SubmitResult:
-        now = self.clock.now()
-        tiers = self.approvers.tiers(resource.approvers, requester, now)
+        now = self.edges.clock.now()
+        tiers = self.edges.approvers.tiers(resource.approvers, requester, now)
         on_call = next((t.users for t in tiers if t.users), ())
-        with transaction(self.engine) as session:
+        with transaction(self.edges.engine) as session:
             request = AccessRequest(
                 requester=requester,
                 resource=valid.resource,
@@ -229,7 +251,7 @@ class SubmitMixin(LifecycleBase):
             session.add(request)
             session.flush()
             assert request.id is not None
-            moved = self._move(session, request.id, RequestStatus.APPROVED, now)
+            moved = move(session, request.id, RequestStatus.APPROVED, now)
             moved.decided_by, moved.decided_at = requester, now
             append_event(
                 session,
@@ -244,14 +266,14 @@ class SubmitMixin(LifecycleBase):
                     "notified": list(on_call),
                 },
             )
-            view = self._view(session, moved)
-        refs = self.notifier.announce_request(view, on_call, in_channel=True)
-        self._remember_messages(view.id, MessageKind.APPROVAL, refs)
-        self._announce(
+            view = self.views.view(session, moved)
+        refs = self.edges.notifier.announce_request(view, on_call, in_channel=True)
+        self.tell.remember(view.id, MessageKind.APPROVAL, refs)
+        self.tell.announce(
             view,
             AuditAction.BREAK_GLASS,
             "BREAK-GLASS: access taken without approval; awaiting review",
             alert=True,
         )
-        issued = self._issue(view)
+        issued = self.issuing.issue(view)
         return SubmitResult(view=issued, asked=on_call)

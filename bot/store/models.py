@@ -10,7 +10,20 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
+from bot.domain.grants import GrantStatus
 from bot.domain.requests import RequestStatus
+
+__all__ = [
+    "AccessRequest",
+    "AuditEvent",
+    "AuditHead",
+    "Decision",
+    "DigestRun",
+    "Grant",
+    "GrantStatus",
+    "RequestMessage",
+    "utc",
+]
 
 
 def utc(value: datetime) -> datetime:
@@ -91,13 +104,6 @@ class Decision(SQLModel, table=True):
     decided_at: datetime = _when()  # type: ignore[assignment]
 
 
-class GrantStatus:
-    ISSUING = "issuing"
-    ACTIVE = "active"
-    REVOKING = "revoking"
-    REVOKED = "revoked"
-
-
 class Grant(SQLModel, table=True):
     """What Vault issued for an approved request: references only, never the secret itself."""
 
@@ -105,7 +111,7 @@ class Grant(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     request_id: int = Field(foreign_key="access_request.id", unique=True)
-    status: str = Field(default=GrantStatus.ISSUING, index=True, max_length=16)
+    status: str = Field(default=GrantStatus.ISSUING.value, index=True, max_length=16)
     token_accessor: str | None = Field(default=None, max_length=128)
     lease_id: str | None = Field(default=None, max_length=512)
     issued_at: datetime = _when()  # type: ignore[assignment]

@@ -20,7 +20,7 @@ from bot.domain.durations import DurationError
 from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.lifecycle import SYSTEM_ACTOR, AccessLifecycle
-from bot.lifecycle.decide import ESCALATION_EXHAUSTED
+from bot.lifecycle.escalate import ESCALATION_EXHAUSTED
 from bot.ports import ApproverDirectory, ApproverTier
 from bot.store.models import AccessRequest, AuditEvent, Decision, Grant, GrantStatus, utc
 from tests.unit.fakes import (

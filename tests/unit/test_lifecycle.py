@@ -847,7 +847,7 @@ def test_the_database_allows_one_pending_extension_per_grant_even_in_a_race(h: H
     # A second request that passed its checks before the first was stored (a race) still fails.
     resource = h.policy.resources["payments-db"]
     with pytest.raises(Conflict, match="already waiting"):
-        h.lifecycle._route_new(
+        h.lifecycle.submission.route_new(
             requester=REQUESTER,
             resource_name="payments-db",
             resource=resource,

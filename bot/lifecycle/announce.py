@@ -1,0 +1,82 @@
+"""Telling people: the audit channel (one thread per request), the approval and credential
+messages kept up to date, and the App Homes of everyone involved.
+
+Each use case follows one rule: **state first, then Slack**. The database transaction that
+changes a request also appends its audit row; only after it commits does anybody hear about it.
+A crash between the two loses a message, never a fact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from sqlmodel import Session, col, select
+
+from bot.audit import AuditAction
+from bot.lifecycle.edges import Edges
+from bot.ports import MessageRef, RequestView
+from bot.store.db import transaction
+from bot.store.models import RequestMessage
+
+
+class MessageKind:
+    """Which Slack messages of a request are remembered, to update or thread under later."""
+
+    APPROVAL = "approval"
+    CREDENTIALS = "credentials"
+    AUDIT = "audit"
+
+
+class Announcer:
+    def __init__(self, edges: Edges) -> None:
+        self.edges = edges
+
+    def refs(self, request_id: int, kind: str) -> list[MessageRef]:
+        with Session(self.edges.engine) as session:
+            return [
+                MessageRef(m.channel, m.ts)
+                for m in session.exec(
+                    select(RequestMessage)
+                    .where(RequestMessage.request_id == request_id, RequestMessage.kind == kind)
+                    .order_by(col(RequestMessage.id))
+                )
+            ]
+
+    def remember(self, request_id: int, kind: str, refs: Sequence[MessageRef]) -> None:
+        if not refs:
+            return
+        with transaction(self.edges.engine) as session:
+            for ref in refs:
+                session.add(
+                    RequestMessage(request_id=request_id, kind=kind, channel=ref.channel, ts=ref.ts)
+                )
+
+    def refresh_request_messages(self, view: RequestView) -> None:
+        self.edges.notifier.refresh_request(view, self.refs(view.id, MessageKind.APPROVAL))
+
+    def announce(
+        self,
+        view: RequestView,
+        action: AuditAction,
+        text: str,
+        alert: bool = False,
+        homes: bool = True,
+    ) -> None:
+        """Post to the audit channel, threaded under the request (an extension under the grant
+        it extends), and refresh the App Home of everyone involved (``homes=False`` when the
+        next step announces again at once, so each Home is published once, not twice)."""
+        root_id = view.parent_id or view.id
+        roots = self.refs(root_id, MessageKind.AUDIT)
+        posted = self.edges.notifier.audit(
+            view, action.value, text, alert=alert, thread=roots[0] if roots else None
+        )
+        if posted is not None and not roots:
+            self.remember(root_id, MessageKind.AUDIT, [posted])
+        if homes:
+            self.homes_changed(view)
+
+    def homes_changed(self, view: RequestView, extra: Iterable[str] = ()) -> None:
+        users = [view.requester, *view.approvers, *view.approved_by, *extra]
+        if view.decided_by:
+            users.append(view.decided_by)
+        self.edges.notifier.home_changed(list(dict.fromkeys(users)))

@@ -1,0 +1,47 @@
+"""What the use cases talk to: the database, the policy, Vault, Slack, timers, the clock and the
+approver directory, handed to each use case as one ``Edges`` value (so a test swaps any of
+them for a fake, and no use case reaches for a global)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from bot.domain.errors import NotFound
+from bot.issuer import Issuer
+from bot.policy import Policy, Resource
+from bot.ports import ApproverDirectory, Clock, Notifier, Timers
+
+# Who the audit trail names when the bot acts by itself (expiry, escalation, retries).
+SYSTEM_ACTOR = "debug-access"
+
+
+class EndReason:
+    """Why a grant ended (stored on the grant and shown in the audit trail)."""
+
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+    ISSUE_FAILED = "issue_failed"
+    DELIVERY_FAILED = "delivery_failed"
+    NOT_COLLECTED = "not_collected"
+
+
+@dataclass(frozen=True)
+class Edges:
+    """The outside world of the use cases, each behind its interface in ``bot.ports``."""
+
+    engine: Engine
+    policy: Policy
+    issuer: Issuer
+    notifier: Notifier
+    timers: Timers
+    clock: Clock
+    approvers: ApproverDirectory
+
+    def resource(self, name: str) -> Resource:
+        """The policy's resource, or NotFound: a request may outlive its resource's entry."""
+        resource = self.policy.resource(name)
+        if resource is None:
+            raise NotFound(f"`{name}` is no longer in the policy.")
+        return resource

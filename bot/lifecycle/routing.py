@@ -1,0 +1,30 @@
+"""Who is asked to approve: the approver tiers with someone in them now (submit asks the
+first, escalation the next)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from bot.domain.errors import NotAllowed
+from bot.policy import Resource
+from bot.ports import ApproverDirectory, ApproverTier
+
+
+def staffed_tiers(
+    approvers: ApproverDirectory,
+    resource_name: str,
+    resource: Resource,
+    requester: str,
+    now: datetime,
+) -> tuple[list[ApproverTier], str | None]:
+    """The approver tiers with someone in them now, and the routing notes (fallbacks)."""
+    tiers = approvers.tiers(resource.approvers, requester, now)
+    notes = [t.note for t in tiers if t.note]
+    staffed = [t for t in tiers if t.users]
+    if not staffed:
+        raise NotAllowed(
+            f"Nobody but you can approve `{resource_name}` right now"
+            + (f" ({'; '.join(notes)})" if notes else "")
+            + ". Ask the owners of the policy to add approvers."
+        )
+    return staffed, "; ".join(notes) or None

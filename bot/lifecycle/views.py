@@ -1,0 +1,130 @@
+"""Reading requests as the Slack surfaces show them (``RequestView``): one request, someone's
+open requests, what waits for an approver, recent decisions."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+from sqlalchemy import or_
+from sqlmodel import Session, col, select
+
+from bot.domain.errors import Conflict, UserError
+from bot.domain.requests import RequestStatus
+from bot.lifecycle.edges import Edges
+from bot.lifecycle.rows import grant_of, load_request
+from bot.ports import RequestView
+from bot.store.models import AccessRequest, Decision, utc
+
+
+class Views:
+    def __init__(self, edges: Edges) -> None:
+        self.edges = edges
+
+    def get(self, request_id: int) -> RequestView:
+        with Session(self.edges.engine) as session:
+            return self.view(session, load_request(session, request_id))
+
+    def open_requests_of(self, user: str) -> list[RequestView]:
+        """The user's pending requests and live grants, newest first."""
+        open_states = [s.value for s in RequestStatus if s.is_open]
+        with Session(self.edges.engine) as session:
+            rows = session.exec(
+                select(AccessRequest)
+                .where(AccessRequest.requester == user, col(AccessRequest.status).in_(open_states))
+                .order_by(col(AccessRequest.id).desc())
+            )
+            return [self.view(session, row) for row in rows]
+
+    def waiting_for(self, user: str) -> list[RequestView]:
+        """Pending requests this user may decide now and has not yet approved."""
+        now = self.edges.clock.now()
+        with Session(self.edges.engine) as session:
+            rows = list(
+                session.exec(
+                    select(AccessRequest)
+                    .where(AccessRequest.status == RequestStatus.PENDING.value)
+                    .order_by(col(AccessRequest.id))
+                )
+            )
+            views = [self.view(session, row) for row in rows]
+        waiting = []
+        for view in views:
+            resource = self.edges.policy.resource(view.resource)
+            if (
+                resource is not None
+                and user not in view.approved_by
+                and self.edges.approvers.may_approve(user, resource.approvers, view.requester, now)
+            ):
+                waiting.append(view)
+        return waiting
+
+    def recent_decisions(self, user: str, limit: int = 5) -> list[RequestView]:
+        """The latest decided requests this user asked for or decided."""
+        with Session(self.edges.engine) as session:
+            decided_ids = select(Decision.request_id).where(Decision.approver == user)
+            rows = session.exec(
+                select(AccessRequest)
+                .where(
+                    col(AccessRequest.decided_at).is_not(None),
+                    or_(
+                        col(AccessRequest.requester) == user, col(AccessRequest.id).in_(decided_ids)
+                    ),
+                )
+                .order_by(col(AccessRequest.decided_at).desc())
+                .limit(limit)
+            )
+            return [self.view(session, row) for row in rows]
+
+    def view(self, session: Session, request: AccessRequest) -> RequestView:
+        assert request.id is not None
+        resource = self.edges.policy.resource(request.resource)
+        grant = grant_of(session, request.parent_id or request.id)
+        approved_by = tuple(
+            session.exec(
+                select(Decision.approver)
+                .where(Decision.request_id == request.id, Decision.verdict == "approve")
+                .order_by(col(Decision.decided_at), col(Decision.id))
+            )
+        )
+        return RequestView(
+            id=request.id,
+            requester=request.requester,
+            resource=request.resource,
+            description=resource.description if resource else "",
+            duration=timedelta(seconds=request.duration_seconds),
+            reason=request.reason,
+            status=RequestStatus(request.status),
+            created_at=utc(request.created_at),
+            approvers=tuple(json.loads(request.asked or "[]")),
+            decided_by=request.decided_by,
+            decided_at=utc(request.decided_at) if request.decided_at else None,
+            expires_at=utc(grant.expires_at) if grant and grant.expires_at else None,
+            ended_at=utc(grant.ended_at) if grant and grant.ended_at else None,
+            end_reason=grant.end_reason if grant else None,
+            ended_by=grant.ended_by if grant else None,
+            failure=request.failure,
+            kind=request.kind,
+            parent_id=request.parent_id,
+            break_glass=request.break_glass,
+            reviewed_by=request.reviewed_by,
+            reviewed_at=utc(request.reviewed_at) if request.reviewed_at else None,
+            approved_by=approved_by,
+            approvals_required=request.approvals_required,
+            escalation_level=request.escalation_level,
+            routing_note=request.routing_note,
+            asked_sources=tuple(json.loads(request.asked_sources or "[]")),
+            pending_until=utc(request.pending_until) if request.pending_until else None,
+        )
+
+    def already_decided(self, request_id: int) -> UserError:
+        """Why a request can no longer be decided (someone was quicker, or it moved on)."""
+        view = self.get(request_id)
+        if view.decided_by:
+            return Conflict(
+                f"Request #{request_id} was already {view.status.label} "
+                f"(decided by <@{view.decided_by}>)."
+            )
+        return Conflict(
+            f"Request #{request_id} is {view.status.label}; it can no longer be decided."
+        )
