@@ -4,7 +4,7 @@ The request lifecycle, top to bottom:
 
     slack/listeners/commands.py, views.py -> lifecycle/submit.py    (command / modal -> request)
     slack/listeners/actions.py            -> lifecycle/decide.py    (decision)
-    lifecycle/issue.py, extend.py         -> issuer.py / vault.py   (Vault issue, extend)
+    lifecycle/issue.py, extend.py         -> issuer.py / vault/     (Vault issue, extend)
     scheduler.py                          -> lifecycle/revoke.py    (schedule -> revoke)
     lifecycle/*                           -> audit.py               (hash-chained audit trail)
     scheduler.py                          -> digest.py              (daily digest)

@@ -42,6 +42,7 @@ class AuditAction(enum.StrEnum):
     EXTENDED = "extended"
     COLLECTED = "collected"
     NOT_COLLECTED = "not_collected"
+    SSH_KEY_REGISTERED = "ssh_key_registered"
 
 
 def canonical_content(

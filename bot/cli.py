@@ -6,7 +6,7 @@ debug-access check   validate the policy and environment; reach Vault, the datab
 debug-access vault-policy   print the least-privilege Vault policy for the bot's token
 debug-access audit verify | audit export --since 2026-11-01 [--until …] [--format csv]
 debug-access digest --now   post the daily digest for the last 24 hours
-debug-access db upgrade | db current   migrate the schema / show where it stands
+debug-access db upgrade | db downgrade REV | db current   migrate the schema / show where it stands
 """
 
 from __future__ import annotations
@@ -91,6 +91,17 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
     configure_logging("INFO")
     revision = schema.upgrade(make_engine(DatabaseSettings().database_url))
     print(f"database schema at {revision} (head)")  # noqa: T201
+    return 0
+
+
+def cmd_db_downgrade(args: argparse.Namespace) -> int:
+    """Take the schema back to an earlier revision, to run an older release again."""
+    from bot.store import schema
+    from bot.store.db import make_engine
+
+    configure_logging("INFO")
+    revision = schema.downgrade(make_engine(DatabaseSettings().database_url), args.revision)
+    print(f"database schema at {revision}")  # noqa: T201
     return 0
 
 
@@ -202,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="migrate to this release's schema (safe while replicas "
         "run: one migrates, the others wait)",
     ).set_defaults(func=cmd_db_upgrade)
+    down = db_sub.add_parser(
+        "downgrade",
+        help="take the schema back to REVISION to run an older release "
+        "(drops what later revisions added: back up first)",
+    )
+    down.add_argument("revision", help="e.g. 0001 (see `db current`)")
+    down.set_defaults(func=cmd_db_downgrade)
     db_sub.add_parser(
         "current", help="show the database's revision and this release's"
     ).set_defaults(func=cmd_db_current)

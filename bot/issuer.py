@@ -75,6 +75,8 @@ class GrantSpec:
     ttl: timedelta
     max_ttl: timedelta
     grant: GrantKind
+    #: The OpenSSH public key line to sign, for kinds that need one (``grant.key_policy()``).
+    public_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class GrantToken:
 class Obtained:
     """What a grant gives the requester, obtained with the grant token.
 
-    ``values`` is what the requester receives (database credentials, or the grant token itself).
+    ``values`` is what the requester receives (database credentials, the grant token itself, or a
+    signed SSH certificate).
     A lease, when the kind has one (a dynamic secret), is a child of the grant token: the bot
     records it to revoke and renew it, and it may end before the token does.
     """
@@ -99,6 +102,13 @@ class Obtained:
     values: Mapping[str, SecretValue] = field(default_factory=dict)
     lease_id: str | None = None
     lease_expires_at: datetime | None = None
+    #: What the audit trail records about it (ids, serials, fingerprints: never a value).
+    audit: Mapping[str, object] = field(default_factory=dict)
+    #: How to use it, shown with the delivery (plain mrkdwn written by the bot, no user text).
+    instructions: tuple[str, ...] = ()
+    #: Show each value alone in its own block, to be copied into a file as it is (a
+    #: certificate), rather than as ``name: value`` lines.
+    verbatim: bool = False
 
     def __post_init__(self) -> None:
         if (self.lease_id is None) != (self.lease_expires_at is None):

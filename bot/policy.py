@@ -34,7 +34,13 @@ from bot.domain.durations import (
     format_duration,
     parse_duration,
 )
-from bot.domain.grant_kinds import GRANT_KINDS, GRANT_TYPES, GrantKind, from_legacy_key
+from bot.domain.grant_kinds import (
+    GRANT_TYPES,
+    LEGACY_KEYS,
+    GrantKind,
+    from_legacy_key,
+    kind_of_type,
+)
 from bot.domain.identifiers import (
     POLICY_NAME,
     SLACK_CHANNEL_ID,
@@ -126,7 +132,7 @@ class Resource(_Strict):
         """
         legacy: str | None = None
         if isinstance(data, dict):
-            used = [kind.legacy_key for kind in GRANT_KINDS if kind.legacy_key in data]
+            used = [key for key in LEGACY_KEYS if key in data]
             if len(used) > 1:
                 raise ValueError(f"set exactly one of {' or '.join(used)}")
             if used and "grant" in data:
@@ -138,6 +144,7 @@ class Resource(_Strict):
                 value = data[legacy]
                 data = {k: v for k, v in data.items() if k != legacy}
                 data["grant"] = from_legacy_key(legacy, value)
+            data = _with_default_max_duration(data)
         resource = handler(data)
         resource._legacy_key = legacy
         return resource
@@ -187,6 +194,16 @@ class Resource(_Strict):
         ):
             raise ValueError("default_duration must be between 1m and max_duration")
         return self
+
+
+def _with_default_max_duration(data: dict[str, Any]) -> dict[str, Any]:
+    """A kind may set ``max_duration`` for resources that do not (SSH certificates: short, since
+    they cannot be recalled); every other kind requires the resource to say it."""
+    grant = data.get("grant")
+    kind = kind_of_type(grant.get("type")) if isinstance(grant, dict) else None
+    if "max_duration" in data or kind is None or kind.default_max_duration is None:
+        return data
+    return {**data, "max_duration": kind.default_max_duration}
 
 
 class Policy(_Strict):

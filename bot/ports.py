@@ -65,6 +65,10 @@ class RequestView:
     asked_sources: tuple[str, ...] = ()
     routing_note: str | None = None
     pending_until: datetime | None = None
+    #: The grant cannot be recalled early (an SSH certificate): it ends when it expires.
+    ends_by_expiry_only: bool = False
+    #: The SSH public key the grant signs (its fingerprint), for kinds that sign one.
+    key_fingerprint: str | None = None
 
     @property
     def is_extension(self) -> bool:
@@ -87,6 +91,10 @@ class CredentialDelivery:
     wrap_ttl: timedelta | None = None
     values: Mapping[str, SecretValue] | None = None
     notes: tuple[str, ...] = ()
+    #: How to use what was delivered (written by the bot's grant kind; no user text).
+    instructions: tuple[str, ...] = ()
+    #: Each value alone in its own code block, copyable into a file as it is.
+    verbatim: bool = False
 
 
 class Notifier(Protocol):

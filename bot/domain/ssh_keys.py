@@ -225,6 +225,11 @@ def parse_public_key(text: str, policy: SshKeyPolicy = DEFAULT_SSH_KEY_POLICY) -
     )
 
 
+def fingerprint_of(line: str) -> str:
+    """The fingerprint of a key line this module produced (``SshPublicKey.line``)."""
+    return fingerprint_sha256(base64.b64decode(line.split()[1]))
+
+
 def fingerprint_sha256(blob: bytes) -> str:
     """OpenSSH's fingerprint: ``SHA256:`` and unpadded base64 of the digest of the key blob."""
     digest = hashlib.sha256(blob).digest()

@@ -2,6 +2,7 @@
 
 edges.py      what every use case talks to (database, policy, Vault, Slack, timers, clock)
 submit.py     command -> request: routing to approvers, break-glass, asking for an extension
+ssh_keys.py   the SSH public key a request signs: registered on the App Home, or pasted
 decide.py     decision: approve / deny (enough approvals go on to issue or extend)
 withdraw.py   the requester takes a waiting request back
 escalate.py   nobody decided in time: ask the next approver tier
@@ -40,6 +41,7 @@ from bot.lifecycle.issue import Issue
 from bot.lifecycle.reconcile import Reconcile
 from bot.lifecycle.review import Review
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, RETRY_BACKOFF, EndGrant, RevokeEarly, retry_delay
+from bot.lifecycle.ssh_keys import SshKeys
 from bot.lifecycle.submit import Submit, SubmitResult
 from bot.lifecycle.views import Views
 from bot.lifecycle.withdraw import Withdraw
@@ -76,7 +78,8 @@ class AccessLifecycle:
         self.reviewing = Review(edges, views, tell)
         self.escalation = Escalate(edges, views, tell)
         self.early_revocation = RevokeEarly(edges, views, self.ending, self.withdrawal)
-        self.submission = Submit(edges, views, tell, self.issuing)
+        self.ssh_keys = SshKeys(edges)
+        self.submission = Submit(edges, views, tell, self.issuing, self.ssh_keys)
         self.reconciliation = Reconcile(
             edges, views, self.issuing, self.extension, self.ending, self.expiry, self.escalation
         )
@@ -89,8 +92,21 @@ class AccessLifecycle:
         valid: ValidRequest,
         origin_channel: str | None,
         break_glass: bool = False,
+        public_key: str | None = None,
     ) -> SubmitResult:
-        return self.submission.submit(requester, valid, origin_channel, break_glass)
+        return self.submission.submit(requester, valid, origin_channel, break_glass, public_key)
+
+    def register_ssh_key(self, user: str, text: str) -> str:
+        """Keep ``user``'s SSH public key for later requests; returns its fingerprint."""
+        return self.ssh_keys.register(user, text).fingerprint
+
+    def check_public_key(self, user: str, resource: str, pasted: str | None) -> None:
+        """Whether a request for ``resource`` would have an acceptable SSH key (quick enough to
+        run before acknowledging a form); raises the user's error otherwise."""
+        self.ssh_keys.key_for_request(user, resource, self.edges.resource(resource), pasted)
+
+    def registered_key_fingerprint(self, user: str) -> str | None:
+        return self.ssh_keys.registered_fingerprint(user)
 
     def request_extension(self, request_id: int, actor: str, duration_text: str) -> SubmitResult:
         return self.submission.request_extension(request_id, actor, duration_text)

@@ -55,6 +55,8 @@ class Issue:
         """Issue an approved request in Vault, record the grant, deliver the credentials and
         set the timers. Any failure fails the request and revokes what was half-issued."""
         resource = self.edges.resource(view.resource)
+        with Session(self.edges.engine) as session:
+            public_key = load_request(session, view.id).public_key
         spec = GrantSpec(
             request_id=view.id,
             requester=view.requester,
@@ -62,6 +64,7 @@ class Issue:
             ttl=view.duration,
             max_ttl=resource.max_duration,
             grant=resource.grant,
+            public_key=public_key,
         )
         try:
             token = self.issuer.create_grant_token(spec)
@@ -116,6 +119,7 @@ class Issue:
                     "token_accessor": token.accessor,
                     "expires_at": expires_at.isoformat(),
                     "held_for": format_duration(expires_at - now),
+                    **secret.audit,
                 },
             )
             view = self.views.view(session, load_request(session, view.id))
@@ -123,7 +127,7 @@ class Issue:
         self.tell.refresh_request_messages(view)
         self.tell.announce(view, AuditAction.ISSUED, f"issued, expires {when(expires_at)}")
         try:
-            delivery = self._delivery(view, secret, now, expires_at)
+            delivery = self._delivery(view, secret, now, expires_at, resource.grant.delivers_secret)
             ref = self.edges.notifier.deliver_credentials(view, delivery)
         except (IssuerError, DeliveryError) as exc:
             log.error("delivery of request %s failed: %s", view.id, exc)
@@ -150,7 +154,7 @@ class Issue:
                 request_id=view.id,
                 resource=view.resource,
                 details={
-                    "delivery": self.edges.policy.delivery,
+                    "delivery": "wrapped" if accessor else "dm",
                     "collect_by": collect_by.isoformat() if collect_by else None,
                 },
             )
@@ -164,7 +168,10 @@ class Issue:
         secret: Obtained,
         now: datetime,
         expires_at: datetime,
+        secret_values: bool,
     ) -> CredentialDelivery:
+        """Response-wrapped when the policy says so and what is delivered is a secret; a DM
+        otherwise (an SSH certificate is useless without the private key it was signed for)."""
         values: dict[str, SecretValue] = dict(secret.values)
         notes: tuple[str, ...] = ()
         if expires_at < now + view.duration - timedelta(seconds=5):
@@ -172,8 +179,14 @@ class Issue:
                 f"Vault capped this grant at {format_duration(expires_at - now)}, "
                 f"less than the {format_duration(view.duration)} approved.",
             )
-        if self.edges.policy.delivery == "dm":
-            return CredentialDelivery(expires_at=expires_at, values=values, notes=notes)
+        if self.edges.policy.delivery == "dm" or not secret_values:
+            return CredentialDelivery(
+                expires_at=expires_at,
+                values=values,
+                notes=notes,
+                instructions=secret.instructions,
+                verbatim=secret.verbatim,
+            )
         payload = {key: value.reveal() for key, value in values.items()}
         payload.update(
             resource=view.resource, request_id=str(view.id), expires_at=expires_at.isoformat()
@@ -184,6 +197,7 @@ class Issue:
             wrapping_token=wrapped,
             wrap_ttl=self.edges.policy.wrap_ttl,
             notes=notes,
+            instructions=secret.instructions,
         )
 
     def _stretch_lease(self, token: GrantToken, secret: Obtained) -> datetime:

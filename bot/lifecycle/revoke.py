@@ -29,6 +29,7 @@ from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
 from bot.lifecycle.rows import load_grant, load_request
 from bot.lifecycle.views import Views
 from bot.lifecycle.withdraw import Withdraw
+from bot.mrkdwn import when
 from bot.ports import RequestView
 from bot.store.claims import claim, move_grant, move_request
 from bot.store.db import transaction
@@ -167,6 +168,8 @@ class EndGrant:
                 return False
             grant = load_grant(session, grant_id)
             request = load_request(session, request_id)
+            resource = self.edges.policy.resource(request.resource)
+            recallable = resource is None or resource.grant.recallable
             # An access request ends with its grant; an extension's own ENDED is not ours.
             move_request(
                 session, request_id, RequestStatus.ENDED, now, only_from=[RequestStatus.REVOKING]
@@ -185,6 +188,8 @@ class EndGrant:
                     "token_accessor": grant.token_accessor,
                     "held_for": format_duration(now - utc(grant.issued_at)),
                     "confirmed_by_vault": True,
+                    # False: what was issued (an SSH certificate) lives on until it expires.
+                    "recalled": recallable,
                 },
             )
             view = self.views.view(session, load_request(session, request_id))
@@ -198,23 +203,40 @@ class EndGrant:
                 "revoked. Ask again when you are ready to use it.",
             )
         if reason in {EndReason.EXPIRED, EndReason.REVOKED}:
-            who = "it expired" if reason == EndReason.EXPIRED else f"<@{actor}> revoked it"
-            self.edges.notifier.tell(
-                view.requester,
-                f"Your access to `{view.resource}` (request "
-                f"#{view.id}) has ended: {who}. Vault confirmed the credentials "
-                "are gone.",
-            )
+            self.edges.notifier.tell(view.requester, _ended_text(view, reason, actor))
         text = {
             EndReason.NOT_COLLECTED: "credentials never unwrapped, so revoked; Vault "
             "confirmed revocation",
             EndReason.EXPIRED: "expired; Vault confirmed revocation",
             EndReason.REVOKED: f"revoked early by <@{actor}>; Vault confirmed revocation",
-        }
-        self.tell.announce(
-            view, action, text.get(reason, f"cleaned up ({reason}); Vault confirmed revocation")
-        )
+        }.get(reason, f"cleaned up ({reason}); Vault confirmed revocation")
+        if view.ends_by_expiry_only and reason != EndReason.EXPIRED:
+            text += f", but {_STAYS_VALID.format(until=_until(view))}"
+        self.tell.announce(view, action, text)
         return True
+
+
+_STAYS_VALID = (
+    "the SSH certificate cannot be recalled: it stays valid until {until}, when it expires"
+)
+
+
+def _until(view: RequestView) -> str:
+    return when(view.expires_at) if view.expires_at else "its expiry"
+
+
+def _ended_text(view: RequestView, reason: str, actor: str) -> str:
+    """What the requester hears when their grant ends, true to what ending it did."""
+    head = f"Your access to `{view.resource}` (request #{view.id})"
+    if not view.ends_by_expiry_only:
+        who = "it expired" if reason == EndReason.EXPIRED else f"<@{actor}> revoked it"
+        return f"{head} has ended: {who}. Vault confirmed the credentials are gone."
+    if reason == EndReason.EXPIRED:
+        return f"{head} has ended: the SSH certificate expired and no longer logs in."
+    return (
+        f"{head} was ended in debug-access by <@{actor}>, but "
+        f"{_STAYS_VALID.format(until=_until(view))}. Delete it if you no longer need it."
+    )
 
 
 class RevokeEarly:

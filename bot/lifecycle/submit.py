@@ -25,16 +25,23 @@ from bot.domain.requests import (
     extension_limit,
     validate_break_glass,
 )
+from bot.domain.ssh_keys import SshPublicKey
 from bot.lifecycle.announce import Announcer, MessageKind
 from bot.lifecycle.edges import Edges
 from bot.lifecycle.issue import Issue
 from bot.lifecycle.routing import staffed_tiers
 from bot.lifecycle.rows import grant_of, move
+from bot.lifecycle.ssh_keys import SshKeys
 from bot.lifecycle.views import Views
 from bot.policy import Resource
 from bot.ports import RequestView
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, GrantStatus, utc
+
+
+def _key_details(key: SshPublicKey | None) -> dict[str, str]:
+    """What the audit trail records of a request's SSH key: its fingerprint, never more."""
+    return {"key_fingerprint": key.fingerprint} if key else {}
 
 
 @dataclass(frozen=True)
@@ -46,11 +53,14 @@ class SubmitResult:
 
 
 class Submit:
-    def __init__(self, edges: Edges, views: Views, tell: Announcer, issuing: Issue) -> None:
+    def __init__(
+        self, edges: Edges, views: Views, tell: Announcer, issuing: Issue, keys: SshKeys
+    ) -> None:
         self.edges = edges
         self.views = views
         self.tell = tell
         self.issuing = issuing
+        self.keys = keys
 
     def submit(
         self,
@@ -58,14 +68,17 @@ class Submit:
         valid: ValidRequest,
         origin_channel: str | None,
         break_glass: bool = False,
+        public_key: str | None = None,
     ) -> SubmitResult:
-        """Store a validated request and put it in front of its approvers."""
+        """Store a validated request and put it in front of its approvers. ``public_key`` is
+        what the form's key field held (kinds that sign a key fall back to the registered one)."""
         resource = self.edges.resource(valid.resource)
         self._check_requester(requester, valid.resource, resource)
+        key = self.keys.key_for_request(requester, valid.resource, resource, public_key)
         if break_glass:
             validate_break_glass(valid.resource, resource, valid.duration)
             self._check_no_open_break_glass(requester, valid.resource)
-            return self._break_glass(requester, valid, origin_channel, resource)
+            return self._break_glass(requester, valid, origin_channel, resource, key)
         return self.route_new(
             requester=requester,
             resource_name=valid.resource,
@@ -73,6 +86,7 @@ class Submit:
             duration=valid.duration,
             reason=valid.reason,
             origin_channel=origin_channel,
+            key=key,
         )
 
     def request_extension(self, request_id: int, actor: str, duration_text: str) -> SubmitResult:
@@ -104,6 +118,11 @@ class Submit:
         if parent.break_glass:
             raise Conflict("Break-glass access cannot be extended; request access the normal way.")
         resource = self.edges.resource(parent.resource)
+        if not resource.grant.renewable:
+            raise Conflict(
+                f"`{parent.resource}` grants cannot be extended (an SSH certificate's expiry is "
+                "signed into it); request access again when this one ends."
+            )
         self._check_requester(actor, parent.resource, resource)
         extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
         with Session(self.edges.engine) as session:
@@ -166,6 +185,7 @@ class Submit:
         reason: str,
         origin_channel: str | None,
         parent_id: int | None = None,
+        key: SshPublicKey | None = None,
     ) -> SubmitResult:
         """Store a new request (or extension request) and ask the first staffed tier; the
         database refuses a second pending extension of the same grant, even in a race."""
@@ -190,6 +210,7 @@ class Submit:
                 asked_sources=json.dumps([staffed[0].source]),
                 routing_note=note,
                 pending_until=pending_until,
+                public_key=key.line if key else None,
             )
             session.add(request)
             try:
@@ -213,6 +234,7 @@ class Submit:
                     "kind": request.kind,
                     "extends": parent_id,
                     "approvals_required": resource.approvals_required,
+                    **_key_details(key),
                 },
             )
             view = self.views.view(session, request)
@@ -230,7 +252,12 @@ class Submit:
         return SubmitResult(view=view, asked=primary)
 
     def _break_glass(
-        self, requester: str, valid: ValidRequest, origin_channel: str | None, resource: Resource
+        self,
+        requester: str,
+        valid: ValidRequest,
+        origin_channel: str | None,
+        resource: Resource,
+        key: SshPublicKey | None,
     ) -> SubmitResult:
         now = self.edges.clock.now()
         tiers = self.edges.approvers.tiers(resource.approvers, requester, now)
@@ -247,6 +274,7 @@ class Submit:
                 updated_at=now,
                 break_glass=True,
                 asked=json.dumps(on_call),
+                public_key=key.line if key else None,
             )
             session.add(request)
             session.flush()
@@ -264,6 +292,7 @@ class Submit:
                     "duration": format_duration(valid.duration),
                     "reason": valid.reason,
                     "notified": list(on_call),
+                    **_key_details(key),
                 },
             )
             view = self.views.view(session, moved)

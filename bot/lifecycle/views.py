@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from bot.domain.errors import Conflict, UserError
 from bot.domain.requests import RequestStatus
+from bot.domain.ssh_keys import fingerprint_of
 from bot.lifecycle.edges import Edges
 from bot.lifecycle.rows import grant_of, load_request
 from bot.ports import RequestView
@@ -115,6 +116,8 @@ class Views:
             routing_note=request.routing_note,
             asked_sources=tuple(json.loads(request.asked_sources or "[]")),
             pending_until=utc(request.pending_until) if request.pending_until else None,
+            ends_by_expiry_only=resource is not None and not resource.grant.recallable,
+            key_fingerprint=fingerprint_of(request.public_key) if request.public_key else None,
         )
 
     def already_decided(self, request_id: int) -> UserError:

@@ -21,6 +21,12 @@ from bot.slack.ids import COMMAND, ActionId, BlockId, CallbackId, InputId
 
 Block = dict[str, Any]
 SECTION_TEXT_LIMIT = 3000
+# Slack's limit for a plain_text_input; a 16384-bit RSA public key line is about 2.8 KB.
+PUBLIC_KEY_INPUT_LIMIT = 3000
+EXPIRY_ONLY_NOTE = (
+    ":hourglass: *Ends by expiry only.* An SSH certificate cannot be recalled once signed: "
+    "*Revoke now* ends the grant in debug-access and the audit trail, not on the hosts."
+)
 
 
 def section(text: str) -> Block:
@@ -143,6 +149,10 @@ def approval_message(view: RequestView) -> tuple[str, list[Block]]:
     ]
     if view.routing_note:
         blocks.append(context(f":information_source: {view.routing_note}"))
+    if view.key_fingerprint:
+        blocks.append(context(f":key: Signs the SSH public key `{view.key_fingerprint}`"))
+    if view.ends_by_expiry_only:
+        blocks.append(context(EXPIRY_ONLY_NOTE))
     if view.break_glass and not view.reviewed_by:
         blocks.append(
             {
@@ -188,27 +198,64 @@ def credentials_message(view: RequestView, delivery: CredentialDelivery) -> tupl
             )
         )
     elif delivery.values:
-        lines = "\n".join(
-            f"{key}: {escape(value.reveal())}" for key, value in delivery.values.items()
-        )
+        if delivery.verbatim:  # a certificate: copyable into its file as it is
+            shown = "\n".join(
+                f"*{key}*\n```{escape(value.reveal())}```" for key, value in delivery.values.items()
+            )
+        else:
+            lines = "\n".join(
+                f"{key}: {escape(value.reveal())}" for key, value in delivery.values.items()
+            )
+            shown = f"```{lines}```"
         blocks.append(
             section(
-                f"```{lines}```\nThis message is only visible to you. "
-                "Do not paste these values anywhere."
+                f"{shown}\nThis message is only visible to you. Do not paste these values anywhere."
             )
         )
+    for instruction in delivery.instructions:
+        blocks.append(section(instruction))
     for note in delivery.notes:
         blocks.append(context(f":warning: {escape(note)}"))
+    if view.ends_by_expiry_only:
+        blocks.append(context(EXPIRY_ONLY_NOTE))
     blocks.append(grant_actions(view))
     return text, blocks
 
 
 def grant_actions(view: RequestView) -> Block:
-    """Revoke now, and Extend (the approvers are asked again; never for break-glass)."""
-    elements = [button("Revoke now", ActionId.REVOKE, str(view.id), "danger")]
-    if not view.break_glass:
+    """Revoke now, and Extend (the approvers are asked again; never for break-glass, nor for a
+    grant that ends by expiry only). Revoking such a grant asks first, saying what it cannot do."""
+    revoke = button("Revoke now", ActionId.REVOKE, str(view.id), "danger")
+    if view.ends_by_expiry_only:
+        revoke["confirm"] = {
+            "title": {"type": "plain_text", "text": "End this grant?"},
+            "text": {
+                "type": "mrkdwn",
+                "text": "This ends the grant in debug-access and the audit trail. The SSH "
+                "certificate itself cannot be recalled: it stays valid until "
+                + (when(view.expires_at) if view.expires_at else "it expires")
+                + ".",
+            },
+            "confirm": {"type": "plain_text", "text": "End it"},
+            "deny": {"type": "plain_text", "text": "Keep it"},
+        }
+    elements = [revoke]
+    if not view.break_glass and not view.ends_by_expiry_only:
         elements.append(button("Extend", ActionId.EXTEND, str(view.id)))
     return {"type": "actions", "block_id": BlockId.GRANT_ACTIONS.value, "elements": elements}
+
+
+def revoked_text(view: RequestView) -> str:
+    """The reply to Revoke now: where the request stands, and, for a grant that ends by expiry
+    only, that the certificate was not recalled."""
+    text = f"Request #{view.id} is now {view.status.label}."
+    if view.ends_by_expiry_only and view.status in {RequestStatus.ENDED, RequestStatus.REVOKING}:
+        until = when(view.expires_at) if view.expires_at else "its expiry"
+        text += (
+            " It is ended in debug-access and the audit trail, but the SSH certificate cannot "
+            f"be recalled: it stays valid until {until}."
+        )
+    return text
 
 
 def extend_modal(view: RequestView, max_total: str) -> dict[str, Any]:
@@ -312,8 +359,18 @@ def help_text(policy: Policy) -> str:
     )
 
 
-def request_modal(policy: Policy, origin_channel: str | None) -> dict[str, Any]:
-    """The request form: resource select (from the policy), duration, reason."""
+def request_modal(
+    policy: Policy,
+    origin_channel: str | None,
+    selected: str | None = None,
+    registered_key: str | None = None,
+) -> dict[str, Any]:
+    """The request form: resource select (from the policy), duration, reason, and, only when the
+    chosen resource's grant signs an SSH key, the public key (optional if one is registered).
+
+    Choosing a resource dispatches an action, and the listener redraws the form with this
+    builder: Slack keeps what was typed in fields whose block and action ids stay the same.
+    """
     options = [
         {
             "text": {"type": "plain_text", "text": name[:75]},
@@ -325,6 +382,54 @@ def request_modal(policy: Policy, origin_channel: str | None) -> dict[str, Any]:
         }
         for name, res in sorted(policy.resources.items())
     ][:100]
+    select: Block = {
+        "type": "static_select",
+        "action_id": InputId.RESOURCE.value,
+        "placeholder": {"type": "plain_text", "text": "Choose a resource"},
+        "options": options,
+    }
+    chosen = policy.resource(selected) if selected else None
+    initial = next((o for o in options if o["value"] == selected), None)
+    if initial is not None:
+        select["initial_option"] = initial
+    form: list[Block] = [
+        {
+            "type": "input",
+            "block_id": BlockId.RESOURCE.value,
+            "dispatch_action": True,
+            "label": {"type": "plain_text", "text": "Resource"},
+            "element": select,
+        },
+    ]
+    if chosen is not None and chosen.grant.key_policy() is not None:
+        form.append(public_key_input(registered_key))
+        if not chosen.grant.recallable:
+            form.append(context(EXPIRY_ONLY_NOTE))
+    form += [
+        {
+            "type": "input",
+            "block_id": BlockId.DURATION.value,
+            "label": {"type": "plain_text", "text": "Duration"},
+            "hint": {"type": "plain_text", "text": "Like 15m, 2h or 1h30m"},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": InputId.DURATION.value,
+                "placeholder": {"type": "plain_text", "text": "30m"},
+            },
+        },
+        {
+            "type": "input",
+            "block_id": BlockId.REASON.value,
+            "label": {"type": "plain_text", "text": "Reason"},
+            "hint": {"type": "plain_text", "text": "An incident or ticket id helps approvers"},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": InputId.REASON.value,
+                "multiline": True,
+                "max_length": MAX_REASON_LENGTH,
+            },
+        },
+    ]
     return {
         "type": "modal",
         "callback_id": CallbackId.REQUEST_MODAL.value,
@@ -332,41 +437,65 @@ def request_modal(policy: Policy, origin_channel: str | None) -> dict[str, Any]:
         "title": {"type": "plain_text", "text": "Request access"},
         "submit": {"type": "plain_text", "text": "Request"},
         "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": form,
+    }
+
+
+def metadata_channel(view: dict[str, Any]) -> str | None:
+    """The channel a request form was opened from, as ``request_modal`` stored it."""
+    try:
+        channel = json.loads(view.get("private_metadata") or "{}").get("channel")
+    except (ValueError, AttributeError):
+        return None
+    return channel if isinstance(channel, str) else None
+
+
+def _public_key_field(block: BlockId, action: InputId, label: str, hint: str) -> Block:
+    return {
+        "type": "input",
+        "block_id": block.value,
+        "label": {"type": "plain_text", "text": label},
+        "hint": {"type": "plain_text", "text": hint},
+        "element": {
+            "type": "plain_text_input",
+            "action_id": action.value,
+            "multiline": True,
+            "max_length": PUBLIC_KEY_INPUT_LIMIT,
+            "placeholder": {"type": "plain_text", "text": "ssh-ed25519 AAAA... you@laptop"},
+        },
+    }
+
+
+def public_key_input(registered_key: str | None) -> Block:
+    """The request form's SSH public key field: required unless a key is registered."""
+    hint = "The contents of your .pub file, one line. Never the private key."
+    if registered_key:
+        hint = f"Leave empty to use your registered key {registered_key}. " + hint
+    field = _public_key_field(BlockId.PUBLIC_KEY, InputId.PUBLIC_KEY, "SSH public key", hint)
+    field["optional"] = registered_key is not None
+    return field
+
+
+def ssh_key_modal(registered_key: str | None) -> dict[str, Any]:
+    """Register (or replace) the SSH public key used by requests that need one."""
+    now = f"Your registered key is `{registered_key}`." if registered_key else "No key yet."
+    return {
+        "type": "modal",
+        "callback_id": CallbackId.SSH_KEY_MODAL.value,
+        "title": {"type": "plain_text", "text": "Your SSH public key"},
+        "submit": {"type": "plain_text", "text": "Register"},
+        "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {
-                "type": "input",
-                "block_id": BlockId.RESOURCE.value,
-                "label": {"type": "plain_text", "text": "Resource"},
-                "element": {
-                    "type": "static_select",
-                    "action_id": InputId.RESOURCE.value,
-                    "placeholder": {"type": "plain_text", "text": "Choose a resource"},
-                    "options": options,
-                },
-            },
-            {
-                "type": "input",
-                "block_id": BlockId.DURATION.value,
-                "label": {"type": "plain_text", "text": "Duration"},
-                "hint": {"type": "plain_text", "text": "Like 15m, 2h or 1h30m"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": InputId.DURATION.value,
-                    "placeholder": {"type": "plain_text", "text": "30m"},
-                },
-            },
-            {
-                "type": "input",
-                "block_id": BlockId.REASON.value,
-                "label": {"type": "plain_text", "text": "Reason"},
-                "hint": {"type": "plain_text", "text": "An incident or ticket id helps approvers"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": InputId.REASON.value,
-                    "multiline": True,
-                    "max_length": MAX_REASON_LENGTH,
-                },
-            },
+            section(
+                "Resources that give SSH certificates sign this key, unless you paste another in "
+                f"the request form. {now} Only the public key is kept; paste the `.pub` file."
+            ),
+            _public_key_field(
+                BlockId.SSH_KEY,
+                InputId.SSH_KEY,
+                "Public key",
+                "For example the contents of ~/.ssh/id_ed25519.pub. Never the private key.",
+            ),
         ],
     }
 

@@ -45,8 +45,9 @@ def home_view(
     waiting: Sequence[RequestView],
     recent: Sequence[RequestView],
     policy: Policy,
+    registered_key: str | None = None,
 ) -> dict[str, Any]:
-    """The Home tab for ``user``."""
+    """The Home tab for ``user``; ``registered_key`` is the fingerprint of their SSH key."""
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "debug-access"}},
         section(
@@ -60,6 +61,8 @@ def home_view(
         },
         {"type": "divider"},
     ]
+    if any(res.grant.key_policy() is not None for res in policy.resources.values()):
+        blocks += _ssh_key_section(registered_key)
     active = [v for v in mine if v.status in {RequestStatus.ACTIVE, RequestStatus.REVOKING}]
     pending = [v for v in mine if v.status is RequestStatus.PENDING]
     blocks.append(
@@ -106,6 +109,26 @@ def home_view(
     return {"type": "home", "blocks": blocks[:100]}
 
 
+def _ssh_key_section(registered_key: str | None) -> list[Block]:
+    """Where a user registers the public key that SSH certificate requests sign."""
+    state = (
+        f"Requests for SSH certificates sign `{registered_key}` unless you paste another key."
+        if registered_key
+        else "None registered. Resources that give SSH certificates need one: register it "
+        "here once, or paste it in each request."
+    )
+    label = "Replace SSH key" if registered_key else "Register SSH key"
+    return [
+        section(f"*Your SSH public key*\n{state}"),
+        {
+            "type": "actions",
+            "block_id": BlockId.SSH_KEY_ACTIONS.value,
+            "elements": [button(label, ActionId.OPEN_SSH_KEY_FORM, "home")],
+        },
+        {"type": "divider"},
+    ]
+
+
 class HomePublisher:
     """Build a user's Home tab from current state and publish it."""
 
@@ -121,5 +144,6 @@ class HomePublisher:
             lifecycle.waiting_for(user),
             lifecycle.recent_decisions(user),
             lifecycle.policy,
+            lifecycle.registered_key_fingerprint(user),
         )
         self.client.views_publish(user_id=user, view=view)

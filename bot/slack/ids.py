@@ -13,11 +13,13 @@ class ActionId(enum.StrEnum):
     EXTEND = "extend_grant"
     REVIEW = "review_break_glass"
     OPEN_REQUEST_FORM = "open_request_form"
+    OPEN_SSH_KEY_FORM = "open_ssh_key_form"
 
 
 class CallbackId(enum.StrEnum):
     REQUEST_MODAL = "request_access"
     EXTEND_MODAL = "extend_access"
+    SSH_KEY_MODAL = "register_ssh_key"
 
 
 class BlockId(enum.StrEnum):
@@ -28,10 +30,16 @@ class BlockId(enum.StrEnum):
     REASON = "reason"
     EXTEND_DURATION = "extend_duration"
     HOME_ACTIONS = "home_actions"
+    PUBLIC_KEY = "public_key"
+    SSH_KEY = "ssh_key"
+    SSH_KEY_ACTIONS = "ssh_key_actions"
 
 
 class InputId(enum.StrEnum):
+    #: Also an action: choosing a resource redraws the form (an SSH key field, or none).
     RESOURCE = "resource_select"
     DURATION = "duration_input"
     REASON = "reason_input"
     EXTEND_DURATION = "extend_duration_input"
+    PUBLIC_KEY = "public_key_input"
+    SSH_KEY = "ssh_key_input"

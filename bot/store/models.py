@@ -22,6 +22,7 @@ __all__ = [
     "Grant",
     "GrantStatus",
     "RequestMessage",
+    "SshPublicKey",
     "utc",
 ]
 
@@ -76,6 +77,8 @@ class AccessRequest(SQLModel, table=True):
     asked_sources: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     routing_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     pending_until: datetime | None = _when(default=None)  # type: ignore[assignment]
+    # The SSH public key (one line, no comment) a certificate grant signs; public by nature.
+    public_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class RequestMessage(SQLModel, table=True):
@@ -169,3 +172,18 @@ class DigestRun(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     window_end: datetime = _when(unique=True)  # type: ignore[assignment]
     posted_at: datetime = _when()  # type: ignore[assignment]
+
+
+class SshPublicKey(SQLModel, table=True):
+    """The SSH public key a user registered once on the App Home, for certificate grants.
+
+    Public keys only: the domain refuses anything that looks like a private key before a row is
+    written. One per user; registering again replaces it (the audit trail keeps each fingerprint).
+    """
+
+    __tablename__ = "ssh_public_key"
+
+    user: str = Field(primary_key=True, max_length=32)
+    public_key: str = Field(sa_column=Column(Text, nullable=False))
+    fingerprint: str = Field(max_length=64)
+    registered_at: datetime = _when()  # type: ignore[assignment]

@@ -132,6 +132,33 @@ def upgrade(engine: Engine) -> str:
         return _migrate(conn)
 
 
+def downgrade(engine: Engine, revision: str) -> str:
+    """Take the schema back to ``revision`` (to roll back a release), under the same lock.
+
+    Only a database Alembic manages can be downgraded, and only to a revision this release
+    knows. A downgrade drops what later revisions added (columns, tables), with their data:
+    take a backup first.
+    """
+    _check_known(revision)
+
+    def run(conn: Connection) -> str:
+        if _version(conn) is None:
+            raise SchemaProblem("the database has no schema revision to downgrade from")
+        command.downgrade(alembic_config(conn), revision)
+        log.warning("database schema: downgraded to %s", revision)
+        return revision
+
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            return run(conn)
+    if engine.dialect.name == "sqlite":
+        with _sqlite_write_transaction(engine) as conn:
+            return run(conn)
+    with engine.begin() as conn:
+        return run(conn)
+
+
 def differences(connection: Connection) -> list[Any]:
     """What differs between the models and the database (empty when a revision is complete).
 

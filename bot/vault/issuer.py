@@ -162,7 +162,7 @@ class VaultIssuer:
 
     def obtain(self, token: GrantToken, spec: GrantSpec) -> Obtained:
         """What the grant gives, obtained with the grant token by its kind's strategy."""
-        return strategy_for(spec.grant).obtain(self._vault, token, spec.grant)
+        return strategy_for(spec.grant).obtain(self._vault, token, spec.grant, spec)
 
     def wrap(self, values: Mapping[str, str], ttl: timedelta) -> WrappedSecret:
         """Response-wrap ``values`` (single use). Not retried: each call mints a new token."""

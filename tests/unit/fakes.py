@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import create_engine
 
-from bot.domain.grant_kinds import DynamicSecretGrant, VaultTokenGrant
+from bot.domain.grant_kinds import DynamicSecretGrant, SshCertificateGrant, VaultTokenGrant
 from bot.domain.permissions import eligible_approvers
 from bot.issuer import GrantSpec, GrantToken, IssuerError, Obtained, SecretValue, WrappedSecret
 from bot.lifecycle import AccessLifecycle
@@ -77,7 +77,7 @@ class FakeClock:
         return self._now
 
 
-OPERATIONS = ("create", "read", "wrap", "revoke", "confirm", "renew")
+OPERATIONS = ("create", "read", "sign", "wrap", "revoke", "confirm", "renew")
 
 
 class FakeIssuer:
@@ -163,7 +163,21 @@ class FakeIssuer:
 
     def obtain(self, token: GrantToken, spec: GrantSpec) -> Obtained:
         """Like Vault: a vault_token grant hands over the token itself (no call, no lease); a
-        dynamic_secret grant reads its path (the "read" operation) and gets a lease."""
+        dynamic_secret grant reads its path (the "read" operation) and gets a lease; an
+        ssh_certificate grant has the request's public key signed ("sign"), with no lease."""
+        if isinstance(spec.grant, SshCertificateGrant):
+            with self._lock:
+                n = self._enter("sign", (token.accessor, spec.public_key))
+                if spec.public_key is None:
+                    raise IssuerError("the request carries no SSH public key to sign")
+                return Obtained(
+                    values={
+                        "certificate": SecretValue(f"ssh-ed25519-cert-v01@openssh.com C{n:04d}")
+                    },
+                    audit={"serial": f"{n:04x}", "principals": list(spec.grant.principals)},
+                    instructions=("Save it as `~/.ssh/id_ed25519-cert.pub`.",),
+                    verbatim=True,
+                )
         if not isinstance(spec.grant, DynamicSecretGrant):
             return Obtained(values={"token": token.token})
         path = spec.grant.path
@@ -470,6 +484,9 @@ class FakeWebClient:
 
     def views_open(self, **kwargs: Any) -> dict[str, Any]:
         return self._call("views.open", **kwargs)
+
+    def views_update(self, **kwargs: Any) -> dict[str, Any]:
+        return self._call("views.update", **kwargs)
 
     def chat_postEphemeral(self, **kwargs: Any) -> dict[str, Any]:
         return self._call("chat.postEphemeral", **kwargs)

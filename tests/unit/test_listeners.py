@@ -19,6 +19,7 @@ from bot.store.models import AccessRequest
 from tests.unit.fakes import (
     APPROVER,
     BYSTANDER,
+    EXAMPLE_POLICY,
     REQUESTER,
     FakeBoltApp,
     FakeWebClient,
@@ -31,12 +32,13 @@ from tests.unit.fakes import (
 class Edge:
     """A harness plus the registered handlers."""
 
-    def __init__(self) -> None:
-        self.h: Harness = make_lifecycle()
+    def __init__(self, policy: str = EXAMPLE_POLICY) -> None:
+        self.h: Harness = make_lifecycle(policy)
         self.app = FakeBoltApp()
-        for module in (commands, actions, views):
+        for module in (commands, actions):
             module.register(self.app, self.h.lifecycle)  # type: ignore[arg-type]
         self.published: list[str] = []
+        views.register(self.app, self.h.lifecycle, self.published.append)  # type: ignore[arg-type]
         home.register(self.app, self.published.append)  # type: ignore[arg-type]
         self.client = FakeWebClient()
 
@@ -83,6 +85,7 @@ class Edge:
         reason: str,
         user: str = REQUESTER,
         metadata: str | None = '{"channel": "C0ORIGIN"}',
+        public_key: str | None = None,
     ) -> Recorder:
         ack = Recorder()
         state = {
@@ -99,6 +102,10 @@ class Edge:
                 InputId.REASON.value: {"type": "plain_text_input", "value": reason}
             },
         }
+        if public_key is not None:
+            state[BlockId.PUBLIC_KEY.value] = {
+                InputId.PUBLIC_KEY.value: {"type": "plain_text_input", "value": public_key}
+            }
         view: dict[str, Any] = {
             "callback_id": CallbackId.REQUEST_MODAL.value,
             "state": {"values": state},
@@ -118,7 +125,7 @@ def edge() -> Edge:
 
 def test_every_surface_is_registered(edge: Edge) -> None:
     assert set(edge.app.commands) == {COMMAND}
-    assert set(edge.app.actions) == {a.value for a in ActionId}
+    assert set(edge.app.actions) == {a.value for a in ActionId} | {InputId.RESOURCE.value}
     assert set(edge.app.views) == {c.value for c in CallbackId}
     assert set(edge.app.events) == {"app_home_opened"}
 
@@ -333,3 +340,89 @@ def test_modal_private_metadata_round_trip(edge: Edge) -> None:
     edge.submit_modal("payments-db", "30m", "INC-1 x", metadata=modal["private_metadata"])
     assert edge.client.calls[0][1]["channel"] == "C0ROUND"
     assert json.loads(modal["private_metadata"]) == {"channel": "C0ROUND"}
+
+
+# -- SSH certificates: the key field, the key form, the redrawn form ------------------------------
+
+
+@pytest.fixture
+def ssh_edge() -> Edge:
+    from tests.unit.test_ssh_grants import SSH_POLICY
+
+    return Edge(SSH_POLICY)
+
+
+def test_a_private_key_in_the_form_is_refused_under_the_key_field(ssh_edge: Edge) -> None:
+    from tests.unit.test_ssh_grants import PRIVATE_KEY
+
+    ack = ssh_edge.submit_modal("ops-host", "30m", "INC-9 disk full", public_key=PRIVATE_KEY)
+    (call,) = ack.calls
+    reply = call["errors"]
+    assert call["response_action"] == "errors" and set(reply) == {BlockId.PUBLIC_KEY.value}
+    assert "private key" in reply[BlockId.PUBLIC_KEY.value]
+    assert "*" not in reply[BlockId.PUBLIC_KEY.value]  # form errors are plain text
+    assert ssh_edge.requests() == [] and ssh_edge.client.calls == []
+
+
+def test_a_form_drawn_before_the_key_field_gets_the_error_under_the_resource(
+    ssh_edge: Edge,
+) -> None:
+    ack = ssh_edge.submit_modal("ops-host", "30m", "INC-9 disk full")
+    (call,) = ack.calls
+    assert call["response_action"] == "errors"
+    assert "App Home" in call["errors"][BlockId.RESOURCE.value]
+    assert ssh_edge.requests() == []
+
+
+def test_a_form_with_a_public_key_stores_the_request(ssh_edge: Edge) -> None:
+    from tests.unit.test_ssh_keys import ED25519_FP, ED25519_LINE
+
+    ack = ssh_edge.submit_modal("ops-host", "30m", "INC-9 disk full", public_key=ED25519_LINE)
+    assert ack.calls == [{}]
+    (stored,) = ssh_edge.requests()
+    assert stored.public_key == " ".join(ED25519_LINE.split()[:2])
+    assert ssh_edge.h.lifecycle.get(stored.id or 0).key_fingerprint == ED25519_FP
+
+
+def test_choosing_a_resource_redraws_the_form_in_place(ssh_edge: Edge) -> None:
+    ack = Recorder()
+    ssh_edge.app.actions[InputId.RESOURCE.value](
+        ack=ack,
+        client=ssh_edge.client,
+        body={
+            "user": {"id": REQUESTER},
+            "view": {"id": "V1", "hash": "h1", "private_metadata": '{"channel": "C0HERE"}'},
+            "actions": [{"selected_option": {"value": "ops-host"}}],
+        },
+    )
+    assert ack.calls == [{}]
+    ((method, kwargs),) = ssh_edge.client.calls
+    assert method == "views.update" and kwargs["view_id"] == "V1" and kwargs["hash"] == "h1"
+    assert kwargs["view"] == blocks.request_modal(ssh_edge.h.policy, "C0HERE", "ops-host", None)
+
+
+def test_the_key_form_registers_and_republishes_the_home(ssh_edge: Edge) -> None:
+    from tests.unit.test_ssh_grants import PRIVATE_KEY
+    from tests.unit.test_ssh_keys import ED25519_FP, ED25519_LINE
+
+    def submit(text: str) -> Recorder:
+        ack = Recorder()
+        values = {BlockId.SSH_KEY.value: {InputId.SSH_KEY.value: {"value": text}}}
+        ssh_edge.app.views[CallbackId.SSH_KEY_MODAL.value](
+            ack=ack, body={"user": {"id": REQUESTER}}, view={"state": {"values": values}}
+        )
+        return ack
+
+    refused = submit(PRIVATE_KEY)
+    assert "private key" in refused.calls[0]["errors"][BlockId.SSH_KEY.value]
+    assert ssh_edge.published == []
+    assert ssh_edge.h.lifecycle.registered_key_fingerprint(REQUESTER) is None
+    assert submit(ED25519_LINE).calls == [{}]
+    assert ssh_edge.published == [REQUESTER]
+    assert ssh_edge.h.lifecycle.registered_key_fingerprint(REQUESTER) == ED25519_FP
+
+    ssh_edge.app.actions[ActionId.OPEN_SSH_KEY_FORM.value](
+        ack=Recorder(), body={"user": {"id": REQUESTER}, "trigger_id": "t"}, client=ssh_edge.client
+    )
+    ((method, kwargs),) = ssh_edge.client.calls
+    assert method == "views.open" and kwargs["view"] == blocks.ssh_key_modal(ED25519_FP)

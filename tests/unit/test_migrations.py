@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import Engine, inspect, text
 from sqlmodel import Session, SQLModel
 
@@ -33,6 +34,7 @@ OUR_TABLES = {
     "digest_run",
     "grant",
     "request_message",
+    "ssh_public_key",
 }
 
 
@@ -49,7 +51,12 @@ def tables(engine: Engine) -> set[str]:
 
 
 def sqlite_schema(engine: Engine) -> set[tuple[Any, ...]]:
-    """Every table, index and its exact DDL as SQLite stores it, except Alembic's own table."""
+    """Every table, index and its DDL as SQLite stores it, except Alembic's own table.
+
+    Whitespace is collapsed: ``ALTER TABLE … ADD COLUMN`` splices the column into the stored
+    text without create_all's line breaks, and a batch copy (a downgrade) quotes the table's
+    name; neither changes what the DDL means. Everything else must match.
+    """
     with engine.connect() as conn:
         rows = conn.execute(
             text(
@@ -57,7 +64,10 @@ def sqlite_schema(engine: Engine) -> set[tuple[Any, ...]]:
                 "WHERE tbl_name != 'alembic_version'"
             )
         ).all()
-    return {tuple(row) for row in rows}
+    return {
+        (kind, name, table, " ".join(sql.replace('"', "").split()) if sql else sql)
+        for kind, name, table, sql in rows
+    }
 
 
 def dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
@@ -94,6 +104,33 @@ def fill_like_the_last_release(engine: Engine) -> Harness:
     return h
 
 
+def make_like_the_last_release(engine: Engine, *, filled: bool = False) -> Harness | None:
+    """A database shaped exactly as the releases before migrations made it, with no
+    ``alembic_version``: the baseline's tables (which ``create_all`` made, proven on PostgreSQL
+    against the release itself), optionally filled by today's use cases and then taken back to
+    the baseline by the real downgrade, which keeps every row the baseline has columns for."""
+    harness = None
+    if filled:
+        schema.upgrade(engine)
+        harness = fill_like_the_last_release(engine)
+        schema.downgrade(engine, schema.BASELINE)
+    else:
+        with engine.begin() as conn:
+            command.upgrade(schema.alembic_config(conn), schema.BASELINE)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"DROP TABLE {schema.VERSION_TABLE}")
+    return harness
+
+
+def without_later_revisions(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[Any]]:
+    """A dump at head, cut to what the baseline has: 0002's table (empty) and its last column."""
+    assert rows["ssh_public_key"] == []
+    kept: dict[str, list[Any]] = {t: r for t, r in rows.items() if t != "ssh_public_key"}
+    assert all(row[-1] is None for row in rows["access_request"])
+    kept["access_request"] = [row[:-1] for row in rows["access_request"]]
+    return kept
+
+
 def audit_chain_ok(engine: Engine) -> tuple[bool, int]:
     with Session(engine) as session:
         report = verify_chain(session)
@@ -103,8 +140,8 @@ def audit_chain_ok(engine: Engine) -> tuple[bool, int]:
 # -- fresh databases ----------------------------------------------------------------------------
 
 
-def test_head_is_the_baseline_and_an_empty_database_has_no_revision(engine: Engine) -> None:
-    assert schema.head() == schema.BASELINE == "0001"
+def test_head_follows_the_baseline_and_an_empty_database_has_no_revision(engine: Engine) -> None:
+    assert (schema.BASELINE, schema.head()) == ("0001", "0002")
     assert schema.current(engine) is None
 
 
@@ -131,16 +168,36 @@ def test_the_models_need_no_revision_that_is_not_written_yet(engine: Engine) -> 
         assert schema.differences(conn) == []
 
 
-def test_the_baseline_is_exactly_what_create_all_makes(tmp_path: Path) -> None:
+def test_head_is_exactly_what_create_all_makes(tmp_path: Path) -> None:
     """Byte for byte: the DDL SQLite stores for every table and index is the same."""
     by_create_all = make_engine(f"sqlite:///{tmp_path / 'create_all.db'}")
     by_alembic = make_engine(f"sqlite:///{tmp_path / 'alembic.db'}")
     SQLModel.metadata.create_all(by_create_all)
     schema.upgrade(by_alembic)
     made = sqlite_schema(by_alembic)
-    assert len(made) == 7 + 18  # seven tables; their indexes, the partial unique one included
+    assert len(made) == 8 + 19  # eight tables; their indexes, the partial unique one included
     assert any("WHERE status = 'pending' AND parent_id IS NOT NULL" in str(row[3]) for row in made)
     assert sqlite_schema(by_create_all) == made
+
+
+def test_every_revision_downgrades_to_exactly_what_it_upgraded_from(tmp_path: Path) -> None:
+    """Rolling a release back: head, down to the baseline, gives the baseline's own DDL."""
+    baseline = make_engine(f"sqlite:///{tmp_path / 'baseline.db'}")
+    round_trip = make_engine(f"sqlite:///{tmp_path / 'round_trip.db'}")
+    with baseline.begin() as conn:
+        command.upgrade(schema.alembic_config(conn), schema.BASELINE)
+    schema.upgrade(round_trip)
+    assert schema.downgrade(round_trip, schema.BASELINE) == schema.BASELINE
+    assert schema.current(round_trip) == schema.BASELINE
+    assert sqlite_schema(round_trip) == sqlite_schema(baseline)
+    assert schema.upgrade(round_trip) == schema.head()
+
+
+def test_a_downgrade_to_an_unknown_revision_is_refused(engine: Engine) -> None:
+    schema.upgrade(engine)
+    with pytest.raises(schema.SchemaProblem, match="'0042', which this release does not know"):
+        schema.downgrade(engine, "0042")
+    assert schema.current(engine) == schema.head()
 
 
 def test_the_upgrade_leaves_foreign_keys_enforced(engine: Engine) -> None:
@@ -153,8 +210,8 @@ def test_the_upgrade_leaves_foreign_keys_enforced(engine: Engine) -> None:
 
 
 def test_a_create_all_database_is_stamped_and_keeps_every_row(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
-    h = fill_like_the_last_release(engine)
+    h = make_like_the_last_release(engine, filled=True)
+    assert h is not None
     before = dump(engine)
     assert {t: len(r) for t, r in before.items()} == {
         "access_request": 4,
@@ -172,7 +229,7 @@ def test_a_create_all_database_is_stamped_and_keeps_every_row(engine: Engine) ->
     assert schema.upgrade(engine) == schema.head()
 
     assert schema.current(engine) == schema.head()
-    assert dump(engine) == before
+    assert without_later_revisions(dump(engine)) == before
     assert audit_chain_ok(engine) == (True, 12)
     with engine.connect() as conn:
         assert schema.differences(conn) == []
@@ -206,7 +263,7 @@ def test_tables_that_are_not_the_baseline_are_refused_not_stamped(
 ) -> None:
     """Stamping them would run every later revision against the wrong tables: refuse, and
     say what differs, in one line, leaving the database as it was."""
-    SQLModel.metadata.create_all(engine)
+    make_like_the_last_release(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql(damage)
     before = sqlite_schema(engine)
@@ -259,8 +316,8 @@ FAILING_REVISION = """\
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0099"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -284,14 +341,13 @@ def test_a_revision_that_fails_halfway_changes_nothing(
 ) -> None:
     """SQLite too runs the whole upgrade in one transaction: the audit trail is never left
     half migrated (batch mode copies tables, and a copy interrupted halfway loses rows)."""
-    SQLModel.metadata.create_all(engine)
-    fill_like_the_last_release(engine)
+    make_like_the_last_release(engine, filled=True)
     before, before_schema = dump(engine), sqlite_schema(engine)
     migrations = tmp_path / "migrations"
     shutil.copytree(schema.MIGRATIONS, migrations)
-    (migrations / "versions" / "0002_fails.py").write_text(FAILING_REVISION)
+    (migrations / "versions" / "0099_fails.py").write_text(FAILING_REVISION)
     monkeypatch.setattr(schema, "MIGRATIONS", migrations)
-    assert schema.head() == "0002"
+    assert schema.head() == "0099"
 
     with pytest.raises(RuntimeError, match="fails halfway"):
         schema.upgrade(engine)

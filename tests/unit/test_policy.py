@@ -159,7 +159,8 @@ INVALID: list[tuple[str, Callable[[Raw], None], str, str]] = [
         "neither kind",
         _set(f"{LOGS}.grant", ...),
         LOGS,
-        "set grant: {type: dynamic_secret, ...} or {type: vault_token, ...}",
+        "set grant: {type: dynamic_secret, ...} or {type: vault_token, ...} "
+        "or {type: ssh_certificate, ...}",
     ),
     (
         "grant and a legacy key",
@@ -169,15 +170,16 @@ INVALID: list[tuple[str, Callable[[Raw], None], str, str]] = [
     ),
     (
         "unknown grant type",
-        _set(f"{DB}.grant.type", "ssh_certificate"),
+        _set(f"{DB}.grant.type", "kerberos_ticket"),
         f"{DB}.grant",
-        "unknown type 'ssh_certificate'; write one of: dynamic_secret, vault_token",
+        "unknown type 'kerberos_ticket'; write one of: "
+        "dynamic_secret, vault_token, ssh_certificate",
     ),
     (
         "grant without a type",
         _set(f"{DB}.grant.type", ...),
         f"{DB}.grant",
-        "needs a type, one of: dynamic_secret, vault_token",
+        "needs a type, one of: dynamic_secret, vault_token, ssh_certificate",
     ),
     (
         "grant not a mapping",
@@ -482,12 +484,12 @@ def test_grant_and_a_legacy_key_at_once_are_refused() -> None:
 
 def test_an_unknown_grant_type_names_the_allowed_ones() -> None:
     raw = yaml.safe_load(EXAMPLE_POLICY)
-    raw["resources"]["payments-db"]["grant"] = {"type": "ssh_certificate", "role": "x"}
+    raw["resources"]["payments-db"]["grant"] = {"type": "kerberos_ticket", "realm": "x"}
     with pytest.raises(PolicyError) as info:
         parse_policy(yaml.safe_dump(raw), SOURCE)
     assert str(info.value) == (
-        f"{SOURCE}: {DB}.grant: unknown type 'ssh_certificate'; "
-        "write one of: dynamic_secret, vault_token"
+        f"{SOURCE}: {DB}.grant: unknown type 'kerberos_ticket'; "
+        "write one of: dynamic_secret, vault_token, ssh_certificate"
     )
 
 

@@ -11,5 +11,5 @@ from bot.slack.listeners import actions, commands, home, views
 def register_all(app: App, lifecycle: AccessLifecycle, publish_home: HomePublisher) -> None:
     commands.register(app, lifecycle)
     actions.register(app, lifecycle)
-    views.register(app, lifecycle)
+    views.register(app, lifecycle, publish_home)
     home.register(app, publish_home)

@@ -1,4 +1,5 @@
-"""Button clicks: Approve, Deny, Reviewed, Revoke now, Extend, and Request access (App Home).
+"""Button clicks: Approve, Deny, Reviewed, Revoke now, Extend, Request access and Register SSH key
+(App Home), and choosing a resource in the request form (which redraws it).
 
 The button's value is only a request id; who may do what is decided again from the database
 and the policy on every click, so a forged or replayed value gains nothing. Clicks in a message
@@ -21,7 +22,7 @@ from bot.domain.requests import RequestStatus
 from bot.lifecycle import AccessLifecycle
 from bot.ports import RequestView
 from bot.slack import blocks
-from bot.slack.ids import ActionId
+from bot.slack.ids import ActionId, InputId
 
 
 def _reply(
@@ -116,7 +117,7 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
             respond,
             client,
             lifecycle.revoke_early,
-            lambda view: f"Request #{view.id} is now {view.status.label}.",
+            blocks.revoked_text,
         )
 
     @app.action(ActionId.EXTEND.value)
@@ -139,3 +140,27 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         client.views_open(
             trigger_id=body["trigger_id"], view=blocks.request_modal(lifecycle.policy, None)
         )
+
+    @app.action(InputId.RESOURCE.value)
+    def resource_chosen(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        """Redraw the form for the chosen resource: with an SSH key field, or without one."""
+        ack()
+        form = body.get("view") or {}
+        chosen = (body.get("actions") or [{}])[0].get("selected_option") or {}
+        user = body["user"]["id"]
+        client.views_update(
+            view_id=form["id"],
+            hash=form.get("hash"),
+            view=blocks.request_modal(
+                lifecycle.policy,
+                blocks.metadata_channel(form),
+                selected=str(chosen.get("value") or "") or None,
+                registered_key=lifecycle.registered_key_fingerprint(user),
+            ),
+        )
+
+    @app.action(ActionId.OPEN_SSH_KEY_FORM.value)
+    def open_ssh_key_form(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        fingerprint = lifecycle.registered_key_fingerprint(body["user"]["id"])
+        client.views_open(trigger_id=body["trigger_id"], view=blocks.ssh_key_modal(fingerprint))

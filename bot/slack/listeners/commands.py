@@ -61,7 +61,7 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
                 respond(text=blocks.list_message(lifecycle.open_requests_of(user)))
             elif isinstance(intent, RevokeGrant):
                 view = lifecycle.revoke_early(intent.request_id, user)
-                respond(text=f"Request #{view.id} is now {view.status.label}.")
+                respond(text=blocks.revoked_text(view))
             elif isinstance(intent, ExtendGrant):
                 result = lifecycle.request_extension(intent.request_id, user, intent.duration_text)
                 respond(text=blocks.confirmation_text(result.view, result.asked))

@@ -1,4 +1,4 @@
-"""The request modal's submission."""
+"""Form submissions: the request form, the extension form and the SSH key form."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from slack_sdk import WebClient
 from bot.domain.durations import DurationError
 from bot.domain.errors import UserError
 from bot.domain.requests import UnknownResource, validate_request
+from bot.domain.ssh_keys import SshKeyError
 from bot.lifecycle import AccessLifecycle
 from bot.slack import blocks
+from bot.slack.home import HomePublisher
 from bot.slack.ids import BlockId, CallbackId, InputId
 from bot.slack.notifier import SLACK_FAILURES, error_code
 
@@ -28,16 +30,15 @@ def _field(values: dict[str, Any], block: BlockId, element: InputId) -> str:
     return str(state.get("value") or "")
 
 
-def _metadata_channel(view: dict[str, Any]) -> str | None:
-    try:
-        channel = json.loads(view.get("private_metadata") or "{}").get("channel")
-    except (ValueError, AttributeError):
-        return None
-    return channel if isinstance(channel, str) else None
+def _plain(err: UserError) -> str:
+    """Form errors are plain text: drop the mrkdwn emphasis our messages use elsewhere."""
+    return str(err).replace("*", "").replace("`", "'")
 
 
 def _block_for(err: UserError) -> BlockId:
     """Show a validation error under the field it is about."""
+    if isinstance(err, SshKeyError):
+        return BlockId.PUBLIC_KEY
     if isinstance(err, DurationError):
         return BlockId.DURATION
     if isinstance(err, UnknownResource):
@@ -57,7 +58,7 @@ def _confirm(client: WebClient, user: str, channel: str | None, text: str) -> No
         log.error("could not confirm the form to %s: %s", user, error_code(exc))
 
 
-def register(app: App, lifecycle: AccessLifecycle) -> None:
+def register(app: App, lifecycle: AccessLifecycle, publish_home: HomePublisher) -> None:
     @app.view(CallbackId.REQUEST_MODAL.value)
     def submit_request(
         ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
@@ -67,15 +68,21 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         resource = _field(values, BlockId.RESOURCE, InputId.RESOURCE)
         duration = _field(values, BlockId.DURATION, InputId.DURATION)
         reason = _field(values, BlockId.REASON, InputId.REASON)
+        # Only present when the resource signs a key; never logged (it may be a private key).
+        public_key = _field(values, BlockId.PUBLIC_KEY, InputId.PUBLIC_KEY) or None
         try:
             valid = validate_request(lifecycle.policy.resources, resource, duration or None, reason)
+            lifecycle.check_public_key(user, valid.resource, public_key)
         except UserError as err:
-            ack(response_action="errors", errors={_block_for(err).value: str(err)})
+            block = _block_for(err)
+            if block is BlockId.PUBLIC_KEY and BlockId.PUBLIC_KEY.value not in values:
+                block = BlockId.RESOURCE  # a form drawn before the key field was shown
+            ack(response_action="errors", errors={block.value: _plain(err)})
             return
         ack()
-        channel = _metadata_channel(view)
+        channel = blocks.metadata_channel(view)
         try:
-            result = lifecycle.submit(user, valid, channel)
+            result = lifecycle.submit(user, valid, channel, public_key=public_key)
             text = blocks.confirmation_text(result.view, result.asked)
         except UserError as err:
             text = f":warning: {err}"
@@ -109,3 +116,16 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         except UserError as err:
             text = f":warning: {err}"
         _confirm(client, user, None, text)
+
+    @app.view(CallbackId.SSH_KEY_MODAL.value)
+    def register_ssh_key(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = body["user"]["id"]
+        values = view.get("state", {}).get("values", {})
+        text = _field(values, BlockId.SSH_KEY, InputId.SSH_KEY)
+        try:
+            lifecycle.register_ssh_key(user, text)
+        except UserError as err:
+            ack(response_action="errors", errors={BlockId.SSH_KEY.value: _plain(err)})
+            return
+        ack()
+        publish_home(user)

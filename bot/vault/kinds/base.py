@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from bot.domain.grant_kinds import GrantKind
-from bot.issuer import GrantToken, Obtained
+from bot.issuer import GrantSpec, GrantToken, Obtained
 from bot.vault.client import VaultClient
 
 K_contra = TypeVar("K_contra", bound=GrantKind, contravariant=True)
@@ -47,6 +47,8 @@ class GrantStrategy(Protocol[K_contra]):
         """Lease prefixes the bot must revoke and renew (for its least-privilege policy)."""
         ...
 
-    def obtain(self, vault: VaultClient, token: GrantToken, grant: K_contra) -> Obtained:
+    def obtain(
+        self, vault: VaultClient, token: GrantToken, grant: K_contra, spec: GrantSpec
+    ) -> Obtained:
         """What the requester receives, obtained with the grant token (never retried)."""
         ...

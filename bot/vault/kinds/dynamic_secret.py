@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from bot.domain.grant_kinds import DynamicSecretGrant
-from bot.issuer import GrantToken, IssuerError, Obtained, SecretValue
+from bot.issuer import GrantSpec, GrantToken, IssuerError, Obtained, SecretValue
 from bot.vault.client import VaultClient, check_path
 from bot.vault.kinds.base import PolicyDocument, policy_hcl
 
@@ -41,7 +41,9 @@ class DynamicSecretStrategy:
     def lease_prefixes(self, grant: DynamicSecretGrant) -> tuple[str, ...]:
         return (grant.path.rsplit("/", 1)[0] + "/",)
 
-    def obtain(self, vault: VaultClient, token: GrantToken, grant: DynamicSecretGrant) -> Obtained:
+    def obtain(
+        self, vault: VaultClient, token: GrantToken, grant: DynamicSecretGrant, spec: GrantSpec
+    ) -> Obtained:
         """Read the path with the grant token, so the lease is its child. Never retried: each
         read makes a new database user."""
         path = grant.path

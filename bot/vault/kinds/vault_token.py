@@ -8,7 +8,7 @@ their own access. There is no lease: revoking the token ends the grant.
 from __future__ import annotations
 
 from bot.domain.grant_kinds import VaultTokenGrant
-from bot.issuer import GrantToken, Obtained
+from bot.issuer import GrantSpec, GrantToken, Obtained
 from bot.vault.client import VaultClient
 from bot.vault.kinds.base import PolicyDocument, policy_hcl
 
@@ -30,6 +30,8 @@ class VaultTokenStrategy:
     def lease_prefixes(self, grant: VaultTokenGrant) -> tuple[str, ...]:
         return ()
 
-    def obtain(self, vault: VaultClient, token: GrantToken, grant: VaultTokenGrant) -> Obtained:
+    def obtain(
+        self, vault: VaultClient, token: GrantToken, grant: VaultTokenGrant, spec: GrantSpec
+    ) -> Obtained:
         """Nothing to ask Vault: the token is what the requester gets."""
         return Obtained(values={"token": token.token})
