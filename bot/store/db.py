@@ -27,15 +27,20 @@ class StoreUnavailable(Exception):
 def _unavailable(context: ExceptionContext) -> BaseException | None:
     """``handle_error`` hook: connection-level failures become ``StoreUnavailable``.
 
-    The DB-API's ``OperationalError`` class is what drivers raise for "not the statement's
-    fault" (refused, reset, admin shutdown, timeouts, a locked SQLite file); a lost connection
-    is flagged ``is_disconnect`` whatever its class. The pool's pre-ping is left alone: it
+    PostgreSQL drivers raise the DB-API's ``OperationalError`` class for "not the statement's
+    fault" (refused, reset, admin shutdown, timeouts); a lost connection is flagged
+    ``is_disconnect`` whatever its class. SQLite raises ``OperationalError`` for syntax errors
+    too, so there only a locked or unopenable file counts. The pool's pre-ping is left alone: it
     reconnects by itself when it sees a disconnect, and must see the original error to do so.
     """
     if context.is_pre_ping:
         return None
     error = context.sqlalchemy_exception
-    if context.is_disconnect or isinstance(error, exc.OperationalError):
+    transient = isinstance(error, exc.OperationalError)
+    if transient and context.dialect.name == "sqlite":
+        message = str(context.original_exception).lower()
+        transient = any(m in message for m in ("locked", "unable to open", "disk i/o"))
+    if context.is_disconnect or transient:
         kind = type(context.original_exception).__name__
         return StoreUnavailable(f"the database is unavailable ({kind})")
     return None
