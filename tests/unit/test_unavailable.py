@@ -237,3 +237,32 @@ def test_close_waits_for_the_work_in_flight_and_says_when_it_gave_up() -> None:
     threading.Timer(0.2, release.set).start()
     assert drain.close(timeout=5) is True
     assert drain.executor.busy() == 0
+
+
+# -- the use cases: nothing left live when the database goes mid-step ------------------------
+
+
+def test_a_token_issued_when_the_database_goes_is_revoked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Vault created the grant token, then the database refused the grant row: no row knows
+    the token, so it is revoked at once (before: live until its TTL)."""
+    from datetime import timedelta
+
+    import bot.lifecycle.issue as issue_module
+    from bot.domain.requests import ValidRequest
+    from tests.unit.fakes import APPROVER, REQUESTER, make_lifecycle
+
+    h = make_lifecycle()
+    request_id = h.lifecycle.submit(
+        REQUESTER, ValidRequest("payments-db", timedelta(hours=1), "INC-1 x"), "C0ORIGIN"
+    ).view.id
+    real = issue_module.transaction
+
+    def lost(engine: Any) -> Any:
+        monkeypatch.setattr(issue_module, "transaction", real)
+        raise StoreUnavailable("the database is unavailable (OperationalError)")
+
+    monkeypatch.setattr(issue_module, "transaction", lost)
+    with pytest.raises(StoreUnavailable):
+        h.lifecycle.decide(request_id, APPROVER, approve=True)
+    assert h.issuer.count("create") == 1
+    assert not h.issuer.live, "the unrecorded grant token is still live in Vault"
