@@ -21,6 +21,7 @@ from tests.integration.flows import (
     ack_text,
     approval_message,
     audit_actions,
+    bot_rows,
     credentials_message,
     policy_for,
     reply_to,
@@ -83,15 +84,10 @@ def test_sigterm_finishes_the_approval_in_flight_and_exits_0(
     assert "approved" in answer["text"]
     assert request_status(postgres, bot, request_id) == "active"
     assert audit_actions(postgres, bot, request_id)[-2:] == ["issued", "delivered"]
-    assert request_status_count(postgres, bot) == 1, "the request during the stop was stored"
+    stored = bot_rows(postgres, bot, "SELECT count(*) FROM access_request")[0][0]
+    assert stored == 1, "the request sent during the stop was stored"
 
     # And the next start carries on: the grant's timer is rebuilt from the database.
     bot.start()
     assert bot.sender.get("/readyz").status_code == 200
     assert request_status(postgres, bot, request_id) == "active"
-
-
-def request_status_count(postgres: PostgresServer, bot: Any) -> int:
-    from tests.integration.flows import bot_rows
-
-    return int(bot_rows(postgres, bot, "SELECT count(*) FROM access_request")[0][0])
