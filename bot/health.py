@@ -39,7 +39,7 @@ class Readiness:
     def report(self) -> tuple[bool, dict[str, str]]:
         """Run every check. A check that raises counts as failed, with its exception's type."""
         results: dict[str, str] = {}
-        for name, check in self.checks.items():
+        for name, check in list(self.checks.items()):  # a check may be added meanwhile
             try:
                 problem = check()
             except Exception as exc:  # a probe must answer, whatever broke

@@ -8,7 +8,8 @@ then the timers and the HTTP/Socket Mode listener.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -27,6 +28,7 @@ from bot.policy import Policy
 from bot.ports import SystemClock
 from bot.scheduler import GrantTimers
 from bot.slack.app import build_app, build_web_client
+from bot.slack.drain import Drain
 from bot.slack.home import HomePublisher
 from bot.slack.notifier import SlackNotifier
 from bot.store import schema
@@ -35,6 +37,10 @@ from bot.vault import ResourceGrantShape, VaultIssuer
 from bot.vault_login import VaultLoginError, connect
 
 log = logging.getLogger(__name__)
+
+#: How long a stopping bot waits for Slack requests in flight (an approval being issued and
+#: delivered). Below Kubernetes' default 30 s grace period, which ends in SIGKILL.
+SHUTDOWN_GRACE = 25.0
 
 
 @dataclass
@@ -45,11 +51,29 @@ class Runtime:
     timers: GrantTimers
     issuer: VaultIssuer
     readiness: Readiness
+    drain: Drain = field(default_factory=Drain)
+    _stopped: threading.Lock = field(default_factory=threading.Lock)
+    _done: bool = False
 
-    def shutdown(self) -> None:
-        self.timers.shutdown()
+    def stop_taking_requests(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Readiness turns false, new Slack requests are answered "try again in a minute", and
+        this returns once the requests in flight have finished (or after ``grace`` seconds)."""
+        self.readiness.add("shutdown", lambda: "shutting down")
+        self.drain.close(grace)
+
+    def shutdown(self, grace: float = SHUTDOWN_GRACE) -> None:
+        """Stop in order: take no more requests and finish those in flight, then stop the timers
+        (waiting for a job that is running, such as a revocation), then the Vault token keeper.
+        Safe to call more than once."""
+        with self._stopped:
+            if self._done:
+                return
+            self._done = True
+        self.stop_taking_requests(grace)
+        self.timers.shutdown(wait=True)
         if self.issuer.keeper is not None:
             self.issuer.keeper.stop()
+        log.info("stopped")
 
 
 def vault_shapes(policy: Policy) -> list[ResourceGrantShape]:
@@ -111,7 +135,8 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     )
     publish_home = HomePublisher(client, lifecycle)
     notifier.home = publish_home
-    app = build_app(settings, client, lifecycle, publish_home)
+    drain = Drain()
+    app = build_app(settings, client, lifecycle, publish_home, drain)
     daily = DailyDigest(engine, policy, notifier, clock)
     scheduler.bind(lifecycle, daily)
     if policy.digest is not None:
@@ -129,4 +154,5 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         timers=timers,
         issuer=issuer,
         readiness=readiness,
+        drain=drain,
     )

@@ -101,9 +101,10 @@ class GrantTimers:
     def start(self) -> None:
         self.scheduler.start()
 
-    def shutdown(self) -> None:
+    def shutdown(self, wait: bool = False) -> None:
+        """Stop firing; with ``wait``, let a job that is running finish first (graceful stop)."""
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.shutdown(wait=wait)
 
     def schedule_end(self, grant_id: int, at: datetime) -> None:
         self._add(f"grant-{grant_id}-end", run_end_grant, [grant_id, EndReason.EXPIRED], at)

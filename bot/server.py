@@ -5,7 +5,10 @@ through Bolt's WSGI adapter with a thread pool. Both transports also answer the 
 ``PORT``: ``/healthz`` (the process is up and has reconciled) and ``/readyz`` (database, Vault
 token and, in Socket Mode, the Slack connection are all working; see ``bot.health``). In Socket
 Mode that small HTTP server carries nothing else: Slack's traffic comes over the socket.
-``run_bot`` starts the runtime and serves on the configured transport until SIGTERM.
+``run_bot`` starts the runtime and serves on the configured transport until SIGTERM (or
+Ctrl-C), then stops gracefully: readiness turns false and new Slack requests are answered "try
+again in a minute" while the requests in flight finish (an approval being issued is delivered),
+then the listener closes, the timers stop (a running job finishes) and the process exits 0.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
@@ -64,17 +68,58 @@ def wsgi_app(app: App, readiness: Readiness) -> WsgiApp:
     return probes_app(readiness, SlackRequestHandler(app, path=EVENTS_PATH))
 
 
-def serve_http(app: App, readiness: Readiness, host: str, port: int) -> None:
-    from waitress import serve
+class StopSignal:
+    """Set by SIGTERM / SIGINT. A plain flag the main thread polls: a signal handler that took a
+    lock (``threading.Event.set``) could deadlock against the main thread holding it."""
 
+    def __init__(self) -> None:
+        self.received: int | None = None
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = signum
+
+    def wait(self, poll: float = 0.1) -> None:
+        while self.received is None:
+            time.sleep(poll)
+        log.info("received %s: shutting down", signal.Signals(self.received).name)
+
+
+def serve_http(
+    app: App,
+    readiness: Readiness,
+    host: str,
+    port: int,
+    stop: StopSignal,
+    drain: Callable[[], None],
+) -> None:
+    """Serve until ``stop``; ``drain`` runs while the server still answers (Slack requests that
+    arrive meanwhile get "try again in a minute", probes get 503)."""
+    from waitress import create_server
+
+    server = create_server(
+        wsgi_app(app, readiness), host=host, port=port, threads=8, ident="debug-access"
+    )
+    threading.Thread(target=server.run, name="http", daemon=True).start()
     log.info("serving Slack requests on http://%s:%s%s", host, port, EVENTS_PATH)
-    serve(wsgi_app(app, readiness), host=host, port=port, threads=8, ident="debug-access")
+    try:
+        stop.wait()
+        drain()
+    finally:
+        server.close()
 
 
 def serve_socket_mode(
-    app: App, readiness: Readiness, app_token: str, web_client: WebClient, host: str, port: int
+    app: App,
+    readiness: Readiness,
+    app_token: str,
+    web_client: WebClient,
+    host: str,
+    port: int,
+    stop: StopSignal,
+    drain: Callable[[], None],
 ) -> None:
-    """Connect to Slack over a socket and answer the probes on ``host:port`` until stopped."""
+    """Connect to Slack over a socket and answer the probes on ``host:port`` until ``stop``;
+    ``drain`` runs while the socket is still open (new envelopes are acked with "try again")."""
     from waitress import create_server
 
     from bot.slack.socket_mode import SocketModeTransport
@@ -96,7 +141,8 @@ def serve_socket_mode(
             raise ConfigProblem(
                 f"Slack refused the app-level token (SLACK_APP_TOKEN): {exc.response.get('error')}"
             ) from None
-        threading.Event().wait()  # until SIGTERM / Ctrl-C raises in this thread
+        stop.wait()
+        drain()
     finally:
         transport.close()
         probes.close()
@@ -106,12 +152,9 @@ def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | N
     """Start the runtime and serve until stopped."""
     configure_logging(settings.log_level)
     runtime = start_runtime(settings, policy)
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        runtime.shutdown()
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, _stop)
+    stop = StopSignal()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     if announce:
         announce()
     try:
@@ -123,8 +166,17 @@ def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | N
                 runtime.web_client,
                 settings.host,
                 settings.port,
+                stop,
+                runtime.stop_taking_requests,
             )
         else:
-            serve_http(runtime.app, runtime.readiness, settings.host, settings.port)
+            serve_http(
+                runtime.app,
+                runtime.readiness,
+                settings.host,
+                settings.port,
+                stop,
+                runtime.stop_taking_requests,
+            )
     finally:
         runtime.shutdown()

@@ -8,6 +8,8 @@ issued to ``EndGrant``, so nothing is left live.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col
@@ -34,7 +36,7 @@ from bot.lifecycle.views import Views
 from bot.mrkdwn import when
 from bot.ports import CredentialDelivery, DeliveryError, RequestView
 from bot.store.claims import claim, move_grant, request_in
-from bot.store.db import transaction
+from bot.store.db import StoreUnavailable, transaction
 from bot.store.models import AccessRequest, Grant
 
 log = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ class Issue:
             token = self.issuer.create_grant_token(spec)
         except IssuerError as exc:
             return self.fail(view, None, f"Vault refused to issue: {exc}")
-        with transaction(self.edges.engine) as session:
+        with self._revoked_unless_recorded(token), transaction(self.edges.engine) as session:
             # Still ours to issue? A reconcile elsewhere may have failed this request meanwhile.
             still_approved = claim(
                 session,
@@ -161,6 +163,19 @@ class Issue:
         if collect_by is not None:
             self.edges.timers.schedule_collect_check(grant_id, collect_by - COLLECT_MARGIN)
         return view
+
+    @contextmanager
+    def _revoked_unless_recorded(self, token: GrantToken) -> Iterator[None]:
+        """Until a grant row holds ``token``'s accessor, nothing could find the token again: if
+        the database is lost meanwhile, revoke it now rather than leave it live until its TTL."""
+        try:
+            yield
+        except StoreUnavailable:
+            try:
+                self.issuer.revoke(token.accessor, None)
+            except IssuerError as exc:
+                log.error("could not revoke an unrecorded grant token: %s", exc)
+            raise
 
     def _delivery(
         self,

@@ -14,6 +14,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.config import Settings
 from bot.lifecycle import AccessLifecycle
+from bot.slack.drain import Drain
 from bot.slack.home import HomePublisher
 from bot.slack.listeners import register_all
 
@@ -33,15 +34,24 @@ def build_web_client(settings: Settings) -> WebClient:
 
 
 def build_app(
-    settings: Settings, client: WebClient, lifecycle: AccessLifecycle, publish_home: HomePublisher
+    settings: Settings,
+    client: WebClient,
+    lifecycle: AccessLifecycle,
+    publish_home: HomePublisher,
+    drain: Drain | None = None,
 ) -> App:
-    """The Bolt app with every listener registered. Calls auth.test (fails fast on a bad token)."""
+    """The Bolt app with every listener registered. Calls auth.test (fails fast on a bad token).
+
+    ``drain`` runs the listeners, and refuses new requests once the bot is stopping."""
+    drain = drain or Drain()
     app = App(
         client=client,
         signing_secret=settings.slack_signing_secret.get_secret_value(),
         # Socket Mode has no signatures to check; HTTP mode always verifies (401 otherwise).
         request_verification_enabled=not settings.socket_mode,
+        listener_executor=drain.executor,
     )
+    app.use(drain.middleware)
     register_all(app, lifecycle, publish_home)
 
     @app.error

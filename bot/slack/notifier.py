@@ -19,6 +19,7 @@ from bot.policy import Policy
 from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
 from bot.slack import blocks
 from bot.slack.digest_blocks import render_digest
+from bot.store.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -174,3 +175,6 @@ class SlackNotifier:
                 self.home(user)
             except SLACK_FAILURES as exc:
                 log.error("could not refresh the App Home of %s: %s", user, error_code(exc))
+            except StoreUnavailable as exc:
+                # The step it follows is committed: the next opening of the Home redraws it.
+                log.error("could not refresh the App Home of %s: %s", user, exc)

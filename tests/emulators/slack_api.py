@@ -61,6 +61,15 @@ class Call:
 
 
 @dataclass
+class _Delay:
+    """A queued slow answer for `delay_next`."""
+
+    seconds: float
+    when: Callable[[dict[str, Any]], bool]
+    remaining: int
+
+
+@dataclass
 class _Fault:
     """A queued fault for `fail_next`."""
 
@@ -181,6 +190,8 @@ class SlackEmulator(LoopbackServer):
         self._lock = threading.Condition()
         self._calls: list[Call] = []
         self._faults: dict[str, list[_Fault]] = {}
+        self._delays: dict[str, list[_Delay]] = {}
+        self.delayed: list[Call] = []  # calls held back by delay_next, recorded as they arrive
         self._messages: dict[str, dict[str, dict[str, Any]]] = {}
         self._views: dict[str, dict[str, Any]] = {}
         self.files: dict[str, dict[str, Any]] = {}  # uploaded through files_upload_v2
@@ -302,6 +313,29 @@ class SlackEmulator(LoopbackServer):
         with self._lock:
             self._faults.setdefault(method, []).append(_Fault(error, status, times))
 
+    def delay_next(
+        self,
+        method: str,
+        seconds: float,
+        when: Callable[[dict[str, Any]], bool] = lambda _params: True,
+        times: int = 1,
+    ) -> None:
+        """Hold the answer to the next `times` calls of `method` whose params match `when` for
+        `seconds` (a slow Slack: something is in flight meanwhile). Each held call is appended
+        to `delayed` when it arrives, so a test can act while it waits."""
+        with self._lock:
+            self._delays.setdefault(method, []).append(_Delay(seconds, when, times))
+
+    def _take_delay(self, method: str, params: dict[str, Any]) -> float:
+        with self._lock:
+            for delay in self._delays.get(method, []):
+                if delay.remaining > 0 and delay.when(params):
+                    delay.remaining -= 1
+                    self.delayed.append(Call(method, dict(params), time.time()))
+                    self._lock.notify_all()
+                    return delay.seconds
+        return 0.0
+
     def response_url(self, key: str | None = None) -> str:
         """A loopback response_url; POSTs to it are recorded as method "response_url"."""
         if key is None:
@@ -384,6 +418,9 @@ class SlackEmulator(LoopbackServer):
         elif isinstance(params.get("token"), str):
             token = params["token"]
         params.pop("token", None)
+        hold = self._take_delay(method, params)
+        if hold:
+            time.sleep(hold)
 
         status = 200
         headers: dict[str, str] = {}

@@ -215,6 +215,26 @@ class PostgresServer:
         self._started = True
         return self
 
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server but keep its data and port (``pg_ctl stop -m fast|immediate``):
+        an outage or a restart, to be ended with ``resume()``. Only for a cluster a test owns;
+        the session's shared cluster must stay up for the other tests."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port with the same data."""
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(self.log_path),
+            "-w",
+            "-t",
+            "60",
+            "start",
+        )
+
     def stop(self) -> None:
         """Stop immediately (the data is throwaway) and delete the temp dir."""
         if self.base_dir is None:

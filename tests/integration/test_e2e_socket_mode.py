@@ -336,7 +336,7 @@ def test_sigterm_closes_the_socket(
     conn = socket_mode.live_connections()[-1]
     assert bot.proc is not None
     bot.proc.send_signal(signal.SIGTERM)
-    bot.proc.wait(timeout=10)
+    assert bot.proc.wait(timeout=10) == 0
     closed = socket_mode.wait_closed(conn, timeout=5)
     # A close frame (1000), not just a dead TCP connection: Slack stops routing to it at once.
     assert closed.close_code == 1000

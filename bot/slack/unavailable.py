@@ -1,0 +1,124 @@
+"""One answer for "not now": the database is unavailable, or the bot is shutting down.
+
+Every Slack surface gets the same treatment, decided here and nowhere else, so the listeners stay
+thin: they never catch ``StoreUnavailable``; ``guard`` (wrapped around every listener by
+``bot.slack.listeners.register_all``) and the draining middleware (``bot.slack.drain``) call
+``answer``:
+
+* a slash command not yet acknowledged: the ack carries the message (ephemeral); once acked, its
+  ``response_url`` does;
+* a button in a message: its ``response_url`` (ephemeral); in the App Home (no response_url): a DM;
+* a form not yet acknowledged: an error under its first field, so the form stays open with what
+  was typed and the user can submit again; once acked (the form has closed): a DM;
+* events (the App Home opening): nothing to say, the next opening redraws it.
+
+Why inside the listener and not in Bolt's error handler: when a listener raises after ``ack()``,
+Bolt resets the ack it has not sent yet, and a refused database connection fails within the
+10 ms Bolt takes to notice the ack: Slack then got a 404 after 3 s instead of the ack (measured).
+Answering must not fail the request a second time: a Slack error here is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, Args, BoltResponse, Respond
+from slack_sdk import WebClient
+
+from bot.slack.notifier import SLACK_FAILURES, error_code
+from bot.store.db import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+STORE_UNAVAILABLE = (
+    "debug-access cannot reach its database right now, so this did not go through. "
+    "Please try again in a minute."
+)
+SHUTTING_DOWN = (
+    "debug-access is restarting, so this did not go through. Please try again in a minute."
+)
+
+
+def kind(body: dict[str, Any]) -> str:
+    """What Slack sent: ``command``, ``block_actions``, ``view_submission``, ``event_callback``."""
+    if "command" in body:
+        return "command"
+    return str(body.get("type") or "unknown")
+
+
+def _user(body: dict[str, Any]) -> str | None:
+    user = body.get("user_id") or (body.get("user") or {}).get("id")
+    return str(user) if user else None
+
+
+def _first_input_block(body: dict[str, Any]) -> str | None:
+    values = ((body.get("view") or {}).get("state") or {}).get("values") or {}
+    return next(iter(values), None)
+
+
+def answer(
+    body: dict[str, Any],
+    text: str,
+    *,
+    ack: Ack,
+    respond: Respond | None,
+    client: WebClient | None,
+) -> BoltResponse | None:
+    """Tell the person behind ``body`` that ``text``: in the ack when it has not been sent yet
+    (returning it), else by ``respond`` or a DM."""
+    what = kind(body)
+    if ack.response is None:
+        if what == "command":
+            return ack(text=f":hourglass: {text}", response_type="ephemeral")
+        block = _first_input_block(body) if what == "view_submission" else None
+        if block is not None:
+            return ack(response_action="errors", errors={block: text})
+        acked = ack()
+    else:
+        acked = None
+    if what in {"command", "block_actions", "view_submission"}:
+        _tell(body, f":hourglass: {text}", respond, client)
+    return acked
+
+
+Handler = Callable[..., None]
+
+
+def guard(handler: Handler) -> Callable[[Args], None]:
+    """``handler`` as a Bolt listener whose ``StoreUnavailable`` becomes ``answer``'s message.
+
+    Bolt passes the listener the arguments its parameters name; the wrapper takes them all
+    (``args``) and hands the handler the ones it asks for."""
+    wanted = list(inspect.signature(handler).parameters)
+
+    def run(args: Args) -> None:
+        try:
+            handler(**{name: getattr(args, name) for name in wanted})
+        except StoreUnavailable as exc:
+            log.warning("%s while handling a %s", exc, kind(args.body))
+            answer(
+                args.body, STORE_UNAVAILABLE, ack=args.ack, respond=args.respond, client=args.client
+            )
+
+    run.__name__ = run.__qualname__ = getattr(handler, "__name__", "listener")
+    run.__doc__ = handler.__doc__
+    return run
+
+
+def _tell(
+    body: dict[str, Any], text: str, respond: Respond | None, client: WebClient | None
+) -> None:
+    try:
+        if body.get("response_url") and respond is not None:
+            respond(text=text, response_type="ephemeral", replace_original=False)
+            return
+        user = _user(body)
+        if user is None or client is None:
+            return
+        channel = client.conversations_open(users=user)["channel"]["id"]
+        client.chat_postMessage(channel=channel, text=text)
+    except SLACK_FAILURES as exc:
+        log.error("could not tell %s that it did not go through: %s", _user(body), error_code(exc))
