@@ -35,7 +35,7 @@ from bot.lifecycle.ssh_keys import SshKeys
 from bot.lifecycle.views import Views
 from bot.policy import Resource
 from bot.ports import RequestView
-from bot.store.db import transaction
+from bot.store.db import serialize, transaction
 from bot.store.models import AccessRequest, GrantStatus, utc
 
 
@@ -77,7 +77,6 @@ class Submit:
         key = self.keys.key_for_request(requester, valid.resource, resource, public_key)
         if break_glass:
             validate_break_glass(valid.resource, resource, valid.duration)
-            self._check_no_open_break_glass(requester, valid.resource)
             return self._break_glass(requester, valid, origin_channel, resource, key)
         return self.route_new(
             requester=requester,
@@ -142,23 +141,23 @@ class Submit:
         extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra, resource.max_duration)
         return parent, resource, extra
 
-    def _check_no_open_break_glass(self, requester: str, resource_name: str) -> None:
+    @staticmethod
+    def _check_no_open_break_glass(session: Session, requester: str, resource_name: str) -> None:
         """One break-glass at a time per person and resource, and none while an earlier one
-        awaits review: emergency access must not chain into standing access."""
-        with Session(self.edges.engine) as session:
-            earlier = session.exec(
-                select(AccessRequest).where(
-                    AccessRequest.requester == requester,
-                    AccessRequest.resource == resource_name,
-                    col(AccessRequest.break_glass).is_(True),
-                    or_(
-                        col(AccessRequest.reviewed_by).is_(None),
-                        col(AccessRequest.status).in_(
-                            [s.value for s in RequestStatus if s.is_open]
-                        ),
-                    ),
-                )
-            ).first()
+        awaits review: emergency access must not chain into standing access. Run inside the
+        transaction that stores the new one, under ``serialize`` on the same person and
+        resource, so two requests at the same moment cannot both pass it."""
+        earlier = session.exec(
+            select(AccessRequest).where(
+                AccessRequest.requester == requester,
+                AccessRequest.resource == resource_name,
+                col(AccessRequest.break_glass).is_(True),
+                or_(
+                    col(AccessRequest.reviewed_by).is_(None),
+                    col(AccessRequest.status).in_([s.value for s in RequestStatus if s.is_open]),
+                ),
+            )
+        ).first()
         if earlier is not None:
             raise Conflict(
                 f"Your break-glass access #{earlier.id} to `{resource_name}` is still "
@@ -263,6 +262,8 @@ class Submit:
         tiers = self.edges.approvers.tiers(resource.approvers, requester, now)
         on_call = next((t.users for t in tiers if t.users), ())
         with transaction(self.edges.engine) as session:
+            serialize(session, f"break-glass {requester} {valid.resource}")
+            self._check_no_open_break_glass(session, requester, valid.resource)
             request = AccessRequest(
                 requester=requester,
                 resource=valid.resource,
