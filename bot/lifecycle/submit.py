@@ -16,8 +16,8 @@ from sqlmodel import Session, col, or_, select
 
 from bot.audit import AuditAction, append_event
 from bot.domain.durations import check_grant_duration, format_duration, parse_duration
-from bot.domain.errors import Conflict, NotAllowed
-from bot.domain.identifiers import SLACK_USERGROUP_ID
+from bot.domain.errors import Conflict, NotAllowed, UserError
+from bot.domain.identifiers import SLACK_USERGROUP_ID, is_channel_id
 from bot.domain.permissions import check_may_request
 from bot.domain.requests import (
     RequestStatus,
@@ -26,6 +26,7 @@ from bot.domain.requests import (
     validate_break_glass,
 )
 from bot.domain.ssh_keys import SshPublicKey
+from bot.domain.text import quote
 from bot.lifecycle.announce import Announcer, MessageKind
 from bot.lifecycle.edges import Edges
 from bot.lifecycle.issue import Issue
@@ -72,6 +73,9 @@ class Submit:
     ) -> SubmitResult:
         """Store a validated request and put it in front of its approvers. ``public_key`` is
         what the form's key field held (kinds that sign a key fall back to the registered one)."""
+        if origin_channel is not None and not is_channel_id(origin_channel):
+            # Stored with the request: refused here, not by the database halfway through.
+            raise UserError(f"`{quote(origin_channel)}` is not a Slack channel id.")
         resource = self.edges.resource(valid.resource)
         self._check_requester(requester, valid.resource, resource)
         key = self.keys.key_for_request(requester, valid.resource, resource, public_key)
@@ -141,6 +145,7 @@ class Submit:
         extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra, resource.max_duration)
         return parent, resource, extra
 
+    @staticmethod
     @staticmethod
     def _check_no_open_break_glass(session: Session, requester: str, resource_name: str) -> None:
         """One break-glass at a time per person and resource, and none while an earlier one

@@ -214,3 +214,84 @@ def test_list_and_help(bot, slack: SlackEmulator) -> None:
     assert f"#{first} `payments-db` 30m — waiting for approval" in listing
     assert f"#{second} `payments-db` 2h — active, until" in listing
     wait_until(lambda: True)
+
+
+# -- issue 9: every bad input gets a clear answer, and nothing is stored half-way ------------------
+
+
+def forged(message: dict, action_id: str, value: str) -> dict:
+    """``message`` as the clicker's client could forge it: the button's value replaced."""
+    copy = json.loads(json.dumps(message))
+    for block in copy.get("blocks") or []:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id:
+                element["value"] = value
+    return copy
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["revoke 99999999999", "revoke 2147483648", "extend 2147483648 30m", "revoke #9999999999999"],
+)
+def test_request_ids_past_the_column_range_are_answered(
+    bot, slack: SlackEmulator, postgres: PostgresServer, text: str
+) -> None:
+    sent = bot.sender.slash(REQUESTER, text)
+    assert sent.status_code == 200
+    answer = ack_text(sent) or reply_to(slack, str(sent.response_key))["text"]
+    assert "is not a request id" in answer, answer
+    assert stored_requests(postgres, bot) == 0
+
+
+def test_a_button_value_past_the_column_range_is_answered_and_changes_nothing(
+    bot, slack: SlackEmulator, postgres: PostgresServer
+) -> None:
+    request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-90 range")
+    message = approval_message(slack, request_id)
+    for action_id in (ActionId.APPROVE, ActionId.DENY):
+        answer = click(bot, slack, ALICE, forged(message, action_id, "2147483648"), action_id)
+        assert "`2147483648` is not a request id" in answer["text"], answer
+        assert answer.get("response_type", "ephemeral") == "ephemeral"
+    assert request_status_of(postgres, bot, request_id) == "pending"
+    assert bot_rows(postgres, bot, "SELECT count(*) FROM decision")[0][0] == 0
+
+
+def request_status_of(postgres: PostgresServer, bot, request_id: int) -> str:
+    return str(
+        bot_rows(postgres, bot, f"SELECT status FROM access_request WHERE id={request_id}")[0][0]
+    )
+
+
+def open_request_form(bot, slack: SlackEmulator) -> dict:
+    sent = bot.sender.slash(REQUESTER, "", channel_id="C0TEAM")
+    return slack.wait_for("views.open", lambda c: c.params["trigger_id"] == sent.trigger_id).params[
+        "view"
+    ]
+
+
+@pytest.mark.parametrize(
+    "channel",
+    ["C" + "A" * 40, "C0TEAM\u0000", "c0team", 12345, "C0TEAM\nERROR forged"],
+    ids=["too-long", "nul-byte", "lowercase", "number", "newline"],
+)
+def test_a_request_form_with_a_damaged_channel_is_refused_and_stores_nothing(
+    bot, slack: SlackEmulator, postgres: PostgresServer, channel: object
+) -> None:
+    view = open_request_form(bot, slack)
+    view["private_metadata"] = json.dumps({"channel": channel})
+    sent = bot.sender.submit_view(
+        REQUESTER,
+        view,
+        {
+            BlockId.RESOURCE: {InputId.RESOURCE: bot.sender.selected("payments-db")},
+            BlockId.DURATION: {InputId.DURATION: "30m"},
+            BlockId.REASON: {InputId.REASON: "INC-91 damaged form"},
+        },
+    )
+    assert sent.status_code == 200, sent.text
+    answer = sent.json()
+    assert answer["response_action"] == "errors", answer
+    assert "open it again" in json.dumps(answer["errors"]), answer
+    time.sleep(0.3)
+    assert stored_requests(postgres, bot) == 0
+    assert posts_to(slack, APPROVALS) == []

@@ -148,12 +148,16 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         form = body.get("view") or {}
         chosen = (body.get("actions") or [{}])[0].get("selected_option") or {}
         user = body["user"]["id"]
+        try:
+            channel = blocks.metadata_channel(form)
+        except UserError:
+            channel = None  # a damaged origin is dropped: the receipt then comes by DM
         client.views_update(
             view_id=form["id"],
             hash=form.get("hash"),
             view=blocks.request_modal(
                 lifecycle.policy,
-                blocks.metadata_channel(form),
+                channel,
                 selected=str(chosen.get("value") or "") or None,
                 registered_key=lifecycle.registered_key_fingerprint(user),
             ),
