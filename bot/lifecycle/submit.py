@@ -37,7 +37,7 @@ from bot.lifecycle.views import Views
 from bot.policy import Resource
 from bot.ports import RequestView
 from bot.store.db import serialize, transaction
-from bot.store.models import AccessRequest, GrantStatus, utc
+from bot.store.models import AccessRequest, Grant, GrantStatus, utc
 
 
 def _key_details(key: SshPublicKey | None) -> dict[str, str]:
@@ -110,6 +110,19 @@ class Submit:
     ) -> tuple[RequestView, Resource, timedelta]:
         """Every rule an extension request must pass, without changing anything (quick enough
         to run before acknowledging a form)."""
+        parent, resource, grant = self._extendable(request_id, actor)
+        assert grant.expires_at is not None  # _extendable checked it is active
+        extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
+        extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra, resource.max_duration)
+        return parent, resource, extra
+
+    def check_may_extend(self, request_id: int, actor: str) -> tuple[RequestView, Resource]:
+        """The rules that need no duration: whose grant it is, and that it can be extended now.
+        The Extend button asks this before it shows anything of the grant."""
+        parent, resource, _grant = self._extendable(request_id, actor)
+        return parent, resource
+
+    def _extendable(self, request_id: int, actor: str) -> tuple[RequestView, Resource, Grant]:
         parent = self.views.get(request_id)
         if actor != parent.requester:
             raise NotAllowed("Only the requester can ask to extend their access.")
@@ -127,7 +140,6 @@ class Submit:
                 "signed into it); request access again when this one ends."
             )
         self._check_requester(actor, parent.resource, resource)
-        extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
         with Session(self.edges.engine) as session:
             grant = grant_of(session, request_id)
             waiting = session.exec(
@@ -142,10 +154,8 @@ class Submit:
             raise Conflict(
                 f"Extension #{waiting.id} of request #{request_id} is already waiting for approval."
             )
-        extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra, resource.max_duration)
-        return parent, resource, extra
+        return parent, resource, grant
 
-    @staticmethod
     @staticmethod
     def _check_no_open_break_glass(session: Session, requester: str, resource_name: str) -> None:
         """One break-glass at a time per person and resource, and none while an earlier one

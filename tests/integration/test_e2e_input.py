@@ -14,6 +14,7 @@ from tests.emulators.slack_api import SlackEmulator
 from tests.integration.flows import (
     ALICE,
     APPROVALS,
+    MALLORY,
     REQUESTER,
     ack_text,
     approval_message,
@@ -229,6 +230,13 @@ def forged(message: dict, action_id: str, value: str) -> dict:
     return copy
 
 
+def active_grant(bot, slack: SlackEmulator, reason: str) -> tuple[int, dict]:
+    """A request of REQUESTER's, approved and issued; returns its id and the credentials DM."""
+    request_id = request_access(bot, slack, REQUESTER, f"payments-db 30m {reason}")
+    click(bot, slack, ALICE, approval_message(slack, request_id), ActionId.APPROVE)
+    return request_id, credentials_message(slack, REQUESTER, request_id)
+
+
 @pytest.mark.parametrize(
     "text",
     ["revoke 99999999999", "revoke 2147483648", "extend 2147483648 30m", "revoke #9999999999999"],
@@ -295,3 +303,47 @@ def test_a_request_form_with_a_damaged_channel_is_refused_and_stores_nothing(
     time.sleep(0.3)
     assert stored_requests(postgres, bot) == 0
     assert posts_to(slack, APPROVALS) == []
+
+
+def test_extend_refuses_other_peoples_grants_and_damaged_forms(
+    bot, slack: SlackEmulator, postgres: PostgresServer
+) -> None:
+    request_id, credentials = active_grant(bot, slack, "INC-92 extend rules")
+    opened = len(slack.calls("views.open"))
+    # Someone else's Extend click is refused at once, and shows nothing of the grant.
+    answer = click(bot, slack, MALLORY, credentials, ActionId.EXTEND)
+    assert "Only the requester can ask to extend" in answer["text"], answer
+    time.sleep(0.3)
+    assert len(slack.calls("views.open")) == opened
+    # A forged value past the column range is answered too.
+    answer = click(
+        bot, slack, REQUESTER, forged(credentials, ActionId.EXTEND, "2147483648"), ActionId.EXTEND
+    )
+    assert "is not a request id" in answer["text"], answer
+
+    # The owner's click opens the form; a submission by anyone else is refused.
+    bot.sender.click(REQUESTER, credentials, ActionId.EXTEND)
+    form = slack.wait_for(
+        "views.open", lambda c: c.params["view"]["callback_id"] == CallbackId.EXTEND_MODAL
+    ).params["view"]
+    values = {BlockId.EXTEND_DURATION: {InputId.EXTEND_DURATION: "30m"}}
+    refused = bot.sender.submit_view(MALLORY, form, values).json()
+    assert refused["response_action"] == "errors"
+    assert "Only the requester" in refused["errors"][BlockId.EXTEND_DURATION]
+    # Damaged metadata: a clear form error, never an exception.
+    for metadata in (
+        '{"request_id": 1e30}',
+        '{"request_id": 2147483648}',
+        '{"request_id": "99999999999"}',
+        '{"request_id": Infinity}',
+        '{"request_id": true}',
+        '{"request_id": -1}',
+        "[1]",
+    ):
+        damaged = dict(form, private_metadata=metadata)
+        sent = bot.sender.submit_view(REQUESTER, damaged, values)
+        assert sent.status_code == 200, (metadata, sent.text)
+        assert sent.json()["response_action"] == "errors", metadata
+        assert "out of date" in sent.json()["errors"][BlockId.EXTEND_DURATION], metadata
+    assert bot_rows(postgres, bot, "SELECT id FROM access_request") == [(request_id,)]
+    assert "Unhandled" not in bot.log_text() and "unhandled" not in bot.log_text()

@@ -251,6 +251,7 @@ def test_deny_button(edge: Edge) -> None:
         (ActionId.REVIEW, "2147483648", APPROVER, "is not a request id"),
         (ActionId.REVOKE, "2147483648", REQUESTER, "is not a request id"),
         (ActionId.EXTEND, "2147483648", REQUESTER, "is not a request id"),
+        (ActionId.EXTEND, "1", REQUESTER, "only active access can be extended"),
         (ActionId.REVOKE, "1", BYSTANDER, "Only the requester"),
     ],
 )
@@ -280,6 +281,38 @@ def active(edge: Edge) -> int:
     edge.click(ActionId.APPROVE, "1", APPROVER)
     assert [r.status for r in edge.requests()] == ["active"]
     return 1
+
+
+@pytest.mark.parametrize("user", [APPROVER, BYSTANDER])
+def test_extend_refuses_someone_elses_grant_before_showing_it(edge: Edge, user: str) -> None:
+    request_id = active(edge)
+    ack, respond = edge.click(ActionId.EXTEND, str(request_id), user)
+    assert ack.calls == [{}]
+    assert _ephemeral(respond) == ":warning: Only the requester can ask to extend their access."
+    assert edge.client.calls == []  # no form opened
+
+
+def test_extend_from_the_home_tab_refuses_by_dm(edge: Edge) -> None:
+    request_id = active(edge)
+    ack = Recorder()
+    edge.app.actions[ActionId.EXTEND.value](
+        ack=ack,
+        respond=Recorder(),
+        client=edge.client,
+        body={"user": {"id": BYSTANDER}, "trigger_id": "trigger-3"},  # no response_url
+        action={"action_id": ActionId.EXTEND.value, "value": str(request_id)},
+    )
+    assert [m for m, _ in edge.client.calls] == ["conversations.open", "chat.postMessage"]
+    assert "Only the requester" in edge.client.calls[1][1]["text"]
+
+
+def test_extend_opens_the_form_for_the_requester(edge: Edge) -> None:
+    request_id = active(edge)
+    _, respond = edge.click(ActionId.EXTEND, str(request_id), REQUESTER)
+    assert respond.calls == []
+    ((method, kwargs),) = edge.client.calls
+    assert method == "views.open" and kwargs["view"]["callback_id"] == CallbackId.EXTEND_MODAL
+    assert blocks.metadata_request_id(kwargs["view"]) == request_id
 
 
 def submit_extension(edge: Edge, user: str, metadata: str, duration: str = "30m") -> Recorder:
@@ -329,6 +362,15 @@ def test_an_extension_form_with_damaged_metadata_is_refused(edge: Edge, metadata
         }
     ]
     assert len(edge.requests()) == 1 and edge.client.calls == []
+
+
+def test_an_extension_form_submitted_by_someone_else_is_refused(edge: Edge) -> None:
+    request_id = active(edge)
+    ack = submit_extension(edge, BYSTANDER, json.dumps({"request_id": request_id}))
+    ((call),) = ack.calls
+    assert call["response_action"] == "errors"
+    assert "Only the requester" in call["errors"][BlockId.EXTEND_DURATION.value]
+    assert len(edge.requests()) == 1
 
 
 def test_revoke_button(edge: Edge) -> None:
