@@ -347,3 +347,17 @@ def test_extend_refuses_other_peoples_grants_and_damaged_forms(
         assert "out of date" in sent.json()["errors"][BlockId.EXTEND_DURATION], metadata
     assert bot_rows(postgres, bot, "SELECT id FROM access_request") == [(request_id,)]
     assert "Unhandled" not in bot.log_text() and "unhandled" not in bot.log_text()
+
+
+def test_a_slash_command_whose_text_says_payload_is_handled(
+    bot, slack: SlackEmulator, postgres: PostgresServer
+) -> None:
+    text = "payments-db 30m INC-77 payload service returns 500s"
+    request_id = request_access(bot, slack, REQUESTER, text)
+    assert "payload service returns 500s" in blocks_text(approval_message(slack, request_id))
+    stored = bot_rows(postgres, bot, f"SELECT reason FROM access_request WHERE id={request_id}")
+    assert stored[0][0] == "INC-77 payload service returns 500s"
+    # The word in a key's position, or as a whole value, is still just text.
+    for text in ("payload", "help payload=1&payload", "list payload"):
+        sent = bot.sender.slash(REQUESTER, text)
+        assert sent.status_code == 200, (text, sent.text)
