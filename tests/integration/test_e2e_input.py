@@ -361,3 +361,26 @@ def test_a_slash_command_whose_text_says_payload_is_handled(
     for text in ("payload", "help payload=1&payload", "list payload"):
         sent = bot.sender.slash(REQUESTER, text)
         assert sent.status_code == 200, (text, sent.text)
+
+
+FORGED_LINE = "2026-01-01 00:00:00,000 ERROR bot.audit: audit chain broken at row 1"
+
+
+@pytest.mark.parametrize("breaker", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_a_forged_action_id_cannot_write_a_line_into_the_log(
+    bot, slack: SlackEmulator, postgres: PostgresServer, breaker: str
+) -> None:
+    request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-93 log forging")
+    message = json.loads(json.dumps(approval_message(slack, request_id)))
+    forged_id = f"approve{breaker}{FORGED_LINE}"
+    for block in message["blocks"]:
+        for element in block.get("elements", []) if block["type"] == "actions" else []:
+            if element["action_id"] == ActionId.APPROVE:
+                element["action_id"] = forged_id
+    sent = bot.sender.click(ALICE, message, forged_id)
+    assert sent.status_code == 404  # Bolt's answer to an action nobody listens for
+    wait_until(lambda: "Unhandled request" in bot.log_text(), what="Bolt's unhandled warning")
+    lines = bot.log_text().replace("\r", "\n").splitlines()
+    assert not [line for line in lines if line.startswith(FORGED_LINE)], bot.log_text()[-3000:]
+    assert f"approve{breaker.encode('unicode_escape').decode()}{FORGED_LINE}" in bot.log_text()
+    assert request_status_of(postgres, bot, request_id) == "pending"
