@@ -1,9 +1,14 @@
-"""Logging that cannot print a secret.
+"""Logging that cannot print a secret, and whose lines cannot be forged.
 
-Two defences. Third-party loggers that dump request bodies at DEBUG (slack_sdk logs every Web
-API body, which for the credentials DM holds the wrapping token or the password) are held at
-INFO whatever LOG_LEVEL says. And every secret value the bot reveals is remembered here (in a
-bounded set) and masked in any log record that would contain it.
+Two defences against leaks. Third-party loggers that dump request bodies at DEBUG (slack_sdk
+logs every Web API body, which for the credentials DM holds the wrapping token or the password)
+are held at INFO whatever LOG_LEVEL says. And every secret value the bot reveals is remembered
+here (in a bounded set) and masked in any log record that would contain it.
+
+One against forgery: a record is one line. Whatever a user controls can reach a message or its
+arguments (Bolt logs a clicked action id as it came), so line breaks there are escaped
+(``\n`` becomes the two characters ``\\`` ``n``); a traceback, the one part that is several
+lines by nature, is indented, so no line of it starts where a record starts.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import sys
 import threading
 from collections import OrderedDict
+from typing import TextIO
 
 NOISY_LOGGERS = ("slack_sdk", "slack_bolt", "urllib3", "hvac", "apscheduler", "waitress")
 MASK = "[REDACTED]"
@@ -55,11 +61,45 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Log to stderr with secrets masked; keep body-dumping libraries at INFO or above."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+# Everything str.splitlines() breaks a line at; log viewers differ in which they honour.
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_ESCAPED = str.maketrans({ch: ch.encode("unicode_escape").decode() for ch in _LINE_BREAKS})
+CONTINUATION = "  "
+
+
+def one_line(text: str) -> str:
+    """``text`` with every line break escaped, as Python writes it in a string literal."""
+    return text.translate(_ESCAPED)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Each record starts a line of its own and only its traceback continues it, indented."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return one_line(super().formatMessage(record))
+
+    def format(self, record: logging.LogRecord) -> str:
+        first, _, rest = super().format(record).partition("\n")
+        if not rest:
+            return first
+        return "\n".join([first, *(CONTINUATION + line for line in rest.splitlines())])
+
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_handler(stream: TextIO) -> logging.Handler:
+    """The handler every logger (ours, Bolt's, slack_sdk's...) writes through."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(OneLineFormatter(FORMAT))
     handler.addFilter(RedactingFilter())
+    return handler
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr, one line a record, with secrets masked; keep body-dumping libraries at
+    INFO or above."""
+    handler = log_handler(sys.stderr)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     numeric = logging.getLevelName(level.upper())

@@ -17,12 +17,15 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
+from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
@@ -63,9 +66,70 @@ def probes_app(readiness: Readiness, fallback: WsgiApp | None = None) -> WsgiApp
     return application
 
 
+def form_fields(raw_body: str, content_type: str | None) -> dict[str, str] | None:
+    """The fields of a form-encoded body that is not an interactive payload (a slash command),
+    parsed by its keys; None for JSON and for bodies with a ``payload`` field.
+
+    slack_bolt's ``parse_body`` (``slack_bolt/request/internals.py``) decides that a form body
+    is an interactive payload when the body *text* contains "payload" anywhere, then finds no
+    ``payload`` field and returns ``{}``: a slash command whose text says "payload" reaches no
+    listener and is answered 404. Only the key decides here. Values are taken as Bolt takes
+    them (``parse_qsl`` with blank values kept, the last of a repeated key).
+    """
+    if not raw_body or content_type == "application/json" or raw_body.startswith("{"):
+        return None
+    fields = urllib.parse.parse_qsl(raw_body, keep_blank_values=True)
+    if any(key == "payload" for key, _ in fields):
+        return None
+    return dict(fields)
+
+
+class SlackHttpRequest(BoltRequest):
+    """A BoltRequest for one HTTP delivery whose form body is parsed by ``form_fields``.
+
+    Signature checks are Bolt's as always (they read ``raw_body``). Copies (Bolt makes one for
+    each lazy listener) are of this class too, so they parse the same way.
+    """
+
+    def __init__(
+        self,
+        *,
+        body: str,
+        query: str | dict[str, Sequence[str]] | None = None,
+        headers: dict[str, str | Sequence[str]] | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(body=body, query=query, headers=headers, context=context)
+        fields = form_fields(self.raw_body, self.content_type)
+        if fields is not None and fields != self.body:
+            self.body = fields
+            self.context = build_context(BoltContext(dict(context or {})), fields)
+
+    def to_copyable(self) -> BoltRequest:
+        return SlackHttpRequest(
+            body=self.raw_body,
+            query=self.query,
+            headers=dict(self.headers),
+            context=self.context.to_copyable(),
+        )
+
+
+class SlackEventsHandler(SlackRequestHandler):
+    """Bolt's WSGI adapter, handing Bolt a ``SlackHttpRequest``."""
+
+    def dispatch(self, request: WsgiHttpRequest) -> BoltResponse:
+        return self.app.dispatch(
+            SlackHttpRequest(
+                body=request.get_body(),
+                query=request.query_string,
+                headers=request.get_headers(),
+            )
+        )
+
+
 def wsgi_app(app: App, readiness: Readiness) -> WsgiApp:
     """Slack's events on ``EVENTS_PATH`` plus the probes."""
-    return probes_app(readiness, SlackRequestHandler(app, path=EVENTS_PATH))
+    return probes_app(readiness, SlackEventsHandler(app, path=EVENTS_PATH))
 
 
 class StopSignal:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.domain.errors import UserError
+from bot.domain.identifiers import MAX_ROW_ID, is_row_id
 from bot.domain.text import quote
 
 SUBCOMMANDS = frozenset({"help", "list", "revoke", "extend"})
@@ -68,9 +69,11 @@ class UsageError(UserError):
 
 
 def parse_request_id(text: str) -> int:
-    """Accept ``42`` or ``#42``."""
+    """Accept ``42`` or ``#42``: digits naming a row that can exist (``is_row_id``), so a
+    number past the column's range is refused here rather than failing a query."""
     cleaned = text.strip().removeprefix("#")
-    if not (cleaned.isascii() and cleaned.isdigit()) or len(cleaned) > 12:
+    digits = cleaned.isascii() and cleaned.isdigit() and len(cleaned) <= len(str(MAX_ROW_ID))
+    if not (digits and is_row_id(int(cleaned))):
         raise UsageError(f"`{quote(text)}` is not a request id (it looks like `42`).")
     return int(cleaned)
 

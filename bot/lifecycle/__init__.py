@@ -116,6 +116,9 @@ class AccessLifecycle:
     ) -> tuple[RequestView, Resource, timedelta]:
         return self.submission.check_extension(request_id, actor, duration_text)
 
+    def check_may_extend(self, request_id: int, actor: str) -> tuple[RequestView, Resource]:
+        return self.submission.check_may_extend(request_id, actor)
+
     # -- decision ---------------------------------------------------------------------------------
 
     def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:

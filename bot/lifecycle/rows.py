@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from sqlmodel import Session, select
 
 from bot.domain.errors import Conflict, NotFound
+from bot.domain.identifiers import is_row_id
 from bot.domain.requests import RequestStatus, check_transition
 from bot.store.claims import move_request
 from bot.store.models import AccessRequest, Grant
@@ -17,8 +18,9 @@ RowT = TypeVar("RowT", AccessRequest, Grant)
 
 
 def _fresh(session: Session, model: type[RowT], key: int, missing: str) -> RowT:
-    """The row as committed now (refreshed: another transaction may just have moved it)."""
-    row = session.get(model, key)
+    """The row as committed now (refreshed: another transaction may just have moved it). An
+    id no row can have is not looked up: the database would fail the query, not find nothing."""
+    row = session.get(model, key) if is_row_id(key) else None
     if row is None:
         raise NotFound(missing)
     session.refresh(row)

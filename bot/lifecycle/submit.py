@@ -16,8 +16,8 @@ from sqlmodel import Session, col, or_, select
 
 from bot.audit import AuditAction, append_event
 from bot.domain.durations import check_grant_duration, format_duration, parse_duration
-from bot.domain.errors import Conflict, NotAllowed
-from bot.domain.identifiers import SLACK_USERGROUP_ID
+from bot.domain.errors import Conflict, NotAllowed, UserError
+from bot.domain.identifiers import SLACK_USERGROUP_ID, is_channel_id
 from bot.domain.permissions import check_may_request
 from bot.domain.requests import (
     RequestStatus,
@@ -26,6 +26,7 @@ from bot.domain.requests import (
     validate_break_glass,
 )
 from bot.domain.ssh_keys import SshPublicKey
+from bot.domain.text import quote
 from bot.lifecycle.announce import Announcer, MessageKind
 from bot.lifecycle.edges import Edges
 from bot.lifecycle.issue import Issue
@@ -35,8 +36,8 @@ from bot.lifecycle.ssh_keys import SshKeys
 from bot.lifecycle.views import Views
 from bot.policy import Resource
 from bot.ports import RequestView
-from bot.store.db import transaction
-from bot.store.models import AccessRequest, GrantStatus, utc
+from bot.store.db import serialize, transaction
+from bot.store.models import AccessRequest, Grant, GrantStatus, utc
 
 
 def _key_details(key: SshPublicKey | None) -> dict[str, str]:
@@ -72,12 +73,14 @@ class Submit:
     ) -> SubmitResult:
         """Store a validated request and put it in front of its approvers. ``public_key`` is
         what the form's key field held (kinds that sign a key fall back to the registered one)."""
+        if origin_channel is not None and not is_channel_id(origin_channel):
+            # Stored with the request: refused here, not by the database halfway through.
+            raise UserError(f"`{quote(origin_channel)}` is not a Slack channel id.")
         resource = self.edges.resource(valid.resource)
         self._check_requester(requester, valid.resource, resource)
         key = self.keys.key_for_request(requester, valid.resource, resource, public_key)
         if break_glass:
             validate_break_glass(valid.resource, resource, valid.duration)
-            self._check_no_open_break_glass(requester, valid.resource)
             return self._break_glass(requester, valid, origin_channel, resource, key)
         return self.route_new(
             requester=requester,
@@ -107,6 +110,19 @@ class Submit:
     ) -> tuple[RequestView, Resource, timedelta]:
         """Every rule an extension request must pass, without changing anything (quick enough
         to run before acknowledging a form)."""
+        parent, resource, grant = self._extendable(request_id, actor)
+        assert grant.expires_at is not None  # _extendable checked it is active
+        extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
+        extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra, resource.max_duration)
+        return parent, resource, extra
+
+    def check_may_extend(self, request_id: int, actor: str) -> tuple[RequestView, Resource]:
+        """The rules that need no duration: whose grant it is, and that it can be extended now.
+        The Extend button asks this before it shows anything of the grant."""
+        parent, resource, _grant = self._extendable(request_id, actor)
+        return parent, resource
+
+    def _extendable(self, request_id: int, actor: str) -> tuple[RequestView, Resource, Grant]:
         parent = self.views.get(request_id)
         if actor != parent.requester:
             raise NotAllowed("Only the requester can ask to extend their access.")
@@ -124,7 +140,6 @@ class Submit:
                 "signed into it); request access again when this one ends."
             )
         self._check_requester(actor, parent.resource, resource)
-        extra = check_grant_duration(parse_duration(duration_text), resource.max_duration)
         with Session(self.edges.engine) as session:
             grant = grant_of(session, request_id)
             waiting = session.exec(
@@ -139,26 +154,25 @@ class Submit:
             raise Conflict(
                 f"Extension #{waiting.id} of request #{request_id} is already waiting for approval."
             )
-        extension_limit(utc(grant.issued_at), utc(grant.expires_at), extra, resource.max_duration)
-        return parent, resource, extra
+        return parent, resource, grant
 
-    def _check_no_open_break_glass(self, requester: str, resource_name: str) -> None:
+    @staticmethod
+    def _check_no_open_break_glass(session: Session, requester: str, resource_name: str) -> None:
         """One break-glass at a time per person and resource, and none while an earlier one
-        awaits review: emergency access must not chain into standing access."""
-        with Session(self.edges.engine) as session:
-            earlier = session.exec(
-                select(AccessRequest).where(
-                    AccessRequest.requester == requester,
-                    AccessRequest.resource == resource_name,
-                    col(AccessRequest.break_glass).is_(True),
-                    or_(
-                        col(AccessRequest.reviewed_by).is_(None),
-                        col(AccessRequest.status).in_(
-                            [s.value for s in RequestStatus if s.is_open]
-                        ),
-                    ),
-                )
-            ).first()
+        awaits review: emergency access must not chain into standing access. Run inside the
+        transaction that stores the new one, under ``serialize`` on the same person and
+        resource, so two requests at the same moment cannot both pass it."""
+        earlier = session.exec(
+            select(AccessRequest).where(
+                AccessRequest.requester == requester,
+                AccessRequest.resource == resource_name,
+                col(AccessRequest.break_glass).is_(True),
+                or_(
+                    col(AccessRequest.reviewed_by).is_(None),
+                    col(AccessRequest.status).in_([s.value for s in RequestStatus if s.is_open]),
+                ),
+            )
+        ).first()
         if earlier is not None:
             raise Conflict(
                 f"Your break-glass access #{earlier.id} to `{resource_name}` is still "
@@ -263,6 +277,8 @@ class Submit:
         tiers = self.edges.approvers.tiers(resource.approvers, requester, now)
         on_call = next((t.users for t in tiers if t.users), ())
         with transaction(self.edges.engine) as session:
+            serialize(session, f"break-glass {requester} {valid.resource}")
+            self._check_no_open_break_glass(session, requester, valid.resource)
             request = AccessRequest(
                 requester=requester,
                 resource=valid.resource,

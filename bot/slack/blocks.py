@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.domain.durations import format_duration
+from bot.domain.errors import UserError
+from bot.domain.identifiers import is_channel_id, is_row_id
 from bot.domain.requests import MAX_REASON_LENGTH, RequestStatus
 from bot.mrkdwn import escape as escape  # re-exported for the builders' callers
 from bot.mrkdwn import when as when
@@ -441,13 +443,42 @@ def request_modal(
     }
 
 
-def metadata_channel(view: dict[str, Any]) -> str | None:
-    """The channel a request form was opened from, as ``request_modal`` stored it."""
+class DamagedForm(UserError):
+    """A form's private_metadata is not what we wrote into it (an old form, or a forged one)."""
+
+    def __init__(self) -> None:
+        super().__init__("This form is out of date or damaged. Close it and open it again.")
+
+
+def _metadata(view: dict[str, Any]) -> dict[str, Any]:
     try:
-        channel = json.loads(view.get("private_metadata") or "{}").get("channel")
-    except (ValueError, AttributeError):
+        metadata = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        raise DamagedForm() from None
+    if not isinstance(metadata, dict):
+        raise DamagedForm()
+    return metadata
+
+
+def metadata_channel(view: dict[str, Any]) -> str | None:
+    """The channel a request form was opened from, as ``request_modal`` stored it (None when
+    it was opened where there is none). Raises ``DamagedForm`` for anything that is not a
+    Slack channel id: it would be stored with the request and posted to."""
+    channel = _metadata(view).get("channel")
+    if channel is None:
         return None
-    return channel if isinstance(channel, str) else None
+    if not is_channel_id(channel):
+        raise DamagedForm()
+    return channel
+
+
+def metadata_request_id(view: dict[str, Any]) -> int:
+    """The request an extension form is about, as ``extend_modal`` stored it. Raises
+    ``DamagedForm`` unless it is an id a row can have (``is_row_id``)."""
+    request_id = _metadata(view).get("request_id")
+    if not is_row_id(request_id):
+        raise DamagedForm()
+    return request_id
 
 
 def _public_key_field(block: BlockId, action: InputId, label: str, hint: str) -> Block:

@@ -9,10 +9,11 @@ the driver's exception classes. The transaction it interrupted rolled back (or n
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, event, exc
+from sqlalchemy import Engine, event, exc, text
 from sqlalchemy.engine import ExceptionContext
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -88,3 +89,38 @@ def transaction(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def _lock_key(name: str) -> int:
+    """A stable 32-bit key for ``name``, the same in every process and release."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big", signed=True)
+
+
+# The first half of every two-part advisory lock key ``serialize`` takes (the schema lock is a
+# one-part key, which PostgreSQL keeps apart from two-part ones).
+_LOCK_SPACE = _lock_key("debug-access serialize")
+
+
+def serialize(session: Session, name: str) -> None:
+    """Wait for the lock called ``name`` and hold it until the session's transaction ends, so
+    a check-then-insert done next cannot interleave with another one under the same name (in
+    this process or another replica). Call it first in the transaction.
+
+    PostgreSQL: a transaction-scoped advisory lock on ``name`` (other names do not wait).
+    SQLite: the database's write lock, taken up front with ``BEGIN IMMEDIATE`` (SQLite has no
+    finer lock; its writers queue anyway), so the check reads what the last writer committed.
+    """
+    connection = session.connection()
+    dialect = connection.dialect.name
+    if dialect == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:space, :key)"),
+            {"space": _LOCK_SPACE, "key": _lock_key(name)},
+        )
+    elif dialect == "sqlite":
+        driver = connection.connection.driver_connection
+        if driver is None or driver.in_transaction:
+            raise RuntimeError("serialize() must be the first thing its transaction does")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:  # pragma: no cover - make_engine serves these two
+        raise RuntimeError(f"serialize() does not know how to lock on {dialect}")

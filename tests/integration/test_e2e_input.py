@@ -14,6 +14,7 @@ from tests.emulators.slack_api import SlackEmulator
 from tests.integration.flows import (
     ALICE,
     APPROVALS,
+    MALLORY,
     REQUESTER,
     ack_text,
     approval_message,
@@ -214,3 +215,172 @@ def test_list_and_help(bot, slack: SlackEmulator) -> None:
     assert f"#{first} `payments-db` 30m — waiting for approval" in listing
     assert f"#{second} `payments-db` 2h — active, until" in listing
     wait_until(lambda: True)
+
+
+# -- issue 9: every bad input gets a clear answer, and nothing is stored half-way ------------------
+
+
+def forged(message: dict, action_id: str, value: str) -> dict:
+    """``message`` as the clicker's client could forge it: the button's value replaced."""
+    copy = json.loads(json.dumps(message))
+    for block in copy.get("blocks") or []:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("action_id") == action_id:
+                element["value"] = value
+    return copy
+
+
+def active_grant(bot, slack: SlackEmulator, reason: str) -> tuple[int, dict]:
+    """A request of REQUESTER's, approved and issued; returns its id and the credentials DM."""
+    request_id = request_access(bot, slack, REQUESTER, f"payments-db 30m {reason}")
+    click(bot, slack, ALICE, approval_message(slack, request_id), ActionId.APPROVE)
+    return request_id, credentials_message(slack, REQUESTER, request_id)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["revoke 99999999999", "revoke 2147483648", "extend 2147483648 30m", "revoke #9999999999999"],
+)
+def test_request_ids_past_the_column_range_are_answered(
+    bot, slack: SlackEmulator, postgres: PostgresServer, text: str
+) -> None:
+    sent = bot.sender.slash(REQUESTER, text)
+    assert sent.status_code == 200
+    answer = ack_text(sent) or reply_to(slack, str(sent.response_key))["text"]
+    assert "is not a request id" in answer, answer
+    assert stored_requests(postgres, bot) == 0
+
+
+def test_a_button_value_past_the_column_range_is_answered_and_changes_nothing(
+    bot, slack: SlackEmulator, postgres: PostgresServer
+) -> None:
+    request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-90 range")
+    message = approval_message(slack, request_id)
+    for action_id in (ActionId.APPROVE, ActionId.DENY):
+        answer = click(bot, slack, ALICE, forged(message, action_id, "2147483648"), action_id)
+        assert "`2147483648` is not a request id" in answer["text"], answer
+        assert answer.get("response_type", "ephemeral") == "ephemeral"
+    assert request_status_of(postgres, bot, request_id) == "pending"
+    assert bot_rows(postgres, bot, "SELECT count(*) FROM decision")[0][0] == 0
+
+
+def request_status_of(postgres: PostgresServer, bot, request_id: int) -> str:
+    return str(
+        bot_rows(postgres, bot, f"SELECT status FROM access_request WHERE id={request_id}")[0][0]
+    )
+
+
+def open_request_form(bot, slack: SlackEmulator) -> dict:
+    sent = bot.sender.slash(REQUESTER, "", channel_id="C0TEAM")
+    return slack.wait_for("views.open", lambda c: c.params["trigger_id"] == sent.trigger_id).params[
+        "view"
+    ]
+
+
+@pytest.mark.parametrize(
+    "channel",
+    ["C" + "A" * 40, "C0TEAM\u0000", "c0team", 12345, "C0TEAM\nERROR forged"],
+    ids=["too-long", "nul-byte", "lowercase", "number", "newline"],
+)
+def test_a_request_form_with_a_damaged_channel_is_refused_and_stores_nothing(
+    bot, slack: SlackEmulator, postgres: PostgresServer, channel: object
+) -> None:
+    view = open_request_form(bot, slack)
+    view["private_metadata"] = json.dumps({"channel": channel})
+    sent = bot.sender.submit_view(
+        REQUESTER,
+        view,
+        {
+            BlockId.RESOURCE: {InputId.RESOURCE: bot.sender.selected("payments-db")},
+            BlockId.DURATION: {InputId.DURATION: "30m"},
+            BlockId.REASON: {InputId.REASON: "INC-91 damaged form"},
+        },
+    )
+    assert sent.status_code == 200, sent.text
+    answer = sent.json()
+    assert answer["response_action"] == "errors", answer
+    assert "open it again" in json.dumps(answer["errors"]), answer
+    time.sleep(0.3)
+    assert stored_requests(postgres, bot) == 0
+    assert posts_to(slack, APPROVALS) == []
+
+
+def test_extend_refuses_other_peoples_grants_and_damaged_forms(
+    bot, slack: SlackEmulator, postgres: PostgresServer
+) -> None:
+    request_id, credentials = active_grant(bot, slack, "INC-92 extend rules")
+    opened = len(slack.calls("views.open"))
+    # Someone else's Extend click is refused at once, and shows nothing of the grant.
+    answer = click(bot, slack, MALLORY, credentials, ActionId.EXTEND)
+    assert "Only the requester can ask to extend" in answer["text"], answer
+    time.sleep(0.3)
+    assert len(slack.calls("views.open")) == opened
+    # A forged value past the column range is answered too.
+    answer = click(
+        bot, slack, REQUESTER, forged(credentials, ActionId.EXTEND, "2147483648"), ActionId.EXTEND
+    )
+    assert "is not a request id" in answer["text"], answer
+
+    # The owner's click opens the form; a submission by anyone else is refused.
+    bot.sender.click(REQUESTER, credentials, ActionId.EXTEND)
+    form = slack.wait_for(
+        "views.open", lambda c: c.params["view"]["callback_id"] == CallbackId.EXTEND_MODAL
+    ).params["view"]
+    values = {BlockId.EXTEND_DURATION: {InputId.EXTEND_DURATION: "30m"}}
+    refused = bot.sender.submit_view(MALLORY, form, values).json()
+    assert refused["response_action"] == "errors"
+    assert "Only the requester" in refused["errors"][BlockId.EXTEND_DURATION]
+    # Damaged metadata: a clear form error, never an exception.
+    for metadata in (
+        '{"request_id": 1e30}',
+        '{"request_id": 2147483648}',
+        '{"request_id": "99999999999"}',
+        '{"request_id": Infinity}',
+        '{"request_id": true}',
+        '{"request_id": -1}',
+        "[1]",
+    ):
+        damaged = dict(form, private_metadata=metadata)
+        sent = bot.sender.submit_view(REQUESTER, damaged, values)
+        assert sent.status_code == 200, (metadata, sent.text)
+        assert sent.json()["response_action"] == "errors", metadata
+        assert "out of date" in sent.json()["errors"][BlockId.EXTEND_DURATION], metadata
+    assert bot_rows(postgres, bot, "SELECT id FROM access_request") == [(request_id,)]
+    assert "Unhandled" not in bot.log_text() and "unhandled" not in bot.log_text()
+
+
+def test_a_slash_command_whose_text_says_payload_is_handled(
+    bot, slack: SlackEmulator, postgres: PostgresServer
+) -> None:
+    text = "payments-db 30m INC-77 payload service returns 500s"
+    request_id = request_access(bot, slack, REQUESTER, text)
+    assert "payload service returns 500s" in blocks_text(approval_message(slack, request_id))
+    stored = bot_rows(postgres, bot, f"SELECT reason FROM access_request WHERE id={request_id}")
+    assert stored[0][0] == "INC-77 payload service returns 500s"
+    # The word in a key's position, or as a whole value, is still just text.
+    for text in ("payload", "help payload=1&payload", "list payload"):
+        sent = bot.sender.slash(REQUESTER, text)
+        assert sent.status_code == 200, (text, sent.text)
+
+
+FORGED_LINE = "2026-01-01 00:00:00,000 ERROR bot.audit: audit chain broken at row 1"
+
+
+@pytest.mark.parametrize("breaker", ["\n", "\r\n", "\r"], ids=["lf", "crlf", "cr"])
+def test_a_forged_action_id_cannot_write_a_line_into_the_log(
+    bot, slack: SlackEmulator, postgres: PostgresServer, breaker: str
+) -> None:
+    request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-93 log forging")
+    message = json.loads(json.dumps(approval_message(slack, request_id)))
+    forged_id = f"approve{breaker}{FORGED_LINE}"
+    for block in message["blocks"]:
+        for element in block.get("elements", []) if block["type"] == "actions" else []:
+            if element["action_id"] == ActionId.APPROVE:
+                element["action_id"] = forged_id
+    sent = bot.sender.click(ALICE, message, forged_id)
+    assert sent.status_code == 404  # Bolt's answer to an action nobody listens for
+    wait_until(lambda: "Unhandled request" in bot.log_text(), what="Bolt's unhandled warning")
+    lines = bot.log_text().replace("\r", "\n").splitlines()
+    assert not [line for line in lines if line.startswith(FORGED_LINE)], bot.log_text()[-3000:]
+    assert f"approve{breaker.encode('unicode_escape').decode()}{FORGED_LINE}" in bot.log_text()
+    assert request_status_of(postgres, bot, request_id) == "pending"

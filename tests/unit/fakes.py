@@ -423,6 +423,28 @@ def make_lifecycle(
     return Harness(lifecycle, engine, parsed, issuer, notifier, timers, clock)
 
 
+def race(count: int, step: Callable[[int], Any], timeout: float = 60.0) -> list[Any]:
+    """Run ``step(i)`` in ``count`` threads released at the same moment; return each result or
+    the exception it raised, in thread order (so an unexpected error shows in the assert)."""
+    barrier = threading.Barrier(count)
+    outcomes: list[Any] = [None] * count
+
+    def run(index: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[index] = step(index)
+        except Exception as exc:
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), "a racing thread hung"
+    return outcomes
+
+
 # -- Slack listener doubles ----------------------------------------------------------------------
 
 

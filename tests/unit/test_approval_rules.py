@@ -8,6 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from bot.domain.requests import RequestStatus, ValidRequest
 from bot.lifecycle import SYSTEM_ACTOR, AccessLifecycle
 from bot.lifecycle.escalate import ESCALATION_EXHAUSTED
 from bot.ports import ApproverDirectory, ApproverTier
+from bot.store.db import create_schema, make_engine
 from bot.store.models import AccessRequest, AuditEvent, Decision, Grant, GrantStatus, utc
 from tests.unit.fakes import (
     APPROVER,
@@ -34,6 +36,7 @@ from tests.unit.fakes import (
     Harness,
     SimulatedCrash,
     make_lifecycle,
+    race,
 )
 
 S = RequestStatus
@@ -611,6 +614,49 @@ def test_break_glass_refused(
         submit(h, resource=resource, duration=duration, break_glass=True)
     assert rows(h.engine, AccessRequest) == []
     assert h.issuer.calls == [] and h.notifier.calls == []
+
+
+def break_glass_race(h: Harness, count: int = 6) -> list[Any]:
+    """``count`` break-glass requests by one person for one resource, at the same moment."""
+    return race(
+        count,
+        lambda i: (
+            h.lifecycle.submit(
+                REQUESTER,
+                ValidRequest("payments-db", 30 * MINUTE, f"{REASON} (try {i})"),
+                "C0ORIGIN",
+                break_glass=True,
+            ).view.status
+        ),
+    )
+
+
+def assert_one_break_glass(h: Harness, outcomes: list[Any]) -> None:
+    """Exactly one of the racing requests got access; the others were told why, and left no
+    row, no grant, no Vault call and no announcement behind."""
+    assert outcomes.count(S.ACTIVE) == 1, outcomes
+    refused = [o for o in outcomes if o is not S.ACTIVE]
+    assert all(isinstance(o, Conflict) for o in refused), refused
+    assert all("still open or awaiting review" in str(o) for o in refused), refused
+    (request,) = rows(h.engine, AccessRequest)
+    assert request.break_glass and request.status == S.ACTIVE.value
+    assert len(rows(h.engine, Grant)) == 1
+    assert h.issuer.count("create") == 1
+    assert len(h.notifier.of("announce_request")) == 1
+    assert chain_ok(h)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_concurrent_break_glass_requests_get_one_grant_on_sqlite(
+    tmp_path: Path, attempt: int
+) -> None:
+    """Six clicks at once on a file-backed SQLite database (several connections, real
+    locking): the one-at-a-time rule holds under the write lock, not by luck."""
+    engine = make_engine(f"sqlite:///{tmp_path}/glass.db")
+    create_schema(engine)
+    h = harness(GLASS, engine=engine)
+    assert_one_break_glass(h, break_glass_race(h))
+    engine.dispose()
 
 
 @pytest.mark.parametrize("actor", [REQUESTER, BYSTANDER])

@@ -76,10 +76,25 @@ def test_revoke_with_a_bad_id(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("42", 42), ("#42", 42), (" 7 ", 7), ("123456789012", 123456789012)]
+    ("text", "expected"),
+    [("42", 42), ("#42", 42), (" 7 ", 7), ("2147483647", 2147483647), ("0001", 1)],
 )
 def test_parse_request_id(text: str, expected: int) -> None:
     assert parse_request_id(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["2147483648", "99999999999", "123456789012", "0", "#0", "00000000000000000001"]
+)
+def test_a_request_id_no_row_can_have_is_refused(text: str) -> None:
+    """Ids are PostgreSQL ``integer`` columns: a number past their range would fail the query
+    (not find nothing), so it is refused as input, whichever way it arrives."""
+    with pytest.raises(UsageError, match=f"`{text}` is not a request id"):
+        parse_request_id(text)
+    with pytest.raises(UsageError, match="is not a request id"):
+        parse_command(f"revoke {text}")
+    with pytest.raises(UsageError, match="is not a request id"):
+        parse_command(f"extend {text} 30m")
 
 
 @pytest.mark.parametrize("text", ["²", "revoke ²", "revoke #³"])

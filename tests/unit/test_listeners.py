@@ -174,6 +174,8 @@ def test_a_request_is_stored_and_confirmed(edge: Edge) -> None:
         ("list everything", "takes no arguments"),
         ("revoke", "Usage"),
         ("revoke abc", "is not a request id"),
+        ("revoke 99999999999", "`99999999999` is not a request id"),
+        ("extend 2147483648 30m", "`2147483648` is not a request id"),
     ],
 )
 def test_bad_input_is_an_ephemeral_warning_and_stores_nothing(
@@ -244,6 +246,12 @@ def test_deny_button(edge: Edge) -> None:
         (ActionId.DENY, "1", BYSTANDER, "Only the approvers"),
         (ActionId.APPROVE, "99", APPROVER, "no request #99"),
         (ActionId.APPROVE, "1; drop table", APPROVER, "is not a request id"),
+        (ActionId.APPROVE, "2147483648", APPROVER, "`2147483648` is not a request id"),
+        (ActionId.DENY, "99999999999", APPROVER, "`99999999999` is not a request id"),
+        (ActionId.REVIEW, "2147483648", APPROVER, "is not a request id"),
+        (ActionId.REVOKE, "2147483648", REQUESTER, "is not a request id"),
+        (ActionId.EXTEND, "2147483648", REQUESTER, "is not a request id"),
+        (ActionId.EXTEND, "1", REQUESTER, "only active access can be extended"),
         (ActionId.REVOKE, "1", BYSTANDER, "Only the requester"),
     ],
 )
@@ -257,6 +265,112 @@ def test_refused_clicks_change_nothing(
     assert text.startswith(":warning: ") and fragment in text
     assert [r.status for r in edge.requests()] == ["pending"]
     assert edge.h.issuer.calls == []
+
+
+def test_a_request_from_a_channel_id_slack_would_not_send_is_refused(edge: Edge) -> None:
+    ack, respond = edge.slash("payments-db 30m INC-1 x", channel="C" + "A" * 40)
+    assert ack.calls == [{}]
+    ((reply,),) = [list(call.values()) for call in respond.calls]
+    assert reply.startswith(":warning: ") and "is not a Slack channel id" in reply
+    assert edge.requests() == [] and edge.h.notifier.calls == []
+
+
+def active(edge: Edge) -> int:
+    """A live grant of REQUESTER's; its request id."""
+    edge.slash("payments-db 30m INC-1 x")
+    edge.click(ActionId.APPROVE, "1", APPROVER)
+    assert [r.status for r in edge.requests()] == ["active"]
+    return 1
+
+
+@pytest.mark.parametrize("user", [APPROVER, BYSTANDER])
+def test_extend_refuses_someone_elses_grant_before_showing_it(edge: Edge, user: str) -> None:
+    request_id = active(edge)
+    ack, respond = edge.click(ActionId.EXTEND, str(request_id), user)
+    assert ack.calls == [{}]
+    assert _ephemeral(respond) == ":warning: Only the requester can ask to extend their access."
+    assert edge.client.calls == []  # no form opened
+
+
+def test_extend_from_the_home_tab_refuses_by_dm(edge: Edge) -> None:
+    request_id = active(edge)
+    ack = Recorder()
+    edge.app.actions[ActionId.EXTEND.value](
+        ack=ack,
+        respond=Recorder(),
+        client=edge.client,
+        body={"user": {"id": BYSTANDER}, "trigger_id": "trigger-3"},  # no response_url
+        action={"action_id": ActionId.EXTEND.value, "value": str(request_id)},
+    )
+    assert [m for m, _ in edge.client.calls] == ["conversations.open", "chat.postMessage"]
+    assert "Only the requester" in edge.client.calls[1][1]["text"]
+
+
+def test_extend_opens_the_form_for_the_requester(edge: Edge) -> None:
+    request_id = active(edge)
+    _, respond = edge.click(ActionId.EXTEND, str(request_id), REQUESTER)
+    assert respond.calls == []
+    ((method, kwargs),) = edge.client.calls
+    assert method == "views.open" and kwargs["view"]["callback_id"] == CallbackId.EXTEND_MODAL
+    assert blocks.metadata_request_id(kwargs["view"]) == request_id
+
+
+def submit_extension(edge: Edge, user: str, metadata: str, duration: str = "30m") -> Recorder:
+    ack = Recorder()
+    values = {
+        BlockId.EXTEND_DURATION.value: {
+            InputId.EXTEND_DURATION.value: {"type": "plain_text_input", "value": duration}
+        }
+    }
+    edge.app.views[CallbackId.EXTEND_MODAL.value](
+        ack=ack,
+        body={"user": {"id": user}},
+        view={"private_metadata": metadata, "state": {"values": values}},
+        client=edge.client,
+    )
+    return ack
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        '{"request_id": 1e30}',
+        '{"request_id": 2147483648}',
+        '{"request_id": Infinity}',
+        '{"request_id": NaN}',
+        '{"request_id": "1"}',
+        '{"request_id": true}',
+        '{"request_id": 0}',
+        '{"request_id": 1.0}',
+        '{"request_id": null}',
+        "{}",
+        "[1]",
+        "not json",
+    ],
+)
+def test_an_extension_form_with_damaged_metadata_is_refused(edge: Edge, metadata: str) -> None:
+    active(edge)
+    ack = submit_extension(edge, REQUESTER, metadata)
+    assert ack.calls == [
+        {
+            "response_action": "errors",
+            "errors": {
+                BlockId.EXTEND_DURATION.value: (
+                    "This form is out of date or damaged. Close it and open it again."
+                )
+            },
+        }
+    ]
+    assert len(edge.requests()) == 1 and edge.client.calls == []
+
+
+def test_an_extension_form_submitted_by_someone_else_is_refused(edge: Edge) -> None:
+    request_id = active(edge)
+    ack = submit_extension(edge, BYSTANDER, json.dumps({"request_id": request_id}))
+    ((call),) = ack.calls
+    assert call["response_action"] == "errors"
+    assert "Only the requester" in call["errors"][BlockId.EXTEND_DURATION.value]
+    assert len(edge.requests()) == 1
 
 
 def test_revoke_button(edge: Edge) -> None:
@@ -312,14 +426,38 @@ def test_modal_errors_appear_under_their_field(
     assert edge.requests() == [] and edge.client.calls == []
 
 
-@pytest.mark.parametrize(
-    "metadata", [None, "not json", '{"channel": 5}', '{"channel": "D0DM"}', '["C0X"]']
-)
-def test_modal_confirms_by_dm_without_a_usable_channel(edge: Edge, metadata: str | None) -> None:
+@pytest.mark.parametrize("metadata", [None, '{"channel": null}', '{"channel": "D0DM"}'])
+def test_modal_confirms_by_dm_without_a_channel(edge: Edge, metadata: str | None) -> None:
     edge.submit_modal("payments-db", "30m", "INC-1 x", metadata=metadata)
     assert [m for m, _ in edge.client.calls] == ["conversations.open", "chat.postMessage"]
     assert edge.client.calls[1][1]["channel"] == f"D-{REQUESTER}"
     assert len(edge.requests()) == 1
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        "not json",
+        '{"channel": 5}',
+        '["C0X"]',
+        json.dumps({"channel": "C" + "A" * 40}),
+        json.dumps({"channel": "C0X\u0000"}),
+        json.dumps({"channel": "c0lower"}),
+        json.dumps({"channel": "C0X\nERROR forged"}),
+    ],
+)
+def test_a_form_with_damaged_metadata_is_refused_before_anything_is_stored(
+    edge: Edge, metadata: str
+) -> None:
+    """private_metadata we did not write (an old form, or a forged one): the channel in it
+    would be stored with the request, so the form is refused, with the reason on it."""
+    ack = edge.submit_modal("payments-db", "30m", "INC-1 x", metadata=metadata)
+    ((call),) = ack.calls
+    assert call["response_action"] == "errors"
+    assert call["errors"] == {
+        BlockId.RESOURCE.value: "This form is out of date or damaged. Close it and open it again."
+    }
+    assert edge.requests() == [] and edge.client.calls == []
 
 
 def test_modal_refusal_after_ack_is_posted(edge: Edge) -> None:

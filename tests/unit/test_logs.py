@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import secrets
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from slack_bolt import App, BoltRequest
+from slack_bolt.authorization import AuthorizeResult
 
 from bot.issuer import GrantToken, Obtained, SecretValue
-from bot.logs import MASK, RedactingFilter, redact, remember_secret
+from bot.logs import MASK, RedactingFilter, log_handler, redact, remember_secret
 from bot.ports import CredentialDelivery
 from tests.unit.fakes import START
 
@@ -169,3 +173,81 @@ def test_secret_value_has_no_instance_dict() -> None:
     assert not hasattr(value, "__dict__")
     with pytest.raises(AttributeError):
         value.extra = 1  # type: ignore[attr-defined]
+
+
+# -- one record, one line: nothing a user sends can forge a line ---------------------------------
+
+FORGED = "2026-01-01 00:00:00,000 ERROR bot.audit: audit chain broken at row 1"
+
+
+@pytest.fixture
+def through_the_bot_handler() -> Iterator[io.StringIO]:
+    """Every logger writes through the handler ``configure_logging`` installs, into a buffer."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [log_handler(stream)]
+    root.setLevel(logging.INFO)
+    yield stream
+    root.handlers[:], root.level = saved
+
+
+def lines_of(stream: io.StringIO) -> list[str]:
+    return stream.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("breaker", ["\n", "\r", "\r\n", "\u2028", "\x85", "\x0b"])
+def test_line_breaks_in_a_message_and_its_args_are_escaped(
+    through_the_bot_handler: io.StringIO, breaker: str
+) -> None:
+    log = logging.getLogger("bot.test")
+    log.warning("unknown action %s", f"x{breaker}{FORGED}")
+    log.warning(f"raw x{breaker}{FORGED}")
+    log.warning("as repr %r and dict %s", f"y{breaker}", {"k": f"z{breaker}{FORGED}"})
+    lines = lines_of(through_the_bot_handler)
+    assert len(lines) == 3, lines
+    assert not [line for line in lines if line.startswith(FORGED)]
+    escaped = breaker.encode("unicode_escape").decode()
+    assert f"unknown action x{escaped}{FORGED}" in lines[0]
+
+
+def test_a_traceback_is_indented_so_no_line_of_it_passes_for_a_record(
+    through_the_bot_handler: io.StringIO,
+) -> None:
+    try:
+        raise ValueError(f"bad input\n{FORGED}")
+    except ValueError:
+        logging.getLogger("bot.test").exception("handling failed for %s", f"a\n{FORGED}")
+    first, *rest = lines_of(through_the_bot_handler)
+    assert "ERROR bot.test: handling failed for a\\n" + FORGED in first
+    assert rest and all(line.startswith("  ") for line in rest), rest
+    assert "  Traceback (most recent call last):" in rest
+    assert f"  {FORGED}" in rest
+
+
+def test_bolt_logs_a_forged_action_id_on_one_line(through_the_bot_handler: io.StringIO) -> None:
+    """Bolt's own warning for an unknown action quotes the raw action id (and spreads a code
+    suggestion over several lines): dispatched through a real App, it stays one record."""
+    app = App(
+        signing_secret="secret",
+        request_verification_enabled=False,
+        # Answers who we are locally: no Web API call (auth.test) is ever made.
+        authorize=lambda **_: AuthorizeResult(
+            enterprise_id=None, team_id="T0TEAM", bot_token="xoxb-test", bot_user_id="U0BOT"
+        ),
+    )
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "U0MALLORY"},
+        "team": {"id": "T0TEAM"},
+        "actions": [{"action_id": f"approve\n{FORGED}", "block_id": "b", "value": "1"}],
+    }
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+    response = app.dispatch(
+        BoltRequest(body=body, headers={"content-type": "application/x-www-form-urlencoded"})
+    )
+    assert response.status == 404
+    lines = lines_of(through_the_bot_handler)
+    unhandled = [line for line in lines if "Unhandled request" in line]
+    assert len(unhandled) == 1 and f'@app.action("approve\\n{FORGED}")' in unhandled[0]
+    assert not [line for line in lines if line.startswith(FORGED)]

@@ -126,12 +126,15 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
     ) -> None:
         ack()  # the trigger_id lives three seconds: open the form before anything slow
         try:
-            view = lifecycle.get(parse_request_id(action["value"]))
+            # Only for the requester's own live grant: the form shows the grant, so someone
+            # else's click (a forwarded message, a forged value) is refused before it opens.
+            view, resource = lifecycle.check_may_extend(
+                parse_request_id(action["value"]), body["user"]["id"]
+            )
         except UserError as err:
             _reply(body, respond, client, f":warning: {err}", problem=True)
             return
-        resource = lifecycle.policy.resource(view.resource)
-        limit = format_duration(resource.max_duration) if resource else "its maximum"
+        limit = format_duration(resource.max_duration)
         client.views_open(trigger_id=body["trigger_id"], view=blocks.extend_modal(view, limit))
 
     @app.action(ActionId.OPEN_REQUEST_FORM.value)
@@ -148,12 +151,16 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         form = body.get("view") or {}
         chosen = (body.get("actions") or [{}])[0].get("selected_option") or {}
         user = body["user"]["id"]
+        try:
+            channel = blocks.metadata_channel(form)
+        except UserError:
+            channel = None  # a damaged origin is dropped: the receipt then comes by DM
         client.views_update(
             view_id=form["id"],
             hash=form.get("hash"),
             view=blocks.request_modal(
                 lifecycle.policy,
-                blocks.metadata_channel(form),
+                channel,
                 selected=str(chosen.get("value") or "") or None,
                 registered_key=lifecycle.registered_key_fingerprint(user),
             ),

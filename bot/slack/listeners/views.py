@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -15,6 +14,7 @@ from bot.domain.requests import UnknownResource, validate_request
 from bot.domain.ssh_keys import SshKeyError
 from bot.lifecycle import AccessLifecycle
 from bot.slack import blocks
+from bot.slack.blocks import DamagedForm
 from bot.slack.home import HomePublisher
 from bot.slack.ids import BlockId, CallbackId, InputId
 from bot.slack.notifier import SLACK_FAILURES, error_code
@@ -41,7 +41,7 @@ def _block_for(err: UserError) -> BlockId:
         return BlockId.PUBLIC_KEY
     if isinstance(err, DurationError):
         return BlockId.DURATION
-    if isinstance(err, UnknownResource):
+    if isinstance(err, UnknownResource | DamagedForm):
         return BlockId.RESOURCE
     return BlockId.REASON
 
@@ -71,6 +71,7 @@ def register(app: App, lifecycle: AccessLifecycle, publish_home: HomePublisher) 
         # Only present when the resource signs a key; never logged (it may be a private key).
         public_key = _field(values, BlockId.PUBLIC_KEY, InputId.PUBLIC_KEY) or None
         try:
+            channel = blocks.metadata_channel(view)
             valid = validate_request(lifecycle.policy.resources, resource, duration or None, reason)
             lifecycle.check_public_key(user, valid.resource, public_key)
         except UserError as err:
@@ -80,7 +81,6 @@ def register(app: App, lifecycle: AccessLifecycle, publish_home: HomePublisher) 
             ack(response_action="errors", errors={block.value: _plain(err)})
             return
         ack()
-        channel = blocks.metadata_channel(view)
         try:
             result = lifecycle.submit(user, valid, channel, public_key=public_key)
             text = blocks.confirmation_text(result.view, result.asked)
@@ -96,18 +96,10 @@ def register(app: App, lifecycle: AccessLifecycle, publish_home: HomePublisher) 
         values = view.get("state", {}).get("values", {})
         duration = _field(values, BlockId.EXTEND_DURATION, InputId.EXTEND_DURATION)
         try:
-            metadata = json.loads(view.get("private_metadata") or "{}")
-            request_id = int(metadata["request_id"])
-        except (ValueError, KeyError, TypeError):
-            ack(
-                response_action="errors",
-                errors={BlockId.EXTEND_DURATION.value: "This form is out of date."},
-            )
-            return
-        try:
+            request_id = blocks.metadata_request_id(view)
             lifecycle.check_extension(request_id, user, duration)
         except UserError as err:
-            ack(response_action="errors", errors={BlockId.EXTEND_DURATION.value: str(err)})
+            ack(response_action="errors", errors={BlockId.EXTEND_DURATION.value: _plain(err)})
             return
         ack()  # before routing: posting to approvers and refreshing homes can take seconds
         try:
