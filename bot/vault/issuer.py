@@ -83,7 +83,7 @@ class VaultIssuer:
         namespace: str | None = None,
         *,
         verify: bool | str = True,
-        timeout: float = 10.0,
+        timeout: float = 5.0,
         **kw: Any,
     ) -> VaultIssuer:
         """Build from plain settings. ``kw`` goes to ``__init__`` (token_role, wrap_ttl, ...)."""
@@ -215,8 +215,10 @@ class VaultIssuer:
     def revoke(self, token_accessor: str | None, lease_id: str | None) -> None:
         """Revoke the lease, then the token. Gone already counts as success.
 
-        The token is revoked even when the lease revocation fails (that also ends the lease,
-        asynchronously); the first failure is raised afterwards.
+        The token is revoked even when Vault refuses the lease revocation (that also ends the
+        lease, asynchronously); the first failure is raised afterwards. When Vault does not
+        answer at all, the token is not tried: that would only double the wait before the
+        caller hears of it and raises the alarm.
         """
         failure: IssuerError | None = None
         if lease_id:
@@ -230,6 +232,8 @@ class VaultIssuer:
                     retry=True,
                 )
             except IssuerError as exc:
+                if exc.unreachable:
+                    raise
                 failure = exc
         if token_accessor:
             try:
