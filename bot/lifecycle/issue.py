@@ -276,7 +276,7 @@ class Issue:
             if grant_id is None:
                 aftermath = "Nothing was issued."
                 if retry_hint:
-                    aftermath += " Please ask again once Vault is back (it needs a new approval)."
+                    aftermath += " You can ask again; a new request needs a new approval."
             elif cleaned:
                 aftermath = "Nothing was left behind: Vault confirmed the access is revoked."
             else:
