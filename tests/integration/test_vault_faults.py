@@ -218,14 +218,19 @@ def test_approval_after_a_load_balancer_forgot_the_idle_connection(
     assert request_status(postgres, bot, request_id) == "active"
 
 
-def test_vault_hanging_at_expiry_alerts_within_seconds_and_revokes_on_its_return(
+@pytest.mark.parametrize("fault", ["hang", "cut"])
+def test_vault_failing_at_expiry_alerts_within_seconds_and_revokes_on_its_return(
     run_bot: Any,
     slack: SlackEmulator,
     openbao: OpenBaoServer,
     postgres: PostgresServer,
     vault_db: VaultDatabase,
     proxy: CuttableProxy,
+    fault: str,
 ) -> None:
+    """Vault hangs (accepts connections, never answers) or is cut (refuses them) across a
+    grant's expiry: the audit channel hears of it within seconds, the grant stays being revoked,
+    and it is revoked within seconds of Vault's return."""
     # A database role whose leases last 12 s: Vault caps the grant there, so it expires soon.
     brief = "payments-brief"
     openbao.client().secrets.database.create_role(
@@ -249,7 +254,10 @@ def test_vault_hanging_at_expiry_alerts_within_seconds_and_revokes_on_its_return
         f'SELECT expires_at, token_accessor FROM "grant" WHERE request_id = {request_id}',
     )[0]
     accessor = str(expires_at[1])
-    proxy.hang()  # Vault accepts connections and never answers
+    if fault == "hang":
+        proxy.hang()  # Vault accepts connections and never answers
+    else:
+        proxy.cut()  # connections refused
     seconds_left = expires_at[0].timestamp() - time.time()
     assert 0 < seconds_left < 15, seconds_left
 
@@ -261,10 +269,11 @@ def test_vault_hanging_at_expiry_alerts_within_seconds_and_revokes_on_its_return
         timeout=seconds_left + 20,
     )
     alerted_after = time.time() - expires_at[0].timestamp()
-    print(f"first alert {alerted_after:.1f}s after expiry")
+    print(f"{fault}: first alert {alerted_after:.1f}s after expiry")
     assert alerted_after < 2 * TIMEOUT + 3, f"first alert {alerted_after:.1f}s after expiry"
     assert ":rotating_light:" in alert.params["text"]
-    assert "did not answer" in alert.params["text"]
+    expected = "did not answer" if fault == "hang" else "could not reach Vault"
+    assert expected in alert.params["text"]
     assert request_status(postgres, bot, request_id) == "revoking"
     time.sleep(2 * TIMEOUT)  # fail-closed while Vault hangs: never marked ended
     assert request_status(postgres, bot, request_id) == "revoking"
@@ -280,7 +289,7 @@ def test_vault_hanging_at_expiry_alerts_within_seconds_and_revokes_on_its_return
         what="the revocation after Vault's return",
     )
     revoked_after = time.monotonic() - returned
-    print(f"revoked {revoked_after:.1f}s after Vault's return")
+    print(f"{fault}: revoked {revoked_after:.1f}s after Vault's return")
     assert revoked_after < 10, f"revoked {revoked_after:.1f}s after Vault returned"
     root = openbao.client()
     with pytest.raises(hvac.exceptions.InvalidRequest):
