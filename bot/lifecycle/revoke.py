@@ -43,8 +43,8 @@ from bot.store.models import Grant, utc
 
 log = logging.getLogger(__name__)
 
-# Longer than the worst case of one revoke + confirm (retried calls with 10 s timeouts), so a
-# second caller never takes over a revocation that is still running.
+# Longer than the worst case of one revoke + confirm (retried calls, each with VAULT_TIMEOUT),
+# so a second caller never takes over a revocation that is still running.
 CLAIM_TIMEOUT = timedelta(minutes=5)
 RETRY_BACKOFF = (
     timedelta(seconds=15),
