@@ -46,7 +46,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_vault_policy(_args: argparse.Namespace) -> int:
+def cmd_vault_policy(args: argparse.Namespace) -> int:
     """Print the least-privilege Vault policy for the bot's own token, for this policy file."""
     from bot.vault import bot_policy_hcl, lease_prefixes
 
@@ -55,7 +55,8 @@ def cmd_vault_policy(_args: argparse.Namespace) -> int:
     except PolicyError as exc:
         raise ConfigProblem(f"The policy file is invalid:\n{exc}") from None
     prefixes = lease_prefixes([res.grant for res in policy.resources.values()])
-    print(bot_policy_hcl(lease_prefixes=prefixes), end="")  # noqa: T201
+    hcl = bot_policy_hcl(lease_prefixes=prefixes, take_back=args.take_back)
+    print(hcl, end="")  # noqa: T201
     return 0
 
 
@@ -190,9 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="validate configuration and reach every dependency").set_defaults(
         func=cmd_check
     )
-    sub.add_parser(
+    vault_policy = sub.add_parser(
         "vault-policy", help="print the least-privilege Vault policy for the bot"
-    ).set_defaults(func=cmd_vault_policy)
+    )
+    vault_policy.add_argument(
+        "--take-back",
+        action="store_true",
+        help="add sudo on the role's create path and token revoke/lookup, so a token creation "
+        "whose answer was lost is revoked and confirmed gone (see the README)",
+    )
+    vault_policy.set_defaults(func=cmd_vault_policy)
     audit = sub.add_parser("audit", help="verify or export the audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     audit_sub.add_parser(

@@ -63,6 +63,9 @@ class VaultLoginSettings(BaseSettings):
     vault_auth_mount: str | None = None
     #: The service-account token presented by ``kubernetes`` and ``jwt``.
     vault_jwt_file: Path = KUBERNETES_SA_TOKEN
+    #: Seconds each Vault call may take (to connect, and again to answer): a hung Vault costs
+    #: this, then the call fails and the bot says so.
+    vault_timeout: float = Field(default=5.0, gt=0, le=300)
 
     @field_validator("vault_token", "vault_secret_id")
     @classmethod

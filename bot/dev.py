@@ -69,7 +69,7 @@ def start_openbao(port: int, token: str) -> str:
         stderr=subprocess.STDOUT,
     )
     atexit.register(process.terminate)
-    client = hvac.Client(url=address, token=token)
+    client = hvac.Client(url=address, token=token, timeout=5)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -85,7 +85,7 @@ def start_openbao(port: int, token: str) -> str:
 
 def seed_demo(address: str, token: str) -> None:
     """A demo secret and the policy a grant for it carries."""
-    client = hvac.Client(url=address, token=token)
+    client = hvac.Client(url=address, token=token, timeout=5)
     client.secrets.kv.v2.create_or_update_secret(
         path="demo/app",
         mount_point="secret",

@@ -24,7 +24,18 @@ from bot.logs import remember_secret
 
 
 class IssuerError(Exception):
-    """Vault refused or failed. The message is safe to show to users: it never holds a secret."""
+    """Vault refused or failed. The message is safe to show to users: it never holds a secret.
+
+    ``unreachable``: Vault gave no answer (refused, reset, timed out), as opposed to answering
+    with an error. ``maybe_done``: the request may have reached Vault and been carried out
+    although no answer came back (a timeout or a reset after sending): what it would have
+    created may exist.
+    """
+
+    def __init__(self, message: str, *, unreachable: bool = False, maybe_done: bool = False):
+        super().__init__(message)
+        self.unreachable = unreachable or maybe_done
+        self.maybe_done = maybe_done
 
 
 class SecretValue:

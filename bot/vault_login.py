@@ -548,12 +548,16 @@ def login_from_settings(settings: VaultLoginSettings) -> Login:
     )
 
 
-def connect(settings: VaultLoginSettings, *, timeout: float = 10.0) -> TokenKeeper:
-    """A client for ``settings.vault_addr`` (TLS per VAULT_CACERT, namespace) and its keeper,
-    logged in. Raises VaultLoginError with a one-line reason when the log-in fails."""
+def connect(settings: VaultLoginSettings, *, timeout: float | None = None) -> TokenKeeper:
+    """A client for ``settings.vault_addr`` (TLS per VAULT_CACERT, namespace, timeout per
+    VAULT_TIMEOUT) and its keeper, logged in. Raises VaultLoginError with a one-line reason
+    when the log-in fails."""
     verify: bool | str = str(settings.vault_cacert) if settings.vault_cacert else True
     client = hvac.Client(
-        url=settings.vault_addr, namespace=settings.vault_namespace, verify=verify, timeout=timeout
+        url=settings.vault_addr,
+        namespace=settings.vault_namespace,
+        verify=verify,
+        timeout=timeout if timeout is not None else settings.vault_timeout,
     )
     keeper = TokenKeeper(client, login_from_settings(settings))
     try:

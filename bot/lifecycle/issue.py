@@ -2,7 +2,11 @@
 are delivered; the expiry and, for wrapped delivery, the collection check are scheduled.
 
 A failure at any step fails the request (APPROVED -> FAILED) and hands whatever Vault already
-issued to ``EndGrant``, so nothing is left live.
+issued to ``EndGrant``, so nothing is left live. "Nothing was left behind" is said only when it
+is known: Vault never received the token creation, refused it, or confirmed the revocation. When
+the token creation reached Vault but its answer was lost, a token may exist that the bot cannot
+name; nobody holds its value, it ends by itself at its TTL, and both sides and the audit
+channel are told exactly that.
 """
 
 from __future__ import annotations
@@ -71,6 +75,11 @@ class Issue:
         try:
             token = self.issuer.create_grant_token(spec)
         except IssuerError as exc:
+            if exc.maybe_done:  # sent, but no answer: Vault may have made the token
+                until = self.edges.clock.now() + spec.ttl
+                return self.fail(view, None, str(exc), token_may_live_until=until)
+            if exc.unreachable:  # never reached Vault
+                return self.fail(view, None, str(exc), retry_hint=True)
             return self.fail(view, None, f"Vault refused to issue: {exc}")
         with self._revoked_unless_recorded(token), transaction(self.edges.engine) as session:
             # Still ours to issue? A reconcile elsewhere may have failed this request meanwhile.
@@ -229,10 +238,26 @@ class Issue:
             log.warning("could not renew lease up to the approved duration: %s", exc)
             return secret.lease_expires_at
 
-    def fail(self, view: RequestView, grant_id: int | None, problem: str) -> RequestView:
-        """Mark the request failed, clean up anything half-issued, and tell both sides."""
+    def fail(
+        self,
+        view: RequestView,
+        grant_id: int | None,
+        problem: str,
+        *,
+        token_may_live_until: datetime | None = None,
+        retry_hint: bool = False,
+    ) -> RequestView:
+        """Mark the request failed, clean up anything half-issued, and tell both sides.
+
+        ``token_may_live_until``: the token creation may have happened in Vault although its
+        answer was lost; such a token cannot be named, so it is reported, with the time it
+        ends by itself, instead of claiming nothing was left behind.
+        """
         problem = quote(problem, limit=300)  # Vault's words go into Slack messages
         now = self.edges.clock.now()
+        details: dict[str, str] = {"error": problem}
+        if token_may_live_until is not None:
+            details["token_may_live_until"] = token_may_live_until.isoformat()
         with transaction(self.edges.engine) as session:
             move(session, view.id, RequestStatus.FAILED, now, failure=problem)
             if grant_id is not None:
@@ -246,17 +271,31 @@ class Issue:
                 action=AuditAction.FAILED,
                 request_id=view.id,
                 resource=view.resource,
-                details={"error": problem},
+                details=details,
             )
             failed = self.views.view(session, load_request(session, view.id))
         cleaned = grant_id is None or self.ending.end_grant(grant_id, EndReason.ISSUE_FAILED)
         self.tell.refresh_request_messages(failed)
-        self.tell.announce(failed, AuditAction.FAILED, f"failed: {problem}", alert=True)
-        aftermath = (
-            "Nothing was left behind."
-            if cleaned
-            else "What was half-issued is being revoked; the audit channel follows it."
-        )
+        if token_may_live_until is not None:
+            unknown = (
+                "Vault may have created a grant token whose answer never reached the bot, so "
+                "the bot cannot revoke it; nobody holds its value, and it expires by itself "
+                f"by {when(token_may_live_until)}."
+            )
+            self.tell.announce(
+                failed, AuditAction.FAILED, f"failed: {problem}. {unknown}", alert=True
+            )
+            aftermath = unknown
+        else:
+            self.tell.announce(failed, AuditAction.FAILED, f"failed: {problem}", alert=True)
+            if grant_id is None:
+                aftermath = "Nothing was issued."
+                if retry_hint:
+                    aftermath += " You can ask again; a new request needs a new approval."
+            elif cleaned:
+                aftermath = "Nothing was left behind: Vault confirmed the access is revoked."
+            else:
+                aftermath = "What was half-issued is being revoked; the audit channel follows it."
         self.edges.notifier.tell(
             failed.requester,
             f"Request #{failed.id} for `{failed.resource}` was approved but could "

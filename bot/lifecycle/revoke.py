@@ -1,10 +1,16 @@
 """revoke: end a grant (at expiry, early, or to clean up), and retry until Vault confirms.
 
 Fail closed throughout: a grant is marked ended only after Vault confirms the lease and the
-token are gone; a revocation that fails stays REVOKING, is retried with backoff and raised in
-the audit channel until it succeeds. Running ``end_grant`` twice, from two replicas, is harmless:
-the first claims the grant atomically (ACTIVE/ISSUING -> REVOKING, or a stale REVOKING claim
-taken over), and writes the outcome only while the claim is still its own.
+token are gone; a revocation that fails stays REVOKING, is retried and raised in the audit
+channel until it succeeds. The first failure alerts at once, whatever it looks like (refused,
+reset, or a Vault that hangs until the call's timeout). While Vault does not answer at all, the
+retry comes every few seconds, so the grant ends within seconds of Vault's return; a Vault that
+answers with an error is retried with backoff. Retries repeat the alert at attempts 1, 2, 4,
+8... (and when the failure changes), not every few seconds.
+
+Running ``end_grant`` twice, from two replicas, is harmless: the first claims the grant
+atomically (ACTIVE/ISSUING -> REVOKING, or a stale REVOKING claim taken over), and writes the
+outcome only while the claim is still its own.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ from bot.store.models import Grant, utc
 
 log = logging.getLogger(__name__)
 
-# Longer than the worst case of one revoke + confirm (retried calls with 10 s timeouts), so a
-# second caller never takes over a revocation that is still running.
+# Longer than the worst case of one revoke + confirm (retried calls, each with VAULT_TIMEOUT),
+# so a second caller never takes over a revocation that is still running.
 CLAIM_TIMEOUT = timedelta(minutes=5)
 RETRY_BACKOFF = (
     timedelta(seconds=15),
@@ -50,9 +56,21 @@ RETRY_BACKOFF = (
 )
 
 
-def retry_delay(attempts: int) -> timedelta:
-    """Backoff for revocation retries: 15 s doubling up to 10 min, then every 10 min."""
+#: Retry interval while Vault does not answer: trying costs one connection or one timeout.
+UNREACHABLE_RETRY = timedelta(seconds=5)
+
+
+def retry_delay(attempts: int, unreachable: bool = False) -> timedelta:
+    """Backoff for revocation retries: 15 s doubling up to 10 min, then every 10 min; every
+    few seconds while Vault does not answer, to revoke within seconds of its return."""
+    if unreachable:
+        return UNREACHABLE_RETRY
     return RETRY_BACKOFF[min(max(attempts, 1), len(RETRY_BACKOFF)) - 1]
+
+
+def worth_telling(attempts: int, problem: str, last_problem: str | None) -> bool:
+    """Alert (and audit) the first failure, then attempts 2, 4, 8..., and any new failure."""
+    return attempts & (attempts - 1) == 0 or problem != last_problem
 
 
 class EndGrant:
@@ -93,7 +111,9 @@ class EndGrant:
             if not self.edges.issuer.confirm_revoked(accessor, lease_id):
                 raise IssuerError("Vault still reports the lease or token as live after revoke")
         except IssuerError as exc:
-            self._revocation_failed(grant_id, request_id, str(exc), held_since=now)
+            self._revocation_failed(
+                grant_id, request_id, str(exc), held_since=now, unreachable=exc.unreachable
+            )
             return False
         except Exception as exc:  # never leave a claimed grant without a retry
             log.exception("unexpected error revoking grant %s", grant_id)
@@ -121,11 +141,17 @@ class EndGrant:
         return move_grant(session, grant_id, outcome, still_ours, claimed_at=None, **values)
 
     def _revocation_failed(
-        self, grant_id: int, request_id: int, problem: str, held_since: datetime
+        self,
+        grant_id: int,
+        request_id: int,
+        problem: str,
+        held_since: datetime,
+        unreachable: bool = False,
     ) -> None:
         problem = quote(problem, limit=300)
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
+            last_problem = load_grant(session, grant_id).last_error
             if not self._release(
                 session,
                 grant_id,
@@ -136,26 +162,35 @@ class EndGrant:
             ):
                 return
             attempts = load_grant(session, grant_id).revoke_attempts
-            retry_at = now + retry_delay(attempts)
+            retry_at = now + retry_delay(attempts, unreachable)
             claim(session, Grant, grant_id, next_retry_at=retry_at)
             request = load_request(session, request_id)
-            append_event(
-                session,
-                at=now,
-                actor=SYSTEM_ACTOR,
-                action=AuditAction.REVOKE_FAILED,
-                request_id=request_id,
-                resource=request.resource,
-                details={"error": problem, "attempt": attempts},
-            )
+            tell = worth_telling(attempts, problem, last_problem)
+            if tell:
+                append_event(
+                    session,
+                    at=now,
+                    actor=SYSTEM_ACTOR,
+                    action=AuditAction.REVOKE_FAILED,
+                    request_id=request_id,
+                    resource=request.resource,
+                    details={"error": problem, "attempt": attempts},
+                )
             view = self.views.view(session, request)
         self.edges.timers.schedule_retry(grant_id, retry_at)
         log.error("revocation of grant %s failed (attempt %s): %s", grant_id, attempts, problem)
+        if not tell:
+            return
+        again = (
+            f"retrying every {format_duration(retry_at - now)} until Vault answers"
+            if unreachable
+            else f"retrying in {format_duration(retry_at - now)}"
+        )
         self.tell.announce(
             view,
             AuditAction.REVOKE_FAILED,
-            f"REVOCATION FAILED (attempt {attempts}): {problem}. Still live in Vault until "
-            f"revoked; retrying in {format_duration(retry_at - now)}.",
+            f"REVOCATION FAILED (attempt {attempts}), failing to revoke: {problem}. Still live "
+            f"in Vault until revoked; {again}.",
             alert=True,
         )
 

@@ -4,8 +4,16 @@ Every other module of ``bot.vault`` calls Vault through ``VaultClient``, so the 
 * hvac and requests errors become ``IssuerError`` with a short message (operation, path, HTTP
   status, Vault's error text). Tokens, passwords and wrapped values never appear in messages,
   and the original exception is dropped (``from None``) where it could carry one.
-* Idempotent calls are retried a few times on connection errors, 5xx and 429; calls that create
-  something (a token, a database user, a wrapping token) are never retried.
+* Every call has a timeout (``VAULT_TIMEOUT``, a few seconds): a Vault that accepts connections
+  and never answers costs one timeout, and the caller hears of it.
+* Idempotent calls are retried a few times on connection errors, 5xx and 429, but not after a
+  timeout (a hung Vault would cost a timeout per attempt).
+* Calls that create something (a token, a database user, a wrapping token) are never sent twice
+  unless Vault cannot have received the first: each goes out on a *new* connection (a pooled
+  keep-alive connection may have been dropped by Vault or a load balancer while idle, and a
+  request on it can fail after reaching Vault or without reaching it, undistinguishably), and
+  only a failure to connect is retried. A timeout or a reset after sending is reported as
+  ``maybe_done``: the caller must treat what it asked for as possibly existing.
 * A 403 on the bot's own token means it may have been replaced: log in again once.
 * "Is it gone?" is one question (``answers_gone``): Vault says so with a 400 and a known text.
 """
@@ -21,6 +29,7 @@ from typing import Any, TypeVar
 import hvac
 import hvac.exceptions
 import requests
+import urllib3.exceptions
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from bot.issuer import IssuerError
@@ -46,10 +55,6 @@ _TRANSIENT_VAULT_ERRORS: tuple[type[Exception], ...] = (
     hvac.exceptions.BadGateway,
     hvac.exceptions.VaultDown,
     hvac.exceptions.UnexpectedError,  # other 5xx (504...) and 412 from performance standbys
-)
-_TRANSIENT_NETWORK_ERRORS: tuple[type[Exception], ...] = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
 )
 #: What a call to Vault may raise; everything else is a bug, not Vault's answer.
 VAULT_FAILURES: tuple[type[Exception], ...] = (
@@ -82,8 +87,26 @@ def duration(delta: timedelta, what: str) -> str:
     return f"{whole}s"
 
 
+def _never_sent(exc: BaseException) -> bool:
+    """The connection could not be made, so Vault cannot have received the request."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.exceptions.ConnectionError) or isinstance(
+        exc, requests.exceptions.SSLError
+    ):
+        return False
+    reason = exc.args[0] if exc.args else None
+    if isinstance(reason, urllib3.exceptions.MaxRetryError):
+        reason = reason.reason
+    return isinstance(reason, urllib3.exceptions.NewConnectionError)
+
+
 def _is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, _TRANSIENT_VAULT_ERRORS + _TRANSIENT_NETWORK_ERRORS)
+    """Worth another try for an idempotent call: Vault busy or failing over, or a connection
+    that broke. Not a read timeout: a Vault that hangs would cost a timeout per attempt."""
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return False
+    return isinstance(exc, (*_TRANSIENT_VAULT_ERRORS, requests.exceptions.ConnectionError))
 
 
 def vault_errors(exc: hvac.exceptions.VaultError) -> str:
@@ -136,6 +159,28 @@ class VaultClient:
     def addr(self) -> str:
         return str(self.hvac.url)
 
+    @property
+    def timeout(self) -> float:
+        """Seconds each Vault call may take (connect, and again for the answer)."""
+        kwargs = getattr(self.hvac.adapter, "_kwargs", None) or {}
+        return float(kwargs.get("timeout") or 30)
+
+    def _retrying(self, retry: Callable[[BaseException], bool]) -> Retrying:
+        return Retrying(
+            stop=stop_after_attempt(self._retry_attempts),
+            wait=wait_exponential(multiplier=self._retry_wait, max=max(self._retry_wait, 2.0)),
+            retry=retry_if_exception(retry),
+            sleep=self._retry_sleep,
+            reraise=True,
+        )
+
+    def _new_connection(self) -> None:
+        """Make the next request open a new connection: drop the idle pooled ones (in-flight
+        ones are unaffected and closed when returned). Pooled connections may have been
+        closed or forgotten by Vault or a load balancer while idle, and a write sent on one
+        may fail without a way to tell whether Vault received it."""
+        self.hvac.adapter.session.close()
+
     def _after_denied(self, fn: Callable[[], T], *, idempotent: bool) -> T:
         """Run ``fn`` (a call made with the bot's token). On 403, log in again once; then retry
         it if it is idempotent, else re-raise (the next call has a fresh token)."""
@@ -152,20 +197,25 @@ class VaultClient:
     def retrying(self, fn: Callable[[], T]) -> T:
         """Idempotent calls with the bot's token: retried on transient errors, and once after
         logging in again on a 403. Raises hvac/requests errors as they are."""
-        retrying = Retrying(
-            stop=stop_after_attempt(self._retry_attempts),
-            wait=wait_exponential(multiplier=self._retry_wait, max=max(self._retry_wait, 2.0)),
-            retry=retry_if_exception(_is_transient),
-            sleep=self._retry_sleep,
-            reraise=True,
-        )
-        return retrying(lambda: self._after_denied(fn, idempotent=True))
+        return self._retrying(_is_transient)(lambda: self._after_denied(fn, idempotent=True))
+
+    def once(self, fn: Callable[[], T], *, bot_token: bool = True) -> T:
+        """A call that creates something: sent on a new connection and retried only when it
+        could not connect (so Vault never received it). ``bot_token=False`` for calls made
+        with a grant token, whose 403 says nothing about the bot's own token."""
+
+        def attempt() -> T:
+            self._new_connection()
+            return self._after_denied(fn, idempotent=False) if bot_token else fn()
+
+        return self._retrying(_never_sent)(attempt)
 
     def error(
         self, op: str, path: str, exc: Exception, secrets: Iterable[str | None] = ()
     ) -> IssuerError:
         """A user-safe IssuerError for ``exc``; callers raise it ``from None``."""
         hide = [self.hvac.token, *secrets]
+        unreachable = maybe_done = False
         if isinstance(exc, hvac.exceptions.VaultError):
             status = _STATUS.get(type(exc))
             detail = vault_errors(exc) or type(exc).__name__
@@ -173,16 +223,24 @@ class VaultClient:
             if isinstance(exc, hvac.exceptions.InvalidPath) and not exc.errors:
                 detail = "nothing at that path"
             msg = f"Vault {op} {path} failed: {prefix}{detail}"
-        elif isinstance(exc, requests.exceptions.Timeout):
-            msg = f"Vault at {self.addr} timed out during {op} {path}"
+        elif _never_sent(exc):
+            unreachable = True
+            msg = f"could not reach Vault at {self.addr} (no connection) for {op} {path}"
+        elif isinstance(exc, requests.exceptions.ReadTimeout):
+            maybe_done = True
+            msg = f"Vault at {self.addr} did not answer within {self.timeout:g}s during {op} {path}"
         elif isinstance(exc, requests.exceptions.RequestException):
-            msg = f"Vault at {self.addr} is unreachable ({type(exc).__name__}) during {op} {path}"
+            maybe_done = True
+            msg = (
+                f"Vault at {self.addr} dropped the connection ({type(exc).__name__}) "
+                f"during {op} {path}"
+            )
         else:  # pragma: no cover - defensive
             msg = f"Vault {op} {path} failed: {type(exc).__name__}"
         msg = _redact(msg, hide)
         if len(msg) > _MAX_DETAIL:
             msg = msg[: _MAX_DETAIL - 3] + "..."
-        return IssuerError(msg)
+        return IssuerError(msg, unreachable=unreachable, maybe_done=maybe_done)
 
     def call(
         self,
@@ -194,12 +252,12 @@ class VaultClient:
         secrets: Iterable[str | None] = (),
         bot_token: bool = True,
     ) -> T:
-        """Call ``fn``; ``retry`` only for idempotent calls. ``bot_token=False`` for calls made
-        with a grant token, whose 403 says nothing about the bot's own token."""
+        """Call ``fn``; ``retry`` for idempotent calls, else ``once``. ``bot_token=False`` for
+        calls made with a grant token, whose 403 says nothing about the bot's own token."""
         try:
             if retry:
                 return self.retrying(fn)
-            return self._after_denied(fn, idempotent=False) if bot_token else fn()
+            return self.once(fn, bot_token=bot_token)
         except VAULT_FAILURES as exc:
             raise self.error(op, path, exc, secrets) from None
 

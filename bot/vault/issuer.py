@@ -10,6 +10,12 @@
 * **Least privilege, per kind.** The grant kind's strategy (``bot.vault.kinds``) picks the
   token's policies; never ``default``, whose ``renew-self`` would let a holder extend their own
   access. Tokens are renewable by the bot alone (renew-accessor), for approved extensions.
+* **A creation whose answer was lost can be taken back.** Where the bot's token has ``sudo`` on
+  the role's create path (and ``update`` on ``auth/token/lookup`` and ``auth/token/revoke``), the
+  bot chooses each grant token's id itself. If the answer to the creation is lost (a timeout, a
+  reset after sending), it revokes that id and has Vault confirm it does not exist; only then
+  does it say nothing is left. Without those capabilities it cannot name such a token, and says
+  so (the token ends by itself at its TTL; nobody holds its value).
 * **Revoke and prove it.** ``revoke`` revokes the lease (if any; lease id in the URL, so a
   path-scoped policy suffices; ``sync`` so errors surface), then the token by accessor; both
   idempotent. ``confirm_revoked`` asks Vault whether both are gone: Vault's own expiry
@@ -23,20 +29,32 @@ OpenBao behaviours relied on (OpenBao 2.x):
   ``No token found with this accessor``; ``auth/token/lookup-accessor`` answers 400
   ``1 error occurred: * invalid accessor``.
 * An invalid or expired client token answers 403 ``permission denied`` (not 401).
+* ``auth/token/create/<role>`` with an ``id`` answers 400 ``root or sudo privileges required to
+  specify token id`` unless the caller has ``sudo`` on that path. ``auth/token/revoke`` of a token
+  that does not exist answers 204; ``auth/token/lookup`` of one answers 403 ``bad token``.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import hvac
+import hvac.exceptions
 
 from bot.issuer import GrantSpec, GrantToken, IssuerError, Obtained, SecretValue, WrappedSecret
 from bot.vault.checks import check as check_vault
-from bot.vault.client import VaultClient, check_path, duration, utc_now
+from bot.vault.client import (
+    VAULT_FAILURES,
+    VaultClient,
+    check_path,
+    duration,
+    utc_now,
+    vault_errors,
+)
 from bot.vault.kinds.registry import strategy_for
 from bot.vault.setup import DEFAULT_TOKEN_ROLE, ResourceGrantShape, SetupReport, ensure_setup
 from bot.vault_login import TokenKeeper
@@ -74,6 +92,8 @@ class VaultIssuer:
         self.token_role = token_role
         #: Default TTL for ``wrap`` callers: how long a user has to unwrap.
         self.wrap_ttl = wrap_ttl
+        #: May the bot choose grant token ids (sudo on the create path)? None: not known yet.
+        self._chooses_ids: bool | None = None
 
     @classmethod
     def from_settings(
@@ -83,7 +103,7 @@ class VaultIssuer:
         namespace: str | None = None,
         *,
         verify: bool | str = True,
-        timeout: float = 10.0,
+        timeout: float = 5.0,
         **kw: Any,
     ) -> VaultIssuer:
         """Build from plain settings. ``kw`` goes to ``__init__`` (token_role, wrap_ttl, ...)."""
@@ -112,9 +132,45 @@ class VaultIssuer:
 
     # ------------------------------------------------------------------ the Issuer protocol
 
+    def _may_choose_ids(self, path: str) -> bool:
+        """Whether the bot's token has sudo on the create path (asked once, remembered).
+
+        Asked plainly: no retry, no log-in again after a 403. Any failure means "not this time"
+        and leaves the creation itself to meet (and report) whatever is wrong."""
+        if self._chooses_ids is None:
+            try:
+                resp = self._vault.hvac.write_data("sys/capabilities-self", data={"paths": [path]})
+            except VAULT_FAILURES:
+                return False  # ask again next time
+            data = (resp.get("data") or resp) if isinstance(resp, dict) else {}
+            caps = set(data.get(path) or [])
+            self._chooses_ids = bool(caps & {"sudo", "root"})
+        return self._chooses_ids
+
+    def _take_back(self, token_id: str) -> bool:
+        """Revoke the token with this id, if it exists; True when Vault confirms it does not."""
+        body = {"token": token_id}
+        try:
+            self._vault.retrying(
+                lambda: self._vault.hvac.write_data("auth/token/revoke", data=body)
+            )
+            self._vault.retrying(
+                lambda: self._vault.hvac.write_data("auth/token/lookup", data=body)
+            )
+        except hvac.exceptions.Forbidden as exc:
+            return "bad token" in vault_errors(exc).lower()  # else: the bot may not look up
+        except VAULT_FAILURES:
+            return False  # Vault still unreachable, or the bot may not revoke
+        return False  # still there
+
     def create_grant_token(self, spec: GrantSpec) -> GrantToken:
-        """Create the orphan grant token. Not idempotent: never retried."""
+        """Create the orphan grant token. Not idempotent: sent once (retried only when Vault
+        cannot have received it). When the answer is lost, take back the token it may have
+        made if its id is known; else report it as possibly existing (``maybe_done``)."""
+        path = f"auth/token/create/{self.token_role}"
         policies = list(strategy_for(spec.grant).token_policies(spec.resource, spec.grant))
+        # URL-safe and without dots, as Vault requires of a chosen id; as secret as Vault's own.
+        token_id = SecretValue(secrets.token_urlsafe(32)) if self._may_choose_ids(path) else None
         payload = {
             "policies": policies,
             "ttl": duration(spec.ttl, "the grant TTL"),
@@ -130,14 +186,24 @@ class VaultIssuer:
             "renewable": True,
             "no_default_policy": True,
         }
-        path = f"auth/token/create/{self.token_role}"
+        if token_id is not None:
+            payload["id"] = token_id.reveal()
         now = self._vault.clock()
-        resp = self._vault.call(
-            "token creation via",
-            path,
-            lambda: self._vault.hvac.write_data(path, data=payload),
-            retry=False,
-        )
+        try:
+            resp = self._vault.call(
+                "token creation via",
+                path,
+                lambda: self._vault.hvac.write_data(path, data=payload),
+                retry=False,
+                secrets=[token_id.reveal() if token_id else None],
+            )
+        except IssuerError as exc:
+            if exc.maybe_done and token_id is not None and self._take_back(token_id.reveal()):
+                raise IssuerError(
+                    f"{exc}; the token it may have created was revoked (Vault confirmed)",
+                    unreachable=True,
+                ) from None
+            raise
         auth = (resp.get("auth") if isinstance(resp, dict) else None) or {}
         token = auth.get("client_token")
         accessor = auth.get("accessor")
@@ -215,8 +281,10 @@ class VaultIssuer:
     def revoke(self, token_accessor: str | None, lease_id: str | None) -> None:
         """Revoke the lease, then the token. Gone already counts as success.
 
-        The token is revoked even when the lease revocation fails (that also ends the lease,
-        asynchronously); the first failure is raised afterwards.
+        The token is revoked even when Vault refuses the lease revocation (that also ends the
+        lease, asynchronously); the first failure is raised afterwards. When Vault does not
+        answer at all, the token is not tried: that would only double the wait before the
+        caller hears of it and raises the alarm.
         """
         failure: IssuerError | None = None
         if lease_id:
@@ -230,6 +298,8 @@ class VaultIssuer:
                     retry=True,
                 )
             except IssuerError as exc:
+                if exc.unreachable:
+                    raise
                 failure = exc
         if token_accessor:
             try:

@@ -26,18 +26,41 @@ ROLE_EXPLICIT_MAX_TTL = timedelta(hours=24)
 
 
 def bot_policy_hcl(
-    token_role: str = DEFAULT_TOKEN_ROLE, lease_prefixes: Sequence[str] = ("database/creds/",)
+    token_role: str = DEFAULT_TOKEN_ROLE,
+    lease_prefixes: Sequence[str] = ("database/creds/",),
+    *,
+    take_back: bool = False,
 ) -> str:
-    """The least-privilege policy for the bot's own token in production (AppRole / Kubernetes)."""
+    """The least-privilege policy for the bot's own token in production (AppRole / Kubernetes).
+
+    ``take_back``: also let the bot choose grant token ids (``sudo`` on the role's create path
+    only) and revoke and look up a token by its value, so that a token creation whose answer
+    was lost is revoked and confirmed gone instead of being left to expire by itself.
+    """
     check_path(token_role)
     lines = [
         "# debug-access bot: least-privilege policy for the bot's own token (production mode).",
         "# In this mode the operator creates the grant policies (debug-access-grant-<resource>)",
         f"# and the token role auth/token/roles/{token_role}; the bot only checks that they exist.",
-        "# No sudo, no revoke-prefix / revoke-force, no token creation outside the role.",
+        (
+            "# sudo only to choose grant token ids; no revoke-prefix / revoke-force."
+            if take_back
+            else "# No sudo, no revoke-prefix / revoke-force, no token creation outside the role."
+        ),
         "",
         "# Create one orphan grant token per approved request, only through the role.",
         f'path "auth/token/create/{token_role}" {{\n  capabilities = ["create", "update"]\n}}',
+    ]
+    if take_back:
+        lines[-1:] = [
+            "# ...choosing the token's id (sudo here does only that), so that a creation whose",
+            "# answer was lost can be revoked by that id and confirmed gone.",
+            f'path "auth/token/create/{token_role}" {{\n'
+            '  capabilities = ["create", "update", "sudo"]\n}',
+            'path "auth/token/revoke" {\n  capabilities = ["update"]\n}',
+            'path "auth/token/lookup" {\n  capabilities = ["update"]\n}',
+        ]
+    lines += [
         "# Read the role (setup check / doctor).",
         f'path "auth/token/roles/{token_role}" {{\n  capabilities = ["read"]\n}}',
         "# Revoke and verify grant tokens by accessor; renew the bot-held ones within max TTL.",

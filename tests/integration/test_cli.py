@@ -132,6 +132,13 @@ def test_vault_policy_is_accepted_by_vault_and_enough_for_a_grant(
         ["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy), "VAULT_TOKEN": token}, tmp_path
     )
     assert "[ok ] vault" in check.stdout, check.stdout
+    assert "sudo" not in result.stdout.replace("No sudo", "")
+    take_back = run_cli(
+        ["vault-policy", "--take-back"], {"DEBUG_ACCESS_POLICY": str(policy)}, tmp_path
+    )
+    assert take_back.returncode == 0, take_back.stderr
+    assert '["create", "update", "sudo"]' in take_back.stdout
+    root.sys.create_or_update_policy(name="debug-access-cli-take-back", policy=take_back.stdout)
 
 
 def _approle(openbao: OpenBaoServer, ttl: str = "1h") -> tuple[str, str, str]:

@@ -85,6 +85,9 @@ class FakeIssuer:
 
     * ``fail(op, times)`` makes the next ``times`` calls of ``op`` raise IssuerError
       (``op`` in OPERATIONS); ``crash(op)`` makes the next call raise SimulatedCrash instead.
+      ``how``: ``"refused"`` (Vault answered with an error), ``"unreachable"`` (no connection:
+      nothing reached Vault) or ``"lost"`` (Vault did it, its answer was lost: only for
+      ``create``, whose token then stays live unknown to the caller).
     * ``revoke_is_noop``: revoke "succeeds" but leaves everything live (a lying backend), so
       only ``confirm_revoked`` can tell.
     * ``token_ttl_cap`` / ``lease_ttl``: Vault capping the grant below what was approved.
@@ -105,15 +108,18 @@ class FakeIssuer:
         self.live_wraps: set[str] = set()  # accessors of wrapping tokens not yet unwrapped
         self.requester_unwraps = True  # False: wrapped credentials are never collected
         self._failures = dict.fromkeys(OPERATIONS, 0)
+        self._failure_how = dict.fromkeys(OPERATIONS, "refused")
         self._crash: set[str] = set()
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
 
     # -- test controls ------------------------------------------------------------------------
 
-    def fail(self, op: str, times: int = 1) -> None:
+    def fail(self, op: str, times: int = 1, how: str = "refused") -> None:
         assert op in OPERATIONS, op
+        assert how in {"refused", "unreachable"} or (how == "lost" and op == "create"), how
         self._failures[op] = times
+        self._failure_how[op] = how
 
     def crash(self, op: str) -> None:
         assert op in OPERATIONS, op
@@ -131,8 +137,10 @@ class FakeIssuer:
         if op in self._crash:
             self._crash.discard(op)
             raise SimulatedCrash(f"process died during {op}")
-        if self._failures[op] > 0:
+        if self._failures[op] > 0 and self._failure_how[op] != "lost":
             self._failures[op] -= 1
+            if self._failure_how[op] == "unreachable":
+                raise IssuerError(f"could not reach fake Vault for {op}", unreachable=True)
             raise IssuerError(f"fake Vault refused {op}")
         return next(self._counter)
 
@@ -150,6 +158,9 @@ class FakeIssuer:
                 ttl = min(ttl, self.token_ttl_cap)
             accessor = f"accessor-{n:04d}"
             self.live_tokens.add(accessor)
+            if self._failures["create"] > 0:  # "lost": made, but the answer never came
+                self._failures["create"] -= 1
+                raise IssuerError("fake Vault did not answer within 5s", maybe_done=True)
             return GrantToken(
                 accessor=accessor,
                 token=self._secret(f"hvs.SECRET-token-{n:04d}"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -425,6 +426,40 @@ def test_vault_failure_at_create_fails_the_request_and_leaves_nothing(h: Harness
     assert chain_ok(h)
 
 
+def test_vault_unreachable_at_create_says_nothing_was_issued_and_to_ask_again(
+    h: Harness,
+) -> None:
+    h.issuer.fail("create", how="unreachable")
+    request_id = submit(h)
+    view = h.lifecycle.decide(request_id, APPROVER, approve=True)
+    assert view.status is S.FAILED
+    assert view.failure is not None and "could not reach fake Vault" in view.failure
+    assert rows(h.engine, Grant) == [] and not h.issuer.live
+    told = dict(h.notifier.tells)
+    assert "Nothing was issued" in told[REQUESTER] and "ask again" in told[REQUESTER]
+    assert "could not reach fake Vault" in told[APPROVER]
+
+
+def test_lost_answer_to_create_never_claims_nothing_was_left(h: Harness) -> None:
+    """Vault made the token but its answer was lost: the bot cannot name it, so it says a token
+    may exist and when it ends by itself, and alerts the audit channel."""
+    h.issuer.fail("create", how="lost")
+    request_id = submit(h)
+    view = h.lifecycle.decide(request_id, APPROVER, approve=True)
+    assert view.status is S.FAILED
+    assert h.issuer.live  # the fake Vault holds a token nobody knows of
+    told = dict(h.notifier.tells)
+    assert "Nothing was" not in told[REQUESTER]
+    assert "may have created a grant token" in told[REQUESTER]
+    assert "expires by itself by" in told[REQUESTER]
+    (alert,) = [a for a in h.notifier.audits if a[3]]
+    assert alert[1] == "failed" and "may have created a grant token" in alert[2]
+    with Session(h.engine) as session:
+        failed = session.exec(select(AuditEvent).where(AuditEvent.action == "failed")).one()
+    assert json.loads(failed.details)["token_may_live_until"] == (START + HOUR).isoformat()
+    assert chain_ok(h)
+
+
 @pytest.mark.parametrize("failing", ["read", "wrap"])
 def test_vault_failure_after_the_token_exists_revokes_it(h: Harness, failing: str) -> None:
     h.issuer.fail(failing)
@@ -579,6 +614,7 @@ def test_failed_revocation_stays_revoking_and_retries(h: Harness, how: str) -> N
     assert h.timers.retries == [(grant_id, START + HOUR + timedelta(seconds=15))]
     (alert,) = [a for a in h.notifier.audits if a[3]]
     assert alert[1] == AuditAction.REVOKE_FAILED and "REVOCATION FAILED (attempt 1)" in alert[2]
+    assert "failing to revoke" in alert[2]
     assert h.issuer.live == (how != "confirm raises")  # unconfirmed is treated as live
     assert "expired" not in actions(h, request_id)
     assert h.notifier.of("close_credentials") == []
@@ -624,6 +660,45 @@ def test_revocation_retries_back_off(h: Harness) -> None:
 )
 def test_retry_delay(attempts: int, delay: timedelta) -> None:
     assert retry_delay(attempts) == delay
+
+
+def test_unreachable_vault_is_retried_every_few_seconds_and_alerted_sparingly(
+    h: Harness,
+) -> None:
+    """While Vault does not answer, retries come every 5 s (so the grant ends within seconds of
+    its return), but the audit channel hears of attempts 1, 2, 4 and 8 only."""
+    request_id = approved(h)
+    grant_id = grant_of(h, request_id).id
+    h.clock.advance(HOUR)
+    h.issuer.fail("revoke", times=9, how="unreachable")
+    for _ in range(9):
+        assert h.lifecycle.end_grant(grant_id, EndReason.EXPIRED) is False
+        h.clock.advance(timedelta(seconds=5))
+    assert [at for _, at in h.timers.retries] == [
+        START + HOUR + timedelta(seconds=5 * (i + 1)) for i in range(9)
+    ]
+    alerts = [a[2] for a in h.notifier.audits if a[3]]
+    assert [a.split(")")[0] for a in alerts] == [
+        f"REVOCATION FAILED (attempt {n}" for n in (1, 2, 4, 8)
+    ]
+    assert "failing to revoke" in alerts[0] and "until Vault answers" in alerts[0]
+    assert actions(h, request_id).count("revoke_failed") == 4
+    assert h.lifecycle.get(request_id).status is S.REVOKING
+    assert h.lifecycle.end_grant(grant_id, EndReason.EXPIRED) is True
+    assert not h.issuer.live
+
+
+def test_a_new_kind_of_revocation_failure_is_alerted_at_once(h: Harness) -> None:
+    request_id = approved(h)
+    grant_id = grant_of(h, request_id).id
+    h.issuer.fail("revoke", times=2, how="unreachable")
+    for _ in range(2):
+        h.lifecycle.end_grant(grant_id, EndReason.EXPIRED)
+    h.issuer.fail("revoke", times=1)  # attempt 3: Vault answers now, with an error
+    h.lifecycle.end_grant(grant_id, EndReason.EXPIRED)
+    alerts = [a[2] for a in h.notifier.audits if a[3]]
+    assert len(alerts) == 3 and "fake Vault refused revoke" in alerts[2]
+    assert h.timers.retries[-1][1] - START == timedelta(minutes=1)  # backoff again
 
 
 def test_expiry_ends_the_grant_and_tells_the_requester(h: Harness) -> None:
