@@ -67,6 +67,23 @@ class _Fault:
     error: str
     status: int
     remaining: int
+    retry_after: int = 1
+
+
+# What a Slack outage answers, in turn: rate limited with Retry-After, a server error, and the
+# `ratelimited` error Slack also sends in a 200 answer.
+OUTAGE_ANSWERS = ((429, "ratelimited"), (500, "internal_error"), (200, "ratelimited"))
+
+
+@dataclass
+class _Outage:
+    """Every call of `methods` fails until `until` (monotonic), cycling through `answers`."""
+
+    methods: frozenset[str] | None
+    until: float
+    retry_after: int
+    answers: tuple[tuple[int, str], ...]
+    served: int = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -181,6 +198,9 @@ class SlackEmulator(LoopbackServer):
         self._lock = threading.Condition()
         self._calls: list[Call] = []
         self._faults: dict[str, list[_Fault]] = {}
+        self._outage: _Outage | None = None
+        # Settable by tests: seconds each call of a method takes to answer (a slow Slack).
+        self.latency: dict[str, float] = {}
         self._messages: dict[str, dict[str, dict[str, Any]]] = {}
         self._views: dict[str, dict[str, Any]] = {}
         self.files: dict[str, dict[str, Any]] = {}  # uploaded through files_upload_v2
@@ -302,6 +322,29 @@ class SlackEmulator(LoopbackServer):
         with self._lock:
             self._faults.setdefault(method, []).append(_Fault(error, status, times))
 
+    def outage(
+        self,
+        seconds: float,
+        methods: tuple[str, ...] | None = ("conversations.open", "chat.postMessage"),
+        retry_after: int = 2,
+        answers: tuple[tuple[int, str], ...] = OUTAGE_ANSWERS,
+    ) -> None:
+        """Fail every call of ``methods`` (None: every method but auth.test) for ``seconds``
+        from now, answering in turn 429 with ``Retry-After``, 500, and ``ratelimited``:
+        what a Slack incident looks like from the bot. ``outage(0)`` ends it."""
+        with self._lock:
+            self._outage = _Outage(
+                methods=frozenset(methods) if methods is not None else None,
+                until=time.monotonic() + seconds,
+                retry_after=retry_after,
+                answers=answers,
+            )
+
+    def outage_answers(self) -> int:
+        """How many calls the current (or last) outage has failed."""
+        with self._lock:
+            return self._outage.served if self._outage else 0
+
     def response_url(self, key: str | None = None) -> str:
         """A loopback response_url; POSTs to it are recorded as method "response_url"."""
         if key is None:
@@ -317,6 +360,16 @@ class SlackEmulator(LoopbackServer):
 
     def _take_fault(self, method: str) -> _Fault | None:
         with self._lock:
+            outage = self._outage
+            if (
+                outage is not None
+                and method != "auth.test"
+                and (outage.methods is None or method in outage.methods)
+                and time.monotonic() < outage.until
+            ):
+                status, error = outage.answers[outage.served % len(outage.answers)]
+                outage.served += 1
+                return _Fault(error, status, 0, outage.retry_after)
             queue = self._faults.get(method)
             if not queue:
                 return None
@@ -387,6 +440,8 @@ class SlackEmulator(LoopbackServer):
 
         status = 200
         headers: dict[str, str] = {}
+        if self.latency.get(method):
+            time.sleep(self.latency[method])
         # apps.connections.open takes the app-level token (xapp-) and nothing else does.
         expected = self.app_token if method == "apps.connections.open" else self.bot_token
         fault = self._take_fault(method) if token == expected else None
@@ -396,7 +451,7 @@ class SlackEmulator(LoopbackServer):
             status = fault.status
             response = {"ok": False, "error": fault.error}
             if status == 429:
-                headers["Retry-After"] = "1"
+                headers["Retry-After"] = str(fault.retry_after)
         else:
             handler = getattr(self, "_api_" + method.replace(".", "_"), None)
             if handler is None:
