@@ -223,9 +223,13 @@ def all_rows(postgres: PostgresServer, dbname: str) -> dict[str, list[tuple[Any,
 
 def as_of_baseline(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[Any]]:
     """Rows read at head, cut to the baseline's tables and columns: 0002 adds an empty table
-    and a last ``access_request`` column that is empty for every row written before it."""
+    and a last ``access_request`` column that is empty for every row written before it, 0003
+    an empty table."""
     assert rows.get("ssh_public_key") == []
-    kept: dict[str, list[Any]] = {t: r for t, r in rows.items() if t != "ssh_public_key"}
+    assert rows.get("notice", []) == []
+    kept: dict[str, list[Any]] = {
+        t: r for t, r in rows.items() if t not in {"ssh_public_key", "notice"}
+    }
     assert all(row[-1] is None for row in rows["access_request"])
     kept["access_request"] = [row[:-1] for row in rows["access_request"]]
     return kept
