@@ -24,14 +24,16 @@ from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import COLLECT_MARGIN, Issue
 from bot.lifecycle.notices import Notices
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, EndGrant
-from bot.lifecycle.rows import grant_of
+from bot.lifecycle.rows import grant_of, move
 from bot.lifecycle.views import Views
+from bot.store.db import transaction
 from bot.store.models import AccessRequest, Grant, GrantStatus, utc
 
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "the bot stopped while issuing; please request again"
 UNDELIVERED = "the bot stopped before they were sent"
+ENDED_UNDELIVERED = "the grant ended before its credentials were delivered"
 
 
 class Reconcile:
@@ -117,7 +119,18 @@ class Reconcile:
             log.warning("request %s was left approved by a stopped issue: resolved", request_id)
             return True
         if grant.status not in {GrantStatus.ISSUING, GrantStatus.DELIVERING}:
-            return False
+            if view.status is not RequestStatus.APPROVED:
+                return False
+            # The grant ended (its expiry came first) before it was ever delivered.
+            with transaction(self.edges.engine) as session:
+                move(
+                    session,
+                    request_id,
+                    RequestStatus.FAILED,
+                    self.edges.clock.now(),
+                    failure=ENDED_UNDELIVERED,
+                )
+            return True
         if grant.status == GrantStatus.DELIVERING:
             problem, reason = UNDELIVERED, EndReason.DELIVERY_FAILED
         else:

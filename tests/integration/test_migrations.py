@@ -96,10 +96,10 @@ def test_head_is_what_create_all_makes_on_postgresql(
         assert schema.upgrade(engine) == schema.head()
         made = catalog(postgres, bot_db_url.rsplit("/", 1)[-1])
         assert {k: len(v) for k, v in made.items()} == {
-            "columns": 70,
-            "constraints": 18,
-            "indexes": 26,
-            "sequences": 6,
+            "columns": 80,
+            "constraints": 20,
+            "indexes": 29,
+            "sequences": 7,
         }
         assert any(
             "WHERE (((status)::text = 'pending'::text) AND (parent_id IS NOT NULL))" in row[2]
