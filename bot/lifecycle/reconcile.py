@@ -16,8 +16,9 @@ from functools import partial
 
 from sqlmodel import Session, col, select
 
+from bot.audit import AuditAction, append_event
 from bot.domain.requests import RequestStatus
-from bot.lifecycle.edges import Edges, EndReason
+from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
 from bot.lifecycle.escalate import ESCALATION_EXHAUSTED, Escalate
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
@@ -122,13 +123,17 @@ class Reconcile:
             if view.status is not RequestStatus.APPROVED:
                 return False
             # The grant ended (its expiry came first) before it was ever delivered.
+            now = self.edges.clock.now()
             with transaction(self.edges.engine) as session:
-                move(
+                move(session, request_id, RequestStatus.FAILED, now, failure=ENDED_UNDELIVERED)
+                append_event(
                     session,
-                    request_id,
-                    RequestStatus.FAILED,
-                    self.edges.clock.now(),
-                    failure=ENDED_UNDELIVERED,
+                    at=now,
+                    actor=SYSTEM_ACTOR,
+                    action=AuditAction.FAILED,
+                    request_id=request_id,
+                    resource=view.resource,
+                    details={"error": ENDED_UNDELIVERED},
                 )
             return True
         if grant.status == GrantStatus.DELIVERING:

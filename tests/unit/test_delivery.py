@@ -161,3 +161,33 @@ def test_a_grant_that_ended_before_delivery_fails_its_request(h: Harness) -> Non
     assert h.lifecycle.get(request_id).status is S.APPROVED
     assert h.lifecycle.resolve_undelivered(h.clock.now()) == 1
     assert h.lifecycle.get(request_id).status is S.FAILED
+    assert actions(h, request_id)[-1] == "failed"
+    assert chain_ok(h)
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "retried"),
+    [
+        (429, "2", True),
+        (429, "10", True),
+        (429, "60", False),
+        (429, "soon", False),
+        (500, "", False),
+    ],
+)
+def test_slack_sdk_sleeps_only_through_a_short_retry_after(
+    status: int, retry_after: str, retried: bool
+) -> None:
+    """A long Retry-After surfaces to the caller (the delivery waits for it within its window)
+    instead of being slept through three times inside one call."""
+    from slack_sdk.http_retry.request import HttpRequest
+    from slack_sdk.http_retry.response import HttpResponse
+    from slack_sdk.http_retry.state import RetryState
+
+    from bot.slack.app import BoundedRateLimitRetryHandler
+
+    handler = BoundedRateLimitRetryHandler(max_retry_count=3)
+    request = HttpRequest(method="POST", url="https://slack.test/api/chat.postMessage", headers={})
+    headers = {"Retry-After": retry_after} if retry_after else {}
+    response = HttpResponse(status_code=status, headers=headers)
+    assert handler.can_retry(state=RetryState(), request=request, response=response) is retried
