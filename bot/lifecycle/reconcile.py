@@ -97,13 +97,12 @@ class Reconcile:
             candidates = sorted({rid for rid in approved if rid is not None} | set(undelivered))
         resolved = 0
         for request_id in candidates:
-            with self.edges.locks.hold(request_id) as orphaned:
-                if not orphaned:
-                    continue  # its owner is still at it
-                try:
-                    resolved += self._resolve_orphan(request_id)
-                except Exception:  # one bad row must not stop the others, nor the start
-                    log.exception("could not resolve interrupted request %s", request_id)
+            try:
+                with self.edges.locks.hold(request_id) as orphaned:
+                    if orphaned:  # else its owner is still at it
+                        resolved += self._resolve_orphan(request_id)
+            except Exception:  # one bad row (or lock) must not stop the others, nor the sweep
+                log.exception("could not resolve interrupted request %s", request_id)
         return resolved
 
     def _resolve_orphan(self, request_id: int) -> bool:
