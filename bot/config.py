@@ -123,6 +123,8 @@ class Settings(DatabaseSettings, VaultLoginSettings):
 
     debug_access_policy: Path = Path("policy.yml")
     log_level: str = "INFO"
+    # How often the sweep runs (overdue expiries, half-issued work, queued notices).
+    debug_access_sweep_seconds: int = Field(default=60, ge=1, le=3600)
 
     @field_validator("slack_api_url")
     @classmethod

@@ -7,6 +7,7 @@ by a fake in unit tests, so the use cases are tested without Slack, a scheduler 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -95,6 +96,8 @@ class CredentialDelivery:
     instructions: tuple[str, ...] = ()
     #: Each value alone in its own code block, copyable into a file as it is.
     verbatim: bool = False
+    #: When the wrapping token was made (its TTL counts from then, not from the delivery).
+    wrapped_at: datetime | None = None
 
 
 class Notifier(Protocol):
@@ -119,6 +122,10 @@ class Notifier(Protocol):
     def tell(self, user: str, text: str) -> None:
         """DM one person a short plain message (``text`` is already mrkdwn-safe)."""
 
+    def send(self, user: str, text: str) -> None:
+        """As ``tell``, but raises DeliveryError when Slack did not take it (the outbox of
+        notices retries it later)."""
+
     def audit(
         self,
         view: RequestView | None,
@@ -140,7 +147,21 @@ class Notifier(Protocol):
 
 
 class DeliveryError(Exception):
-    """The credentials could not be delivered to the requester."""
+    """A DM (the credentials, or a notice) could not be delivered. ``retry_after`` is how long
+    Slack asked us to wait (its ``Retry-After``), when it said."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class WorkLocks(Protocol):
+    """A lock per request, held by the process issuing it (``bot.store.locks``). Whoever takes
+    a request's lock knows nobody else is issuing it: a lock dies with its holder."""
+
+    def hold(self, key: int, wait: timedelta | None = None) -> AbstractContextManager[bool]:
+        """Hold ``key``'s lock for the ``with`` block; yields whether it was got (waiting up to
+        ``wait``; without it, only if free now). Re-entrant within a thread."""
 
 
 class Timers(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -33,6 +34,7 @@ from bot.slack.home import HomePublisher
 from bot.slack.notifier import SlackNotifier
 from bot.store import schema
 from bot.store.db import make_engine
+from bot.store.locks import make_locks
 from bot.vault import ResourceGrantShape, VaultIssuer
 from bot.vault_login import VaultLoginError, connect
 
@@ -132,6 +134,7 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         timers=timers,
         clock=clock,
         approvers=approvers,
+        locks=make_locks(engine),
     )
     publish_home = HomePublisher(client, lifecycle)
     notifier.home = publish_home
@@ -142,7 +145,7 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     if policy.digest is not None:
         timers.schedule_digest(cron_trigger(policy.digest))
     lifecycle.reconcile()  # before the timers run: overdue work first, then every timer set
-    timers.schedule_sweep()
+    timers.schedule_sweep(timedelta(seconds=settings.debug_access_sweep_seconds))
     timers.start()
     readiness = Readiness()
     readiness.add("database", database_check(engine))

@@ -1,9 +1,16 @@
 """A grant's life: what Vault issued for an approved request, and the states it may move through.
 
-    ISSUING --issued--> ACTIVE --end--> REVOKING --Vault confirmed--> REVOKED
-       |                                  ^   |
-       +---issue failed / end-------------+   +--revocation failed, or a stale claim taken
-                                              over: REVOKING again (see below)
+    ISSUING --issued--> DELIVERING --delivered--> ACTIVE --end--> REVOKING --confirmed--> REVOKED
+       |                    |                                     ^   |
+       +--issue failed------+--undeliverable / end----------------+   +--revocation failed, or
+                                                                         a stale claim taken
+                                                                         over: REVOKING again
+
+DELIVERING says that Vault issued the credentials but the requester does not have them yet.
+Delivery is a step of issuing: a grant leaves DELIVERING only when the DM was sent (ACTIVE) or
+when it is given up, and then it is revoked (never left live with nobody told). The credentials
+themselves are never stored, so only the process that issued them can deliver them; a grant
+found DELIVERING with that process gone is revoked.
 
 REVOKING is a claim: whoever moves a grant there owns the revocation until it records the
 outcome. REVOKING -> REVOKING is allowed, and only this self-loop, for two reasons that the
@@ -24,13 +31,15 @@ from collections.abc import Mapping
 
 class GrantStatus(enum.StrEnum):
     ISSUING = "issuing"
+    DELIVERING = "delivering"
     ACTIVE = "active"
     REVOKING = "revoking"
     REVOKED = "revoked"
 
 
 GRANT_TRANSITIONS: Mapping[GrantStatus, frozenset[GrantStatus]] = {
-    GrantStatus.ISSUING: frozenset({GrantStatus.ACTIVE, GrantStatus.REVOKING}),
+    GrantStatus.ISSUING: frozenset({GrantStatus.DELIVERING, GrantStatus.REVOKING}),
+    GrantStatus.DELIVERING: frozenset({GrantStatus.ACTIVE, GrantStatus.REVOKING}),
     GrantStatus.ACTIVE: frozenset({GrantStatus.REVOKING}),
     # The self-loop: a failed revocation releases its claim, a stale claim is taken over.
     GrantStatus.REVOKING: frozenset({GrantStatus.REVOKING, GrantStatus.REVOKED}),

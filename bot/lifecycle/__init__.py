@@ -9,9 +9,10 @@ escalate.py   nobody decided in time: ask the next approver tier
 expire.py     nobody decided before pending_ttl: the request expires
 review.py     an approver reviews break-glass access afterwards
 issue.py      Vault issue -> deliver -> schedule (and the collection check of wrapped delivery)
+notices.py    messages that must reach someone even if Slack is down then (an outbox)
 extend.py     an approved extension renews its parent grant
 revoke.py     revoke: end a grant (expiry, early, cleanup), retried until Vault confirms
-reconcile.py  restart and sweep: rebuild timers, finish what a crash interrupted
+reconcile.py  restart and sweep: rebuild timers, resolve what a crash left half-issued
 views.py      reading requests as Slack shows them
 announce.py   telling people: the audit channel, request messages, App Homes
 rows.py       loading rows and moving a request inside a transaction
@@ -25,7 +26,7 @@ the Slack listeners, the scheduler and the tests call.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
@@ -38,6 +39,7 @@ from bot.lifecycle.escalate import Escalate
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import Issue
+from bot.lifecycle.notices import Notices
 from bot.lifecycle.reconcile import Reconcile
 from bot.lifecycle.review import Review
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, RETRY_BACKOFF, EndGrant, RevokeEarly, retry_delay
@@ -46,7 +48,8 @@ from bot.lifecycle.submit import Submit, SubmitResult
 from bot.lifecycle.views import Views
 from bot.lifecycle.withdraw import Withdraw
 from bot.policy import Policy, Resource
-from bot.ports import ApproverDirectory, Clock, Notifier, RequestView, Timers
+from bot.ports import ApproverDirectory, Clock, Notifier, RequestView, Timers, WorkLocks
+from bot.store.locks import LocalLocks
 
 
 class AccessLifecycle:
@@ -62,15 +65,19 @@ class AccessLifecycle:
         timers: Timers,
         clock: Clock,
         approvers: ApproverDirectory,
+        locks: WorkLocks | None = None,
     ) -> None:
-        edges = Edges(engine, policy, issuer, notifier, timers, clock, approvers)
+        edges = Edges(
+            engine, policy, issuer, notifier, timers, clock, approvers, locks or LocalLocks()
+        )
         self.edges = edges
         self.policy = policy
         # Built in dependency order: each use case is given the ones it calls.
         self.views = views = Views(edges)
         tell = Announcer(edges)
         self.ending = EndGrant(edges, views, tell)
-        self.issuing = Issue(edges, views, tell, self.ending)
+        self.notices = Notices(edges)
+        self.issuing = Issue(edges, views, tell, self.ending, self.notices)
         self.extension = ApplyExtension(edges, views, tell)
         self.expiry = ExpirePending(edges, views, tell)
         self.withdrawal = Withdraw(edges, views, tell)
@@ -81,7 +88,14 @@ class AccessLifecycle:
         self.ssh_keys = SshKeys(edges)
         self.submission = Submit(edges, views, tell, self.issuing, self.ssh_keys)
         self.reconciliation = Reconcile(
-            edges, views, self.issuing, self.extension, self.ending, self.expiry, self.escalation
+            edges,
+            views,
+            self.issuing,
+            self.extension,
+            self.ending,
+            self.expiry,
+            self.escalation,
+            self.notices,
         )
 
     # -- command -> request -----------------------------------------------------------------------
@@ -153,7 +167,18 @@ class AccessLifecycle:
         return self.reconciliation.reconcile()
 
     def sweep(self) -> dict[str, int]:
+        """Every minute (and, for now, what runs ``resolve_undelivered`` and
+        ``send_queued_notices`` periodically)."""
         return self.reconciliation.sweep()
+
+    def resolve_undelivered(self, now: datetime) -> int:
+        """Resolve approved requests whose issue or delivery a stopped process left half done
+        (revoke, fail, queue a notice); work a live process holds is left alone."""
+        return self.reconciliation.resolve_undelivered(now)
+
+    def send_queued_notices(self) -> int:
+        """Send the notices Slack refused before (the outbox of must-reach messages)."""
+        return self.reconciliation.send_queued_notices()
 
     # -- queries ----------------------------------------------------------------------------------
 

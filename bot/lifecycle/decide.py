@@ -19,7 +19,7 @@ from bot.lifecycle.announce import Announcer
 from bot.lifecycle.edges import Edges
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
-from bot.lifecycle.issue import Issue
+from bot.lifecycle.issue import LOCK_WAIT, Issue
 from bot.lifecycle.rows import load_request, move
 from bot.lifecycle.views import Views
 from bot.ports import RequestView
@@ -47,6 +47,16 @@ class Decide:
 
     def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
         """Record an approver's verdict; when enough approvals are in, issue (or extend)."""
+        if not approve:
+            return self._decide(request_id, actor, approve)
+        # The approval that completes a request goes on to issue it: its lock is held from the
+        # moment the request becomes APPROVED, so no recoverer takes it for orphaned meanwhile.
+        # Not getting it (another approver's click holds it) is no reason to refuse the
+        # decision: the row claim below serialises decisions, and issuing takes the lock again.
+        with self.edges.locks.hold(request_id, wait=LOCK_WAIT):
+            return self._decide(request_id, actor, approve)
+
+    def _decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
         current = self.views.get(request_id)
         if current.break_glass:
             raise Conflict(

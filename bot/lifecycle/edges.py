@@ -4,14 +4,15 @@ them for a fake, and no use case reaches for a global)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
 from bot.domain.errors import NotFound
 from bot.issuer import Issuer
 from bot.policy import Policy, Resource
-from bot.ports import ApproverDirectory, Clock, Notifier, Timers
+from bot.ports import ApproverDirectory, Clock, Notifier, Timers, WorkLocks
+from bot.store.locks import LocalLocks
 
 # Who the audit trail names when the bot acts by itself (expiry, escalation, retries).
 SYSTEM_ACTOR = "debug-access"
@@ -38,6 +39,8 @@ class Edges:
     timers: Timers
     clock: Clock
     approvers: ApproverDirectory
+    #: Who is issuing which request (advisory locks on PostgreSQL; in memory for one process).
+    locks: WorkLocks = field(default_factory=LocalLocks)
 
     def resource(self, name: str) -> Resource:
         """The policy's resource, or NotFound: a request may outlive its resource's entry."""

@@ -1,20 +1,30 @@
-"""Vault issue: an approved request becomes a grant (ISSUING -> ACTIVE) and its credentials
-are delivered; the expiry and, for wrapped delivery, the collection check are scheduled.
+"""Vault issue: an approved request becomes a grant (ISSUING -> DELIVERING -> ACTIVE) and its
+credentials are delivered; the expiry and, for wrapped delivery, the collection check are
+scheduled.
+
+Delivery is a step of issuing: the grant is ACTIVE (and the request with it) only once the DM
+was sent. Slack refusing it is retried, honouring Retry-After, for ``DELIVERY_WINDOW``; after
+that the grant is revoked and the requester told through a notice that waits for Slack.
 
 A failure at any step fails the request (APPROVED -> FAILED) and hands whatever Vault already
-issued to ``EndGrant``, so nothing is left live. "Nothing was left behind" is said only when it
-is known: Vault never received the token creation, refused it, or confirmed the revocation. When
-the token creation reached Vault but its answer was lost, a token may exist that the bot cannot
-name; nobody holds its value, it ends by itself at its TTL, and both sides and the audit
-channel are told exactly that.
+issued to ``EndGrant``, so nothing is left live. The whole issue runs under the request's lock,
+so a crash at any point leaves work that ``Reconcile.resolve_undelivered`` finds and resolves
+(at start at once, otherwise at the next sweep) without taking it from a live replica.
+
+"Nothing was left behind" is said only when it is known: Vault never received the token
+creation, refused it, or confirmed the revocation. When the token creation reached Vault but
+its answer was lost, a token may exist that the bot cannot name; nobody holds its value, it ends
+by itself at its TTL, and both sides and the audit channel are told exactly that.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlmodel import Session, col
 
@@ -34,11 +44,12 @@ from bot.issuer import (
 )
 from bot.lifecycle.announce import Announcer, MessageKind
 from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
+from bot.lifecycle.notices import Notices
 from bot.lifecycle.revoke import EndGrant
-from bot.lifecycle.rows import load_request, move
+from bot.lifecycle.rows import grant_of, load_request, move
 from bot.lifecycle.views import Views
 from bot.mrkdwn import when
-from bot.ports import CredentialDelivery, DeliveryError, RequestView
+from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
 from bot.store.claims import claim, move_grant, request_in
 from bot.store.db import StoreUnavailable, transaction
 from bot.store.models import AccessRequest, Grant
@@ -47,22 +58,58 @@ log = logging.getLogger(__name__)
 
 # How long before the wrapping token expires the bot checks whether it was unwrapped.
 COLLECT_MARGIN = timedelta(seconds=15)
+# How long Slack may refuse the credentials DM before the grant is given up and revoked: long
+# enough to ride out a rate limit or a short outage, short enough that nobody holds access they
+# never got. Retries wait for Slack's Retry-After, or this backoff.
+DELIVERY_WINDOW = timedelta(seconds=30)
+DELIVERY_BACKOFF = (
+    timedelta(seconds=1),
+    timedelta(seconds=2),
+    timedelta(seconds=4),
+    timedelta(seconds=8),
+)
+# How long an approval waits for a request's lock that someone else holds (a second approver's
+# click racing the first; a recoverer deciding the request was orphaned).
+LOCK_WAIT = timedelta(seconds=10)
 
 
 class Issue:
-    def __init__(self, edges: Edges, views: Views, tell: Announcer, ending: EndGrant) -> None:
+    def __init__(
+        self,
+        edges: Edges,
+        views: Views,
+        tell: Announcer,
+        ending: EndGrant,
+        notices: Notices,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.edges = edges
         self.issuer = edges.issuer  # named as before the split, to ease merging the grant kinds
         self.views = views
         self.tell = tell
         self.ending = ending
+        self.notices = notices
+        self.sleep = sleep  # between delivery attempts (a test passes one that moves its clock)
 
     def issue(self, view: RequestView) -> RequestView:
         """Issue an approved request in Vault, record the grant, deliver the credentials and
-        set the timers. Any failure fails the request and revokes what was half-issued."""
+        set the timers. Any failure fails the request and revokes what was half-issued.
+
+        All of it happens under the request's lock (``Edges.locks``), which dies with this
+        process: whoever finds the request half done and gets the lock knows it is orphaned."""
+        with self.edges.locks.hold(view.id, wait=LOCK_WAIT) as mine:
+            if not mine:
+                log.warning("request %s is being issued by someone else; leaving it", view.id)
+                return self.views.get(view.id)
+            with Session(self.edges.engine) as session:
+                request = load_request(session, view.id)
+                started = grant_of(session, view.id) is not None
+            if request.status != RequestStatus.APPROVED.value or started:
+                return self.views.get(view.id)  # resolved meanwhile (by a recoverer)
+            return self._issue(view, request.public_key)
+
+    def _issue(self, view: RequestView, public_key: str | None) -> RequestView:
         resource = self.edges.resource(view.resource)
-        with Session(self.edges.engine) as session:
-            public_key = load_request(session, view.id).public_key
         spec = GrantSpec(
             request_id=view.id,
             requester=view.requester,
@@ -113,11 +160,11 @@ class Issue:
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
             lease_id = secret.lease_id
+            # Issued, not yet delivered: DELIVERING says so until the DM is sent.
             if not move_grant(
-                session, grant_id, GrantStatus.ACTIVE, lease_id=lease_id, expires_at=expires_at
+                session, grant_id, GrantStatus.DELIVERING, lease_id=lease_id, expires_at=expires_at
             ):
                 raise Conflict(f"Grant {grant_id} of request #{view.id} is no longer issuing.")
-            move(session, view.id, RequestStatus.ACTIVE, now)
             append_event(
                 session,
                 at=now,
@@ -133,45 +180,93 @@ class Issue:
                     **secret.audit,
                 },
             )
-            view = self.views.view(session, load_request(session, view.id))
+            issued = self.views.view(session, load_request(session, view.id))
         self.edges.timers.schedule_end(grant_id, expires_at)
-        self.tell.refresh_request_messages(view)
-        self.tell.announce(view, AuditAction.ISSUED, f"issued, expires {when(expires_at)}")
+        self.tell.announce(
+            issued, AuditAction.ISSUED, f"issued, expires {when(expires_at)}", homes=False
+        )
         try:
             delivery = self._delivery(view, secret, now, expires_at, resource.grant.delivers_secret)
-            ref = self.edges.notifier.deliver_credentials(view, delivery)
-        except (IssuerError, DeliveryError) as exc:
-            log.error("delivery of request %s failed: %s", view.id, exc)
-            ended = self.ending.end_grant(grant_id, EndReason.DELIVERY_FAILED)
-            state = "was revoked" if ended else "is being revoked"
-            self.edges.notifier.tell(
-                view.requester,
-                f"Your credentials for request #{view.id} could "
-                f"not be delivered, so the access {state}. Please try again.",
+        except IssuerError as exc:
+            return self.fail(
+                view,
+                grant_id,
+                f"Vault could not wrap the credentials: {exc}",
+                EndReason.DELIVERY_FAILED,
             )
-            return self.views.get(view.id)
-        self.tell.remember(view.id, MessageKind.CREDENTIALS, [ref])
+        try:
+            ref = self._deliver(view, delivery, deadline=now + DELIVERY_WINDOW)
+        except DeliveryError as exc:
+            log.error("delivery of request %s failed for good: %s", view.id, exc)
+            return self.fail(view, grant_id, str(exc), EndReason.DELIVERY_FAILED)
+        return self._delivered(view, grant_id, ref, delivery)
+
+    def _deliver(
+        self, view: RequestView, delivery: CredentialDelivery, deadline: datetime
+    ) -> MessageRef:
+        """DM the credentials, retrying while Slack refuses (waiting as long as its Retry-After
+        asks, or a short backoff) until ``deadline``; then raise the last DeliveryError."""
+        attempts = 0
+        while True:
+            try:
+                return self.edges.notifier.deliver_credentials(view, delivery)
+            except DeliveryError as exc:
+                attempts += 1
+                wait = DELIVERY_BACKOFF[min(attempts, len(DELIVERY_BACKOFF)) - 1]
+                if exc.retry_after:
+                    wait = max(wait, timedelta(seconds=exc.retry_after))
+                if self.edges.clock.now() + wait > deadline:
+                    raise
+                log.warning(
+                    "credentials of request %s not delivered (attempt %s): %s; retrying in %ss",
+                    view.id,
+                    attempts,
+                    exc,
+                    wait.total_seconds(),
+                )
+                self.sleep(wait.total_seconds())
+
+    def _delivered(
+        self, view: RequestView, grant_id: int, ref: MessageRef, delivery: CredentialDelivery
+    ) -> RequestView:
+        """The requester has the credentials: the grant is ACTIVE, and so is the request."""
         wrapped = delivery.wrapping_token
         accessor = wrapped.accessor if isinstance(wrapped, WrappedSecret) else None
-        collect_by = now + self.edges.policy.wrap_ttl if accessor else None
+        now = self.edges.clock.now()
+        wrap_ttl = delivery.wrap_ttl or self.edges.policy.wrap_ttl
+        collect_by = delivery.wrapped_at + wrap_ttl if accessor and delivery.wrapped_at else None
         with transaction(self.edges.engine) as session:
-            if accessor:
-                claim(session, Grant, grant_id, wrap_accessor=accessor, collect_by=collect_by)
-            append_event(
-                session,
-                at=self.edges.clock.now(),
-                actor=SYSTEM_ACTOR,
-                action=AuditAction.DELIVERED,
-                request_id=view.id,
-                resource=view.resource,
-                details={
-                    "delivery": "wrapped" if accessor else "dm",
-                    "collect_by": collect_by.isoformat() if collect_by else None,
-                },
-            )
+            if not move_grant(
+                session, grant_id, GrantStatus.ACTIVE, wrap_accessor=accessor, collect_by=collect_by
+            ):
+                # Ended meanwhile (it expired, or was given up): what was sent is dead already.
+                log.warning("grant %s was delivered after it stopped being delivered", grant_id)
+                delivered_late = True
+            else:
+                delivered_late = False
+                move(session, view.id, RequestStatus.ACTIVE, now)
+                append_event(
+                    session,
+                    at=now,
+                    actor=SYSTEM_ACTOR,
+                    action=AuditAction.DELIVERED,
+                    request_id=view.id,
+                    resource=view.resource,
+                    details={
+                        "delivery": "wrapped" if accessor else "dm",
+                        "collect_by": collect_by.isoformat() if collect_by else None,
+                    },
+                )
+            active = self.views.view(session, load_request(session, view.id))
+        self.tell.remember(view.id, MessageKind.CREDENTIALS, [ref])
+        if delivered_late:
+            self.edges.notifier.close_credentials(active, ref)
+            return active
+        self.tell.refresh_request_messages(active)
+        self.tell.homes_changed(active)
         if collect_by is not None:
             self.edges.timers.schedule_collect_check(grant_id, collect_by - COLLECT_MARGIN)
-        return view
+        return active
 
     @contextmanager
     def _revoked_unless_recorded(self, token: GrantToken) -> Iterator[None]:
@@ -215,9 +310,11 @@ class Issue:
         payload.update(
             resource=view.resource, request_id=str(view.id), expires_at=expires_at.isoformat()
         )
+        wrapped_at = self.edges.clock.now()
         wrapped = self.issuer.wrap(payload, self.edges.policy.wrap_ttl)
         return CredentialDelivery(
             expires_at=expires_at,
+            wrapped_at=wrapped_at,
             wrapping_token=wrapped,
             wrap_ttl=self.edges.policy.wrap_ttl,
             notes=notes,
@@ -243,11 +340,14 @@ class Issue:
         view: RequestView,
         grant_id: int | None,
         problem: str,
+        reason: str = EndReason.ISSUE_FAILED,
         *,
         token_may_live_until: datetime | None = None,
         retry_hint: bool = False,
     ) -> RequestView:
-        """Mark the request failed, clean up anything half-issued, and tell both sides.
+        """Mark the request failed, clean up anything half-issued, and tell both sides. The
+        requester's message is a notice (``Notices``): written with the failure, so it reaches
+        them even if Slack is down now (it often is when delivery failed).
 
         ``token_may_live_until``: the token creation may have happened in Vault although its
         answer was lost; such a token cannot be named, so it is reported, with the time it
@@ -255,15 +355,14 @@ class Issue:
         """
         problem = quote(problem, limit=300)  # Vault's words go into Slack messages
         now = self.edges.clock.now()
-        details: dict[str, str] = {"error": problem}
+        details: dict[str, str] = {"error": problem, "reason": reason}
         if token_may_live_until is not None:
             details["token_may_live_until"] = token_may_live_until.isoformat()
+        outcome = _Outcome(problem, reason, grant_id is not None, token_may_live_until, retry_hint)
         with transaction(self.edges.engine) as session:
             move(session, view.id, RequestStatus.FAILED, now, failure=problem)
             if grant_id is not None:
-                move_grant(
-                    session, grant_id, GrantStatus.REVOKING, end_reason=EndReason.ISSUE_FAILED
-                )
+                move_grant(session, grant_id, GrantStatus.REVOKING, end_reason=reason)
             append_event(
                 session,
                 at=now,
@@ -274,32 +373,23 @@ class Issue:
                 details=details,
             )
             failed = self.views.view(session, load_request(session, view.id))
-        cleaned = grant_id is None or self.ending.end_grant(grant_id, EndReason.ISSUE_FAILED)
+            # Said as it stands now; said better below once the revocation's outcome is known.
+            notice = self.notices.queue(
+                session, view.requester, _failed_text(failed, outcome, None), view.id
+            )
+            notice_id = notice.id
+        cleaned = grant_id is None or self.ending.end_grant(grant_id, reason)
+        if grant_id is not None:
+            assert notice_id is not None
+            self.notices.rewrite(notice_id, _failed_text(failed, outcome, cleaned))
+        self.notices.send_queued(only=notice_id)
         self.tell.refresh_request_messages(failed)
-        if token_may_live_until is not None:
-            unknown = (
-                "Vault may have created a grant token whose answer never reached the bot, so "
-                "the bot cannot revoke it; nobody holds its value, and it expires by itself "
-                f"by {when(token_may_live_until)}."
-            )
-            self.tell.announce(
-                failed, AuditAction.FAILED, f"failed: {problem}. {unknown}", alert=True
-            )
-            aftermath = unknown
-        else:
-            self.tell.announce(failed, AuditAction.FAILED, f"failed: {problem}", alert=True)
-            if grant_id is None:
-                aftermath = "Nothing was issued."
-                if retry_hint:
-                    aftermath += " You can ask again; a new request needs a new approval."
-            elif cleaned:
-                aftermath = "Nothing was left behind: Vault confirmed the access is revoked."
-            else:
-                aftermath = "What was half-issued is being revoked; the audit channel follows it."
-        self.edges.notifier.tell(
-            failed.requester,
-            f"Request #{failed.id} for `{failed.resource}` was approved but could "
-            f"not be issued: {problem}. {aftermath}",
+        unknown = _unknown_token(token_may_live_until)
+        self.tell.announce(
+            failed,
+            AuditAction.FAILED,
+            f"failed: {problem}" + (f". {unknown}" if unknown else ""),
+            alert=True,
         )
         if failed.decided_by:
             self.edges.notifier.tell(
@@ -350,3 +440,56 @@ class Issue:
             log.warning("could not revoke the unused wrapping token of grant %s: %s", grant_id, exc)
         self.ending.end_grant(grant_id, EndReason.NOT_COLLECTED)
         return False
+
+
+class _Outcome(NamedTuple):
+    """What is known about a failed issue, for the requester's message."""
+
+    problem: str
+    reason: str
+    issued: bool  # a grant row (and so something in Vault) existed
+    token_may_live_until: datetime | None
+    retry_hint: bool
+
+
+def _unknown_token(until: datetime | None) -> str | None:
+    """The honest sentence for a token creation whose answer was lost (None: not the case)."""
+    if until is None:
+        return None
+    return (
+        "Vault may have created a grant token whose answer never reached the bot, so the bot "
+        "cannot revoke it; nobody holds its value, and it expires by itself "
+        f"by {when(until)}."
+    )
+
+
+def _failed_text(view: RequestView, outcome: _Outcome, cleaned: bool | None) -> str:
+    """What the requester hears when an approved request fails. ``cleaned``: whether Vault
+    confirmed that what was issued is gone (None: not known yet). "Nothing was left behind" is
+    said only when Vault confirmed it, or never received anything."""
+    problem = outcome.problem
+    if outcome.reason == EndReason.DELIVERY_FAILED:
+        state = {
+            True: "was revoked (Vault confirmed it)",
+            False: "is being revoked; the audit channel follows it",
+            None: "is being revoked",
+        }[cleaned]
+        return (
+            f"Your credentials for `{view.resource}` (request #{view.id}) could not be "
+            f"delivered ({problem}), so the access {state}. Please request again."
+        )
+    unknown = _unknown_token(outcome.token_may_live_until)
+    if unknown:
+        aftermath = unknown
+    elif not outcome.issued:
+        aftermath = "Nothing was issued."
+        if outcome.retry_hint:
+            aftermath += " You can ask again; a new request needs a new approval."
+    elif cleaned:
+        aftermath = "Nothing was left behind: Vault confirmed the access is revoked."
+    else:
+        aftermath = "What was half-issued is being revoked; the audit channel follows it."
+    return (
+        f"Request #{view.id} for `{view.resource}` was approved but could "
+        f"not be issued: {problem}. {aftermath}"
+    )

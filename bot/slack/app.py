@@ -11,6 +11,9 @@ from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 
 from bot.config import Settings
 from bot.lifecycle import AccessLifecycle
@@ -21,13 +24,41 @@ from bot.slack.listeners import register_all
 log = logging.getLogger(__name__)
 
 
+# The longest Retry-After slack_sdk may sleep inside one call. A longer one is not slept through
+# blindly (three retries of a 60 s Retry-After would hold a credentials DM for three minutes,
+# far past the delivery window): the call fails with Slack's answer, and the caller decides
+# whether to wait (the delivery does, within its window; best-effort posts are dropped).
+MAX_INLINE_RETRY_AFTER = 10.0
+
+
+class BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler, retrying only when Slack asks for a short wait."""
+
+    def _can_retry(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        values = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), [])
+        try:
+            wait = float(values[0]) if values else 1.0
+        except ValueError:
+            return False
+        return wait <= MAX_INLINE_RETRY_AFTER
+
+
 def build_web_client(settings: Settings) -> WebClient:
     """The one WebClient; Bolt copies its base_url and retry handlers for every request."""
     return WebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         retry_handlers=[
-            RateLimitErrorRetryHandler(max_retry_count=3),
+            BoundedRateLimitRetryHandler(max_retry_count=3),
             ConnectionErrorRetryHandler(max_retry_count=2),
         ],
     )

@@ -34,6 +34,25 @@ def error_code(exc: Exception) -> str:
     return type(exc).__name__
 
 
+def retry_after(exc: Exception) -> float | None:
+    """Slack's ``Retry-After`` (seconds) on a rate-limited answer, if it sent one."""
+    if not isinstance(exc, SlackApiError):
+        return None
+    headers = exc.response.headers or {}
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def delivery_error(what: str, exc: Exception) -> DeliveryError:
+    # Only the error code: the request body may have held the credentials.
+    return DeliveryError(f"{what}: {error_code(exc)}", retry_after=retry_after(exc))
+
+
 class SlackNotifier:
     """``bot.ports.Notifier`` on the Slack Web API."""
 
@@ -104,8 +123,7 @@ class SlackNotifier:
         try:
             return self._post(self._dm_channel(view.requester), text, message_blocks)
         except SLACK_FAILURES as exc:
-            # Only the error code: the request body held the credentials.
-            raise DeliveryError(f"Slack refused the DM: {error_code(exc)}") from None
+            raise delivery_error("Slack refused the DM", exc) from None
 
     def close_credentials(self, view: RequestView, ref: MessageRef) -> None:
         text, message_blocks = blocks.credentials_closed_message(view)
@@ -116,6 +134,12 @@ class SlackNotifier:
             self._post(self._dm_channel(user), text)
         except SLACK_FAILURES as exc:
             log.error("could not DM %s: %s", user, error_code(exc))
+
+    def send(self, user: str, text: str) -> None:
+        try:
+            self._post(self._dm_channel(user), text)
+        except SLACK_FAILURES as exc:
+            raise delivery_error("Slack refused the DM", exc) from None
 
     def audit(
         self,

@@ -10,8 +10,8 @@ rules: to move a request to X the row must be in one of the states from which X 
 (``bot.domain.requests.ALLOWED_TRANSITIONS``), and likewise for grants
 (``bot.domain.grants.GRANT_TRANSITIONS``). A move the state machine forbids never matches a row.
 Callers add what else must hold (a deadline not passed, a claim still theirs). Changes that
-leave the status alone (recording a review, an escalation step, a collection check) use
-``claim`` with their own conditions.
+leave the status alone (recording a review, an escalation step, a collection check, claiming a
+queued notice) use ``claim`` with their own conditions.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sqlmodel import Session, col
 
 from bot.domain.grants import GrantStatus, grant_sources
 from bot.domain.requests import RequestStatus, request_sources
-from bot.store.models import AccessRequest, Grant
+from bot.store.models import AccessRequest, Grant, Notice
 
 S = TypeVar("S", RequestStatus, GrantStatus)
 
@@ -101,7 +101,7 @@ def move_grant(
 
 def claim(
     session: Session,
-    model: type[AccessRequest] | type[Grant],
+    model: type[AccessRequest] | type[Grant] | type[Notice],
     key: int,
     *when: ColumnElement[bool],
     **values: object,

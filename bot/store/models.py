@@ -21,6 +21,7 @@ __all__ = [
     "DigestRun",
     "Grant",
     "GrantStatus",
+    "Notice",
     "RequestMessage",
     "SshPublicKey",
     "utc",
@@ -187,3 +188,28 @@ class SshPublicKey(SQLModel, table=True):
     public_key: str = Field(sa_column=Column(Text, nullable=False))
     fingerprint: str = Field(max_length=64)
     registered_at: datetime = _when()  # type: ignore[assignment]
+
+
+class Notice(SQLModel, table=True):
+    """A message a person must get even if Slack is down when it is written (an outbox).
+
+    The lifecycle writes a notice in the transaction that records what it reports (a grant
+    revoked because its credentials could not be delivered), and sends it after; one that Slack
+    refuses stays queued and is retried until it goes out, by any replica. ``claimed_until``
+    keeps two replicas from sending one notice at the same moment; a sender that dies holding it
+    lets the claim lapse. Plain text only, never a secret.
+    """
+
+    __tablename__ = "notice"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user: str = Field(max_length=32)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    request_id: int | None = Field(default=None, foreign_key="access_request.id", index=True)
+    created_at: datetime = _when()  # type: ignore[assignment]
+    # Unsent notices are due at ``next_attempt_at``; ``sent_at`` is set once Slack took it.
+    next_attempt_at: datetime = _when(index=True)  # type: ignore[assignment]
+    attempts: int = 0
+    claimed_until: datetime | None = _when(default=None)  # type: ignore[assignment]
+    sent_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+    last_error: str | None = Field(default=None, max_length=200)

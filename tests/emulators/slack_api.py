@@ -76,6 +76,23 @@ class _Fault:
     error: str
     status: int
     remaining: int
+    retry_after: int = 1
+
+
+# What a Slack outage answers, in turn: rate limited with Retry-After, a server error, and the
+# `ratelimited` error Slack also sends in a 200 answer.
+OUTAGE_ANSWERS = ((429, "ratelimited"), (500, "internal_error"), (200, "ratelimited"))
+
+
+@dataclass
+class _Outage:
+    """Every call of `methods` fails until `until` (monotonic), cycling through `answers`."""
+
+    methods: frozenset[str] | None
+    until: float
+    retry_after: int
+    answers: tuple[tuple[int, str], ...]
+    served: int = 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -192,6 +209,9 @@ class SlackEmulator(LoopbackServer):
         self._faults: dict[str, list[_Fault]] = {}
         self._delays: dict[str, list[_Delay]] = {}
         self.delayed: list[Call] = []  # calls held back by delay_next, recorded as they arrive
+        self._outage: _Outage | None = None
+        # Settable by tests: seconds each call of a method takes to answer (a slow Slack).
+        self.latency: dict[str, float] = {}
         self._messages: dict[str, dict[str, dict[str, Any]]] = {}
         self._views: dict[str, dict[str, Any]] = {}
         self.files: dict[str, dict[str, Any]] = {}  # uploaded through files_upload_v2
@@ -336,6 +356,29 @@ class SlackEmulator(LoopbackServer):
                     return delay.seconds
         return 0.0
 
+    def outage(
+        self,
+        seconds: float,
+        methods: tuple[str, ...] | None = ("conversations.open", "chat.postMessage"),
+        retry_after: int = 2,
+        answers: tuple[tuple[int, str], ...] = OUTAGE_ANSWERS,
+    ) -> None:
+        """Fail every call of ``methods`` (None: every method but auth.test) for ``seconds``
+        from now, answering in turn 429 with ``Retry-After``, 500, and ``ratelimited``:
+        what a Slack incident looks like from the bot. ``outage(0)`` ends it."""
+        with self._lock:
+            self._outage = _Outage(
+                methods=frozenset(methods) if methods is not None else None,
+                until=time.monotonic() + seconds,
+                retry_after=retry_after,
+                answers=answers,
+            )
+
+    def outage_answers(self) -> int:
+        """How many calls the current (or last) outage has failed."""
+        with self._lock:
+            return self._outage.served if self._outage else 0
+
     def response_url(self, key: str | None = None) -> str:
         """A loopback response_url; POSTs to it are recorded as method "response_url"."""
         if key is None:
@@ -351,6 +394,16 @@ class SlackEmulator(LoopbackServer):
 
     def _take_fault(self, method: str) -> _Fault | None:
         with self._lock:
+            outage = self._outage
+            if (
+                outage is not None
+                and method != "auth.test"
+                and (outage.methods is None or method in outage.methods)
+                and time.monotonic() < outage.until
+            ):
+                status, error = outage.answers[outage.served % len(outage.answers)]
+                outage.served += 1
+                return _Fault(error, status, 0, outage.retry_after)
             queue = self._faults.get(method)
             if not queue:
                 return None
@@ -424,6 +477,8 @@ class SlackEmulator(LoopbackServer):
 
         status = 200
         headers: dict[str, str] = {}
+        if self.latency.get(method):
+            time.sleep(self.latency[method])
         # apps.connections.open takes the app-level token (xapp-) and nothing else does.
         expected = self.app_token if method == "apps.connections.open" else self.bot_token
         fault = self._take_fault(method) if token == expected else None
@@ -433,7 +488,7 @@ class SlackEmulator(LoopbackServer):
             status = fault.status
             response = {"ok": False, "error": fault.error}
             if status == 429:
-                headers["Retry-After"] = "1"
+                headers["Retry-After"] = str(fault.retry_after)
         else:
             handler = getattr(self, "_api_" + method.replace(".", "_"), None)
             if handler is None:

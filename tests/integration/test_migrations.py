@@ -96,10 +96,10 @@ def test_head_is_what_create_all_makes_on_postgresql(
         assert schema.upgrade(engine) == schema.head()
         made = catalog(postgres, bot_db_url.rsplit("/", 1)[-1])
         assert {k: len(v) for k, v in made.items()} == {
-            "columns": 70,
-            "constraints": 18,
-            "indexes": 26,
-            "sequences": 6,
+            "columns": 80,
+            "constraints": 20,
+            "indexes": 29,
+            "sequences": 7,
         }
         assert any(
             "WHERE (((status)::text = 'pending'::text) AND (parent_id IS NOT NULL))" in row[2]
@@ -223,9 +223,13 @@ def all_rows(postgres: PostgresServer, dbname: str) -> dict[str, list[tuple[Any,
 
 def as_of_baseline(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[Any]]:
     """Rows read at head, cut to the baseline's tables and columns: 0002 adds an empty table
-    and a last ``access_request`` column that is empty for every row written before it."""
+    and a last ``access_request`` column that is empty for every row written before it, 0003
+    an empty table."""
     assert rows.get("ssh_public_key") == []
-    kept: dict[str, list[Any]] = {t: r for t, r in rows.items() if t != "ssh_public_key"}
+    assert rows.get("notice", []) == []
+    kept: dict[str, list[Any]] = {
+        t: r for t, r in rows.items() if t not in {"ssh_public_key", "notice"}
+    }
     assert all(row[-1] is None for row in rows["access_request"])
     kept["access_request"] = [row[:-1] for row in rows["access_request"]]
     return kept

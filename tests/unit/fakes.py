@@ -76,6 +76,10 @@ class FakeClock:
         self._now += delta
         return self._now
 
+    def sleep(self, seconds: float) -> None:
+        """What ``time.sleep`` becomes under this clock: time passes, at once."""
+        self.advance(timedelta(seconds=seconds))
+
 
 OPERATIONS = ("create", "read", "sign", "wrap", "revoke", "confirm", "renew")
 
@@ -262,13 +266,18 @@ class FakeIssuer:
 class FakeNotifier:
     """``bot.ports.Notifier`` that records every call.
 
-    ``fail_delivery`` makes ``deliver_credentials`` raise DeliveryError. ``observer`` (if set) is
-    called with the method name before each call is recorded, so a test can look at the database
-    at the moment Slack would have been told.
+    ``fail_delivery`` makes ``deliver_credentials`` raise DeliveryError (``delivery_failures``:
+    only the next so many); ``slack_down`` makes every DM that must get through
+    (``deliver_credentials``, ``send``) raise, asking to retry after ``retry_after`` seconds.
+    ``observer`` (if set) is called with the method name before each call is recorded, so a test
+    can look at the database at the moment Slack would have been told.
     """
 
     approvals_channel: str | None = "C0APPROVALS"
     fail_delivery: bool = False
+    delivery_failures: int = 0
+    slack_down: bool = False
+    retry_after: float | None = None
     observer: Callable[[str, tuple[Any, ...]], None] | None = None
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     threads: list[MessageRef | None] = field(default_factory=list)
@@ -291,7 +300,13 @@ class FakeNotifier:
 
     @property
     def tells(self) -> list[tuple[str, str]]:
-        return [(user, text) for user, text in self.of("tell")]
+        """Every plain DM that reached someone: best-effort ones and notices Slack took."""
+        with self._lock:
+            return [
+                (args[0], args[1])
+                for call, args in self.calls
+                if call == "tell" or (call == "send" and args[2])
+            ]
 
     @property
     def audits(self) -> list[tuple[RequestView | None, str, str, bool]]:
@@ -316,6 +331,11 @@ class FakeNotifier:
 
     def deliver_credentials(self, view: RequestView, delivery: CredentialDelivery) -> MessageRef:
         self._record("deliver_credentials", view, delivery)
+        if self.slack_down:
+            raise DeliveryError("fake Slack: ratelimited", retry_after=self.retry_after)
+        if self.delivery_failures > 0:
+            self.delivery_failures -= 1
+            raise DeliveryError("fake Slack: internal_error", retry_after=self.retry_after)
         if self.fail_delivery:
             raise DeliveryError("fake Slack: cannot open a DM with the requester")
         return self._ref(f"D-{view.requester}")
@@ -325,6 +345,11 @@ class FakeNotifier:
 
     def tell(self, user: str, text: str) -> None:
         self._record("tell", user, text)
+
+    def send(self, user: str, text: str) -> None:
+        self._record("send", user, text, not self.slack_down)
+        if self.slack_down:
+            raise DeliveryError("fake Slack: ratelimited", retry_after=self.retry_after)
 
     def audit(
         self,
@@ -431,6 +456,8 @@ def make_lifecycle(
         clock=clock,
         approvers=StaticApprovers(),
     )
+    # Waiting between delivery attempts moves the fake clock instead of sleeping.
+    lifecycle.issuing.sleep = clock.sleep
     return Harness(lifecycle, engine, parsed, issuer, notifier, timers, clock)
 
 

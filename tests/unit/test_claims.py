@@ -84,8 +84,10 @@ def test_the_grant_guard_lists_exactly_the_allowed_sources(target: GrantStatus) 
 def test_the_documented_grant_transitions() -> None:
     allowed = {(a, b) for a, targets in GRANT_TRANSITIONS.items() for b in targets}
     assert allowed == {
-        (G.ISSUING, G.ACTIVE),
+        (G.ISSUING, G.DELIVERING),  # Vault issued it; the requester does not have it yet
         (G.ISSUING, G.REVOKING),  # issuing failed, or ended before it was active
+        (G.DELIVERING, G.ACTIVE),  # the credentials DM was sent
+        (G.DELIVERING, G.REVOKING),  # undeliverable, or ended before it was delivered
         (G.ACTIVE, G.REVOKING),
         (G.REVOKING, G.REVOKING),  # a failed revocation released, or a stale claim taken over
         (G.REVOKING, G.REVOKED),

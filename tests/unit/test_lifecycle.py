@@ -214,7 +214,8 @@ def test_approve_issues_activates_schedules_and_delivers(h: Harness) -> None:
     assert (view.decided_by, view.decided_at) == (APPROVER, START + timedelta(minutes=2))
     expires = START + timedelta(minutes=2) + HOUR
     assert view.expires_at == expires
-    assert at_delivery == [("active", "active")]  # committed before the requester hears
+    # Issued and committed before the requester hears; active only once they have it.
+    assert at_delivery == [("approved", "delivering")]
 
     grant = grant_of(h, request_id)
     assert grant.status == GrantStatus.ACTIVE
@@ -475,8 +476,8 @@ def test_vault_failure_after_the_token_exists_revokes_it(h: Harness, failing: st
         assert grant.end_reason == EndReason.ISSUE_FAILED
         assert h.notifier.deliveries == []
         assert actions(h, request_id) == ["requested", "approved", "failed", "revoked"]
-    else:  # wrapping is part of delivery: the grant was live, so it ends like one
-        assert view.status is S.ENDED
+    else:  # wrapping is part of delivery: the grant was never delivered, so it fails like one
+        assert view.status is S.FAILED
         assert grant.end_reason == EndReason.DELIVERY_FAILED
         assert revoke[1] is not None  # the lease is named, not left to die with the token
         assert "could not be delivered" in dict(h.notifier.tells)[REQUESTER]
@@ -504,11 +505,14 @@ def test_delivery_failure_revokes_the_grant(h: Harness) -> None:
     h.notifier.fail_delivery = True
     request_id = submit(h)
     view = h.lifecycle.decide(request_id, APPROVER, approve=True)
-    assert view.status is S.ENDED
+    assert view.status is S.FAILED
+    assert view.failure is not None and "cannot open a DM" in view.failure
     assert not h.issuer.live
     grant = grant_of(h, request_id)
     assert (grant.status, grant.end_reason) == (GrantStatus.REVOKED, EndReason.DELIVERY_FAILED)
-    assert "could not be delivered" in dict(h.notifier.tells)[REQUESTER]
+    assert len(h.notifier.deliveries) > 1  # retried within the delivery window first
+    told = dict(h.notifier.tells)[REQUESTER]
+    assert "could not be delivered" in told and "revoked (Vault confirmed it)" in told
     assert "delivered" not in actions(h, request_id)
     assert actions(h, request_id)[-1] == "revoked"
     assert not [m for m in rows(h.engine, RequestMessage) if m.kind == "credentials"]
@@ -779,7 +783,14 @@ def test_reconcile_finishes_what_a_crash_interrupted(h: Harness) -> None:
     r = _restart(h, later)
     counts = r.lifecycle.reconcile()
 
-    assert counts == {"expired": 1, "scheduled": 1, "retried": 0, "interrupted": 2, "pending": 0}
+    assert counts == {
+        "expired": 1,
+        "scheduled": 1,
+        "retried": 0,
+        "interrupted": 2,
+        "pending": 0,
+        "notices": 0,
+    }
     assert r.lifecycle.get(past_due).status is S.ENDED
     assert r.lifecycle.get(past_due).end_reason == EndReason.EXPIRED
     assert r.lifecycle.get(future).status is S.ACTIVE
@@ -797,6 +808,7 @@ def test_reconcile_finishes_what_a_crash_interrupted(h: Harness) -> None:
         "retried": 0,
         "interrupted": 0,
         "pending": 0,
+        "notices": 0,
     }
 
 
@@ -878,6 +890,7 @@ def test_sweep_ends_an_overdue_grant_whose_timer_was_lost(h: Harness) -> None:
         "retried": 0,
         "interrupted": 0,
         "pending": 0,
+        "notices": 0,
     }
 
 

@@ -33,6 +33,7 @@ OUR_TABLES = {
     "decision",
     "digest_run",
     "grant",
+    "notice",
     "request_message",
     "ssh_public_key",
 }
@@ -123,9 +124,13 @@ def make_like_the_last_release(engine: Engine, *, filled: bool = False) -> Harne
 
 
 def without_later_revisions(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[Any]]:
-    """A dump at head, cut to what the baseline has: 0002's table (empty) and its last column."""
+    """A dump at head, cut to what the baseline has: 0002's and 0003's tables (empty) and
+    0002's last column."""
     assert rows["ssh_public_key"] == []
-    kept: dict[str, list[Any]] = {t: r for t, r in rows.items() if t != "ssh_public_key"}
+    assert rows.get("notice", []) == []
+    kept: dict[str, list[Any]] = {
+        t: r for t, r in rows.items() if t not in {"ssh_public_key", "notice"}
+    }
     assert all(row[-1] is None for row in rows["access_request"])
     kept["access_request"] = [row[:-1] for row in rows["access_request"]]
     return kept
@@ -141,7 +146,7 @@ def audit_chain_ok(engine: Engine) -> tuple[bool, int]:
 
 
 def test_head_follows_the_baseline_and_an_empty_database_has_no_revision(engine: Engine) -> None:
-    assert (schema.BASELINE, schema.head()) == ("0001", "0002")
+    assert (schema.BASELINE, schema.head()) == ("0001", "0003")
     assert schema.current(engine) is None
 
 
@@ -175,7 +180,7 @@ def test_head_is_exactly_what_create_all_makes(tmp_path: Path) -> None:
     SQLModel.metadata.create_all(by_create_all)
     schema.upgrade(by_alembic)
     made = sqlite_schema(by_alembic)
-    assert len(made) == 8 + 19  # eight tables; their indexes, the partial unique one included
+    assert len(made) == 9 + 21  # nine tables; their indexes, the partial unique one included
     assert any("WHERE status = 'pending' AND parent_id IS NOT NULL" in str(row[3]) for row in made)
     assert sqlite_schema(by_create_all) == made
 
@@ -317,7 +322,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0099"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

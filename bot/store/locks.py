@@ -1,0 +1,126 @@
+"""Who is issuing a request right now: a lock per request, held while it is issued and delivered.
+
+Issuing takes several steps (a Vault token, the secret, the DM), and a process can die between
+any two. Whoever finds the work half done must know whether its owner is still at it (leave it
+alone) or gone (finish or undo it now, not after a timeout). A lock that dies with its owner
+answers exactly that:
+
+* PostgreSQL: a session-level advisory lock (``pg_advisory_lock(namespace, request_id)``) on a
+  connection of its own, opened for the lock and closed with it. PostgreSQL releases it when
+  that connection ends, and a connection ends when its process dies (SIGKILL included), so a
+  recoverer whose ``pg_try_advisory_lock`` succeeds knows the owner is gone, on any replica.
+* SQLite: the database belongs to one process, so a lock in memory is enough; at start nothing
+  is held, and everything unfinished is orphaned.
+
+Locks are re-entrant within a thread (the approval that completes a request holds its lock and
+goes on to issue under it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+log = logging.getLogger(__name__)
+
+# The first key of every issuing lock: an int4 of its own, so the locks cannot meet others.
+NAMESPACE = int.from_bytes(hashlib.sha256(b"debug-access issuing").digest()[:4], "big", signed=True)
+
+
+class _Held(threading.local):
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+
+class LocalLocks:
+    """``bot.ports.WorkLocks`` in memory: one process owns the database (SQLite)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._locks: dict[int, threading.RLock] = {}
+
+    def _lock(self, key: int) -> threading.RLock:
+        with self._mutex:
+            return self._locks.setdefault(key, threading.RLock())
+
+    @contextmanager
+    def hold(self, key: int, wait: timedelta | None = None) -> Iterator[bool]:
+        lock = self._lock(key)
+        got = lock.acquire(timeout=wait.total_seconds()) if wait else lock.acquire(blocking=False)
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
+
+
+class PostgresLocks:
+    """``bot.ports.WorkLocks`` on PostgreSQL session-level advisory locks, one connection each
+    (outside the pool: a pooled connection would outlive the lock's owner)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = create_engine(
+            engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5}
+        )
+        self._held = _Held()
+
+    @contextmanager
+    def hold(self, key: int, wait: timedelta | None = None) -> Iterator[bool]:
+        counts = self._held.counts
+        if counts.get(key):
+            counts[key] += 1  # re-entered by the thread that holds it
+            try:
+                yield True
+            finally:
+                counts[key] -= 1
+            return
+        with self._engine.connect() as conn:
+            got = self._acquire(conn, key, wait)
+            if got:
+                counts[key] = 1
+            try:
+                yield got
+            finally:
+                if got:
+                    counts.pop(key, None)
+                    try:
+                        conn.execute(
+                            text("SELECT pg_advisory_unlock(:ns, :key)"),
+                            {"ns": NAMESPACE, "key": key},
+                        )
+                        conn.commit()
+                    except OperationalError as exc:  # closing the connection releases it too
+                        log.warning("could not unlock request %s: %s", key, exc)
+
+    @staticmethod
+    def _acquire(conn: Connection, key: int, wait: timedelta | None) -> bool:
+        params = {"ns": NAMESPACE, "key": key}
+        if not wait:
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :key)"), params).scalar()
+            conn.commit()
+            return bool(got)
+        conn.execute(text(f"SET lock_timeout = '{int(wait.total_seconds() * 1000)}ms'"))
+        try:
+            conn.execute(text("SELECT pg_advisory_lock(:ns, :key)"), params)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            conn.rollback()
+            return False
+        conn.commit()
+        return True
+
+
+def make_locks(engine: Engine) -> LocalLocks | PostgresLocks:
+    """Advisory locks on PostgreSQL (any number of replicas), in-process ones elsewhere."""
+    if engine.dialect.name == "postgresql":
+        return PostgresLocks(engine)
+    return LocalLocks()
