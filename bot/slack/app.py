@@ -64,6 +64,22 @@ def build_web_client(settings: Settings) -> WebClient:
     )
 
 
+def log_unhandled(
+    error: Exception, body: dict[str, Any], response: BoltResponse | None
+) -> BoltResponse | None:
+    """Bolt's last-resort error handler: log the type and where, not the payload (it may carry
+    user text; never secrets). A 500 only while the request is still unanswered: once the
+    listener has acked, Bolt passes no response and refuses one (an AssertionError in its
+    listener thread), and Slack already has its answer."""
+    log.error(
+        "unhandled %s while handling a %s: %s",
+        type(error).__name__,
+        body.get("type") or body.get("command"),
+        error,
+    )
+    return None if response is None else BoltResponse(status=500, body="")
+
+
 def build_app(
     settings: Settings,
     client: WebClient,
@@ -85,15 +101,5 @@ def build_app(
     app.use(drain.middleware)
     register_all(app, lifecycle, publish_home)
 
-    @app.error
-    def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
-        # Log the type and where, not the payload (it may carry user text; never secrets).
-        log.error(
-            "unhandled %s while handling a %s: %s",
-            type(error).__name__,
-            body.get("type") or body.get("command"),
-            error,
-        )
-        return BoltResponse(status=500, body="")
-
+    app.error(log_unhandled)
     return app

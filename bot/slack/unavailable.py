@@ -37,6 +37,10 @@ STORE_UNAVAILABLE = (
     "debug-access cannot reach its database right now, so this did not go through. "
     "Please try again in a minute."
 )
+UNEXPECTED = (
+    "debug-access hit an unexpected error while handling this, so it may not have gone through. "
+    "Check the App Home, and try again in a minute."
+)
 SHUTTING_DOWN = (
     "debug-access is restarting, so this did not go through. Please try again in a minute."
 )
@@ -88,7 +92,8 @@ Handler = Callable[..., None]
 
 
 def guard(handler: Handler) -> Callable[[Args], None]:
-    """``handler`` as a Bolt listener whose ``StoreUnavailable`` becomes ``answer``'s message.
+    """``handler`` as a Bolt listener whose ``StoreUnavailable`` becomes ``answer``'s message,
+    and whose other failures after the ack keep the ack and tell the user it went wrong.
 
     Bolt passes the listener the arguments its parameters name; the wrapper takes them all
     (``args``) and hands the handler the ones it asks for."""
@@ -102,6 +107,15 @@ def guard(handler: Handler) -> Callable[[Args], None]:
             answer(
                 args.body, STORE_UNAVAILABLE, ack=args.ack, respond=args.respond, client=args.client
             )
+        except Exception as exc:
+            if args.ack.response is None:
+                raise  # not acked yet: Bolt's error handler logs it and answers 500
+            # Acked already: raising would make Bolt drop the ack it has not sent yet (Slack
+            # then shows the user a failure after 3 s). Keep the ack; say it went wrong.
+            log.error(
+                "unhandled %s after the ack of a %s: %s", type(exc).__name__, kind(args.body), exc
+            )
+            _tell(args.body, f":warning: {UNEXPECTED}", args.respond, args.client)
 
     run.__name__ = run.__qualname__ = getattr(handler, "__name__", "listener")
     run.__doc__ = handler.__doc__

@@ -18,12 +18,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from slack_bolt import Ack, App, BoltRequest
+from slack_bolt import Ack, App, BoltRequest, BoltResponse
 from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 from sqlalchemy import text
 
 from bot.slack import unavailable
+from bot.slack.app import log_unhandled
 from bot.slack.drain import Drain
 from bot.slack.listeners import _Guarded
 from bot.store.db import StoreUnavailable, make_engine, transaction
@@ -203,6 +204,37 @@ def test_a_failure_right_after_the_ack_still_sends_the_ack_through_real_bolt() -
     assert app.dispatch(slash_request()).status == 200
 
 
+def test_an_error_after_the_ack_is_logged_once_and_bolt_keeps_the_ack(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Any failure after the ack, not only the database's: unguarded, Bolt dropped the ack
+    (404), and our last-resort handler returned a 500 Bolt refuses once acked."""
+    app = bolt_app(executor=Inline())
+    app.error(log_unhandled)
+
+    @_Guarded(app).command("/debug-access")  # type: ignore[misc]
+    def failing(ack: Ack) -> None:
+        ack()
+        raise RuntimeError("boom after the ack")
+
+    assert app.dispatch(slash_request()).status == 200
+    unhandled = [r.getMessage() for r in caplog.records if "unhandled" in r.getMessage()]
+    assert unhandled == ["unhandled RuntimeError after the ack of a command: boom after the ack"]
+    # The user is told (here the response_url refuses, so that is logged instead).
+    assert any("could not tell U1" in r.getMessage() for r in caplog.records)
+
+
+def test_an_error_before_the_ack_is_answered_500() -> None:
+    app = bolt_app(executor=Inline())
+    app.error(log_unhandled)
+
+    @_Guarded(app).command("/debug-access")  # type: ignore[misc]
+    def failing(ack: Ack) -> None:
+        raise RuntimeError("boom before the ack")
+
+    assert app.dispatch(slash_request()).status == 500
+
+
 # -- drain: refuse new work, finish what is in flight ------------------------------------------
 
 
@@ -266,3 +298,11 @@ def test_a_token_issued_when_the_database_goes_is_revoked(monkeypatch: pytest.Mo
         h.lifecycle.decide(request_id, APPROVER, approve=True)
     assert h.issuer.count("create") == 1
     assert not h.issuer.live, "the unrecorded grant token is still live in Vault"
+
+
+def test_the_last_resort_handler_answers_only_an_unanswered_request() -> None:
+    """Bolt passes no response once the listener acked, and asserts if one is returned."""
+    error, body = RuntimeError("x"), {"command": "/debug-access"}
+    assert log_unhandled(error, body, None) is None
+    answered = log_unhandled(error, body, BoltResponse(status=200))
+    assert answered is not None and answered.status == 500
