@@ -1,6 +1,6 @@
 """The request lifecycle, one module per use case, read top to bottom:
 
-edges.py      what every use case talks to (database, policy, Vault, Slack, timers, clock)
+edges.py      what every use case talks to (database, policy, Vault, Slack, clock, approvers)
 submit.py     command -> request: routing to approvers, break-glass, asking for an extension
 ssh_keys.py   the SSH public key a request signs: registered on the App Home, or pasted
 decide.py     decision: approve / deny (enough approvals go on to issue or extend)
@@ -11,7 +11,8 @@ review.py     an approver reviews break-glass access afterwards
 issue.py      Vault issue -> deliver -> schedule (and the collection check of wrapped delivery)
 extend.py     an approved extension renews its parent grant
 revoke.py     revoke: end a grant (expiry, early, cleanup), retried until Vault confirms
-reconcile.py  restart and sweep: rebuild timers, finish what a crash interrupted
+due.py        what the database says is due now (expiry, retries, escalation, what a crash
+              interrupted), and the use case that does it: the timers' work list
 views.py      reading requests as Slack shows them
 announce.py   telling people: the audit channel, request messages, App Homes
 rows.py       loading rows and moving a request inside a transaction
@@ -20,7 +21,7 @@ routing.py    which approver tiers are staffed now
 Every status change of a request or a grant is a guarded UPDATE derived from the state
 machines (``bot.store.claims``). The use cases receive what they use and call each other
 explicitly; ``AccessLifecycle`` wires them in dependency order and keeps the public methods
-the Slack listeners, the scheduler and the tests call.
+the Slack listeners and the tests call; ``due_work`` is what the timer tick runs.
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ from bot.domain.requests import ValidRequest
 from bot.issuer import Issuer
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.decide import Decide
+from bot.lifecycle.due import Due, DueWork
 from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
 from bot.lifecycle.escalate import Escalate
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import Issue
-from bot.lifecycle.reconcile import Reconcile
 from bot.lifecycle.review import Review
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, RETRY_BACKOFF, EndGrant, RevokeEarly, retry_delay
 from bot.lifecycle.ssh_keys import SshKeys
@@ -46,7 +47,7 @@ from bot.lifecycle.submit import Submit, SubmitResult
 from bot.lifecycle.views import Views
 from bot.lifecycle.withdraw import Withdraw
 from bot.policy import Policy, Resource
-from bot.ports import ApproverDirectory, Clock, Notifier, RequestView, Timers
+from bot.ports import ApproverDirectory, Clock, Notifier, RequestView
 
 
 class AccessLifecycle:
@@ -59,11 +60,10 @@ class AccessLifecycle:
         policy: Policy,
         issuer: Issuer,
         notifier: Notifier,
-        timers: Timers,
         clock: Clock,
         approvers: ApproverDirectory,
     ) -> None:
-        edges = Edges(engine, policy, issuer, notifier, timers, clock, approvers)
+        edges = Edges(engine, policy, issuer, notifier, clock, approvers)
         self.edges = edges
         self.policy = policy
         # Built in dependency order: each use case is given the ones it calls.
@@ -80,7 +80,7 @@ class AccessLifecycle:
         self.early_revocation = RevokeEarly(edges, views, self.ending, self.withdrawal)
         self.ssh_keys = SshKeys(edges)
         self.submission = Submit(edges, views, tell, self.issuing, self.ssh_keys)
-        self.reconciliation = Reconcile(
+        self.due = Due(
             edges, views, self.issuing, self.extension, self.ending, self.expiry, self.escalation
         )
 
@@ -144,13 +144,11 @@ class AccessLifecycle:
     def end_grant(self, grant_id: int, reason: str, actor: str = SYSTEM_ACTOR) -> bool:
         return self.ending.end_grant(grant_id, reason, actor)
 
-    # -- restart and sweep ------------------------------------------------------------------------
+    # -- what the timers run ----------------------------------------------------------------------
 
-    def reconcile(self) -> dict[str, int]:
-        return self.reconciliation.reconcile()
-
-    def sweep(self) -> dict[str, int]:
-        return self.reconciliation.sweep()
+    def due_work(self) -> tuple[DueWork, ...]:
+        """Every kind of work the database says is due, in the order a tick takes it up."""
+        return self.due.work()
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -172,6 +170,7 @@ __all__ = [
     "RETRY_BACKOFF",
     "SYSTEM_ACTOR",
     "AccessLifecycle",
+    "DueWork",
     "EndReason",
     "SubmitResult",
     "retry_delay",

@@ -1,5 +1,6 @@
 """Vault issue: an approved request becomes a grant (ISSUING -> ACTIVE) and its credentials
-are delivered; the expiry and, for wrapped delivery, the collection check are scheduled.
+are delivered; its ``expires_at`` and, for wrapped delivery, ``collect_by`` are when the timers
+end it and check the collection (``bot.lifecycle.due``).
 
 A failure at any step fails the request (APPROVED -> FAILED) and hands whatever Vault already
 issued to ``EndGrant``, so nothing is left live.
@@ -52,8 +53,9 @@ class Issue:
         self.ending = ending
 
     def issue(self, view: RequestView) -> RequestView:
-        """Issue an approved request in Vault, record the grant, deliver the credentials and
-        set the timers. Any failure fails the request and revokes what was half-issued."""
+        """Issue an approved request in Vault, record the grant (its expiry is when it is due
+        to end) and deliver the credentials. Any failure fails the request and revokes what was
+        half-issued."""
         resource = self.edges.resource(view.resource)
         with Session(self.edges.engine) as session:
             public_key = load_request(session, view.id).public_key
@@ -71,7 +73,7 @@ class Issue:
         except IssuerError as exc:
             return self.fail(view, None, f"Vault refused to issue: {exc}")
         with transaction(self.edges.engine) as session:
-            # Still ours to issue? A reconcile elsewhere may have failed this request meanwhile.
+            # Still ours to issue? Another replica may have failed this request as stranded.
             still_approved = claim(
                 session,
                 AccessRequest,
@@ -123,7 +125,6 @@ class Issue:
                 },
             )
             view = self.views.view(session, load_request(session, view.id))
-        self.edges.timers.schedule_end(grant_id, expires_at)
         self.tell.refresh_request_messages(view)
         self.tell.announce(view, AuditAction.ISSUED, f"issued, expires {when(expires_at)}")
         try:
@@ -158,8 +159,6 @@ class Issue:
                     "collect_by": collect_by.isoformat() if collect_by else None,
                 },
             )
-        if collect_by is not None:
-            self.edges.timers.schedule_collect_check(grant_id, collect_by - COLLECT_MARGIN)
         return view
 
     def _delivery(

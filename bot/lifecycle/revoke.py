@@ -1,10 +1,11 @@
 """revoke: end a grant (at expiry, early, or to clean up), and retry until Vault confirms.
 
 Fail closed throughout: a grant is marked ended only after Vault confirms the lease and the
-token are gone; a revocation that fails stays REVOKING, is retried with backoff and raised in
-the audit channel until it succeeds. Running ``end_grant`` twice, from two replicas, is harmless:
-the first claims the grant atomically (ACTIVE/ISSUING -> REVOKING, or a stale REVOKING claim
-taken over), and writes the outcome only while the claim is still its own.
+token are gone; a revocation that fails stays REVOKING, is due again after a backoff
+(``next_retry_at``, see ``bot.lifecycle.due``) and raised in the audit channel until it
+succeeds. Running ``end_grant`` twice, from two replicas, is harmless: the first claims the
+grant atomically (ACTIVE/ISSUING -> REVOKING, or a stale REVOKING claim taken over), and writes
+the outcome only while the claim is still its own.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class EndGrant:
 
         Safe to call any number of times, from any replica: the first caller claims the grant
         atomically; others return False. On failure the grant stays REVOKING, the audit channel
-        is alerted, and a retry is scheduled. Returns True when this call ended the grant.
+        is alerted, and the retry is due after a backoff. Returns True when this call ended the
+        grant.
         """
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
@@ -149,7 +151,6 @@ class EndGrant:
                 details={"error": problem, "attempt": attempts},
             )
             view = self.views.view(session, request)
-        self.edges.timers.schedule_retry(grant_id, retry_at)
         log.error("revocation of grant %s failed (attempt %s): %s", grant_id, attempts, problem)
         self.tell.announce(
             view,

@@ -240,9 +240,6 @@ class Submit:
             view = self.views.view(session, request)
         refs = self.edges.notifier.announce_request(view, primary, in_channel=True)
         self.tell.remember(view.id, MessageKind.APPROVAL, refs)
-        self.edges.timers.schedule_pending_expiry(view.id, pending_until)
-        if resource.escalate_after is not None and len(staffed) > 1:
-            self.edges.timers.schedule_escalation(view.id, now + resource.escalate_after)
         what = (
             f"asked to extend #{parent_id} by {format_duration(duration)}"
             if parent_id
