@@ -23,7 +23,7 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.memory import MemoryJobStore
@@ -156,7 +156,7 @@ class Timers:
             _never_raises(self.runner.tick, "the timer tick"),
             trigger="interval",
             seconds=self.tick.total_seconds(),
-            next_run_time=self.runner.clock.now(),
+            next_run_time=datetime.now(UTC),  # APScheduler keeps wall-clock time
             id=TICK_JOB,
             name=TICK_JOB,
             misfire_grace_time=None,

@@ -13,8 +13,12 @@ import pickle
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine, text
 
 TABLE = "apscheduler_jobs"
@@ -31,28 +35,40 @@ def write_persisted_jobs(
 ) -> list[str]:
     """Write the last release's jobs: ``grant-N-end`` for each grant, ``request-N-expire`` for
     each pending request, and ``sweep``. Returns the job ids, in the table's order."""
-    scheduler = BackgroundScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=engine)}, timezone="UTC"
-    )
-    scheduler.start(paused=True)
+    # The job store alone, as the scheduler would use it: no scheduler thread that might run
+    # (and remove) a job whose time has passed while the rows are written.
+    scheduler = BackgroundScheduler(timezone="UTC")
+    store = SQLAlchemyJobStore(engine=engine)
+    store.start(scheduler, "default")
     functions = {}
+
+    def add(job_id: str, trigger: BaseTrigger, args: list[object], first: datetime) -> None:
+        store.add_job(
+            Job(
+                scheduler,
+                id=job_id,
+                name=job_id,
+                func=_placeholder,
+                args=args,
+                kwargs={},
+                trigger=trigger,
+                executor="default",
+                misfire_grace_time=None,
+                coalesce=True,
+                max_instances=1,
+                next_run_time=first,
+            )
+        )
+
     for grant_id, at in (end_grant_at or {}).items():
-        job = f"grant-{grant_id}-end"
-        scheduler.add_job(_placeholder, "date", run_date=at, args=[grant_id, "expired"], id=job)
-        functions[job] = "bot.scheduler:run_end_grant"
+        add(f"grant-{grant_id}-end", DateTrigger(at), [grant_id, "expired"], at)
+        functions[f"grant-{grant_id}-end"] = "bot.scheduler:run_end_grant"
     for request_id, at in (expire_request_at or {}).items():
-        job = f"request-{request_id}-expire"
-        scheduler.add_job(_placeholder, "date", run_date=at, args=[request_id], id=job)
-        functions[job] = "bot.scheduler:run_pending_expiry"
-    scheduler.add_job(
-        _placeholder,
-        "interval",
-        seconds=60,
-        id="sweep",
-        next_run_time=datetime.now(UTC) + timedelta(minutes=1),
-    )
+        add(f"request-{request_id}-expire", DateTrigger(at), [request_id], at)
+        functions[f"request-{request_id}-expire"] = "bot.scheduler:run_pending_expiry"
+    soon = datetime.now(UTC) + timedelta(minutes=1)
+    add("sweep", IntervalTrigger(seconds=60, start_date=soon), [], soon)
     functions["sweep"] = "bot.scheduler:run_sweep"
-    scheduler.shutdown(wait=False)
     with engine.begin() as conn:
         for job, function in functions.items():
             state = pickle.loads(

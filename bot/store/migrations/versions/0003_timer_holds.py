@@ -15,6 +15,8 @@ release's ``apscheduler_jobs`` table is not ours and is left as it is.
 
 from __future__ import annotations
 
+import sqlite3
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -38,7 +40,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("grant", "access_request"):
-        with op.batch_alter_table(table) as batch:
-            for name in reversed([c for t, c in COLUMNS if t == table]):
+    # SQLite 3.35+ drops a column in place. Batch mode would copy the table instead, and the
+    # copy of "grant" lists its unique and foreign key constraints in no fixed order.
+    bind = op.get_bind()
+    in_place = bind.dialect.name != "sqlite" or sqlite3.sqlite_version_info >= (3, 35)
+    for table, name in reversed(COLUMNS):
+        if in_place:
+            op.drop_column(table, name)
+        else:
+            with op.batch_alter_table(table) as batch:
                 batch.drop_column(name)
