@@ -88,7 +88,7 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     issuer = build_issuer(settings)
     keeper = issuer.keeper
     assert keeper is not None
-    keeper.start()  # renew from now on: set-up and reconcile below may take a while
+    keeper.start()  # renew from now on: the set-up below may take a while
     report = issuer.ensure_setup(vault_shapes(policy))
     for line in report.lines():
         log.info("vault set-up: %s", line)
