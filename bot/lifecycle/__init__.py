@@ -8,7 +8,7 @@ withdraw.py   the requester takes a waiting request back
 escalate.py   nobody decided in time: ask the next approver tier
 expire.py     nobody decided before pending_ttl: the request expires
 review.py     an approver reviews break-glass access afterwards
-issue.py      Vault issue -> deliver -> schedule (and the collection check of wrapped delivery)
+issue.py      Vault issue -> deliver (and the collection check of wrapped delivery)
 extend.py     an approved extension renews its parent grant
 revoke.py     revoke: end a grant (expiry, early, cleanup), retried until Vault confirms
 due.py        what the database says is due now (expiry, retries, escalation, what a crash
