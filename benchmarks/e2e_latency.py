@@ -76,7 +76,7 @@ def main() -> None:
             started = time.perf_counter()
             bot = BotProcess(env, port, workdir / "policy.yml", workdir, slack).start()
             print(
-                f"bot ready (schema, Vault set-up, reconcile) in "
+                f"bot ready (schema, Vault set-up, timers) in "
                 f"{(time.perf_counter() - started) * 1000:.0f} ms"
             )
             acks, receipts, issues, revokes = [], [], [], []

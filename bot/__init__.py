@@ -5,9 +5,9 @@ The request lifecycle, top to bottom:
     slack/listeners/commands.py, views.py -> lifecycle/submit.py    (command / modal -> request)
     slack/listeners/actions.py            -> lifecycle/decide.py    (decision)
     lifecycle/issue.py, extend.py         -> issuer.py / vault/     (Vault issue, extend)
-    scheduler.py                          -> lifecycle/revoke.py    (schedule -> revoke)
+    scheduler.py -> lifecycle/due.py      -> lifecycle/revoke.py    (due in the database -> revoke)
     lifecycle/*                           -> audit.py               (hash-chained audit trail)
-    scheduler.py                          -> digest.py              (daily digest)
+    scheduler.py (cron, from runtime.py)  -> digest.py              (daily digest)
 
 The imports run one way, from the entry points (cli.py, dev.py, checks.py) through server.py,
 runtime.py, slack/ and scheduler.py, the use cases (lifecycle/, digest.py) and policy.py down to

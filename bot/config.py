@@ -123,8 +123,9 @@ class Settings(DatabaseSettings, VaultLoginSettings):
 
     debug_access_policy: Path = Path("policy.yml")
     log_level: str = "INFO"
-    # How often the sweep runs (overdue expiries, half-issued work, queued notices).
-    debug_access_sweep_seconds: int = Field(default=60, ge=1, le=3600)
+    #: How often each replica looks for due work (expiries, retries, escalations): a grant
+    #: ends at most this long after its expiry, plus the time its revocation takes.
+    timer_tick_seconds: float = Field(default=1.0, ge=0.1, le=60)
 
     @field_validator("slack_api_url")
     @classmethod

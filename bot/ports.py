@@ -1,7 +1,8 @@
-"""Small interfaces for the edges the lifecycle talks to: the clock, Slack, and the timers.
+"""Small interfaces for the edges the lifecycle talks to: the clock, Slack and the approvers.
 
 (The Vault edge is ``bot.issuer.Issuer``.) Each has one real implementation and can be replaced
-by a fake in unit tests, so the use cases are tested without Slack, a scheduler or wall time.
+by a fake in unit tests, so the use cases are tested without Slack, on-call services or wall
+time. (Timers need no interface: due times are columns, see ``bot.lifecycle.due``.)
 """
 
 from __future__ import annotations
@@ -162,24 +163,6 @@ class WorkLocks(Protocol):
     def hold(self, key: int, wait: timedelta | None = None) -> AbstractContextManager[bool]:
         """Hold ``key``'s lock for the ``with`` block; yields whether it was got (waiting up to
         ``wait``; without it, only if free now). Re-entrant within a thread."""
-
-
-class Timers(Protocol):
-    """Wake-ups for grant expiry, revocation retries, escalation and pending expiry. The
-    database stays the truth: timers can be lost and rebuilt by ``AccessLifecycle.reconcile``."""
-
-    def schedule_end(self, grant_id: int, at: datetime) -> None: ...
-
-    def schedule_retry(self, grant_id: int, at: datetime) -> None: ...
-
-    def schedule_escalation(self, request_id: int, at: datetime) -> None: ...
-
-    def schedule_pending_expiry(self, request_id: int, at: datetime) -> None: ...
-
-    def schedule_collect_check(self, grant_id: int, at: datetime) -> None: ...
-
-    def cancel_pending(self, request_id: int) -> None:
-        """Drop a request's escalation and expiry timers once it is no longer pending."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """Wire the edges to the lifecycle: database, Vault, Slack, timers. Used by ``serve`` and ``dev``.
 
 Start order matters and is the order below: schema first, Vault set-up, the Slack app (auth.test
-fails fast on a bad token), then reconcile (revoke what expired while the bot was down), and only
-then the timers and the HTTP/Socket Mode listener.
+fails fast on a bad token), then the timers, whose first tick at once does what fell due while the
+bot was down (revoke what expired, finish what a crash interrupted), and the HTTP/Socket Mode
+listener.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from datetime import timedelta
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot import scheduler
 from bot.audit import ensure_chain_head
 from bot.config import Settings
 from bot.digest import DailyDigest
@@ -27,7 +27,7 @@ from bot.logs import remember_secret
 from bot.oncall.resolver import OnCallConfigError, build_resolver
 from bot.policy import Policy
 from bot.ports import SystemClock
-from bot.scheduler import GrantTimers
+from bot.scheduler import DueWorkRunner, Timers
 from bot.slack.app import build_app, build_web_client
 from bot.slack.drain import Drain
 from bot.slack.home import HomePublisher
@@ -50,7 +50,7 @@ class Runtime:
     app: App
     web_client: WebClient
     lifecycle: AccessLifecycle
-    timers: GrantTimers
+    timers: Timers
     issuer: VaultIssuer
     readiness: Readiness
     drain: Drain = field(default_factory=Drain)
@@ -72,7 +72,7 @@ class Runtime:
                 return
             self._done = True
         self.stop_taking_requests(grace)
-        self.timers.shutdown(wait=True)
+        self.timers.shutdown()
         if self.issuer.keeper is not None:
             self.issuer.keeper.stop()
         log.info("stopped")
@@ -96,7 +96,7 @@ def build_issuer(settings: Settings) -> VaultIssuer:
 
 
 def start_runtime(settings: Settings, policy: Policy) -> Runtime:
-    """Build everything, reconcile against the database, start the timers."""
+    """Build everything and start the timers."""
     for secret in (
         settings.slack_bot_token,
         settings.slack_signing_secret,
@@ -113,12 +113,11 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     issuer = build_issuer(settings)
     keeper = issuer.keeper
     assert keeper is not None
-    keeper.start()  # renew from now on: set-up and reconcile below may take a while
+    keeper.start()  # renew from now on: the set-up below may take a while
     report = issuer.ensure_setup(vault_shapes(policy))
     for line in report.lines():
         log.info("vault set-up: %s", line)
     client = build_web_client(settings)
-    timers = GrantTimers(engine)
     notifier = SlackNotifier(client, policy)
     token = settings.pagerduty_token.get_secret_value() if settings.pagerduty_token else None
     try:
@@ -131,7 +130,6 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         policy=policy,
         issuer=issuer,
         notifier=notifier,
-        timers=timers,
         clock=clock,
         approvers=approvers,
         locks=make_locks(engine),
@@ -140,12 +138,14 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     notifier.home = publish_home
     drain = Drain()
     app = build_app(settings, client, lifecycle, publish_home, drain)
-    daily = DailyDigest(engine, policy, notifier, clock)
-    scheduler.bind(lifecycle, daily)
+    timers = Timers(
+        DueWorkRunner(engine, lifecycle.due_work(), clock, also=lifecycle.periodic_work()),
+        tick=timedelta(seconds=settings.timer_tick_seconds),
+    )
     if policy.digest is not None:
-        timers.schedule_digest(cron_trigger(policy.digest))
-    lifecycle.reconcile()  # before the timers run: overdue work first, then every timer set
-    timers.schedule_sweep(timedelta(seconds=settings.debug_access_sweep_seconds))
+        timers.schedule_digest(
+            cron_trigger(policy.digest), DailyDigest(engine, policy, notifier, clock).run
+        )
     timers.start()
     readiness = Readiness()
     readiness.add("database", database_check(engine))

@@ -1,160 +1,215 @@
-"""Timers for grant expiry and revocation retries (APScheduler 3, persistent job store).
+"""Timers: a short tick on every replica that does whatever the database says is due, and the
+daily digest's cron job. APScheduler 3 runs both, with its in-memory job store.
 
-Jobs live in the bot's own database (table ``apscheduler_jobs``) so they survive restarts, but
-they are only timers: the grants table is the truth and ``AccessLifecycle.reconcile`` rebuilds
-every timer at start. Several replicas may fire the same job; ``end_grant`` claims the grant
-atomically, so the second run is a no-op.
+Nothing is scheduled per grant or per request, and nothing about timers is stored: every due
+time is a column (``bot.lifecycle.due`` lists the kinds of due work). Every ``tick`` seconds
+(``TIMER_TICK_SECONDS``) each replica claims due rows one at a time, holding each while its
+use case runs (``bot.store.due``), and goes round the kinds until none has anything due, so a
+long backlog (after downtime) does not keep the other kinds waiting. Start-up is the same
+tick: a grant that expired while the bot was down is simply due.
 
-APScheduler stores a job as a reference to an importable function plus its arguments, so the
-jobs call the module-level ``run_end_grant`` which reaches the running lifecycle through
-``bind``. A job that fires late (the bot was down) still runs: ``misfire_grace_time=None``.
+Exactly once with any number of replicas: a row is claimed by one replica at a time, and the
+use case claims it again for its own state change. Nothing stalls: a failing row is logged and
+left held until ``RETRY_AFTER``, and the tick goes on with the next; no error leaves the tick,
+which APScheduler never runs twice at once in one process (``max_instances=1``, coalesced).
+
+The last release's persisted jobs (table ``apscheduler_jobs``) are neither read nor removed:
+the table belongs to that release, and what its rows stood for is due in the database anyway.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable
-from datetime import datetime, timedelta
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
-from apscheduler.jobstores.base import JobLookupError
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine
 
-from bot.digest import DailyDigest
-from bot.lifecycle import AccessLifecycle, EndReason
+from bot.lifecycle import DueWork
+from bot.ports import Clock
+from bot.store.due import claim_next, let_go, release
 
 log = logging.getLogger(__name__)
 
-_lifecycle: AccessLifecycle | None = None
-_digest: DailyDigest | None = None
+TICK_JOB = "due-work"
+DIGEST_JOB = "daily-digest"
+#: How long a claimed row is left alone by the other replicas while its use case runs. Longer
+#: than any one use case takes; if one ever takes longer, its own claim keeps it exactly-once.
+HOLD = timedelta(minutes=2)
+#: When a row that is still due after its use case ran (it raised, or could not finish) is
+#: taken up again: later, not at every tick.
+RETRY_AFTER = timedelta(minutes=1)
 
 
-def bind(lifecycle: AccessLifecycle, digest: DailyDigest | None = None) -> None:
-    """Point scheduled jobs at the running lifecycle (and the daily digest)."""
-    global _lifecycle, _digest
-    _lifecycle, _digest = lifecycle, digest
+class DueWorkRunner:
+    """One tick: claim and run every row that is due now, kind after kind, one row at a time."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        work: Sequence[DueWork],
+        clock: Clock,
+        hold: timedelta = HOLD,
+        retry_after: timedelta = RETRY_AFTER,
+        also: Sequence[tuple[str, Callable[[], int]]] = (),
+    ) -> None:
+        self.engine = engine
+        self.work = tuple(work)
+        self.also = tuple(also)
+        self.clock = clock
+        self.hold = hold
+        self.retry_after = retry_after
+        self.stopping = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+        self._running = threading.Lock()
+
+    def tick(self) -> Counter[str]:
+        """Run what is due now; return how many rows of each kind were done. Never raises, and
+        returns at once if a tick is already running in this process."""
+        if not self._running.acquire(blocking=False):
+            return Counter()
+        self.idle.clear()
+        done: Counter[str] = Counter()
+        try:
+            pending = list(self.work)
+            while pending and not self.stopping.is_set():
+                # Round the kinds, one row each, dropping a kind once it has nothing due.
+                pending = [kind for kind in pending if self._one(kind, done)]
+            for name, run in self.also:  # work that claims its own rows (the notice outbox)
+                if self.stopping.is_set():
+                    break
+                try:
+                    done[name] += run()
+                except Exception:
+                    log.exception("timers: %s failed", name)
+            done += Counter()  # drops the zero counts of ``also``
+        finally:
+            self.idle.set()
+            self._running.release()
+        if done:
+            log.info("timers: %s", ", ".join(f"{kind} {n}" for kind, n in sorted(done.items())))
+        return done
+
+    def _one(self, kind: DueWork, done: Counter[str]) -> bool:
+        """Claim one due row of ``kind`` and run its use case; False when none was claimed."""
+        now = self.clock.now()
+        held_until = now + self.hold
+        try:
+            key = claim_next(
+                self.engine, kind.table, kind.due(now), kind.oldest_first, now, held_until
+            )
+        except Exception:
+            log.exception("timers: could not look for due %s work", kind.name)
+            return False
+        if key is None:
+            return False
+        if self.stopping.is_set():  # shutting down between claim and run: leave it to others
+            self._release(kind, key, held_until)
+            return False
+        try:
+            kind.run(key)
+            done[kind.name] += 1
+        except Exception:
+            log.exception("timers: %s of row %s failed", kind.name, key)
+        self._let_go(kind, key, held_until)
+        return True
+
+    def _let_go(self, kind: DueWork, key: int, held_until: datetime) -> None:
+        after = self.clock.now()
+        retry_at = after + self.retry_after
+        try:
+            if let_go(self.engine, kind.table, key, held_until, kind.due(after), retry_at):
+                log.warning(
+                    "timers: %s of row %s is still due; tried again at %s",
+                    kind.name,
+                    key,
+                    retry_at.isoformat(timespec="seconds"),
+                )
+        except Exception:  # the hold runs out by itself
+            log.exception("timers: could not let go of row %s after its %s", key, kind.name)
+
+    def _release(self, kind: DueWork, key: int, held_until: datetime) -> None:
+        try:
+            release(self.engine, kind.table, key, held_until)
+        except Exception:  # the hold runs out by itself
+            log.exception("timers: could not release row %s", key)
 
 
-def run_digest() -> None:
-    """The cron job: post the daily digest (once per window, whatever the replica count)."""
-    if _digest is None:
-        log.error("digest timer fired before the digest was bound")
-        return
-    try:
-        _digest.run()
-    except Exception:
-        log.exception("the daily digest failed")
+class Timers:
+    """The tick and the digest on an APScheduler whose jobs live in this process only."""
 
-
-def _run(what: str, call: Callable[[AccessLifecycle], object]) -> None:
-    if _lifecycle is None:
-        log.error("timer %s fired before the lifecycle was bound", what)
-        return
-    try:
-        call(_lifecycle)
-    except Exception:
-        # Vault failures are recorded and retried inside the use case; anything else is a bug,
-        # and reconcile at the next start finds the row again.
-        log.exception("timer %s failed", what)
-
-
-def run_end_grant(grant_id: int, reason: str) -> None:
-    """The scheduled job: end (or retry ending) one grant."""
-    _run(f"grant-{grant_id}", lambda lifecycle: lifecycle.end_grant(grant_id, reason))
-
-
-def run_collect_check(grant_id: int) -> None:
-    """The scheduled job: were the wrapped credentials unwrapped in time?"""
-    _run(f"grant-{grant_id}-collect", lambda lifecycle: lifecycle.check_collected(grant_id))
-
-
-def run_sweep() -> None:
-    """Every minute: do whatever is overdue (a lost timer costs a minute, not a restart)."""
-    _run("sweep", lambda lifecycle: lifecycle.sweep())
-
-
-def run_escalation(request_id: int) -> None:
-    """The scheduled job: nobody decided in time, ask the next approver tier."""
-    _run(f"request-{request_id}-escalate", lambda lifecycle: lifecycle.escalate(request_id))
-
-
-def run_pending_expiry(request_id: int) -> None:
-    """The scheduled job: the request waited ``pending_ttl``; expire it if still pending."""
-    _run(f"request-{request_id}-expire", lambda lifecycle: lifecycle.expire_pending(request_id))
-
-
-class GrantTimers:
-    """``bot.ports.Timers`` on APScheduler."""
-
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, runner: DueWorkRunner, tick: timedelta) -> None:
+        self.runner = runner
+        self.tick = tick
         self.scheduler = BackgroundScheduler(
-            jobstores={"default": SQLAlchemyJobStore(engine=engine)},
-            executors={"default": ThreadPoolExecutor(max_workers=4)},
-            job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
+            jobstores={"default": MemoryJobStore()},
+            executors={"default": ThreadPoolExecutor(max_workers=2)},
+            job_defaults={"coalesce": True, "max_instances": 1},
             timezone="UTC",
         )
+        # A tick that outlasts the interval is expected (a backlog, a slow Vault): APScheduler's
+        # "skipped: maximum number of running instances reached" would say so every interval.
+        scheduler_log = logging.getLogger("apscheduler.scheduler")
+        if _NO_SKIPPED_TICKS not in scheduler_log.filters:
+            scheduler_log.addFilter(_NO_SKIPPED_TICKS)
 
     def start(self) -> None:
+        """Start ticking now (the first tick does whatever fell due while the bot was down)."""
+        self.scheduler.add_job(
+            _never_raises(self.runner.tick, "the timer tick"),
+            trigger="interval",
+            seconds=self.tick.total_seconds(),
+            next_run_time=datetime.now(UTC),  # APScheduler keeps wall-clock time
+            id=TICK_JOB,
+            name=TICK_JOB,
+            misfire_grace_time=None,
+        )
         self.scheduler.start()
 
-    def shutdown(self, wait: bool = False) -> None:
-        """Stop firing; with ``wait``, let a job that is running finish first (graceful stop)."""
-        if self.scheduler.running:
-            self.scheduler.shutdown(wait=wait)
-
-    def schedule_end(self, grant_id: int, at: datetime) -> None:
-        self._add(f"grant-{grant_id}-end", run_end_grant, [grant_id, EndReason.EXPIRED], at)
-
-    def schedule_retry(self, grant_id: int, at: datetime) -> None:
-        self._add(f"grant-{grant_id}-retry", run_end_grant, [grant_id, EndReason.EXPIRED], at)
-
-    def schedule_escalation(self, request_id: int, at: datetime) -> None:
-        self._add(f"request-{request_id}-escalate", run_escalation, [request_id], at)
-
-    def schedule_pending_expiry(self, request_id: int, at: datetime) -> None:
-        self._add(f"request-{request_id}-expire", run_pending_expiry, [request_id], at)
-
-    def schedule_sweep(self, every: timedelta = timedelta(minutes=1)) -> None:
+    def schedule_digest(self, trigger: BaseTrigger, run: Callable[[], object]) -> None:
+        """The daily digest on its cron trigger (``DigestRun`` makes replicas post it once). A
+        firing may run up to an hour late (a busy process); the digest's windows allow that."""
         self.scheduler.add_job(
-            run_sweep,
-            trigger="interval",
-            seconds=every.total_seconds(),
-            id="sweep",
-            replace_existing=True,
-            name="sweep",
-        )
-
-    def schedule_digest(self, trigger: BaseTrigger) -> None:
-        self.scheduler.add_job(
-            run_digest,
+            _never_raises(run, "the daily digest"),
             trigger=trigger,
-            id="daily-digest",
+            id=DIGEST_JOB,
+            name=DIGEST_JOB,
             replace_existing=True,
-            name="daily-digest",
+            misfire_grace_time=3600,
         )
 
-    def schedule_collect_check(self, grant_id: int, at: datetime) -> None:
-        self._add(f"grant-{grant_id}-collect", run_collect_check, [grant_id], at)
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop ticking: the running tick finishes the row in hand and claims no more; wait for
+        it up to ``timeout`` seconds (what is still held is taken up by another replica when the
+        hold runs out)."""
+        self.runner.stopping.set()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        if not self.runner.idle.wait(timeout):
+            log.warning("timers: a tick was still running at shutdown")
 
-    def cancel_pending(self, request_id: int) -> None:
-        for job_id in (f"request-{request_id}-escalate", f"request-{request_id}-expire"):
-            with contextlib.suppress(JobLookupError):
-                self.scheduler.remove_job(job_id)
 
-    def _add(
-        self, job_id: str, func: Callable[..., None], args: list[object], at: datetime
-    ) -> None:
-        self.scheduler.add_job(
-            func,
-            trigger="date",
-            run_date=at,
-            args=args,
-            id=job_id,
-            replace_existing=True,
-            name=job_id,
-        )
-        log.info("timer %s set for %s", job_id, at.isoformat())
+def _never_raises(call: Callable[[], object], what: str) -> Callable[[], None]:
+    def job() -> None:
+        try:
+            call()
+        except Exception:
+            log.exception("%s failed", what)
+
+    return job
+
+
+class _NoSkippedTicks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ("maximum number of running instances" in message and TICK_JOB in message)
+
+
+_NO_SKIPPED_TICKS = _NoSkippedTicks()

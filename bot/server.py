@@ -2,7 +2,7 @@
 
 Bolt's own ``app.start()`` is a single-threaded development server; waitress runs the same app
 through Bolt's WSGI adapter with a thread pool. Both transports also answer the probes on
-``PORT``: ``/healthz`` (the process is up and has reconciled) and ``/readyz`` (database, Vault
+``PORT``: ``/healthz`` (the process is up and its timers started) and ``/readyz`` (database, Vault
 token and, in Socket Mode, the Slack connection are all working; see ``bot.health``). In Socket
 Mode that small HTTP server carries nothing else: Slack's traffic comes over the socket.
 ``run_bot`` starts the runtime and serves on the configured transport until SIGTERM (or

@@ -1,6 +1,6 @@
 """The request lifecycle, one module per use case, read top to bottom:
 
-edges.py      what every use case talks to (database, policy, Vault, Slack, timers, clock)
+edges.py      what every use case talks to (database, policy, Vault, Slack, clock, approvers)
 submit.py     command -> request: routing to approvers, break-glass, asking for an extension
 ssh_keys.py   the SSH public key a request signs: registered on the App Home, or pasted
 decide.py     decision: approve / deny (enough approvals go on to issue or extend)
@@ -8,11 +8,12 @@ withdraw.py   the requester takes a waiting request back
 escalate.py   nobody decided in time: ask the next approver tier
 expire.py     nobody decided before pending_ttl: the request expires
 review.py     an approver reviews break-glass access afterwards
-issue.py      Vault issue -> deliver -> schedule (and the collection check of wrapped delivery)
+issue.py      Vault issue -> deliver (and the collection check of wrapped delivery)
 notices.py    messages that must reach someone even if Slack is down then (an outbox)
 extend.py     an approved extension renews its parent grant
 revoke.py     revoke: end a grant (expiry, early, cleanup), retried until Vault confirms
-reconcile.py  restart and sweep: rebuild timers, resolve what a crash left half-issued
+due.py        what the database says is due now (expiry, retries, escalation, what a crash
+              interrupted), and the use case that does it: the timers' work list
 views.py      reading requests as Slack shows them
 announce.py   telling people: the audit channel, request messages, App Homes
 rows.py       loading rows and moving a request inside a transaction
@@ -21,12 +22,13 @@ routing.py    which approver tiers are staffed now
 Every status change of a request or a grant is a guarded UPDATE derived from the state
 machines (``bot.store.claims``). The use cases receive what they use and call each other
 explicitly; ``AccessLifecycle`` wires them in dependency order and keeps the public methods
-the Slack listeners, the scheduler and the tests call.
+the Slack listeners and the tests call; ``due_work`` is what the timer tick runs.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import timedelta
 
 from sqlalchemy import Engine
 
@@ -34,13 +36,13 @@ from bot.domain.requests import ValidRequest
 from bot.issuer import Issuer
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.decide import Decide
+from bot.lifecycle.due import Due, DueWork
 from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
 from bot.lifecycle.escalate import Escalate
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import Issue
 from bot.lifecycle.notices import Notices
-from bot.lifecycle.reconcile import Reconcile
 from bot.lifecycle.review import Review
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, RETRY_BACKOFF, EndGrant, RevokeEarly, retry_delay
 from bot.lifecycle.ssh_keys import SshKeys
@@ -48,7 +50,7 @@ from bot.lifecycle.submit import Submit, SubmitResult
 from bot.lifecycle.views import Views
 from bot.lifecycle.withdraw import Withdraw
 from bot.policy import Policy, Resource
-from bot.ports import ApproverDirectory, Clock, Notifier, RequestView, Timers, WorkLocks
+from bot.ports import ApproverDirectory, Clock, Notifier, RequestView, WorkLocks
 from bot.store.locks import LocalLocks
 
 
@@ -62,14 +64,11 @@ class AccessLifecycle:
         policy: Policy,
         issuer: Issuer,
         notifier: Notifier,
-        timers: Timers,
         clock: Clock,
         approvers: ApproverDirectory,
         locks: WorkLocks | None = None,
     ) -> None:
-        edges = Edges(
-            engine, policy, issuer, notifier, timers, clock, approvers, locks or LocalLocks()
-        )
+        edges = Edges(engine, policy, issuer, notifier, clock, approvers, locks or LocalLocks())
         self.edges = edges
         self.policy = policy
         # Built in dependency order: each use case is given the ones it calls.
@@ -87,7 +86,7 @@ class AccessLifecycle:
         self.early_revocation = RevokeEarly(edges, views, self.ending, self.withdrawal)
         self.ssh_keys = SshKeys(edges)
         self.submission = Submit(edges, views, tell, self.issuing, self.ssh_keys)
-        self.reconciliation = Reconcile(
+        self.due = Due(
             edges,
             views,
             self.issuing,
@@ -161,24 +160,15 @@ class AccessLifecycle:
     def end_grant(self, grant_id: int, reason: str, actor: str = SYSTEM_ACTOR) -> bool:
         return self.ending.end_grant(grant_id, reason, actor)
 
-    # -- restart and sweep ------------------------------------------------------------------------
+    # -- what the timers run ----------------------------------------------------------------------
 
-    def reconcile(self) -> dict[str, int]:
-        return self.reconciliation.reconcile()
+    def due_work(self) -> tuple[DueWork, ...]:
+        """Every kind of work the database says is due, in the order a tick takes it up."""
+        return self.due.work()
 
-    def sweep(self) -> dict[str, int]:
-        """Every minute (and, for now, what runs ``resolve_undelivered`` and
-        ``send_queued_notices`` periodically)."""
-        return self.reconciliation.sweep()
-
-    def resolve_undelivered(self, now: datetime) -> int:
-        """Resolve approved requests whose issue or delivery a stopped process left half done
-        (revoke, fail, queue a notice); work a live process holds is left alone."""
-        return self.reconciliation.resolve_undelivered(now)
-
-    def send_queued_notices(self) -> int:
-        """Send the notices Slack refused before (the outbox of must-reach messages)."""
-        return self.reconciliation.send_queued_notices()
+    def periodic_work(self) -> tuple[tuple[str, Callable[[], int]], ...]:
+        """Work that claims its own rows (the notice outbox), run after each tick's due rows."""
+        return self.due.also()
 
     # -- queries ----------------------------------------------------------------------------------
 
@@ -200,6 +190,7 @@ __all__ = [
     "RETRY_BACKOFF",
     "SYSTEM_ACTOR",
     "AccessLifecycle",
+    "DueWork",
     "EndReason",
     "SubmitResult",
     "retry_delay",

@@ -73,7 +73,7 @@ class Decide:
             and current.pending_until is not None
             and current.pending_until <= now
         ):
-            self.expiry.expire_pending(request_id)  # its timer is late or lost: expire it now
+            self.expiry.expire_pending(request_id)  # due, not yet taken up: expire it now
             raise Conflict(f"Request #{request_id} waited too long and has expired.")
         with transaction(self.edges.engine) as session:
             locked = claim(
@@ -81,7 +81,7 @@ class Decide:
                 AccessRequest,
                 request_id,
                 request_in(RequestStatus.PENDING),
-                # A late or lost expiry timer must not let an expired request through.
+                # An expiry not yet taken up by the timers must not let an expired request through.
                 or_(
                     col(AccessRequest.pending_until).is_(None),
                     col(AccessRequest.pending_until) > now,
@@ -125,8 +125,6 @@ class Decide:
                 details=details,
             )
             view = self.views.view(session, load_request(session, request_id))
-        if view.status is not RequestStatus.PENDING:
-            self.edges.timers.cancel_pending(request_id)
         self.tell.refresh_request_messages(view)
         if not approve:
             self.tell.announce(view, AuditAction.DENIED, f"denied by <@{actor}>")

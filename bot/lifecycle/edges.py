@@ -1,4 +1,4 @@
-"""What the use cases talk to: the database, the policy, Vault, Slack, timers, the clock and the
+"""What the use cases talk to: the database, the policy, Vault, Slack, the clock and the
 approver directory, handed to each use case as one ``Edges`` value (so a test swaps any of
 them for a fake, and no use case reaches for a global)."""
 
@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from bot.domain.errors import NotFound
 from bot.issuer import Issuer
 from bot.policy import Policy, Resource
-from bot.ports import ApproverDirectory, Clock, Notifier, Timers, WorkLocks
+from bot.ports import ApproverDirectory, Clock, Notifier, WorkLocks
 from bot.store.locks import LocalLocks
 
 # Who the audit trail names when the bot acts by itself (expiry, escalation, retries).
@@ -36,7 +36,6 @@ class Edges:
     policy: Policy
     issuer: Issuer
     notifier: Notifier
-    timers: Timers
     clock: Clock
     approvers: ApproverDirectory
     #: Who is issuing which request (advisory locks on PostgreSQL; in memory for one process).

@@ -1,7 +1,9 @@
 """escalate: nobody decided within ``escalate_after``, so the next approver tier is asked too.
 
-Each step claims the row on its ``escalation_level``, so replicas sweeping together escalate
-once; when nobody is left to ask, the level is set to ``ESCALATION_EXHAUSTED`` for good.
+Due ``escalate_after`` after the last tier was asked (``escalated_at``, or the request's creation),
+while the request waits (``bot.lifecycle.due``). Each step claims
+the row on its ``escalation_level``, so replicas escalating together do it once; when nobody is
+left to ask, the level is set to ``ESCALATION_EXHAUSTED`` for good.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ class Escalate:
         # since (PagerDuty went down), and indexing would then skip a tier.
         remaining = [t for t in staffed if t.source not in view.asked_sources]
         if not remaining:
-            # Nobody further to ask: mark escalation as done, so the minute sweep does not ask
-            # the sources again and again until the request expires.
+            # Nobody further to ask: mark escalation as done, so it is no longer due and the
+            # sources are not asked again and again until the request expires.
             with transaction(self.edges.engine) as session:
                 claim(
                     session,
@@ -78,6 +80,7 @@ class Escalate:
                 request_in(RequestStatus.PENDING),
                 col(AccessRequest.escalation_level) == view.escalation_level,
                 escalation_level=level,
+                escalated_at=now,
                 asked=json.dumps(asked),
                 asked_sources=json.dumps([*view.asked_sources, tier.source]),
                 routing_note="; ".join(filter(None, [view.routing_note, note])),
@@ -97,6 +100,4 @@ class Escalate:
         self.tell.remember(request_id, MessageKind.APPROVAL, refs)
         self.tell.refresh_request_messages(escalated)
         self.tell.announce(escalated, AuditAction.ESCALATED, note)
-        if resource.escalate_after is not None and len(remaining) > 1:
-            self.edges.timers.schedule_escalation(request_id, now + resource.escalate_after)
         return True

@@ -1,5 +1,6 @@
 """expire: ``pending_ttl`` passed with no decision, so the request expires (PENDING -> EXPIRED)
-and nothing is issued. Called by its timer, by the minute sweep, and by a late decision."""
+and nothing is issued. Due at ``pending_until`` (``bot.lifecycle.due``); a late decision calls
+it too."""
 
 from __future__ import annotations
 

@@ -99,7 +99,6 @@ class ApplyExtension:
                 },
             )
             done = self.views.view(session, load_request(session, view.id))
-        self.edges.timers.schedule_end(grant.id, granted)
         self.tell.refresh_request_messages(done)
         until = when(granted)
         cap_note = (

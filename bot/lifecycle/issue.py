@@ -1,6 +1,6 @@
 """Vault issue: an approved request becomes a grant (ISSUING -> DELIVERING -> ACTIVE) and its
-credentials are delivered; the expiry and, for wrapped delivery, the collection check are
-scheduled.
+credentials are delivered; its ``expires_at`` and, for wrapped delivery, ``collect_by`` are
+when the timers end it and check the collection (``bot.lifecycle.due``).
 
 Delivery is a step of issuing: the grant is ACTIVE (and the request with it) only once the DM
 was sent. Slack refusing it is retried, honouring Retry-After, for ``DELIVERY_WINDOW``; after
@@ -8,8 +8,8 @@ that the grant is revoked and the requester told through a notice that waits for
 
 A failure at any step fails the request (APPROVED -> FAILED) and hands whatever Vault already
 issued to ``EndGrant``, so nothing is left live. The whole issue runs under the request's lock,
-so a crash at any point leaves work that ``Reconcile.resolve_undelivered`` finds and resolves
-(at start at once, otherwise at the next sweep) without taking it from a live replica.
+so a crash at any point leaves work that the timers find (``bot.lifecycle.due``) and resolve
+at once, at start or on another replica, without taking it from a live replica.
 
 "Nothing was left behind" is said only when it is known: Vault never received the token
 creation, refused it, or confirmed the revocation. When the token creation reached Vault but
@@ -92,8 +92,9 @@ class Issue:
         self.sleep = sleep  # between delivery attempts (a test passes one that moves its clock)
 
     def issue(self, view: RequestView) -> RequestView:
-        """Issue an approved request in Vault, record the grant, deliver the credentials and
-        set the timers. Any failure fails the request and revokes what was half-issued.
+        """Issue an approved request in Vault, record the grant (its expiry is when it is due to
+        end) and deliver the credentials. Any failure fails the request and revokes what was
+        half-issued.
 
         All of it happens under the request's lock (``Edges.locks``), which dies with this
         process: whoever finds the request half done and gets the lock knows it is orphaned."""
@@ -129,7 +130,7 @@ class Issue:
                 return self.fail(view, None, str(exc), retry_hint=True)
             return self.fail(view, None, f"Vault refused to issue: {exc}")
         with self._revoked_unless_recorded(token), transaction(self.edges.engine) as session:
-            # Still ours to issue? A reconcile elsewhere may have failed this request meanwhile.
+            # Still ours to issue? Another replica may have failed this request as stranded.
             still_approved = claim(
                 session,
                 AccessRequest,
@@ -181,7 +182,6 @@ class Issue:
                 },
             )
             issued = self.views.view(session, load_request(session, view.id))
-        self.edges.timers.schedule_end(grant_id, expires_at)
         self.tell.announce(
             issued, AuditAction.ISSUED, f"issued, expires {when(expires_at)}", homes=False
         )
@@ -264,8 +264,6 @@ class Issue:
             return active
         self.tell.refresh_request_messages(active)
         self.tell.homes_changed(active)
-        if collect_by is not None:
-            self.edges.timers.schedule_collect_check(grant_id, collect_by - COLLECT_MARGIN)
         return active
 
     @contextmanager

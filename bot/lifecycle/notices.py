@@ -4,9 +4,10 @@ Most of what the bot tells people is best effort (the audit row is the fact). A 
 not: the requester whose credentials could not be delivered, and whose access was therefore
 revoked, must hear it, and Slack is by definition failing just then. Such a message is written
 to the ``notice`` table (an outbox) in the transaction that records what it reports, sent at
-once, and, while Slack refuses it, retried by ``send_queued`` from the periodic sweep on every
-replica until it goes out (each notice is claimed first, so two replicas never send it twice at
-the same moment; at least once, not exactly once, if a sender dies after Slack took it).
+once, and, while Slack refuses it, retried by ``send_queued`` from the timer tick
+(``bot.scheduler``) on every replica until it goes out (each notice is claimed first, so two
+replicas never send it twice at the same moment; at least once, not exactly once, if a sender
+dies after Slack took it).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """revoke: end a grant (at expiry, early, or to clean up), and retry until Vault confirms.
 
 Fail closed throughout: a grant is marked ended only after Vault confirms the lease and the
-token are gone; a revocation that fails stays REVOKING, is retried and raised in the audit
-channel until it succeeds. The first failure alerts at once, whatever it looks like (refused,
-reset, or a Vault that hangs until the call's timeout). While Vault does not answer at all, the
+token are gone; a revocation that fails stays REVOKING, is due again after a backoff
+(``next_retry_at``, see ``bot.lifecycle.due``) and raised in the audit channel until it
+succeeds. The first failure alerts at once, whatever it looks like (refused, reset, or a Vault
+that hangs until the call's timeout). While Vault does not answer at all, the
 retry comes every few seconds, so the grant ends within seconds of Vault's return; a Vault that
 answers with an error is retried with backoff. Retries repeat the alert at attempts 1, 2, 4,
 8... (and when the failure changes), not every few seconds.
@@ -84,7 +85,8 @@ class EndGrant:
 
         Safe to call any number of times, from any replica: the first caller claims the grant
         atomically; others return False. On failure the grant stays REVOKING, the audit channel
-        is alerted, and a retry is scheduled. Returns True when this call ended the grant.
+        is alerted, and the retry is due after a backoff. Returns True when this call ended the
+        grant.
         """
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
@@ -177,7 +179,6 @@ class EndGrant:
                     details={"error": problem, "attempt": attempts},
                 )
             view = self.views.view(session, request)
-        self.edges.timers.schedule_retry(grant_id, retry_at)
         log.error("revocation of grant %s failed (attempt %s): %s", grant_id, attempts, problem)
         if not tell:
             return

@@ -8,6 +8,7 @@ the escalation path. Break-glass skips approval but is announced loudly and awai
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -254,9 +255,6 @@ class Submit:
             view = self.views.view(session, request)
         refs = self.edges.notifier.announce_request(view, primary, in_channel=True)
         self.tell.remember(view.id, MessageKind.APPROVAL, refs)
-        self.edges.timers.schedule_pending_expiry(view.id, pending_until)
-        if resource.escalate_after is not None and len(staffed) > 1:
-            self.edges.timers.schedule_escalation(view.id, now + resource.escalate_after)
         what = (
             f"asked to extend #{parent_id} by {format_duration(duration)}"
             if parent_id
@@ -276,49 +274,53 @@ class Submit:
         now = self.edges.clock.now()
         tiers = self.edges.approvers.tiers(resource.approvers, requester, now)
         on_call = next((t.users for t in tiers if t.users), ())
-        with transaction(self.edges.engine) as session:
-            serialize(session, f"break-glass {requester} {valid.resource}")
-            self._check_no_open_break_glass(session, requester, valid.resource)
-            request = AccessRequest(
-                requester=requester,
-                resource=valid.resource,
-                duration_seconds=int(valid.duration.total_seconds()),
-                reason=valid.reason,
-                status=RequestStatus.PENDING.value,
-                origin_channel=origin_channel,
-                created_at=now,
-                updated_at=now,
-                break_glass=True,
-                asked=json.dumps(on_call),
-                public_key=key.line if key else None,
+        with ExitStack() as owned:
+            with transaction(self.edges.engine) as session:
+                serialize(session, f"break-glass {requester} {valid.resource}")
+                self._check_no_open_break_glass(session, requester, valid.resource)
+                request = AccessRequest(
+                    requester=requester,
+                    resource=valid.resource,
+                    duration_seconds=int(valid.duration.total_seconds()),
+                    reason=valid.reason,
+                    status=RequestStatus.PENDING.value,
+                    origin_channel=origin_channel,
+                    created_at=now,
+                    updated_at=now,
+                    break_glass=True,
+                    asked=json.dumps(on_call),
+                    public_key=key.line if key else None,
+                )
+                session.add(request)
+                session.flush()
+                assert request.id is not None
+                # Owned from before the commit until delivered (``Issue`` re-enters the lock): the
+                # timers never see this approved request without an owner (``bot.lifecycle.due``).
+                owned.enter_context(self.edges.locks.hold(request.id))
+                moved = move(session, request.id, RequestStatus.APPROVED, now)
+                moved.decided_by, moved.decided_at = requester, now
+                append_event(
+                    session,
+                    at=now,
+                    actor=requester,
+                    action=AuditAction.BREAK_GLASS,
+                    request_id=request.id,
+                    resource=valid.resource,
+                    details={
+                        "duration": format_duration(valid.duration),
+                        "reason": valid.reason,
+                        "notified": list(on_call),
+                        **_key_details(key),
+                    },
+                )
+                view = self.views.view(session, moved)
+            refs = self.edges.notifier.announce_request(view, on_call, in_channel=True)
+            self.tell.remember(view.id, MessageKind.APPROVAL, refs)
+            self.tell.announce(
+                view,
+                AuditAction.BREAK_GLASS,
+                "BREAK-GLASS: access taken without approval; awaiting review",
+                alert=True,
             )
-            session.add(request)
-            session.flush()
-            assert request.id is not None
-            moved = move(session, request.id, RequestStatus.APPROVED, now)
-            moved.decided_by, moved.decided_at = requester, now
-            append_event(
-                session,
-                at=now,
-                actor=requester,
-                action=AuditAction.BREAK_GLASS,
-                request_id=request.id,
-                resource=valid.resource,
-                details={
-                    "duration": format_duration(valid.duration),
-                    "reason": valid.reason,
-                    "notified": list(on_call),
-                    **_key_details(key),
-                },
-            )
-            view = self.views.view(session, moved)
-        refs = self.edges.notifier.announce_request(view, on_call, in_channel=True)
-        self.tell.remember(view.id, MessageKind.APPROVAL, refs)
-        self.tell.announce(
-            view,
-            AuditAction.BREAK_GLASS,
-            "BREAK-GLASS: access taken without approval; awaiting review",
-            alert=True,
-        )
-        issued = self.issuing.issue(view)
+            issued = self.issuing.issue(view)
         return SubmitResult(view=issued, asked=on_call)

@@ -35,7 +35,6 @@ class Withdraw:
                 resource=view.resource,
             )
             withdrawn = self.views.view(session, load_request(session, view.id))
-        self.edges.timers.cancel_pending(view.id)
         self.tell.refresh_request_messages(withdrawn)
         self.tell.announce(withdrawn, AuditAction.WITHDRAWN, "withdrawn by the requester")
         return withdrawn

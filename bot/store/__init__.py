@@ -1,1 +1,2 @@
-"""Persistence: the database is the truth; Slack messages and timers are rebuilt from it."""
+"""Persistence: the database is the truth; Slack messages are rebuilt from it, and timers read
+their due times from it."""

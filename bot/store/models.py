@@ -80,6 +80,12 @@ class AccessRequest(SQLModel, table=True):
     pending_until: datetime | None = _when(default=None)  # type: ignore[assignment]
     # The SSH public key (one line, no comment) a certificate grant signs; public by nature.
     public_key: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # When the last approver tier was asked (None: only the first, at created_at): the next
+    # escalation is due escalate_after later.
+    escalated_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+    # The timers' hold (bot.store.due): no replica's tick takes up this row's due work before
+    # then (one is working on it, or it failed and waits for its retry). Not a due time.
+    next_attempt_at: datetime | None = _when(default=None)  # type: ignore[assignment]
 
 
 class RequestMessage(SQLModel, table=True):
@@ -130,9 +136,11 @@ class Grant(SQLModel, table=True):
     wrap_accessor: str | None = Field(default=None, max_length=128)
     collect_by: datetime | None = _when(default=None)  # type: ignore[assignment]
     collected: bool | None = None
-    # When a failed revocation is due again (the sweep retries it even if its timer is lost).
+    # When a failed revocation is due again.
     next_retry_at: datetime | None = _when(default=None)  # type: ignore[assignment]
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The timers' hold, as on AccessRequest.
+    next_attempt_at: datetime | None = _when(default=None)  # type: ignore[assignment]
 
 
 class AuditEvent(SQLModel, table=True):

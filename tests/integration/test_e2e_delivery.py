@@ -40,8 +40,8 @@ pytestmark = pytest.mark.integration
 
 # A Slack outage, as the bot's DMs see it.
 DM_METHODS = ("conversations.open", "chat.postMessage")
-# The periodic sweep runs every few seconds here, so a test need not wait a minute for it.
-FAST_SWEEP = {"DEBUG_ACCESS_SWEEP_SECONDS": "3"}
+# The timers tick every second (the default), so queued notices and leftovers are found at once.
+TICK = {"TIMER_TICK_SECONDS": "1"}
 
 
 def credentials_posts(slack: SlackEmulator, request_id: int) -> list[Any]:
@@ -84,7 +84,7 @@ def test_credentials_are_delivered_once_slack_recovers(
     postgres: PostgresServer,
     vault_db: VaultDatabase,
 ) -> None:
-    bot = run_bot(policy_for(vault_db.path), env=FAST_SWEEP)
+    bot = run_bot(policy_for(vault_db.path), env=TICK)
     request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-90 slack flaps")
     message = approval_message(slack, request_id)
     slack.outage(12, methods=DM_METHODS, retry_after=2)
@@ -100,7 +100,7 @@ def test_credentials_are_delivered_once_slack_recovers(
     wait_until(lambda: request_status(postgres, bot, request_id) == "active", what="active")
     row = grant_row(postgres, bot, request_id)
     assert row is not None and row[0] == "active"
-    time.sleep(4)  # more than a sweep: nothing delivers it twice
+    time.sleep(4)  # several ticks: nothing delivers it twice
     assert len(credentials_posts(slack, request_id)) == 1
 
 
@@ -111,7 +111,7 @@ def test_undeliverable_credentials_are_revoked_and_the_requester_told_when_slack
     postgres: PostgresServer,
     vault_db: VaultDatabase,
 ) -> None:
-    bot = run_bot(policy_for(vault_db.path), env=FAST_SWEEP)
+    bot = run_bot(policy_for(vault_db.path), env=TICK)
     request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-91 slack is down")
     message = approval_message(slack, request_id)
     # Down for longer than the bot's delivery window (30 s), then back.
@@ -187,7 +187,7 @@ def test_sigkill_during_a_burst_of_approvals_leaves_nothing_undelivered(
     vault_db: VaultDatabase,
 ) -> None:
     since = datetime.now(UTC).replace(microsecond=0)
-    bot = run_bot(policy_for(vault_db.path), env=FAST_SWEEP)
+    bot = run_bot(policy_for(vault_db.path), env=TICK)
     count = 15
     ids = [
         request_access(bot, slack, REQUESTER, f"payments-db 30m INC-{100 + n} burst")

@@ -1,4 +1,5 @@
-"""Small in-memory doubles for the lifecycle's edges (Vault, Slack, timers, the clock).
+"""Small in-memory doubles for the lifecycle's edges (Vault, Slack, the clock), and a harness
+that runs the real timer tick over them.
 
 Each fake implements the real Protocol, records what it was asked, and answers truthfully:
 ``FakeIssuer`` tracks which tokens and leases are live, so ``confirm_revoked`` only says yes
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
-from sqlmodel import create_engine
+from sqlmodel import Session, create_engine, select
 
 from bot.domain.grant_kinds import DynamicSecretGrant, SshCertificateGrant, VaultTokenGrant
 from bot.domain.permissions import eligible_approvers
@@ -24,6 +26,7 @@ from bot.issuer import GrantSpec, GrantToken, IssuerError, Obtained, SecretValue
 from bot.lifecycle import AccessLifecycle
 from bot.policy import Policy, parse_policy
 from bot.ports import ApproverTier, CredentialDelivery, DeliveryError, MessageRef, RequestView
+from bot.scheduler import DueWorkRunner
 from bot.store.db import create_schema
 
 START = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
@@ -368,36 +371,6 @@ class FakeNotifier:
         self._record("home_changed", tuple(users))
 
 
-@dataclass
-class FakeTimers:
-    """``bot.ports.Timers`` that only records what was scheduled."""
-
-    ends: list[tuple[int, datetime]] = field(default_factory=list)
-    retries: list[tuple[int, datetime]] = field(default_factory=list)
-    escalations: list[tuple[int, datetime]] = field(default_factory=list)
-    expiries: list[tuple[int, datetime]] = field(default_factory=list)
-    cancelled: list[int] = field(default_factory=list)
-    collect_checks: list[tuple[int, datetime]] = field(default_factory=list)
-
-    def schedule_end(self, grant_id: int, at: datetime) -> None:
-        self.ends.append((grant_id, at))
-
-    def schedule_retry(self, grant_id: int, at: datetime) -> None:
-        self.retries.append((grant_id, at))
-
-    def schedule_escalation(self, request_id: int, at: datetime) -> None:
-        self.escalations.append((request_id, at))
-
-    def schedule_pending_expiry(self, request_id: int, at: datetime) -> None:
-        self.expiries.append((request_id, at))
-
-    def cancel_pending(self, request_id: int) -> None:
-        self.cancelled.append(request_id)
-
-    def schedule_collect_check(self, grant_id: int, at: datetime) -> None:
-        self.collect_checks.append((grant_id, at))
-
-
 def memory_engine() -> Engine:
     """One in-memory SQLite database shared by every session (StaticPool), schema created."""
     engine = create_engine(
@@ -414,8 +387,26 @@ class Harness:
     policy: Policy
     issuer: FakeIssuer
     notifier: FakeNotifier
-    timers: FakeTimers
     clock: FakeClock
+
+    def tick(self) -> Counter[str]:
+        """One timer tick at the fake clock's time: the real runner, claims and all, over this
+        database (what a replica's APScheduler runs every second or two)."""
+        return DueWorkRunner(
+            self.engine, self.lifecycle.due_work(), self.clock, also=self.lifecycle.periodic_work()
+        ).tick()
+
+    def due(self, kind: str, at: datetime | None = None) -> list[int]:
+        """The ids of the rows of ``kind`` (a ``DueWork`` name) due at ``at`` (default now),
+        whether a tick holds them or not."""
+        (work,) = [w for w in self.lifecycle.due_work() if w.name == kind]
+        with Session(self.engine) as session:
+            query = select(work.table.id).where(work.due(at or self.clock.now()))
+            return sorted(key for key in session.exec(query) if key is not None)
+
+    def becomes_due(self, kind: str, key: int, at: datetime) -> bool:
+        """Whether row ``key`` is due for ``kind`` from ``at`` on, and not a second before."""
+        return key not in self.due(kind, at - timedelta(seconds=1)) and key in self.due(kind, at)
 
 
 class StaticApprovers:
@@ -438,7 +429,6 @@ def make_lifecycle(
     clock: FakeClock | None = None,
     issuer: FakeIssuer | None = None,
     notifier: FakeNotifier | None = None,
-    timers: FakeTimers | None = None,
 ) -> Harness:
     """An AccessLifecycle wired to fakes (and an in-memory database unless one is given)."""
     parsed = parse_policy(policy, "test-policy.yml") if isinstance(policy, str) else policy
@@ -446,19 +436,17 @@ def make_lifecycle(
     engine = engine or memory_engine()
     issuer = issuer or FakeIssuer(clock)
     notifier = notifier or FakeNotifier()
-    timers = timers or FakeTimers()
     lifecycle = AccessLifecycle(
         engine=engine,
         policy=parsed,
         issuer=issuer,
         notifier=notifier,
-        timers=timers,
         clock=clock,
         approvers=StaticApprovers(),
     )
     # Waiting between delivery attempts moves the fake clock instead of sleeping.
     lifecycle.issuing.sleep = clock.sleep
-    return Harness(lifecycle, engine, parsed, issuer, notifier, timers, clock)
+    return Harness(lifecycle, engine, parsed, issuer, notifier, clock)
 
 
 def race(count: int, step: Callable[[int], Any], timeout: float = 60.0) -> list[Any]:

@@ -1,6 +1,7 @@
-"""Approval rules through the lifecycle (fakes for Vault, Slack, timers and the clock; SQLite):
-N approvals, routing and escalation through an approver directory, unanswered requests expiring,
-who may ask, break-glass, extensions, and what reconcile does with all of it after a restart."""
+"""Approval rules through the lifecycle (fakes for Vault, Slack and the clock; SQLite; the real
+timer tick): N approvals, routing and escalation through an approver directory, unanswered
+requests expiring, who may ask, break-glass, extensions, and what the timers do with all of it,
+after a restart too."""
 
 from __future__ import annotations
 
@@ -100,7 +101,6 @@ def harness(
         policy=h.policy,
         issuer=h.issuer,
         notifier=h.notifier,
-        timers=h.timers,
         clock=h.clock,
         approvers=directory,
     )
@@ -153,6 +153,12 @@ def grant_of(h: Harness, request_id: int) -> Grant:
         return session.exec(select(Grant).where(Grant.request_id == request_id)).one()
 
 
+def waiting(h: Harness, request_id: int) -> bool:
+    """Whether the request is ever due to expire or escalate (only while it waits)."""
+    later = START + 365 * 24 * HOUR
+    return request_id in h.due("pending expiry", later) + h.due("escalation", later)
+
+
 def chain_ok(h: Harness) -> bool:
     with Session(h.engine) as session:
         return verify_chain(session).ok
@@ -164,7 +170,7 @@ def posted(h: Harness) -> list[tuple[str, str, bool]]:
 
 
 def restart(h: Harness, now: datetime, directory: ApproverDirectory | None = None) -> Harness:
-    """The same database and Vault after a restart: fresh notifier and timers."""
+    """The same database and Vault after a restart: a fresh lifecycle, notifier and clock."""
     clock = FakeClock(now)
     h.issuer.clock = clock
     return harness(h.policy, directory, engine=h.engine, clock=clock, issuer=h.issuer)
@@ -200,7 +206,7 @@ def test_first_of_two_approvals_keeps_the_request_pending(two: Harness) -> None:
     assert two.issuer.calls == []
     assert rows(two.engine, Grant) == []
     assert two.notifier.deliveries == []
-    assert two.timers.cancelled == []
+    assert two.becomes_due("pending expiry", request_id, START + HOUR)  # still waiting
     ((refreshed, _),) = two.notifier.of("refresh_request")
     assert refreshed.status is S.PENDING and refreshed.approved_by == (APPROVER,)
     # Still waiting for the others, not for the one who approved.
@@ -233,10 +239,10 @@ def test_second_approver_completes_and_issues_once(two: Harness) -> None:
     assert (view.decided_by, view.decided_at) == (OTHER_APPROVER, START + 2 * MINUTE)
     assert view.approved_by == (APPROVER, OTHER_APPROVER)
     assert two.issuer.count("create") == 1
-    assert two.timers.cancelled == [request_id]
+    assert not waiting(two, request_id)
     grant = grant_of(two, request_id)
     assert grant.status == GrantStatus.ACTIVE
-    assert two.timers.ends == [(grant.id, START + 2 * MINUTE + HOUR)]
+    assert two.becomes_due("grant expiry", grant.id, START + 2 * MINUTE + HOUR)
     assert actions(two, request_id) == ["requested", "approved", "approved", "issued", "delivered"]
     assert events(two, request_id)[2] == (
         "approved",
@@ -259,7 +265,7 @@ def test_deny_after_one_approval_ends_it(two: Harness) -> None:
     assert view.status is S.DENIED and view.decided_by == OTHER_APPROVER
     assert two.issuer.calls == []
     assert rows(two.engine, Grant) == []
-    assert two.timers.cancelled == [request_id]
+    assert not waiting(two, request_id)
     assert sorted((d.approver, d.verdict) for d in rows(two.engine, Decision)) == [
         (APPROVER, "approve"),
         (OTHER_APPROVER, "deny"),
@@ -292,7 +298,7 @@ def routed() -> tuple[Harness, FakeDirectory]:
     return harness(ROUTED, directory), directory
 
 
-def test_submit_asks_the_primary_tier_and_sets_both_timers(
+def test_submit_asks_the_primary_tier_and_both_timers_follow(
     routed: tuple[Harness, FakeDirectory],
 ) -> None:
     h, _ = routed
@@ -302,8 +308,8 @@ def test_submit_asks_the_primary_tier_and_sets_both_timers(
     ((view, users, in_channel),) = h.notifier.of("announce_request")
     assert (view.id, users, in_channel) == (request_id, (APPROVER,), True)
     assert view.approvers == (APPROVER,) and view.pending_until == START + HOUR
-    assert h.timers.expiries == [(request_id, START + HOUR)]
-    assert h.timers.escalations == [(request_id, START + 10 * MINUTE)]
+    assert h.becomes_due("pending expiry", request_id, START + HOUR)
+    assert h.becomes_due("escalation", request_id, START + 10 * MINUTE)
     assert events(h, request_id)[0][2]["asked"] == [APPROVER]
 
 
@@ -314,13 +320,17 @@ def test_submit_asks_the_primary_tier_and_sets_both_timers(
         (ROUTED, 1),  # one tier: nowhere to escalate to
     ],
 )
-def test_no_escalation_timer_without_a_path(policy: str, tiers: int) -> None:
+def test_no_escalation_without_a_path(policy: str, tiers: int) -> None:
     directory = three_tiers()
     directory.tier_users = directory.tier_users[:tiers]
     h = harness(policy, directory)
     request_id = submit(h)
-    assert h.timers.escalations == []
-    assert h.timers.expiries == [(request_id, START + HOUR)]
+    h.clock.advance(30 * MINUTE)
+    h.tick()  # with one tier, escalation is due but finds nobody more to ask
+    assert "escalated" not in actions(h, request_id)
+    assert len(h.notifier.of("announce_request")) == 1
+    assert h.due("escalation", START + HOUR - timedelta(seconds=1)) == []
+    assert h.becomes_due("pending expiry", request_id, START + HOUR)
 
 
 def test_an_empty_tier_is_skipped_and_its_note_kept() -> None:
@@ -335,7 +345,10 @@ def test_an_empty_tier_is_skipped_and_its_note_kept() -> None:
     result = h.lifecycle.submit(REQUESTER, ValidRequest("payments-db", HOUR, REASON), None)
     assert result.asked == (OTHER_APPROVER,)
     assert result.view.routing_note == "PagerDuty unreachable; using the static list"
-    assert h.timers.escalations == []  # only one staffed tier
+    h.clock.advance(30 * MINUTE)
+    h.tick()
+    assert "escalated" not in actions(h, result.view.id)  # only one staffed tier
+    assert h.due("escalation", START + HOUR - timedelta(seconds=1)) == []
 
 
 def test_nobody_staffed_refuses_the_request() -> None:
@@ -346,7 +359,7 @@ def test_nobody_staffed_refuses_the_request() -> None:
     with pytest.raises(NotAllowed, match="nobody else on call"):
         submit(h)
     assert rows(h.engine, AccessRequest) == []
-    assert h.timers.expiries == []
+    assert h.due("pending expiry", START + 2 * HOUR) == []
 
 
 def test_escalate_asks_the_next_tier_only(routed: tuple[Harness, FakeDirectory]) -> None:
@@ -367,7 +380,7 @@ def test_escalate_asks_the_next_tier_only(routed: tuple[Harness, FakeDirectory])
         {"level": 1, "asked": [OTHER_APPROVER], "source": "secondary"},
     )
     assert posted(h)[-1][0] == "escalated" and "<@U0BOB>" in posted(h)[-1][1]
-    assert h.timers.escalations[-1] == (request_id, START + 20 * MINUTE)  # leads are next
+    assert h.becomes_due("escalation", request_id, START + 20 * MINUTE)  # leads are next
     assert h.notifier.of("refresh_request")[-1][0].escalation_level == 1
 
     h.clock.advance(10 * MINUTE)
@@ -375,15 +388,17 @@ def test_escalate_asks_the_next_tier_only(routed: tuple[Harness, FakeDirectory])
     _, _, (_, users, in_channel) = h.notifier.of("announce_request")
     assert (users, in_channel) == ((LEAD,), False)
     assert h.lifecycle.get(request_id).approvers == (APPROVER, OTHER_APPROVER, LEAD)
-    assert len(h.timers.escalations) == 2  # no tier after the leads: no further timer
+    # Due once more, to find that no tier is left after the leads.
+    assert h.becomes_due("escalation", request_id, START + 30 * MINUTE)
 
     calls_before = len(h.notifier.calls)
     events_before = events(h, request_id)
     assert h.lifecycle.escalate(request_id) is False
     # Nobody is asked or told; only the request is marked as having no tier left, so the
-    # minute sweep stops asking the sources again.
+    # timers stop asking the sources again.
     assert len(h.notifier.calls) == calls_before and events(h, request_id) == events_before
     assert h.lifecycle.get(request_id).escalation_level == ESCALATION_EXHAUSTED
+    assert h.due("escalation", START + 2 * HOUR) == []
     assert h.lifecycle.escalate(request_id) is False
     assert chain_ok(h)
 
@@ -406,7 +421,7 @@ def test_an_escalated_approver_may_decide(routed: tuple[Harness, FakeDirectory])
     h.lifecycle.escalate(request_id)
     view = h.lifecycle.decide(request_id, OTHER_APPROVER, approve=True)
     assert view.status is S.ACTIVE and view.decided_by == OTHER_APPROVER
-    assert h.timers.cancelled == [request_id]
+    assert not waiting(h, request_id)
     assert h.lifecycle.escalate(request_id) is False  # a decided request never escalates
 
 
@@ -474,7 +489,7 @@ def test_a_decided_request_does_not_expire(decide: str) -> None:
         h.lifecycle.revoke_early(request_id, REQUESTER)
     else:
         h.lifecycle.decide(request_id, APPROVER, approve=decide == "approve")
-    assert h.timers.cancelled == [request_id]
+    assert not waiting(h, request_id)
     h.clock.advance(2 * HOUR)
     status = h.lifecycle.get(request_id).status
     assert h.lifecycle.expire_pending(request_id) is False
@@ -483,7 +498,7 @@ def test_a_decided_request_does_not_expire(decide: str) -> None:
 
 @pytest.mark.parametrize("approve", [True, False])
 def test_a_decision_after_pending_until_expires_the_request(approve: bool) -> None:
-    """The expiry timer was late or lost: the click itself must not let the request through."""
+    """No tick took the expiry up yet: the click itself must not let the request through."""
     h = harness(ROUTED)
     request_id = submit(h)
     h.clock.advance(HOUR)
@@ -591,7 +606,7 @@ def test_break_glass_issues_at_once_and_alerts(glass: Harness) -> None:
     assert (action, alert) == ("break_glass", True) and "BREAK-GLASS" in text
     assert [a for a, _, _ in posted(glass)] == ["break_glass", "issued"]
     assert rows(glass.engine, Decision) == []
-    assert glass.timers.expiries == [] and glass.timers.escalations == []
+    assert not waiting(glass, view.id)
     assert len(glass.notifier.deliveries) == 1
     (request,) = rows(glass.engine, AccessRequest)
     assert request.break_glass is True and request.reviewed_by is None
@@ -863,7 +878,7 @@ def test_extension_request_is_routed_like_a_request(h: Harness) -> None:
     )
     assert result.asked == (APPROVER, OTHER_APPROVER)
     assert view.label == f"Extension request #{view.id}"
-    assert h.timers.expiries[-1] == (view.id, START + 10 * MINUTE + HOUR)
+    assert h.becomes_due("pending expiry", view.id, START + 10 * MINUTE + HOUR)
     (action, _, details) = events(h, view.id)[0]
     assert action == "requested" and details["kind"] == "extension"
     assert details["extends"] == request_id
@@ -885,8 +900,8 @@ def test_approved_extension_renews_and_reschedules(h: Harness) -> None:
     (renew,) = [args for name, args in h.issuer.calls if name == "renew"]
     assert renew == (grant.token_accessor, grant.lease_id, new_expiry)
     assert utc(grant_of(h, request_id).expires_at) == new_expiry
-    assert h.timers.ends == [(grant.id, START + HOUR), (grant.id, new_expiry)]
-    assert h.timers.cancelled == [request_id, extension]
+    assert h.becomes_due("grant expiry", grant.id, new_expiry)  # no longer at START + HOUR
+    assert not waiting(h, request_id) and not waiting(h, extension)
     parent = h.lifecycle.get(request_id)
     assert parent.status is S.ACTIVE and parent.expires_at == new_expiry
     assert actions(h, extension) == ["requested", "approved"]
@@ -916,7 +931,7 @@ def test_extension_capped_by_vault_is_reported(h: Harness) -> None:
     capped = START + 10 * MINUTE + HOUR + 15 * MINUTE
     assert done.status is S.ENDED
     assert utc(grant_of(h, request_id).expires_at) == capped
-    assert h.timers.ends[-1] == (grant_of(h, request_id).id, capped)
+    assert h.becomes_due("grant expiry", grant_of(h, request_id).id, capped)
     (text,) = [text for user, text in h.notifier.tells if "extended" in text]
     assert "Vault capped the renewal below the 1h approved" in text
     details = events(h, request_id)[-1][2]
@@ -934,7 +949,7 @@ def test_extension_that_vault_refuses_fails_and_leaves_the_grant(h: Harness) -> 
     assert done.failure is not None and "Vault refused to renew" in done.failure
     grant = grant_of(h, request_id)
     assert grant.status == GrantStatus.ACTIVE and utc(grant.expires_at) == START + HOUR
-    assert h.timers.ends == [(grant.id, START + HOUR)]
+    assert h.becomes_due("grant expiry", grant.id, START + HOUR)
     assert h.lifecycle.get(request_id).status is S.ACTIVE
     assert "extended" not in actions(h, request_id)
     assert actions(h, extension)[-1] == "failed"
@@ -981,19 +996,19 @@ def test_extension_rechecks_the_requesters_list() -> None:
     assert len(rows(h.engine, AccessRequest)) == 1
 
 
-# -- reconcile -------------------------------------------------------------------------------------
+# -- the timers, after a restart too --------------------------------------------------------------
 
 
-def test_reconcile_expires_a_pending_request_past_its_time() -> None:
+def test_a_restart_expires_a_pending_request_past_its_time() -> None:
     h = harness(ROUTED)
     request_id = submit(h)
     r = restart(h, START + HOUR)
-    counts = r.lifecycle.reconcile()
-    assert counts["pending"] == 1
+    counts = r.tick()
+    assert counts == {"pending expiry": 1}  # not escalated first: its time is up
     assert r.lifecycle.get(request_id).status is S.EXPIRED
     assert any(user == REQUESTER and "expired" in text for user, text in r.notifier.tells)
     assert actions(r, request_id)[-1] == "request_expired"
-    assert r.timers.expiries == [] and r.timers.escalations == []
+    assert not waiting(r, request_id)
 
 
 @pytest.mark.parametrize(
@@ -1004,7 +1019,7 @@ def test_reconcile_expires_a_pending_request_past_its_time() -> None:
         (EXAMPLE_POLICY, 30 * MINUTE, None),  # no escalate_after configured
     ],
 )
-def test_reconcile_gives_a_future_pending_request_its_timers(
+def test_a_restart_leaves_a_future_pending_request_due_at_its_times(
     policy: str,
     restart_after: timedelta,
     escalation_at: datetime | None,
@@ -1012,52 +1027,54 @@ def test_reconcile_gives_a_future_pending_request_its_timers(
     h = harness(policy)
     request_id = submit(h)
     r = restart(h, START + restart_after)
-    r.lifecycle.reconcile()
+    assert r.tick() == {}
     assert r.lifecycle.get(request_id).status is S.PENDING
-    assert r.timers.expiries == [(request_id, START + HOUR)]
-    assert r.timers.escalations == ([(request_id, escalation_at)] if escalation_at else [])
+    assert r.becomes_due("pending expiry", request_id, START + HOUR)
+    if escalation_at is None:
+        assert r.due("escalation", START + HOUR - timedelta(seconds=1)) == []
+    else:
+        assert r.becomes_due("escalation", request_id, escalation_at)
     assert r.notifier.calls == []
     assert actions(r, request_id) == ["requested"]
 
 
-def test_reconcile_escalates_an_overdue_request_at_once() -> None:
+def test_a_restart_escalates_an_overdue_request_at_once() -> None:
     h = harness(ROUTED, three_tiers())
     request_id = submit(h)
     r = restart(h, START + 30 * MINUTE, three_tiers())
-    r.lifecycle.reconcile()
+    assert r.tick() == {"escalation": 1}
     view = r.lifecycle.get(request_id)
     assert (view.status, view.escalation_level) == (S.PENDING, 1)
     assert actions(r, request_id) == ["requested", "escalated"]
     ((_, users, in_channel),) = r.notifier.of("announce_request")
     assert (users, in_channel) == ((OTHER_APPROVER,), False)
-    assert r.timers.expiries == [(request_id, START + HOUR)]
+    assert r.becomes_due("pending expiry", request_id, START + HOUR)
     # The next tier's turn comes escalate_after from now, not in the past.
-    assert r.timers.escalations == [(request_id, START + 40 * MINUTE)]
+    assert r.becomes_due("escalation", request_id, START + 40 * MINUTE)
 
 
-def test_reconcile_schedules_the_next_escalation_level() -> None:
+def test_a_restart_keeps_the_next_escalation_level_at_its_time() -> None:
     h = harness(ROUTED, three_tiers())
     request_id = submit(h)
     h.clock.advance(10 * MINUTE)
     h.lifecycle.escalate(request_id)
     r = restart(h, START + 12 * MINUTE, three_tiers())
-    r.lifecycle.reconcile()
-    assert r.timers.escalations == [(request_id, START + 20 * MINUTE)]
+    assert r.tick() == {}
+    assert r.becomes_due("escalation", request_id, START + 20 * MINUTE)
     assert r.lifecycle.get(request_id).escalation_level == 1
 
 
-def test_sweep_expires_and_escalates_what_is_overdue_without_new_timers() -> None:
+def test_the_tick_expires_and_escalates_what_is_overdue_and_nothing_else() -> None:
     h = harness(ROUTED, three_tiers())
     due = submit(h)
     h.clock.advance(30 * MINUTE)
     later = submit(h)
     h.clock.advance(35 * MINUTE)  # `due` is past pending_until; `later` past escalate_after
-    expiries = list(h.timers.expiries)
-    counts = h.lifecycle.sweep()
-    assert counts["pending"] == 2
+    counts = h.tick()
+    assert counts == {"pending expiry": 1, "escalation": 1}
     assert h.lifecycle.get(due).status is S.EXPIRED
     assert h.lifecycle.get(later).escalation_level == 1
-    assert h.timers.expiries == expiries  # the sweep sets no expiry timer of its own
+    assert h.becomes_due("pending expiry", later, START + 30 * MINUTE + HOUR)  # unchanged
 
 
 def _stranded_extension(h: Harness) -> tuple[int, int]:
@@ -1071,36 +1088,34 @@ def _stranded_extension(h: Harness) -> tuple[int, int]:
     return request_id, extension
 
 
-def test_reconcile_applies_an_approved_extension_left_by_a_crash(h: Harness) -> None:
+def test_a_restart_applies_an_approved_extension_left_by_a_crash(h: Harness) -> None:
     request_id, extension = _stranded_extension(h)
     r = restart(h, START + 10 * MINUTE)
-    counts = r.lifecycle.reconcile()
-    assert counts["interrupted"] == 1
+    counts = r.tick()
+    assert counts["interrupted approval"] == 1
     assert r.lifecycle.get(extension).status is S.ENDED
     assert r.issuer.count("renew") == 2  # the crashed call, then the one that applied it
     assert utc(grant_of(r, request_id).expires_at) == START + HOUR + 30 * MINUTE
     assert r.lifecycle.get(request_id).status is S.ACTIVE
-    # reconcile also finds the credentials were collected (unwrapped) in time
+    # the tick also finds the credentials were collected (unwrapped) in time
     assert actions(r, request_id)[-2:] == ["extended", "collected"]
     assert chain_ok(r)
 
 
-def test_reconcile_keeps_the_end_timer_of_an_extension_it_applied(h: Harness) -> None:
+def test_a_restart_keeps_the_end_of_an_extension_it_applied(h: Harness) -> None:
     request_id, _ = _stranded_extension(h)
     grant_id = grant_of(h, request_id).id
     r = restart(h, START + 10 * MINUTE)
-    r.lifecycle.reconcile()
-    # The real GrantTimers replace the job by id, so the last schedule_end is the one that holds.
-    last_end = [at for gid, at in r.timers.ends if gid == grant_id][-1]
-    assert last_end == START + HOUR + 30 * MINUTE
+    r.tick()
+    assert r.becomes_due("grant expiry", grant_id, START + HOUR + 30 * MINUTE)
 
 
-def test_reconcile_does_not_end_a_grant_it_just_extended(h: Harness) -> None:
+def test_a_restart_does_not_end_a_grant_it_just_extended(h: Harness) -> None:
     request_id, extension = _stranded_extension(h)
     r = restart(h, START + HOUR + 5 * MINUTE)  # back after the old expiry, before the new one
-    counts = r.lifecycle.reconcile()
+    counts = r.tick()
     assert r.lifecycle.get(extension).status is S.ENDED
-    assert counts["expired"] == 0
+    assert counts["grant expiry"] == 0
     assert r.lifecycle.get(request_id).status is S.ACTIVE
     assert r.issuer.count("revoke") == 0
 

@@ -14,6 +14,7 @@ from bot.domain.grants import GrantStatus
 from bot.domain.requests import RequestStatus as S
 from bot.lifecycle import EndReason
 from bot.lifecycle.issue import DELIVERY_WINDOW
+from bot.scheduler import RETRY_AFTER
 from bot.store.locks import LocalLocks
 from bot.store.models import Notice
 from tests.unit.fakes import (
@@ -78,15 +79,15 @@ def test_undeliverable_credentials_are_revoked_and_the_requester_told_once_slack
     assert "revoked (Vault confirmed it)" in notice.text
     assert REQUESTER not in dict(h.notifier.tells)
 
-    assert h.lifecycle.sweep()["notices"] == 0  # Slack still down: it waits
+    assert h.tick()["queued notices"] == 0  # Slack still down: it waits
     h.notifier.slack_down = False
-    assert h.lifecycle.send_queued_notices() == 0  # not due yet (backoff)
+    assert h.tick()["queued notices"] == 0  # not due yet (backoff)
     h.clock.advance(timedelta(seconds=5))
-    assert h.lifecycle.sweep()["notices"] == 1
+    assert h.tick()["queued notices"] == 1
     told = dict(h.notifier.tells)[REQUESTER]
     assert f"request #{request_id}" in told and "could not be delivered" in told
     h.clock.advance(timedelta(minutes=5))
-    assert h.lifecycle.sweep()["notices"] == 0  # sent once
+    assert h.tick()["queued notices"] == 0  # sent once
     assert len([t for u, t in h.notifier.tells if u == REQUESTER]) == 1
 
 
@@ -108,7 +109,7 @@ def crash_while_delivering(h: Harness) -> int:
 def test_a_grant_left_delivering_by_a_crash_is_revoked_at_start_at_once(h: Harness) -> None:
     request_id = crash_while_delivering(h)
     r = restart(h, timedelta(seconds=1))  # no timeout to wait for: its owner is gone
-    assert r.lifecycle.reconcile()["interrupted"] == 1
+    assert r.tick()["interrupted issue"] == 1
     view = r.lifecycle.get(request_id)
     assert view.status is S.FAILED and view.failure is not None
     grant = grant_of(r, request_id)
@@ -116,7 +117,7 @@ def test_a_grant_left_delivering_by_a_crash_is_revoked_at_start_at_once(h: Harne
     assert not r.issuer.live
     told = dict(r.notifier.tells)[REQUESTER]
     assert "could not be delivered" in told and "revoked" in told
-    assert r.lifecycle.reconcile()["interrupted"] == 0
+    assert r.tick() == {}
     assert chain_ok(r)
 
 
@@ -126,7 +127,7 @@ def test_an_approved_request_left_by_a_crash_fails_at_start_at_once(h: Harness) 
     with pytest.raises(SimulatedCrash):
         h.lifecycle.decide(request_id, APPROVER, approve=True)
     r = restart(h, timedelta(seconds=1))
-    assert r.lifecycle.reconcile()["interrupted"] == 1
+    assert r.tick()["interrupted approval"] == 1
     assert r.lifecycle.get(request_id).status is S.FAILED
 
 
@@ -144,12 +145,13 @@ def test_work_whose_owner_is_alive_is_left_alone(h: Harness) -> None:
     thread = threading.Thread(target=owner)
     thread.start()
     holding.wait(5)
-    assert h.lifecycle.resolve_undelivered(h.clock.now()) == 0
-    assert h.lifecycle.sweep()["interrupted"] == 0
+    h.tick()  # finds it due, cannot take the lock: leaves it to its owner
     assert grant_of(h, request_id).status == GrantStatus.DELIVERING
+    assert h.lifecycle.get(request_id).status is S.APPROVED
     done.set()
     thread.join()
-    assert h.lifecycle.resolve_undelivered(h.clock.now()) == 1  # the owner let go
+    h.clock.advance(RETRY_AFTER)  # the tick looks again later, not every second
+    assert h.tick()["interrupted issue"] == 1  # the owner let go
     assert grant_of(h, request_id).status == GrantStatus.REVOKED
 
 
@@ -159,7 +161,7 @@ def test_a_grant_that_ended_before_delivery_fails_its_request(h: Harness) -> Non
     assert gid is not None
     h.lifecycle.end_grant(gid, EndReason.EXPIRED)  # its expiry came first
     assert h.lifecycle.get(request_id).status is S.APPROVED
-    assert h.lifecycle.resolve_undelivered(h.clock.now()) == 1
+    assert h.tick()["interrupted approval"] == 1
     assert h.lifecycle.get(request_id).status is S.FAILED
     assert actions(h, request_id)[-1] == "failed"
     assert chain_ok(h)

@@ -1,4 +1,4 @@
-"""The request lifecycle against fakes (Vault, Slack, timers, clock) and SQLite."""
+"""The request lifecycle against fakes (Vault, Slack, clock) and SQLite, and the real timer tick."""
 
 from __future__ import annotations
 
@@ -44,6 +44,7 @@ from tests.unit.fakes import (
 
 S = RequestStatus
 HOUR = timedelta(hours=1)
+FAR = START + timedelta(days=365)  # a moment by which anything ever due is due
 DM_POLICY = EXAMPLE_POLICY.replace("delivery: wrapped", "delivery: dm")
 
 
@@ -222,8 +223,8 @@ def test_approve_issues_activates_schedules_and_delivers(h: Harness) -> None:
     assert grant.token_accessor == "accessor-0001"
     assert grant.lease_id == "database/creds/payments-readonly/lease-0002"
     assert utc(grant.expires_at) == expires
-    assert h.timers.ends == [(grant.id, expires)]
-    assert h.timers.retries == []
+    assert h.becomes_due("grant expiry", grant.id, expires)
+    assert h.due("revocation retry", FAR) == []
 
     (spec,) = [args for name, args in h.issuer.calls if name == "create"]
     assert (
@@ -284,7 +285,7 @@ def test_dm_delivery_of_a_token_resource() -> None:
     assert delivery.values["token"].reveal() == "hvs.SECRET-token-0001"
     grant = grant_of(h, request_id)
     assert grant.lease_id is None and grant.token_accessor == "accessor-0001"
-    assert h.timers.ends == [(grant.id, START + timedelta(minutes=30))]
+    assert h.becomes_due("grant expiry", grant.id, START + timedelta(minutes=30))
 
 
 def test_short_default_lease_is_renewed_up_to_the_approved_duration(h: Harness) -> None:
@@ -293,7 +294,7 @@ def test_short_default_lease_is_renewed_up_to_the_approved_duration(h: Harness) 
     ((_, delivery),) = h.notifier.deliveries
     assert delivery.expires_at == START + HOUR and delivery.notes == ()
     assert h.issuer.count("renew") == 1
-    assert h.timers.ends == [(grant_of(h, request_id).id, START + HOUR)]
+    assert h.becomes_due("grant expiry", grant_of(h, request_id).id, START + HOUR)
 
 
 def test_vault_capping_the_grant_is_reported_and_the_timer_follows(h: Harness) -> None:
@@ -304,7 +305,8 @@ def test_vault_capping_the_grant_is_reported_and_the_timer_follows(h: Harness) -
     assert delivery.expires_at == START + timedelta(minutes=20)
     (note,) = delivery.notes
     assert "20m" in note and "1h" in note
-    assert h.timers.ends == [(grant_of(h, request_id).id, START + timedelta(minutes=20))]
+    grant_id = grant_of(h, request_id).id
+    assert h.becomes_due("grant expiry", grant_id, START + timedelta(minutes=20))
 
 
 @pytest.mark.parametrize("actor", [REQUESTER, BYSTANDER, "u0alice"])
@@ -418,7 +420,7 @@ def test_vault_failure_at_create_fails_the_request_and_leaves_nothing(h: Harness
     assert rows(h.engine, Grant) == []
     assert not h.issuer.live
     assert h.notifier.deliveries == []
-    assert h.timers.ends == []
+    assert h.due("grant expiry", FAR) == []
     told = dict(h.notifier.tells)
     assert "could not be issued" in told[REQUESTER]
     assert "issuing failed" in told[APPROVER]
@@ -492,7 +494,7 @@ def test_issue_failure_whose_cleanup_also_fails_keeps_retrying(h: Harness) -> No
     assert view.status is S.FAILED
     grant = grant_of(h, request_id)
     assert (grant.status, grant.revoke_attempts) == (GrantStatus.REVOKING, 1)
-    assert h.timers.retries == [(grant.id, START + timedelta(seconds=15))]
+    assert h.becomes_due("revocation retry", grant.id, START + timedelta(seconds=15))
     assert "accessor-0001" in h.issuer.live_tokens
     h.clock.advance(timedelta(seconds=15))
     assert h.lifecycle.end_grant(grant.id, EndReason.EXPIRED) is True
@@ -615,7 +617,7 @@ def test_failed_revocation_stays_revoking_and_retries(h: Harness, how: str) -> N
     assert grant.last_error
     assert grant.ended_at is None and grant.claimed_at is None
     assert h.lifecycle.get(request_id).status is S.REVOKING
-    assert h.timers.retries == [(grant_id, START + HOUR + timedelta(seconds=15))]
+    assert h.becomes_due("revocation retry", grant_id, START + HOUR + timedelta(seconds=15))
     (alert,) = [a for a in h.notifier.audits if a[3]]
     assert alert[1] == AuditAction.REVOKE_FAILED and "REVOCATION FAILED (attempt 1)" in alert[2]
     assert "failing to revoke" in alert[2]
@@ -638,9 +640,13 @@ def test_revocation_retries_back_off(h: Harness) -> None:
     request_id = approved(h)
     grant_id = grant_of(h, request_id).id
     h.issuer.fail("revoke", times=3)
+    retries = []
     for _ in range(3):
         assert h.lifecycle.end_grant(grant_id, EndReason.EXPIRED) is False
-    assert [at - START for _, at in h.timers.retries] == [
+        retry_at = utc(grant_of(h, request_id).next_retry_at)
+        assert h.becomes_due("revocation retry", grant_id, retry_at)
+        retries.append(retry_at)
+    assert [at - START for at in retries] == [
         timedelta(seconds=15),
         timedelta(seconds=30),
         timedelta(minutes=1),
@@ -675,12 +681,12 @@ def test_unreachable_vault_is_retried_every_few_seconds_and_alerted_sparingly(
     grant_id = grant_of(h, request_id).id
     h.clock.advance(HOUR)
     h.issuer.fail("revoke", times=9, how="unreachable")
+    retries = []
     for _ in range(9):
         assert h.lifecycle.end_grant(grant_id, EndReason.EXPIRED) is False
+        retries.append(utc(grant_of(h, request_id).next_retry_at))
         h.clock.advance(timedelta(seconds=5))
-    assert [at for _, at in h.timers.retries] == [
-        START + HOUR + timedelta(seconds=5 * (i + 1)) for i in range(9)
-    ]
+    assert retries == [START + HOUR + timedelta(seconds=5 * (i + 1)) for i in range(9)]
     alerts = [a[2] for a in h.notifier.audits if a[3]]
     assert [a.split(")")[0] for a in alerts] == [
         f"REVOCATION FAILED (attempt {n}" for n in (1, 2, 4, 8)
@@ -702,7 +708,7 @@ def test_a_new_kind_of_revocation_failure_is_alerted_at_once(h: Harness) -> None
     h.lifecycle.end_grant(grant_id, EndReason.EXPIRED)
     alerts = [a[2] for a in h.notifier.audits if a[3]]
     assert len(alerts) == 3 and "fake Vault refused revoke" in alerts[2]
-    assert h.timers.retries[-1][1] - START == timedelta(minutes=1)  # backoff again
+    assert utc(grant_of(h, request_id).next_retry_at) - START == timedelta(minutes=1)  # backoff
 
 
 def test_expiry_ends_the_grant_and_tells_the_requester(h: Harness) -> None:
@@ -751,11 +757,11 @@ def test_end_grant_of_a_missing_grant(h: Harness) -> None:
     assert h.issuer.calls == []
 
 
-# -- reconcile at start ----------------------------------------------------------------------------
+# -- a restart: the first tick finds what fell due, and what a crash interrupted -------------------
 
 
 def _restart(h: Harness, now: datetime) -> Harness:
-    """The same database and Vault after a restart: fresh notifier and timers."""
+    """The same database and Vault after a restart: a fresh lifecycle, notifier and clock."""
     clock = FakeClock(now)
     h.issuer.clock = clock
     return make_lifecycle(h.policy, engine=h.engine, clock=clock, issuer=h.issuer)
@@ -769,7 +775,7 @@ def _crash(h: Harness, op: str) -> int:
     return request_id
 
 
-def test_reconcile_finishes_what_a_crash_interrupted(h: Harness) -> None:
+def test_the_first_tick_after_a_restart_finishes_what_a_crash_interrupted(h: Harness) -> None:
     past_due = approved(h, duration=timedelta(minutes=30))
     future = approved(h, duration=4 * HOUR)
     stranded = _crash(h, "create")  # APPROVED, nothing issued
@@ -781,20 +787,18 @@ def test_reconcile_finishes_what_a_crash_interrupted(h: Harness) -> None:
 
     later = START + HOUR
     r = _restart(h, later)
-    counts = r.lifecycle.reconcile()
+    counts = r.tick()
 
     assert counts == {
-        "expired": 1,
-        "scheduled": 1,
-        "retried": 0,
-        "interrupted": 2,
-        "pending": 0,
-        "notices": 0,
+        "grant expiry": 1,
+        "interrupted approval": 1,
+        "interrupted issue": 1,
+        "collection check": 1,  # the future grant's credentials were unwrapped in time
     }
     assert r.lifecycle.get(past_due).status is S.ENDED
     assert r.lifecycle.get(past_due).end_reason == EndReason.EXPIRED
     assert r.lifecycle.get(future).status is S.ACTIVE
-    assert r.timers.ends == [(grant_of(r, future).id, START + 4 * HOUR)]
+    assert r.becomes_due("grant expiry", grant_of(r, future).id, START + 4 * HOUR)
     for request_id in (stranded, half_issued):
         view = r.lifecycle.get(request_id)
         assert view.status is S.FAILED
@@ -802,30 +806,23 @@ def test_reconcile_finishes_what_a_crash_interrupted(h: Harness) -> None:
     assert grant_of(r, half_issued).status == GrantStatus.REVOKED
     assert r.issuer.live_tokens == {grant_of(r, future).token_accessor}  # only the future one
     assert chain_ok(r)
-    assert r.lifecycle.reconcile() == {
-        "expired": 0,
-        "scheduled": 1,
-        "retried": 0,
-        "interrupted": 0,
-        "pending": 0,
-        "notices": 0,
-    }
+    assert r.tick() == {}
 
 
-def test_reconcile_retries_a_stale_revocation(h: Harness) -> None:
+def test_a_failed_revocation_is_retried_after_a_restart(h: Harness) -> None:
     request_id = approved(h)
     grant_id = grant_of(h, request_id).id
     h.issuer.fail("revoke")
     assert h.lifecycle.end_grant(grant_id, EndReason.REVOKED, actor=REQUESTER) is False
 
     r = _restart(h, START + timedelta(minutes=5))
-    assert r.lifecycle.reconcile()["retried"] == 1
+    assert r.tick()["revocation retry"] == 1
     view = r.lifecycle.get(request_id)
     assert (view.status, view.end_reason, view.ended_by) == (S.ENDED, "revoked", REQUESTER)
     assert not r.issuer.live
 
 
-def test_reconcile_waits_for_a_fresh_claim(h: Harness) -> None:
+def test_a_restart_waits_for_a_fresh_claim(h: Harness) -> None:
     request_id = approved(h)
     grant_id = grant_of(h, request_id).id
     h.issuer.crash("revoke")  # died mid-revocation: claimed, never finished
@@ -835,14 +832,13 @@ def test_reconcile_waits_for_a_fresh_claim(h: Harness) -> None:
 
     soon = START + timedelta(seconds=30)
     r = _restart(h, soon)
-    assert r.lifecycle.reconcile()["retried"] == 0  # the claim is fresh: not yet
-    assert r.timers.retries == [(grant_id, START + CLAIM_TIMEOUT)]
-    assert r.lifecycle.sweep()["retried"] == 0
+    assert r.tick()["revocation retry"] == 0  # the claim is fresh: not yet
+    assert r.becomes_due("revocation retry", grant_id, START + CLAIM_TIMEOUT + timedelta(seconds=1))
     assert r.lifecycle.get(request_id).status is S.REVOKING
     assert r.issuer.live
 
     r2 = _restart(r, START + CLAIM_TIMEOUT + timedelta(seconds=1))
-    r2.lifecycle.reconcile()
+    assert r2.tick()["revocation retry"] == 1
     assert r2.lifecycle.get(request_id).status is S.ENDED
     assert not r2.issuer.live
 
@@ -874,47 +870,43 @@ def test_user_errors_carry_no_secret(h: Harness, step: str) -> None:
         assert secret not in str(info.value)
 
 
-# -- the minute sweep: a lost timer costs a minute, not a restart -------------------------------
+# -- the tick: whatever the database says is due ----------------------------------------------
 
 
-def test_sweep_ends_an_overdue_grant_whose_timer_was_lost(h: Harness) -> None:
+def test_the_tick_ends_a_grant_once_it_is_due(h: Harness) -> None:
     request_id = approved(h)
-    assert h.lifecycle.sweep()["expired"] == 0  # nothing is due yet
+    h.issuer.unwrap(grant_of(h, request_id).wrap_accessor)
+    h.clock.advance(HOUR - timedelta(seconds=1))
+    assert h.tick()["grant expiry"] == 0  # nothing is due yet (the collection check was)
     assert h.issuer.live
-    h.clock.advance(HOUR + timedelta(seconds=1))
-    assert h.lifecycle.sweep()["expired"] == 1
+    h.clock.advance(timedelta(seconds=1))
+    assert h.tick() == {"grant expiry": 1}
     assert h.lifecycle.get(request_id).status is S.ENDED and not h.issuer.live
-    assert h.lifecycle.sweep() == {
-        "expired": 0,
-        "scheduled": 0,
-        "retried": 0,
-        "interrupted": 0,
-        "pending": 0,
-        "notices": 0,
-    }
+    assert actions(h, request_id)[-1] == "expired"
+    assert h.tick() == {}
 
 
-def test_sweep_retries_a_failed_revocation_only_when_its_backoff_is_due(h: Harness) -> None:
+def test_the_tick_retries_a_failed_revocation_only_when_its_backoff_is_due(h: Harness) -> None:
     request_id = approved(h)
     grant_id = grant_of(h, request_id).id
     h.issuer.fail("revoke")
     assert h.lifecycle.end_grant(grant_id, EndReason.REVOKED, actor=REQUESTER) is False
     assert grant_of(h, request_id).next_retry_at is not None
     h.clock.advance(timedelta(seconds=5))
-    assert h.lifecycle.sweep()["retried"] == 0  # the 15 s backoff is not over
+    assert h.tick()["revocation retry"] == 0  # the 15 s backoff is not over
     assert h.lifecycle.get(request_id).status is S.REVOKING
     h.clock.advance(timedelta(seconds=11))
-    assert h.lifecycle.sweep()["retried"] == 1
+    assert h.tick()["revocation retry"] == 1
     assert h.lifecycle.get(request_id).status is S.ENDED and not h.issuer.live
 
 
-def test_sweep_expires_an_overdue_pending_request(h: Harness) -> None:
+def test_the_tick_expires_an_overdue_pending_request(h: Harness) -> None:
     request_id = submit(h)
     h.clock.advance(timedelta(minutes=59))
-    h.lifecycle.sweep()
+    h.tick()
     assert h.lifecycle.get(request_id).status is S.PENDING
     h.clock.advance(timedelta(minutes=2))  # past the default pending_ttl of 1h
-    assert h.lifecycle.sweep()["pending"] == 1
+    assert h.tick()["pending expiry"] == 1
     assert h.lifecycle.get(request_id).status is S.EXPIRED
     with pytest.raises(Conflict):
         h.lifecycle.decide(request_id, APPROVER, approve=True)
@@ -922,7 +914,7 @@ def test_sweep_expires_an_overdue_pending_request(h: Harness) -> None:
 
 def test_a_late_approval_after_pending_ttl_is_refused_and_expires_the_request(h: Harness) -> None:
     request_id = submit(h)
-    h.clock.advance(timedelta(hours=4))  # the expiry timer never fired
+    h.clock.advance(timedelta(hours=4))  # no tick took the expiry up yet
     with pytest.raises(Conflict, match="expired"):
         h.lifecycle.decide(request_id, APPROVER, approve=True)
     assert h.lifecycle.get(request_id).status is S.EXPIRED
@@ -961,10 +953,10 @@ def test_credentials_never_unwrapped_are_revoked_before_the_wrapping_token_expir
     request_id = approved(h)
     grant = grant_of(h, request_id)
     assert grant.wrap_accessor and grant.collected is None
-    (check,) = h.timers.collect_checks
-    assert check == (grant.id, START + timedelta(minutes=10) - timedelta(seconds=15))
-    h.clock.set(check[1])
-    assert h.lifecycle.check_collected(grant.id) is False
+    check_at = START + timedelta(minutes=10) - timedelta(seconds=15)
+    assert h.becomes_due("collection check", grant.id, check_at)
+    h.clock.set(check_at)
+    assert h.tick() == {"collection check": 1}
     assert h.lifecycle.get(request_id).status is S.ENDED
     assert not h.issuer.live and not h.issuer.live_wraps  # the wrapping token is revoked too
     assert actions(h, request_id)[-2:] == ["not_collected", "revoked"]
@@ -978,7 +970,7 @@ def test_unwrapped_credentials_are_recorded_and_the_grant_stays(h: Harness) -> N
     grant = grant_of(h, request_id)
     h.issuer.unwrap(grant.wrap_accessor)
     h.clock.advance(timedelta(minutes=9, seconds=50))
-    assert h.lifecycle.sweep()["expired"] == 0
+    assert h.tick() == {"collection check": 1}
     assert grant_of(h, request_id).collected is True
     assert h.lifecycle.get(request_id).status is S.ACTIVE
     assert actions(h, request_id)[-1] == "collected"
@@ -987,7 +979,7 @@ def test_unwrapped_credentials_are_recorded_and_the_grant_stays(h: Harness) -> N
 def test_dm_delivery_has_nothing_to_collect() -> None:
     h = make_lifecycle(EXAMPLE_POLICY.replace("delivery: wrapped", "delivery: dm"))
     request_id = approved(h)
-    assert grant_of(h, request_id).wrap_accessor is None and h.timers.collect_checks == []
+    assert grant_of(h, request_id).wrap_accessor is None and h.due("collection check", FAR) == []
 
 
 def test_an_approval_that_issues_refreshes_each_home_once(h: Harness) -> None:

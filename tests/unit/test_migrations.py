@@ -21,10 +21,10 @@ from sqlmodel import Session, SQLModel
 
 from bot.audit import verify_chain
 from bot.domain.requests import ValidRequest
-from bot.scheduler import GrantTimers
 from bot.store import schema
 from bot.store.db import make_engine
 from tests.unit.fakes import APPROVER, OTHER_APPROVER, REQUESTER, Harness, make_lifecycle
+from tests.unit.last_release import write_persisted_jobs
 
 OUR_TABLES = {
     "access_request",
@@ -97,11 +97,7 @@ def fill_like_the_last_release(engine: Engine) -> Harness:
         elif number == 2:
             h.lifecycle.decide(request, APPROVER, approve=True)
             h.lifecycle.revoke_early(request, REQUESTER)
-    timers = GrantTimers(engine)
-    timers.scheduler.start(paused=True)
-    timers.schedule_end(1, datetime.now(UTC) + timedelta(days=1))
-    timers.schedule_sweep()
-    timers.shutdown()
+    write_persisted_jobs(engine, end_grant_at={1: datetime.now(UTC) + timedelta(days=1)})
     return h
 
 
@@ -124,15 +120,17 @@ def make_like_the_last_release(engine: Engine, *, filled: bool = False) -> Harne
 
 
 def without_later_revisions(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[Any]]:
-    """A dump at head, cut to what the baseline has: 0002's and 0003's tables (empty) and
-    0002's last column."""
+    """A dump at head, cut to what the baseline has: 0002's and 0003's tables (empty) and the
+    last columns of ``access_request`` (0002: one, 0004: two) and ``grant`` (0004: one), all
+    empty."""
     assert rows["ssh_public_key"] == []
     assert rows.get("notice", []) == []
     kept: dict[str, list[Any]] = {
         t: r for t, r in rows.items() if t not in {"ssh_public_key", "notice"}
     }
-    assert all(row[-1] is None for row in rows["access_request"])
-    kept["access_request"] = [row[:-1] for row in rows["access_request"]]
+    for table, added in (("access_request", 3), ("grant", 1)):
+        assert all(row[-added:] == (None,) * added for row in rows[table])
+        kept[table] = [row[:-added] for row in rows[table]]
     return kept
 
 
@@ -146,7 +144,7 @@ def audit_chain_ok(engine: Engine) -> tuple[bool, int]:
 
 
 def test_head_follows_the_baseline_and_an_empty_database_has_no_revision(engine: Engine) -> None:
-    assert (schema.BASELINE, schema.head()) == ("0001", "0003")
+    assert (schema.BASELINE, schema.head()) == ("0001", "0004")
     assert schema.current(engine) is None
 
 
@@ -284,10 +282,7 @@ def test_tables_that_are_not_the_baseline_are_refused_not_stamped(
 def test_tables_we_do_not_own_are_left_alone(engine: Engine) -> None:
     """APScheduler's job table, or anything else sharing the database, is not ours: a database
     holding only such tables counts as empty, gets our tables at head, and keeps theirs."""
-    timers = GrantTimers(engine)
-    timers.scheduler.start(paused=True)
-    timers.schedule_sweep()
-    timers.shutdown()
+    write_persisted_jobs(engine)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE someone_elses (id INTEGER PRIMARY KEY, note TEXT)")
         conn.exec_driver_sql("INSERT INTO someone_elses VALUES (1, 'keep me')")
@@ -322,7 +317,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0099"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
