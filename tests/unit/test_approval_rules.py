@@ -6,6 +6,7 @@ after a restart too."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -611,6 +612,27 @@ def test_break_glass_issues_at_once_and_alerts(glass: Harness) -> None:
     (request,) = rows(glass.engine, AccessRequest)
     assert request.break_glass is True and request.reviewed_by is None
     assert chain_ok(glass)
+
+
+def test_a_tick_during_a_break_glass_submission_leaves_it_to_its_owner(glass: Harness) -> None:
+    """Between the commit (APPROVED, no grant yet) and the issue, a timer tick on another thread
+    sees an approved request with no grant: it must find it owned, not fail it as a crash's
+    leftover. The submission takes the request's lock before it commits."""
+    ticks: list[Any] = []
+
+    def tick_meanwhile(name: str, _args: tuple[Any, ...]) -> None:
+        if name == "announce_request":  # after the commit, before the issue
+            thread = threading.Thread(target=lambda: ticks.append(glass.tick()))
+            thread.start()
+            thread.join(10)
+
+    glass.notifier.observer = tick_meanwhile
+    result = glass.lifecycle.submit(
+        REQUESTER, ValidRequest("payments-db", 30 * MINUTE, REASON), "C0ORIGIN", break_glass=True
+    )
+    assert len(ticks) == 1  # the tick ran, and found the request due but owned
+    assert result.view.status is S.ACTIVE
+    assert glass.issuer.count("create") == 1
 
 
 @pytest.mark.parametrize(
