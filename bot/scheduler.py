@@ -31,7 +31,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine
 
-from bot.lifecycle import DueWork
+from bot.lifecycle import DueWork, OwnedElsewhere
 from bot.ports import Clock
 from bot.store.due import claim_next, let_go, release
 
@@ -45,6 +45,9 @@ HOLD = timedelta(minutes=2)
 #: When a row that is still due after its use case ran (it raised, or could not finish) is
 #: taken up again: later, not at every tick.
 RETRY_AFTER = timedelta(minutes=1)
+#: When a row whose owner is alive (``OwnedElsewhere``: being issued or delivered) is looked at
+#: again: soon, since its owner finishes within seconds.
+OWNED_RECHECK = timedelta(seconds=2)
 
 
 class DueWorkRunner:
@@ -116,16 +119,30 @@ class DueWorkRunner:
         try:
             kind.run(key)
             done[kind.name] += 1
+        except OwnedElsewhere:
+            # A live process is doing it (issuing, delivering): not a failure. Look again in a
+            # moment, not in a minute, so neither this nor another kind of work on the row
+            # (its expiry, a revocation retry once it is given up) waits out a long hold.
+            self._let_go(kind, key, held_until, OWNED_RECHECK, quiet=True)
+            return True
         except Exception:
             log.exception("timers: %s of row %s failed", kind.name, key)
         self._let_go(kind, key, held_until)
         return True
 
-    def _let_go(self, kind: DueWork, key: int, held_until: datetime) -> None:
+    def _let_go(
+        self,
+        kind: DueWork,
+        key: int,
+        held_until: datetime,
+        retry_after: timedelta | None = None,
+        quiet: bool = False,
+    ) -> None:
         after = self.clock.now()
-        retry_at = after + self.retry_after
+        retry_at = after + (retry_after or self.retry_after)
         try:
-            if let_go(self.engine, kind.table, key, held_until, kind.due(after), retry_at):
+            held = let_go(self.engine, kind.table, key, held_until, kind.due(after), retry_at)
+            if held and not quiet:
                 log.warning(
                     "timers: %s of row %s is still due; tried again at %s",
                     kind.name,

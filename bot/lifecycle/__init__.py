@@ -36,7 +36,7 @@ from bot.domain.requests import ValidRequest
 from bot.issuer import Issuer
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.decide import Decide
-from bot.lifecycle.due import Due, DueWork
+from bot.lifecycle.due import Due, DueWork, OwnedElsewhere
 from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
 from bot.lifecycle.escalate import Escalate
 from bot.lifecycle.expire import ExpirePending
@@ -192,6 +192,7 @@ __all__ = [
     "AccessLifecycle",
     "DueWork",
     "EndReason",
+    "OwnedElsewhere",
     "SubmitResult",
     "retry_delay",
 ]

@@ -7,6 +7,8 @@ request exactly one issues, and on a two-approval request both count, once each.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 from sqlalchemy import or_
 from sqlmodel import col, select
 
@@ -47,16 +49,10 @@ class Decide:
 
     def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
         """Record an approver's verdict; when enough approvals are in, issue (or extend)."""
-        if not approve:
-            return self._decide(request_id, actor, approve)
-        # The approval that completes a request goes on to issue it: its lock is held from the
-        # moment the request becomes APPROVED, so no recoverer takes it for orphaned meanwhile.
-        # Not getting it (another approver's click holds it) is no reason to refuse the
-        # decision: the row claim below serialises decisions, and issuing takes the lock again.
-        with self.edges.locks.hold(request_id, wait=LOCK_WAIT):
-            return self._decide(request_id, actor, approve)
+        with ExitStack() as owned:
+            return self._decide(request_id, actor, approve, owned)
 
-    def _decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
+    def _decide(self, request_id: int, actor: str, approve: bool, owned: ExitStack) -> RequestView:
         current = self.views.get(request_id)
         if current.break_glass:
             raise Conflict(
@@ -112,6 +108,14 @@ class Decide:
                 )
                 complete = tally.complete
                 details = {"progress": tally.progress} if tally.progress else {}
+            # The approval that completes a request goes on to issue it, and owns it from
+            # before this commit until the credentials are delivered (``Issue`` re-enters the
+            # lock): the timers never see it approved without an owner. Only the completing
+            # approval holds it, never an approval's Slack calls.
+            if complete and not owned.enter_context(
+                self.edges.locks.hold(request_id, wait=LOCK_WAIT)
+            ):
+                raise Conflict(f"Request #{request_id} is busy right now; try again in a moment.")
             if complete or not approve:
                 target = RequestStatus.APPROVED if approve else RequestStatus.DENIED
                 move(session, request_id, target, now, decided_by=actor, decided_at=now)

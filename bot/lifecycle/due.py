@@ -63,6 +63,12 @@ ENDED_UNDELIVERED = "the grant ended before its credentials were delivered"
 UNFINISHED = (GrantStatus.ISSUING, GrantStatus.DELIVERING)
 
 
+class OwnedElsewhere(Exception):
+    """Raised by a use case of due work when a live process owns the row (it holds the
+    request's lock): the tick lets go of the row at once and looks again at its next tick,
+    instead of holding it as it holds rows whose work failed."""
+
+
 @dataclass(frozen=True)
 class DueWork:
     """One kind of work the database says is due: which rows of ``table`` are due at a moment
@@ -169,11 +175,11 @@ class Due:
         return request_id is not None and self.resolve_interrupted(request_id)
 
     def resolve_interrupted(self, request_id: int) -> bool:
-        """Resolve ``request_id`` if the process issuing it is gone (its lock is free); leave
-        it to its owner otherwise. True when it was resolved."""
+        """Resolve ``request_id`` if the process issuing it is gone (its lock is free); raise
+        ``OwnedElsewhere`` while its owner is at it. True when it was resolved."""
         with self.edges.locks.hold(request_id) as orphaned:
             if not orphaned:
-                return False
+                raise OwnedElsewhere(f"request {request_id} is being issued")
             return self._resolve_orphan(request_id)
 
     def _resolve_orphan(self, request_id: int) -> bool:

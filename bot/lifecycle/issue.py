@@ -62,6 +62,10 @@ COLLECT_MARGIN = timedelta(seconds=15)
 # enough to ride out a rate limit or a short outage, short enough that nobody holds access they
 # never got. Retries wait for Slack's Retry-After, or this backoff.
 DELIVERY_WINDOW = timedelta(seconds=30)
+#: How long ``fail`` keeps its cleanup to itself: the timers neither retry the revocation nor
+#: send the requester's notice meanwhile (it is sent, reworded, once Vault has answered). Only
+#: if this process dies first do they take over, with the notice as it was first written.
+CLEANUP_GRACE = timedelta(seconds=30)
 DELIVERY_BACKOFF = (
     timedelta(seconds=1),
     timedelta(seconds=2),
@@ -360,7 +364,14 @@ class Issue:
         with transaction(self.edges.engine) as session:
             move(session, view.id, RequestStatus.FAILED, now, failure=problem)
             if grant_id is not None:
-                move_grant(session, grant_id, GrantStatus.REVOKING, end_reason=reason)
+                # Revoked by this call just below; the timers take over only if it dies first.
+                move_grant(
+                    session,
+                    grant_id,
+                    GrantStatus.REVOKING,
+                    end_reason=reason,
+                    next_retry_at=now + CLEANUP_GRACE,
+                )
             append_event(
                 session,
                 at=now,
@@ -373,7 +384,11 @@ class Issue:
             failed = self.views.view(session, load_request(session, view.id))
             # Said as it stands now; said better below once the revocation's outcome is known.
             notice = self.notices.queue(
-                session, view.requester, _failed_text(failed, outcome, None), view.id
+                session,
+                view.requester,
+                _failed_text(failed, outcome, None),
+                view.id,
+                hold=CLEANUP_GRACE,
             )
             notice_id = notice.id
         cleaned = grant_id is None or self.ending.end_grant(grant_id, reason)

@@ -38,11 +38,20 @@ class Notices:
     def __init__(self, edges: Edges) -> None:
         self.edges = edges
 
-    def queue(self, session: Session, user: str, text: str, request_id: int | None) -> Notice:
-        """Write a notice in the caller's transaction (it commits with what it reports)."""
+    def queue(
+        self,
+        session: Session,
+        user: str,
+        text: str,
+        request_id: int | None,
+        hold: timedelta = timedelta(0),
+    ) -> Notice:
+        """Write a notice in the caller's transaction (it commits with what it reports).
+        ``hold``: the caller sends it itself (``send_queued(only=…)``) once it knows more; the
+        periodic sends leave it alone that long, and take it up only if the caller died."""
         now = self.edges.clock.now()
         notice = Notice(
-            user=user, text=text, request_id=request_id, created_at=now, next_attempt_at=now
+            user=user, text=text, request_id=request_id, created_at=now, next_attempt_at=now + hold
         )
         session.add(notice)
         session.flush()
@@ -54,14 +63,14 @@ class Notices:
             claim(session, Notice, notice_id, col(Notice.sent_at).is_(None), text=text)
 
     def send_queued(self, only: int | None = None) -> int:
-        """Send every notice that is due (or just ``only``), oldest first; stop at the first
-        Slack refuses, the rest wait for the next round. Returns how many went out."""
+        """Send every notice that is due (or just ``only``, due or held), oldest first; stop at
+        the first Slack refuses, the rest wait for the next round. Returns how many went out."""
         now = self.edges.clock.now()
-        query = select(Notice.id).where(
-            col(Notice.sent_at).is_(None), col(Notice.next_attempt_at) <= now
-        )
-        if only is not None:
+        query = select(Notice.id).where(col(Notice.sent_at).is_(None))
+        if only is not None:  # the writer's own send: whenever it is due
             query = query.where(Notice.id == only)
+        else:
+            query = query.where(col(Notice.next_attempt_at) <= now)
         with Session(self.edges.engine) as session:
             due = [nid for nid in session.exec(query.order_by(col(Notice.id))) if nid is not None]
         sent = 0

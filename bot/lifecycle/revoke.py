@@ -10,8 +10,8 @@ answers with an error is retried with backoff. Retries repeat the alert at attem
 8... (and when the failure changes), not every few seconds.
 
 Running ``end_grant`` twice, from two replicas, is harmless: the first claims the grant
-atomically (ACTIVE/ISSUING -> REVOKING, or a stale REVOKING claim taken over), and writes the
-outcome only while the claim is still its own.
+atomically (ACTIVE/ISSUING/DELIVERING -> REVOKING, or a stale REVOKING claim taken over), and
+writes the outcome only while the claim is still its own.
 """
 
 from __future__ import annotations

@@ -25,6 +25,10 @@ class StoreUnavailable(Exception):
     it is back. Carries the driver's error class only (its message may quote SQL)."""
 
 
+# PostgreSQL's SQLSTATE for "lock_timeout ran out": an OperationalError, but not an outage.
+LOCK_NOT_AVAILABLE = "55P03"
+
+
 def _unavailable(context: ExceptionContext) -> BaseException | None:
     """``handle_error`` hook: connection-level failures become ``StoreUnavailable``.
 
@@ -36,6 +40,8 @@ def _unavailable(context: ExceptionContext) -> BaseException | None:
     """
     if context.is_pre_ping:
         return None
+    if getattr(context.original_exception, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+        return None  # a lock_timeout ran out: the server answered (bot.store.locks waits so)
     error = context.sqlalchemy_exception
     transient = isinstance(error, exc.OperationalError)
     if transient and context.dialect.name == "sqlite":
@@ -59,8 +65,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
-        event.listen(engine, "handle_error", _unavailable, retval=True)
-        return engine
+        return report_unavailable(engine)
     # A server that does not answer a connection attempt within seconds is down: fail, retry.
     engine = create_engine(
         url,
@@ -70,6 +75,12 @@ def make_engine(url: str) -> Engine:
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
     )
+    return report_unavailable(engine)
+
+
+def report_unavailable(engine: Engine) -> Engine:
+    """Make ``engine`` raise ``StoreUnavailable`` for connection-level failures (every engine
+    of ours: the pool, and the lock connections of ``bot.store.locks``)."""
     event.listen(engine, "handle_error", _unavailable, retval=True)
     return engine
 

@@ -29,6 +29,8 @@ from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
+from bot.store.db import LOCK_NOT_AVAILABLE, StoreUnavailable, report_unavailable
+
 log = logging.getLogger(__name__)
 
 # The first key of every issuing lock: an int4 of its own, so the locks cannot meet others.
@@ -67,8 +69,8 @@ class PostgresLocks:
     (outside the pool: a pooled connection would outlive the lock's owner)."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine = create_engine(
-            engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5}
+        self._engine = report_unavailable(
+            create_engine(engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5})
         )
         self._held = _Held()
 
@@ -97,7 +99,7 @@ class PostgresLocks:
                             {"ns": NAMESPACE, "key": key},
                         )
                         conn.commit()
-                    except OperationalError as exc:  # closing the connection releases it too
+                    except (OperationalError, StoreUnavailable) as exc:  # closing releases it too
                         log.warning("could not unlock request %s: %s", key, exc)
 
     @staticmethod
@@ -111,7 +113,7 @@ class PostgresLocks:
         try:
             conn.execute(text("SELECT pg_advisory_lock(:ns, :key)"), params)
         except OperationalError as exc:
-            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+            if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
                 raise
             conn.rollback()
             return False

@@ -14,7 +14,7 @@ from bot.domain.grants import GrantStatus
 from bot.domain.requests import RequestStatus as S
 from bot.lifecycle import EndReason
 from bot.lifecycle.issue import DELIVERY_WINDOW
-from bot.scheduler import RETRY_AFTER
+from bot.scheduler import OWNED_RECHECK
 from bot.store.locks import LocalLocks
 from bot.store.models import Notice
 from tests.unit.fakes import (
@@ -150,7 +150,7 @@ def test_work_whose_owner_is_alive_is_left_alone(h: Harness) -> None:
     assert h.lifecycle.get(request_id).status is S.APPROVED
     done.set()
     thread.join()
-    h.clock.advance(RETRY_AFTER)  # the tick looks again later, not every second
+    h.clock.advance(OWNED_RECHECK)  # looked at again in a moment, not held for a minute
     assert h.tick()["interrupted issue"] == 1  # the owner let go
     assert grant_of(h, request_id).status == GrantStatus.REVOKED
 

@@ -13,6 +13,7 @@ import threading
 import time
 import urllib.parse
 from concurrent.futures import Executor, Future
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -28,6 +29,7 @@ from bot.slack.app import log_unhandled
 from bot.slack.drain import Drain
 from bot.slack.listeners import _Guarded
 from bot.store.db import StoreUnavailable, make_engine, transaction
+from bot.store.locks import PostgresLocks
 from tests.unit.fakes import FakeWebClient, Recorder
 
 REFUSED = "postgresql+psycopg://bot:secret@127.0.0.1:1/bot"  # nothing listens on port 1
@@ -306,3 +308,11 @@ def test_the_last_resort_handler_answers_only_an_unanswered_request() -> None:
     assert log_unhandled(error, body, None) is None
     answered = log_unhandled(error, body, BoltResponse(status=200))
     assert answered is not None and answered.status == 500
+
+
+def test_taking_a_request_lock_with_postgresql_down_is_store_unavailable() -> None:
+    """The request locks have their own connections (outside the pool): an Approve click while
+    PostgreSQL is down must still hear "try again in a minute", not a generic error."""
+    engine = make_engine(REFUSED)
+    with pytest.raises(StoreUnavailable), PostgresLocks(engine).hold(1, wait=timedelta(seconds=1)):
+        pass
