@@ -127,6 +127,16 @@ def fire_time_for_run(
     return (latest or ran_at).astimezone(UTC)
 
 
+def missed_firing(
+    config: DigestConfig, now: datetime, grace: timedelta = timedelta(hours=1)
+) -> datetime | None:
+    """A firing at most ``grace`` before ``now`` that a bot starting at ``now`` may have slept
+    through (None when there is none). The timers keep no jobs across restarts, so start-up
+    runs the digest once for it; ``DigestRun`` keeps that from posting a window twice."""
+    fire = fire_time_for_run(config, now, grace)
+    return fire if fire < now.astimezone(UTC) else None
+
+
 def window_for(fire_time: datetime) -> tuple[datetime, datetime]:
     """The window a digest firing at ``fire_time`` covers: the 24 h of elapsed time before it,
     in UTC, half-open (``[start, end)``)."""

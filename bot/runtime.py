@@ -19,7 +19,7 @@ from slack_sdk import WebClient
 from bot.audit import ensure_chain_head
 from bot.config import Settings
 from bot.digest import DailyDigest
-from bot.digest_schedule import cron_trigger
+from bot.digest_schedule import cron_trigger, missed_firing
 from bot.errors import ConfigProblem
 from bot.health import Readiness, database_check
 from bot.lifecycle import AccessLifecycle
@@ -146,9 +146,10 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         tick=timedelta(seconds=settings.timer_tick_seconds),
     )
     if policy.digest is not None:
-        timers.schedule_digest(
-            cron_trigger(policy.digest), DailyDigest(engine, policy, notifier, clock).run
-        )
+        daily = DailyDigest(engine, policy, notifier, clock)
+        timers.schedule_digest(cron_trigger(policy.digest), daily.run)
+        if missed_firing(policy.digest, clock.now()) is not None:
+            timers.run_digest_now(daily.run)
     timers.start()
     readiness = Readiness()
     readiness.add("database", database_check(engine))

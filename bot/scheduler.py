@@ -202,6 +202,18 @@ class Timers:
             misfire_grace_time=3600,
         )
 
+    def run_digest_now(self, run: Callable[[], object]) -> None:
+        """Run the digest once at start, for a firing the bot was down for (see
+        ``bot.digest_schedule.missed_firing``)."""
+        self.scheduler.add_job(
+            _never_raises(run, "the daily digest (catching up)"),
+            trigger="date",
+            run_date=datetime.now(UTC),
+            id=f"{DIGEST_JOB}-catch-up",
+            name=f"{DIGEST_JOB}-catch-up",
+            misfire_grace_time=None,
+        )
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop ticking: the running tick finishes the row in hand and claims no more; wait for
         it up to ``timeout`` seconds (what is still held is taken up by another replica when the

@@ -14,6 +14,7 @@ from bot.digest_schedule import (
     cron_trigger,
     fire_time_for_run,
     longest_gap,
+    missed_firing,
     window_for,
 )
 
@@ -182,6 +183,24 @@ def test_a_late_job_keeps_the_window_of_its_scheduled_time(
     ran_at: datetime, stands_for: datetime
 ) -> None:
     assert fire_time_for_run(BERLIN_NINE, ran_at) == stands_for
+
+
+@pytest.mark.parametrize(
+    ("started_at", "missed"),
+    [
+        (utc(2026, 11, 3, 8, 20), utc(2026, 11, 3, 8, 0)),  # down across 09:00 Berlin
+        (utc(2026, 11, 3, 8, 59), utc(2026, 11, 3, 8, 0)),  # nearly an hour late: still posted
+        (utc(2026, 11, 3, 9, 1), None),  # over an hour late: skipped, as the old job skipped it
+        (utc(2026, 11, 3, 8, 0), None),  # on the dot: the cron job fires anyway
+        (utc(2026, 11, 3, 12, 0), None),  # no firing near
+    ],
+)
+def test_a_bot_starting_after_a_firing_catches_it_up(
+    started_at: datetime, missed: datetime | None
+) -> None:
+    """The timers keep no jobs across restarts (they live in memory), so start-up must post a
+    digest whose firing fell while every replica was down, as the persisted job used to."""
+    assert missed_firing(BERLIN_NINE, started_at) == missed
 
 
 def test_a_frequent_schedule_stands_for_its_latest_firing() -> None:
