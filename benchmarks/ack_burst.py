@@ -16,8 +16,9 @@ a test: nothing is asserted about speed, and the figures depend on the machine a
     .venv/bin/python -m benchmarks.ack_burst [--requests 100] [--clients 10] [--approvals 10]
         [--json PATH] [--profile PATH]
 
-``--profile`` records the bot's burst with py-spy (``pip install -e '.[bench]'``) as collapsed
-stacks (one line per stack, ``;``-separated, with its sample count).
+``--profile PATH`` records the bot's burst with py-spy (``pip install -e '.[bench]'``) as
+collapsed stacks (one line per stack, ``;``-separated, with its sample count), and the
+approvals that follow it into PATH with ``.approve`` before its suffix.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ from tests.emulators.slack_client import SlackRequestSender
 from tests.integration.flows import (
     ALICE,
     approval_message,
-    credentials_message,
     policy_for,
 )
 from tests.integration.services import (
@@ -282,19 +282,25 @@ def settle(slack: SlackEmulator, since: float, quiet: float = 1.5, timeout: floa
     return max(c.time for c in slack.calls()) - since
 
 
+def text_contains(marker: str) -> Callable[[Call], bool]:
+    return lambda call: marker in str(call.params.get("text", ""))
+
+
 def approve_to_dm(
     bot: BotProcess, slack: SlackEmulator, made: list[tuple[int, str]], approvals: int
 ) -> list[float]:
-    """Approve the first ``approvals`` requests one after another: click -> credentials DM."""
+    """Approve the first ``approvals`` requests one after another: click -> credentials DM,
+    to when the emulator received the DM (not polled: polling would round to its interval)."""
     timings = []
-    for request_id, user in made[:approvals]:
+    for request_id, _user in made[:approvals]:
         message = approval_message(slack, request_id)
-        t0 = time.perf_counter()
+        marker = f"(request #{request_id}) is ready"
+        t0 = time.time()
         sent = bot.sender.click(ALICE, message, ActionId.APPROVE)
         if sent.status_code != 200:
             raise RuntimeError(f"approve click answered {sent.status_code}: {sent.text[:100]}")
-        credentials_message(slack, user, request_id, timeout=60)
-        timings.append(time.perf_counter() - t0)
+        dm = slack.wait_for("chat.postMessage", text_contains(marker), timeout=60)
+        timings.append(dm.time - t0)
     return timings
 
 
@@ -471,7 +477,11 @@ def run(
             assert bot.pid is not None
             with py_spy(bot.pid, profile):
                 burst, made = bot_burst(bot, slack, requests, clients)
-            approve = approve_to_dm(bot, slack, made, approvals)
+            approvals_profile = (
+                profile.with_suffix(".approve" + profile.suffix) if profile else None
+            )
+            with py_spy(bot.pid, approvals_profile):
+                approve = approve_to_dm(bot, slack, made, approvals)
             raw = raw_vault_sequence(openbao, vault_db, slack, approvals)
         finally:
             bot.stop()
@@ -500,7 +510,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=10, help="client threads sending them")
     parser.add_argument("--approvals", type=int, default=10, help="approve -> DM samples")
     parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--profile", type=Path, help="py-spy the bot's burst into this file")
+    parser.add_argument(
+        "--profile", type=Path, help="py-spy the bot's burst (and its approvals) into this file"
+    )
     args = parser.parse_args(argv)
     _ensure_no_proxy()
     postgres, openbao = PostgresServer().start(), OpenBaoServer().start()
