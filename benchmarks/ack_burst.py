@@ -90,6 +90,8 @@ class Burst:
     #: Requests answered with anything but 200: Bolt answers 404 "unhandled request" when no
     #: listener thread acked within its ack timeout (3 s).
     failed: int = 0
+    #: Of those, how many the listener still ran later (Slack had been told it failed).
+    failed_yet_done: int = 0
 
     @property
     def n(self) -> int:
@@ -215,7 +217,12 @@ def floor_burst(slack: SlackEmulator, workdir: Path, requests: int, clients: int
             )
             handled_in = last_arrival(posts, sent.wall0)
             settled_in = settle(slack, sent.wall0)
-            return Burst(sent.acks, sent.acked_in, handled_in, settled_in, n - len(answered))
+            posted = slack.calls("chat.postMessage")
+            done = sum(1 for c in posted if tag in str(c.params.get("text")))
+            failed = n - len(answered)
+            return Burst(
+                sent.acks, sent.acked_in, handled_in, settled_in, failed, done - len(answered)
+            )
 
         burst(clients)  # warm-up: every client connected, every listener thread started
         return burst(requests)
@@ -265,7 +272,10 @@ def bot_burst(
         made.append((int(match.group(1)), requester(i)))
     handled_in = last_arrival(receipts, sent.wall0)
     settled_in = settle(slack, sent.wall0)
-    return Burst(sent.acks, sent.acked_in, handled_in, settled_in, requests - len(answered)), made
+    unacked = set(sent.keys) - wanted
+    late = sum(1 for c in slack.calls("response_url") if c.params.get("key") in unacked)
+    failed = requests - len(answered)
+    return Burst(sent.acks, sent.acked_in, handled_in, settled_in, failed, late), made
 
 
 def settle(slack: SlackEmulator, since: float, quiet: float = 1.5, timeout: float = 300) -> float:
@@ -400,6 +410,7 @@ def figures(
             round((floor.n - floor.failed) / floor.handled_in, 1),
         ),
         figure("requests not acked (Bolt's 404)", "", bot.failed, floor.failed),
+        figure("... of which still done later", "", bot.failed_yet_done, floor.failed_yet_done),
         figure(
             "burst settled (last Slack call)",
             "s",
