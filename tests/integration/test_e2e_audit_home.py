@@ -221,7 +221,8 @@ def test_app_home_shows_where_everyone_stands_and_its_buttons_work(
     assert "INC-33 from home" in json.dumps(approver_home)
     bot.sender.click_in_view(ALICE, approver_home, ActionId.APPROVE)
     credentials_message(slack, REQUESTER, first)
-    assert request_status(postgres, bot, first) == "active"
+    # The DM goes out first; the grant turns active in the commit right after it.
+    wait_until(lambda: request_status(postgres, bot, first) == "active", timeout=10)
     # The lifecycle refreshed the homes itself; the approver's queue is empty again.
     refreshed = slack.wait_for(
         "views.publish",

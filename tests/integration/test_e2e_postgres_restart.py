@@ -188,7 +188,11 @@ def test_postgres_restart_under_a_running_bot(
     # A new approval goes all the way to a delivered credential.
     click(bot, slack, ALICE, approval_message(slack, first_ok), ActionId.APPROVE)
     credentials_message(slack, REQUESTER, first_ok)
-    assert state(f"SELECT status FROM access_request WHERE id = {first_ok}") == [("active",)]
+    # The DM goes out first; the grant turns active in the commit right after it.
+    wait_until(
+        lambda: state(f"SELECT status FROM access_request WHERE id = {first_ok}") == [("active",)],
+        timeout=10,
+    )
 
     # The grant that expired during the outage is ended by its timer, without a restart.
     wait_until(

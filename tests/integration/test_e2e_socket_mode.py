@@ -183,7 +183,8 @@ def test_command_click_modal_and_home_over_the_socket(
     answer = click(bot, slack, ALICE, message, ActionId.APPROVE)
     assert "approved" in answer["text"]
     credentials_message(slack, REQUESTER, request_id)
-    assert request_status(postgres, bot, request_id) == "active"
+    # The DM goes out first; the grant turns active in the commit right after it.
+    wait_until(lambda: request_status(postgres, bot, request_id) == "active", timeout=10)
 
     # A modal: opened with the command's trigger_id, validation errors come back in the ack
     # payload (response_action), a good submission files the request.
