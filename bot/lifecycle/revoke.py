@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 # Longer than the worst case of one revoke + confirm (retried calls, each with VAULT_TIMEOUT),
 # so a second caller never takes over a revocation that is still running.
 CLAIM_TIMEOUT = timedelta(minutes=5)
+#: How long Revoke waits for a grant still being delivered to turn active (see ``RevokeEarly``).
+SETTLE_WAIT = timedelta(seconds=10)
 RETRY_BACKOFF = (
     timedelta(seconds=15),
     timedelta(seconds=30),
@@ -293,6 +295,12 @@ class RevokeEarly:
             actor, resource.approvers, view.requester, self.edges.clock.now()
         )
         check_may_end(actor, view.requester, [actor] if approver else [])
+        if view.status is RequestStatus.APPROVED:
+            # Still being issued or delivered: Revoke clicked on the DM the moment it arrived,
+            # before the commit that makes it active. Its owner holds the request's lock until
+            # then; wait for that, and look again.
+            with self.edges.locks.hold(request_id, wait=SETTLE_WAIT):
+                view = self.views.get(request_id)
         if view.status is RequestStatus.PENDING:
             if actor != view.requester:
                 raise NotAllowed("This request is still waiting: use Deny to refuse it.")

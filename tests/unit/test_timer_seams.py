@@ -210,3 +210,45 @@ def test_a_tick_leaves_the_cleanup_revocation_to_fail_itself() -> None:
     assert grant_of(h, request_id).status == GrantStatus.REVOKED
     (notice,) = notices(h)
     assert "revoked (Vault confirmed it)" in notice.text, notice.text
+
+
+def test_revoke_clicked_the_moment_the_dm_arrives_waits_for_the_grant_to_be_active() -> None:
+    """The DM goes out before the commit that makes the grant active. A Revoke click landing in
+    between used to hear "Request #N is approved; there is nothing to revoke"."""
+    h = make_lifecycle()
+    request_id = submit(h)
+    revocation = h.lifecycle.early_revocation
+    read_while_delivering = threading.Event()
+    real_get = revocation.views.get
+    first_read: list[bool] = []
+
+    def get(rid: int) -> Any:
+        view = real_get(rid)
+        if threading.current_thread() is clicker and not first_read:
+            first_read.append(view.status is S.APPROVED)
+            read_while_delivering.set()
+        return view
+
+    revocation.views.get = get  # type: ignore[method-assign]
+    outcome: list[Any] = []
+
+    def click_revoke() -> None:
+        try:
+            outcome.append(h.lifecycle.revoke_early(request_id, REQUESTER))
+        except Exception as exc:  # recorded, so the assert shows it
+            outcome.append(exc)
+
+    clicker = threading.Thread(target=click_revoke)
+
+    def dm_sent(name: str, _args: tuple[Any, ...]) -> None:
+        if name == "deliver_credentials" and not clicker.is_alive() and not outcome:
+            clicker.start()
+            assert read_while_delivering.wait(5)
+
+    h.notifier.observer = dm_sent
+    h.lifecycle.decide(request_id, APPROVER, approve=True)
+    clicker.join(10)
+    assert first_read == [True]  # the click did land before the grant was active
+    (result,) = outcome
+    assert not isinstance(result, Exception), result
+    assert grant_of(h, request_id).status == GrantStatus.REVOKED
