@@ -121,14 +121,7 @@ def require_head(engine: Engine) -> None:
 
 def upgrade(engine: Engine) -> str:
     """Bring the database to head (see the module docstring); return the revision it is at."""
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-            return _migrate(conn)
-    if engine.dialect.name == "sqlite":
-        with _sqlite_write_transaction(engine) as conn:
-            return _migrate(conn)
-    with engine.begin() as conn:
+    with _schema_transaction(engine) as conn:
         return _migrate(conn)
 
 
@@ -148,14 +141,7 @@ def downgrade(engine: Engine, revision: str) -> str:
         log.warning("database schema: downgraded to %s", revision)
         return revision
 
-    if engine.dialect.name == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-            return run(conn)
-    if engine.dialect.name == "sqlite":
-        with _sqlite_write_transaction(engine) as conn:
-            return run(conn)
-    with engine.begin() as conn:
+    with _schema_transaction(engine) as conn:
         return run(conn)
 
 
@@ -306,6 +292,22 @@ def _shape(conn: Connection, tables: Iterable[str]) -> frozenset[str]:
                 columns = ", ".join(str(c) for c in index["column_names"])
                 items.add(f"{kind} {index['name']} on {table}({columns})")
     return frozenset(items)
+
+
+@contextmanager
+def _schema_transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction for a schema change, serialised across processes: under the advisory
+    lock on PostgreSQL, the write lock on SQLite (see the module docstring)."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+            yield conn
+    elif engine.dialect.name == "sqlite":
+        with _sqlite_write_transaction(engine) as conn:
+            yield conn
+    else:
+        with engine.begin() as conn:
+            yield conn
 
 
 @contextmanager
