@@ -42,6 +42,10 @@ DIGEST_JOB = "daily-digest"
 #: How long a claimed row is left alone by the other replicas while its use case runs. Longer
 #: than any one use case takes; if one ever takes longer, its own claim keeps it exactly-once.
 HOLD = timedelta(minutes=2)
+#: The hold of work that its use case guards with the request's lock (``DueWork.guarded``): if
+#: this replica is killed mid-run, another takes the row up this soon, not after ``HOLD``. Two
+#: replicas never both do it: the second cannot take the lock while the first is alive.
+GUARDED_HOLD = timedelta(seconds=5)
 #: When a row that is still due after its use case ran (it raised, or could not finish) is
 #: taken up again: later, not at every tick.
 RETRY_AFTER = timedelta(minutes=1)
@@ -59,6 +63,7 @@ class DueWorkRunner:
         work: Sequence[DueWork],
         clock: Clock,
         hold: timedelta = HOLD,
+        guarded_hold: timedelta = GUARDED_HOLD,
         retry_after: timedelta = RETRY_AFTER,
         also: Sequence[tuple[str, Callable[[], int]]] = (),
     ) -> None:
@@ -67,6 +72,7 @@ class DueWorkRunner:
         self.also = tuple(also)
         self.clock = clock
         self.hold = hold
+        self.guarded_hold = guarded_hold
         self.retry_after = retry_after
         self.stopping = threading.Event()
         self.idle = threading.Event()
@@ -103,7 +109,7 @@ class DueWorkRunner:
     def _one(self, kind: DueWork, done: Counter[str]) -> bool:
         """Claim one due row of ``kind`` and run its use case; False when none was claimed."""
         now = self.clock.now()
-        held_until = now + self.hold
+        held_until = now + (self.guarded_hold if kind.guarded else self.hold)
         try:
             key = claim_next(
                 self.engine, kind.table, kind.due(now), kind.oldest_first, now, held_until

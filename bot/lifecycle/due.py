@@ -73,13 +73,18 @@ class OwnedElsewhere(Exception):
 class DueWork:
     """One kind of work the database says is due: which rows of ``table`` are due at a moment
     (``due``), which of them first (``oldest_first``), and what to do for one row (``run``,
-    given its id; safe to call again, or on another replica, because it claims the row)."""
+    given its id; safe to call again, or on another replica, because it claims the row).
+
+    ``guarded``: ``run`` holds the request's lock for as long as it works, and that lock dies
+    with its process. Such work needs the tick's hold only briefly: were the replica killed
+    mid-run, a long hold would keep the leftover waiting although its lock was already free."""
 
     name: str
     table: Table
     due: Callable[[datetime], ColumnElement[bool]]
     oldest_first: Mapped[Any]
     run: Callable[[int], object]
+    guarded: bool = False
 
 
 class Due:
@@ -114,6 +119,7 @@ class Due:
                 stranded_approval,
                 col(AccessRequest.updated_at),
                 self.resolve_interrupted,
+                guarded=True,
             ),
             DueWork(
                 "interrupted issue",
@@ -121,6 +127,7 @@ class Due:
                 stranded_issue,
                 col(Grant.issued_at),
                 self.resolve_interrupted_grant,
+                guarded=True,
             ),
             DueWork(
                 "grant expiry",

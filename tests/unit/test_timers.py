@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from bot.audit import AuditAction
 from bot.domain.requests import ValidRequest
 from bot.lifecycle import DueWork
-from bot.scheduler import HOLD, RETRY_AFTER, TICK_JOB, DueWorkRunner, Timers
+from bot.scheduler import GUARDED_HOLD, HOLD, RETRY_AFTER, TICK_JOB, DueWorkRunner, Timers
 from bot.store import schema
 from bot.store.db import make_engine
 from bot.store.due import claim_next, let_go
@@ -255,6 +255,54 @@ def test_shutting_down_claims_nothing_more(engine: Engine) -> None:
         held = session.exec(select(Grant).where(col(Grant.next_attempt_at).is_not(None))).all()
     assert held == []  # nothing left held for another replica to wait out
     assert DueWorkRunner(engine, h.lifecycle.due_work(), h.clock).tick()["grant expiry"] == 2
+
+
+class Killed(BaseException):
+    """The process dies mid-run (SIGKILL): nothing after this line of the tick runs."""
+
+
+def test_a_replica_killed_while_resolving_a_leftover_holds_it_only_briefly(
+    engine: Engine,
+) -> None:
+    """A crash's leftover is resolved under the request's lock, which dies with its process: a
+    replica killed while at it must not leave the row held for the long ``HOLD`` (a test once
+    waited 2 minutes for one request of a burst because the killed tick had just claimed it)."""
+    h = make_lifecycle(engine=engine)
+    grants(h, 1)
+    real = grant_expiry(h)
+
+    def killed(key: int) -> object:
+        raise Killed
+
+    def run_as(guarded: bool, run: Callable[[int], object]) -> DueWorkRunner:
+        work = DueWork(real.name, real.table, real.due, real.oldest_first, run, guarded=guarded)
+        return DueWorkRunner(engine, [work], h.clock)
+
+    h.clock.set(START + HOUR)
+    with pytest.raises(Killed):
+        run_as(True, killed).tick()
+    h.clock.advance(GUARDED_HOLD - SECOND)
+    assert run_as(True, real.run).tick() == {}  # still held, for a moment
+    h.clock.advance(SECOND)
+    assert run_as(True, real.run).tick() == {"grant expiry": 1}
+    assert list(expired_events(engine).values()) == [1]
+
+    # Unguarded work keeps the long hold: nothing else stops a second replica doing it at once.
+    grants(h, 1)
+    h.clock.set(START + 3 * HOUR)
+    with pytest.raises(Killed):
+        run_as(False, killed).tick()
+    h.clock.advance(GUARDED_HOLD)
+    assert run_as(False, real.run).tick() == {}
+    h.clock.advance(HOLD - GUARDED_HOLD)
+    assert run_as(False, real.run).tick() == {"grant expiry": 1}
+    assert list(expired_events(engine).values()) == [1, 1]
+
+
+def test_only_the_work_done_under_the_request_lock_is_guarded(engine: Engine) -> None:
+    h = make_lifecycle(engine=engine)
+    guarded = {work.name for work in h.lifecycle.due_work() if work.guarded}
+    assert guarded == {"interrupted approval", "interrupted issue"}
 
 
 # -- APScheduler ---------------------------------------------------------------------------------
