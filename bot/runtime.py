@@ -30,7 +30,7 @@ from bot.ports import SystemClock
 from bot.scheduler import DueWorkRunner, Timers
 from bot.slack.app import build_app, build_web_client
 from bot.slack.drain import Drain
-from bot.slack.home import HomePublisher
+from bot.slack.home import HomePublisher, HomeRefresher
 from bot.slack.notifier import SlackNotifier
 from bot.store import schema
 from bot.store.db import make_engine
@@ -57,6 +57,7 @@ class Runtime:
     issuer: VaultIssuer
     readiness: Readiness
     drain: Drain = field(default_factory=Drain)
+    homes: HomeRefresher | None = None
     _stopped: threading.Lock = field(default_factory=threading.Lock)
     _done: bool = False
 
@@ -76,6 +77,8 @@ class Runtime:
             self._done = True
         self.stop_taking_requests(grace)
         self.timers.shutdown(TIMERS_GRACE)
+        if self.homes is not None:
+            self.homes.close()
         if self.issuer.keeper is not None:
             self.issuer.keeper.stop()
         log.info("stopped")
@@ -137,10 +140,10 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         approvers=approvers,
         locks=make_locks(engine),
     )
-    publish_home = HomePublisher(client, lifecycle)
-    notifier.home = publish_home
+    homes = HomeRefresher(HomePublisher(client, lifecycle))
+    notifier.homes = homes.refresh
     drain = Drain()
-    app = build_app(settings, client, lifecycle, publish_home, drain)
+    app = build_app(settings, client, lifecycle, homes, drain)
     timers = Timers(
         DueWorkRunner(engine, lifecycle.due_work(), clock, also=lifecycle.periodic_work()),
         tick=timedelta(seconds=settings.timer_tick_seconds),
@@ -162,4 +165,5 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         issuer=issuer,
         readiness=readiness,
         drain=drain,
+        homes=homes,
     )

@@ -35,6 +35,7 @@ from bot.health import Readiness
 from bot.logs import configure_logging
 from bot.policy import Policy
 from bot.runtime import start_runtime
+from bot.slack.unavailable import RECEIVED_AT
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class SlackEventsHandler(SlackRequestHandler):
                 body=request.get_body(),
                 query=request.query_string,
                 headers=request.get_headers(),
+                # When it arrived, so a listener that only starts after Slack gave up can tell.
+                context={RECEIVED_AT: time.monotonic()},
             )
         )
 

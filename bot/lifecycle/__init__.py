@@ -178,8 +178,8 @@ class AccessLifecycle:
     def open_requests_of(self, user: str) -> list[RequestView]:
         return self.views.open_requests_of(user)
 
-    def waiting_for(self, user: str) -> list[RequestView]:
-        return self.views.waiting_for(user)
+    def waiting_for(self, user: str, limit: int | None = None) -> list[RequestView]:
+        return self.views.waiting_for(user, limit)
 
     def recent_decisions(self, user: str, limit: int = 5) -> list[RequestView]:
         return self.views.recent_decisions(user, limit)

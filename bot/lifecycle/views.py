@@ -1,12 +1,19 @@
 """Reading requests as the Slack surfaces show them (``RequestView``): one request, someone's
-open requests, what waits for an approver, recent decisions."""
+open requests, what waits for an approver, recent decisions.
+
+Every query here is bounded by what it shows, never by how many requests are pending or how many
+grants are live: the App Home runs them for every affected user on every change, so work per
+row of the backlog made every change O(backlog) and a burst O(backlog²) (measured in
+``benchmarks/ack_burst.py``). A list of views costs three queries whatever its length
+(``_views``: the rows, then their grants and approvals in one query each)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import exists, or_
 from sqlmodel import Session, col, select
 
 from bot.domain.errors import Conflict, UserError
@@ -15,7 +22,7 @@ from bot.domain.ssh_keys import fingerprint_of
 from bot.lifecycle.edges import Edges
 from bot.lifecycle.rows import grant_of, load_request
 from bot.ports import RequestView
-from bot.store.models import AccessRequest, Decision, utc
+from bot.store.models import AccessRequest, Decision, Grant, utc
 
 
 class Views:
@@ -35,30 +42,40 @@ class Views:
                 .where(AccessRequest.requester == user, col(AccessRequest.status).in_(open_states))
                 .order_by(col(AccessRequest.id).desc())
             )
-            return [self.view(session, row) for row in rows]
+            return self._views(session, list(rows))
 
-    def waiting_for(self, user: str) -> list[RequestView]:
-        """Pending requests this user may decide now and has not yet approved."""
+    def waiting_for(self, user: str, limit: int | None = None) -> list[RequestView]:
+        """Pending requests this user may decide now and has not yet decided, oldest first (at
+        most ``limit``).
+
+        Who may approve is the policy's per resource (and never the requester), so the resources
+        are settled first, once each, and the database is asked only for their pending requests
+        that are not the user's and carry no decision of theirs."""
         now = self.edges.clock.now()
-        with Session(self.edges.engine) as session:
-            rows = list(
-                session.exec(
-                    select(AccessRequest)
-                    .where(AccessRequest.status == RequestStatus.PENDING.value)
-                    .order_by(col(AccessRequest.id))
-                )
+        resources = [
+            name
+            for name, resource in self.edges.policy.resources.items()
+            if self.edges.approvers.may_approve(user, resource.approvers, "", now)
+        ]
+        if not resources:
+            return []
+        decided = exists().where(
+            col(Decision.request_id) == col(AccessRequest.id), col(Decision.approver) == user
+        )
+        query = (
+            select(AccessRequest)
+            .where(
+                AccessRequest.status == RequestStatus.PENDING.value,
+                col(AccessRequest.resource).in_(resources),
+                AccessRequest.requester != user,
+                ~decided,
             )
-            views = [self.view(session, row) for row in rows]
-        waiting = []
-        for view in views:
-            resource = self.edges.policy.resource(view.resource)
-            if (
-                resource is not None
-                and user not in view.approved_by
-                and self.edges.approvers.may_approve(user, resource.approvers, view.requester, now)
-            ):
-                waiting.append(view)
-        return waiting
+            .order_by(col(AccessRequest.id))
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with Session(self.edges.engine) as session:
+            return self._views(session, list(session.exec(query)))
 
     def recent_decisions(self, user: str, limit: int = 5) -> list[RequestView]:
         """The latest decided requests this user asked for or decided."""
@@ -75,11 +92,37 @@ class Views:
                 .order_by(col(AccessRequest.decided_at).desc())
                 .limit(limit)
             )
-            return [self.view(session, row) for row in rows]
+            return self._views(session, list(rows))
+
+    def _views(self, session: Session, requests: Sequence[AccessRequest]) -> list[RequestView]:
+        """Views of ``requests`` with two more queries in all: their grants (an extension shows
+        its parent's), and the approvals so far."""
+        ids = [r.id for r in requests if r.id is not None]
+        if not ids:
+            return []
+        grant_ids = {r.parent_id or r.id for r in requests}
+        grants = {
+            g.request_id: g
+            for g in session.exec(select(Grant).where(col(Grant.request_id).in_(grant_ids)))
+        }
+        approvals: dict[int, list[str]] = {}
+        for request_id, approver in session.exec(
+            select(Decision.request_id, Decision.approver)
+            .where(col(Decision.request_id).in_(ids), Decision.verdict == "approve")
+            .order_by(col(Decision.decided_at), col(Decision.id))
+        ):
+            approvals.setdefault(request_id, []).append(approver)
+        return [
+            self._build(
+                r,
+                grants.get(r.parent_id or r.id),  # type: ignore[arg-type]
+                tuple(approvals.get(r.id, ())),  # type: ignore[arg-type]
+            )
+            for r in requests
+        ]
 
     def view(self, session: Session, request: AccessRequest) -> RequestView:
         assert request.id is not None
-        resource = self.edges.policy.resource(request.resource)
         grant = grant_of(session, request.parent_id or request.id)
         approved_by = tuple(
             session.exec(
@@ -88,6 +131,13 @@ class Views:
                 .order_by(col(Decision.decided_at), col(Decision.id))
             )
         )
+        return self._build(request, grant, approved_by)
+
+    def _build(
+        self, request: AccessRequest, grant: Grant | None, approved_by: tuple[str, ...]
+    ) -> RequestView:
+        assert request.id is not None
+        resource = self.edges.policy.resource(request.resource)
         return RequestView(
             id=request.id,
             requester=request.requester,

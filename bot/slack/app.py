@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App, BoltResponse
@@ -18,7 +19,6 @@ from slack_sdk.http_retry.state import RetryState
 from bot.config import Settings
 from bot.lifecycle import AccessLifecycle
 from bot.slack.drain import Drain
-from bot.slack.home import HomePublisher
 from bot.slack.listeners import register_all
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def build_app(
     settings: Settings,
     client: WebClient,
     lifecycle: AccessLifecycle,
-    publish_home: HomePublisher,
+    publish_home: Callable[[str], None],
     drain: Drain | None = None,
 ) -> App:
     """The Bolt app with every listener registered. Calls auth.test (fails fast on a bad token).
@@ -99,7 +99,7 @@ def build_app(
         listener_executor=drain.executor,
     )
     app.use(drain.middleware)
-    register_all(app, lifecycle, publish_home)
+    register_all(app, lifecycle, publish_home, drain.later)
 
     app.error(log_unhandled)
     return app

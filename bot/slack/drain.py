@@ -1,11 +1,20 @@
-"""Graceful stop for the Slack side: refuse new work, let the work in flight finish.
+"""Where Slack work runs, and its graceful stop: refuse new work, let the work in flight finish.
 
-Bolt acknowledges a request and runs the rest of its listener (deciding, issuing in Vault,
-delivering the DM) on its listener executor, after the HTTP answer has gone. Stopping the process
-then would cut an approval between "issued" and "delivered". ``Drain`` owns that executor and
-counts what runs on it, so shutdown can wait for exactly the work that was accepted; meanwhile
-its middleware answers every new request at once with "restarting, try again in a minute"
-(``bot.slack.unavailable``), so Slack never waits on a bot that is going away.
+Two thread pools, so that an ack never waits behind earlier requests' work:
+
+* ``executor``, Bolt's listener executor, runs the listeners up to and including their ack
+  (parsing, validating; the modal a trigger id must open within 3 s). Bolt's HTTP thread waits
+  for the ack by polling it, for at most 3 s: while every listener thread was busy with the
+  follow-up of earlier requests, a new request's ack waited in this pool's queue (measured in
+  ``benchmarks/ack_burst.py``: 35-39 of 100 burst commands not acked in 3 s).
+* ``follow_ups`` runs what a listener hands on after its ack (``later``): deciding, issuing in
+  Vault, delivering the DM, answering on ``response_url``. Bounded, so a burst queues here
+  instead of starting unbounded threads against the database and Vault.
+
+Stopping the process in the middle would cut an approval between "issued" and "delivered".
+``Drain`` counts what runs on both pools, so shutdown can wait for exactly the work that was
+accepted; meanwhile its middleware answers every new request at once with "restarting, try
+again in a minute" (``bot.slack.unavailable``), so Slack never waits on a bot that is going away.
 """
 
 from __future__ import annotations
@@ -27,15 +36,17 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: Threads running Bolt listeners (the same as the HTTP server's thread pool).
+#: Threads running Bolt listeners up to their ack (the same as the HTTP server's thread pool).
 LISTENER_THREADS = 8
+#: Threads running the work listeners hand on after their ack.
+FOLLOW_UP_THREADS = 8
 
 
 class _CountingExecutor(ThreadPoolExecutor):
     """A thread pool that knows how many submitted calls have not finished yet."""
 
-    def __init__(self, max_workers: int) -> None:
-        super().__init__(max_workers=max_workers, thread_name_prefix="slack-listener")
+    def __init__(self, max_workers: int, name: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=name)
         self._busy = 0
         self._changed = threading.Condition()
 
@@ -76,11 +87,22 @@ class _CountingExecutor(ThreadPoolExecutor):
 
 
 class Drain:
-    """The listener executor plus the switch that stops taking new requests."""
+    """The listener and follow-up executors plus the switch that stops taking new requests."""
 
-    def __init__(self, workers: int = LISTENER_THREADS) -> None:
-        self.executor = _CountingExecutor(workers)
+    def __init__(
+        self, workers: int = LISTENER_THREADS, follow_up_workers: int = FOLLOW_UP_THREADS
+    ) -> None:
+        self.executor = _CountingExecutor(workers, "slack-listener")
+        self.follow_ups = _CountingExecutor(follow_up_workers, "slack-follow-up")
         self.closing = threading.Event()
+
+    def later(self, step: Callable[[], None]) -> None:
+        """Run ``step`` (a listener's work after its ack) on the follow-up pool."""
+        self.follow_ups.submit(step)
+
+    def busy(self) -> int:
+        """Listeners and follow-ups not finished yet."""
+        return self.executor.busy() + self.follow_ups.busy()
 
     def middleware(
         self,
@@ -102,14 +124,18 @@ class Drain:
         """Stop taking requests and wait up to ``timeout`` seconds for those in flight.
         Returns whether they all finished."""
         self.closing.set()
-        busy = self.executor.busy()
+        busy = self.busy()
         if busy:
             log.info("shutting down: waiting for %d Slack request(s) in flight", busy)
-        finished = self.executor.wait_idle(timeout)
+        deadline = time.monotonic() + timeout
+        # Listeners first: one still running may yet hand its follow-up on.
+        finished = self.executor.wait_idle(timeout) and self.follow_ups.wait_idle(
+            max(0.0, deadline - time.monotonic())
+        )
         if not finished:
             log.error(
                 "shutting down with %d Slack request(s) still running after %.0fs",
-                self.executor.busy(),
+                self.busy(),
                 timeout,
             )
         return finished

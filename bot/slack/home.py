@@ -2,12 +2,23 @@
 
 For a requester: active grants with time left and Revoke / Extend, and pending requests. For an
 approver: requests waiting for them with Approve / Deny. For everyone: a Request access button
-and the last few decisions. The builder is pure; ``HomePublisher`` queries and publishes.
+and the last few decisions. The builder is pure; ``HomePublisher`` queries and publishes;
+``HomeRefresher`` decides when, off the request path.
+
+Why a refresher: every change touches the Homes of the requester and of every approver asked,
+and publishing one costs a few bounded queries and a Slack call. Done inline, a burst of
+requests spent most of its time republishing the same few Homes (89% of the listener threads'
+time in ``benchmarks/ack_burst.py``), ahead of the next request's own work. The refresher keeps
+a set of users whose Home is out of date: a burst of changes for one user becomes one publish
+(it reads the state at publish time, so nothing is missed), on its own small pool of threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from slack_sdk import WebClient
@@ -27,6 +38,10 @@ from bot.slack.blocks import (
     status_line,
 )
 from bot.slack.ids import ActionId, BlockId
+from bot.slack.notifier import SLACK_FAILURES, error_code
+from bot.store.db import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 MAX_LISTED = 15  # per section; a view holds at most 100 blocks
 
@@ -141,9 +156,91 @@ class HomePublisher:
         view = home_view(
             user,
             lifecycle.open_requests_of(user),
-            lifecycle.waiting_for(user),
+            lifecycle.waiting_for(user, limit=MAX_LISTED),
             lifecycle.recent_decisions(user),
             lifecycle.policy,
             lifecycle.registered_key_fingerprint(user),
         )
         self.client.views_publish(user_id=user, view=view)
+
+
+class HomeRefresher:
+    """Publishes the Homes of users whose state changed, soon, once per burst, off the caller's
+    thread.
+
+    ``refresh(users)`` only marks them; ``workers`` threads publish marked users after
+    ``settle`` seconds (so the changes of one use case, or of a burst, share one publish). A
+    user is never published by two threads at once, and one marked again while being published
+    is published again after: the last publish always reads the last change. Failures are
+    logged (the next change or opening of the Home redraws it)."""
+
+    def __init__(
+        self, publish: Callable[[str], None], workers: int = 2, settle: float = 0.1
+    ) -> None:
+        self.publish = publish
+        self.settle = settle
+        self._marked: dict[str, None] = {}  # insertion-ordered: first marked, first published
+        self._publishing: set[str] = set()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"home-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def __call__(self, user: str) -> None:
+        self.refresh([user])
+
+    def refresh(self, users: Iterable[str]) -> None:
+        with self._changed:
+            for user in users:
+                self._marked[user] = None
+            self._changed.notify_all()
+
+    def pending(self) -> int:
+        """Users marked or being published."""
+        with self._changed:
+            return len(self._marked.keys() | self._publishing)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop: publishes in progress finish (up to ``timeout``); marked users are dropped."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _next(self) -> str | None:
+        with self._changed:
+            while not self._closed:
+                user = next((u for u in self._marked if u not in self._publishing), None)
+                if user is not None:
+                    del self._marked[user]
+                    self._publishing.add(user)
+                    return user
+                self._changed.wait()
+            return None
+
+    def _work(self) -> None:
+        while True:
+            user = self._next()
+            if user is None:
+                return
+            try:
+                time.sleep(self.settle)  # let the rest of this burst's changes arrive
+                with self._changed:
+                    self._marked.pop(user, None)  # they are all in this publish
+                self.publish(user)
+            except SLACK_FAILURES as exc:
+                log.error("could not refresh the App Home of %s: %s", user, error_code(exc))
+            except StoreUnavailable as exc:
+                log.error("could not refresh the App Home of %s: %s", user, exc)
+            except Exception:
+                log.exception("could not refresh the App Home of %s", user)
+            finally:
+                with self._changed:
+                    self._publishing.discard(user)
+                    self._changed.notify_all()

@@ -19,7 +19,6 @@ from bot.policy import Policy
 from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
 from bot.slack import blocks
 from bot.slack.digest_blocks import render_digest
-from bot.store.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,8 @@ class SlackNotifier:
     def __init__(self, client: WebClient, policy: Policy) -> None:
         self.client = client
         self.policy = policy
-        self.home: Callable[[str], None] | None = None  # set once the App Home can be built
+        # Set once the App Home can be built: marks users whose Home changed.
+        self.homes: Callable[[Sequence[str]], None] | None = None
 
     def _post(
         self,
@@ -192,13 +192,7 @@ class SlackNotifier:
         return True
 
     def home_changed(self, users: Sequence[str]) -> None:
-        if self.home is None:
-            return
-        for user in users:
-            try:
-                self.home(user)
-            except SLACK_FAILURES as exc:
-                log.error("could not refresh the App Home of %s: %s", user, error_code(exc))
-            except StoreUnavailable as exc:
-                # The step it follows is committed: the next opening of the Home redraws it.
-                log.error("could not refresh the App Home of %s: %s", user, exc)
+        """Mark these users' Homes for a refresh (``bot.slack.home.HomeRefresher``): never
+        published on the caller's thread, so a use case never waits for it."""
+        if self.homes is not None:
+            self.homes(users)

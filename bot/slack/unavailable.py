@@ -16,12 +16,18 @@ Why inside the listener and not in Bolt's error handler: when a listener raises 
 Bolt resets the ack it has not sent yet, and a refused database connection fails within the
 10 ms Bolt takes to notice the ack: Slack then got a 404 after 3 s instead of the ack (measured).
 Answering must not fail the request a second time: a Slack error here is logged and dropped.
+
+Too late is "not now" too: Slack gives a request 3 s to be acknowledged, then tells the user it
+failed. A listener that only gets to run after ``ACK_DEADLINE`` (it waited for a thread) does
+nothing at all, so a request the user saw fail is never carried out behind their back (and then
+again when they retry).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +50,16 @@ UNEXPECTED = (
 SHUTTING_DOWN = (
     "debug-access is restarting, so this did not go through. Please try again in a minute."
 )
+
+#: The request context key holding when the request arrived (``time.monotonic()``), set by the
+#: HTTP transport (``bot.server``).
+RECEIVED_AT = "debug_access_received_at"
+#: A listener that starts this many seconds after its request arrived is too late to ack it
+#: (Slack waits 3 s) and does nothing.
+ACK_DEADLINE = 2.5
+
+#: Hands a step on to run after the ack (``bot.slack.drain.Drain.later``).
+Later = Callable[[Callable[[], None]], None]
 
 
 def kind(body: dict[str, Any]) -> str:
@@ -91,35 +107,59 @@ def answer(
 Handler = Callable[..., None]
 
 
-def guard(handler: Handler) -> Callable[[Args], None]:
+def run_inline(step: Callable[[], None]) -> None:
+    """A ``Later`` that runs the step at once, on the listener's thread."""
+    step()
+
+
+def guard(handler: Handler, later: Later = run_inline) -> Callable[[Args], None]:
     """``handler`` as a Bolt listener whose ``StoreUnavailable`` becomes ``answer``'s message,
     and whose other failures after the ack keep the ack and tell the user it went wrong.
 
     Bolt passes the listener the arguments its parameters name; the wrapper takes them all
-    (``args``) and hands the handler the ones it asks for."""
+    (``args``) and hands the handler the ones it asks for, plus ``later`` if it names it: the
+    handler acks, then passes its slow work to ``later``, which runs it off the listener thread
+    (``bot.slack.drain``) with the same treatment of failures."""
     wanted = list(inspect.signature(handler).parameters)
 
     def run(args: Args) -> None:
-        try:
-            handler(**{name: getattr(args, name) for name in wanted})
-        except StoreUnavailable as exc:
-            log.warning("%s while handling a %s", exc, kind(args.body))
-            answer(
-                args.body, STORE_UNAVAILABLE, ack=args.ack, respond=args.respond, client=args.client
+        received = (getattr(args, "context", None) or {}).get(RECEIVED_AT)
+        waited = time.monotonic() - received if isinstance(received, float) else 0.0
+        if waited > ACK_DEADLINE:
+            log.warning(
+                "a %s waited %.1fs for a listener thread: too late to acknowledge, not carried out",
+                kind(args.body),
+                waited,
             )
-        except Exception as exc:
-            if args.ack.response is None:
-                raise  # not acked yet: Bolt's error handler logs it and answers 500
-            # Acked already: raising would make Bolt drop the ack it has not sent yet (Slack
-            # then shows the user a failure after 3 s). Keep the ack; say it went wrong.
-            log.error(
-                "unhandled %s after the ack of a %s: %s", type(exc).__name__, kind(args.body), exc
-            )
-            _tell(args.body, f":warning: {UNEXPECTED}", args.respond, args.client)
+            return
+
+        def follow_up(step: Callable[[], None]) -> None:
+            later(lambda: _shielded(step, args))
+
+        values = {name: follow_up if name == "later" else getattr(args, name) for name in wanted}
+        _shielded(lambda: handler(**values), args)
 
     run.__name__ = run.__qualname__ = getattr(handler, "__name__", "listener")
     run.__doc__ = handler.__doc__
     return run
+
+
+def _shielded(step: Callable[[], None], args: Args) -> None:
+    try:
+        step()
+    except StoreUnavailable as exc:
+        log.warning("%s while handling a %s", exc, kind(args.body))
+        answer(args.body, STORE_UNAVAILABLE, ack=args.ack, respond=args.respond, client=args.client)
+    except Exception as exc:
+        if args.ack.response is None:
+            raise  # not acked yet: Bolt's error handler logs it and answers 500
+        # Acked already: raising would make Bolt drop the ack it has not sent yet (Slack
+        # then shows the user a failure after 3 s), and a follow-up has nobody to raise to.
+        # Keep the ack; say it went wrong.
+        log.error(
+            "unhandled %s after the ack of a %s: %s", type(exc).__name__, kind(args.body), exc
+        )
+        _tell(args.body, f":warning: {UNEXPECTED}", args.respond, args.client)
 
 
 def _tell(

@@ -8,6 +8,7 @@ when ``revoke`` really removed them. No network, no threads of its own.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import threading
 from collections import Counter
@@ -475,19 +476,36 @@ def race(count: int, step: Callable[[int], Any], timeout: float = 60.0) -> list[
 
 
 class FakeBoltApp:
-    """Just the decorators the listener modules use, capturing each handler by its id."""
+    """Just the decorators the listener modules use, capturing each handler by its id.
+
+    A handler that names ``later`` (work after its ack) gets ``self.later``: by default the step
+    runs at once, after being recorded in ``deferred``; with ``hold_back`` set it is only
+    recorded, to show what a handler did before handing on."""
 
     def __init__(self) -> None:
         self.commands: dict[str, Callable[..., None]] = {}
         self.actions: dict[str, Callable[..., None]] = {}
         self.views: dict[str, Callable[..., None]] = {}
         self.events: dict[str, Callable[..., None]] = {}
+        self.deferred: list[Callable[[], None]] = []
+        self.hold_back = False
 
-    @staticmethod
-    def _capture(registry: dict[str, Callable[..., None]], key: str) -> Callable[..., Any]:
+    def later(self, step: Callable[[], None]) -> None:
+        self.deferred.append(step)
+        if not self.hold_back:
+            step()
+
+    def _capture(self, registry: dict[str, Callable[..., None]], key: str) -> Callable[..., Any]:
         def decorator(fn: Callable[..., None]) -> Callable[..., None]:
             assert key not in registry, f"{key} registered twice"
-            registry[key] = fn
+            wants_later = "later" in inspect.signature(fn).parameters
+
+            def handler(**kwargs: Any) -> None:
+                if wants_later:
+                    kwargs.setdefault("later", self.later)
+                fn(**kwargs)
+
+            registry[key] = handler
             return fn
 
         return decorator

@@ -123,6 +123,21 @@ def edge() -> Edge:
     return Edge()
 
 
+def test_a_request_is_acked_before_anything_is_written_and_carried_out_after(
+    edge: Edge,
+) -> None:
+    """The ack goes out before the request is stored or anyone is asked: the rest is handed on
+    (``later``) to run off the listener thread."""
+    edge.app.hold_back = True
+    ack, respond = edge.slash("payments-db 30m INC-1 checkout errors")
+    assert ack.calls == [{}]
+    assert edge.requests() == [] and respond.calls == [] and edge.h.notifier.calls == []
+    (step,) = edge.app.deferred
+    step()
+    assert len(edge.requests()) == 1
+    assert "#1" in respond.calls[0]["text"]
+
+
 def test_every_surface_is_registered(edge: Edge) -> None:
     assert set(edge.app.commands) == {COMMAND}
     assert set(edge.app.actions) == {a.value for a in ActionId} | {InputId.RESOURCE.value}

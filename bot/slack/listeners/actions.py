@@ -23,6 +23,7 @@ from bot.lifecycle import AccessLifecycle
 from bot.ports import RequestView
 from bot.slack import blocks
 from bot.slack.ids import ActionId, InputId
+from bot.slack.unavailable import Later
 
 
 def _reply(
@@ -51,6 +52,19 @@ def _run(
     _reply(body, respond, client, done(view), problem=False)
 
 
+def _later(
+    later: Later,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Respond,
+    client: WebClient,
+    step: Callable[[int, str], RequestView],
+    done: Callable[[RequestView], str],
+) -> None:
+    """``_run`` after the ack, off the listener thread."""
+    later(lambda: _run(body, action, respond, client, step, done))
+
+
 def _decided(verb: str) -> Callable[[RequestView], str]:
     def text(view: RequestView) -> str:
         if view.status is RequestStatus.PENDING:
@@ -66,10 +80,16 @@ def _decided(verb: str) -> Callable[[RequestView], str]:
 def register(app: App, lifecycle: AccessLifecycle) -> None:
     @app.action(ActionId.APPROVE.value)
     def approve(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+        ack: Ack,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Respond,
+        client: WebClient,
+        later: Later,
     ) -> None:
         ack()
-        _run(
+        _later(
+            later,
             body,
             action,
             respond,
@@ -80,10 +100,16 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
 
     @app.action(ActionId.DENY.value)
     def deny(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+        ack: Ack,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Respond,
+        client: WebClient,
+        later: Later,
     ) -> None:
         ack()
-        _run(
+        _later(
+            later,
             body,
             action,
             respond,
@@ -94,10 +120,16 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
 
     @app.action(ActionId.REVIEW.value)
     def review(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+        ack: Ack,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Respond,
+        client: WebClient,
+        later: Later,
     ) -> None:
         ack()
-        _run(
+        _later(
+            later,
             body,
             action,
             respond,
@@ -108,10 +140,16 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
 
     @app.action(ActionId.REVOKE.value)
     def revoke(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], respond: Respond, client: WebClient
+        ack: Ack,
+        body: dict[str, Any],
+        action: dict[str, Any],
+        respond: Respond,
+        client: WebClient,
+        later: Later,
     ) -> None:
         ack()
-        _run(
+        _later(
+            later,
             body,
             action,
             respond,

@@ -18,10 +18,11 @@ from bot.domain.commands import (
     parse_command,
 )
 from bot.domain.errors import UserError
-from bot.domain.requests import validate_request
+from bot.domain.requests import ValidRequest, validate_request
 from bot.lifecycle import AccessLifecycle
 from bot.slack import blocks
 from bot.slack.ids import COMMAND
+from bot.slack.unavailable import Later
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,12 @@ log = logging.getLogger(__name__)
 def register(app: App, lifecycle: AccessLifecycle) -> None:
     @app.command(COMMAND)
     def debug_access(
-        ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient
+        ack: Ack,
+        command: dict[str, Any],
+        respond: Respond,
+        client: WebClient,
+        later: Later,
     ) -> None:
-        user = command["user_id"]
         policy = lifecycle.policy
         try:
             intent = parse_command(command.get("text", ""))
@@ -56,19 +60,31 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
             )
             return
         ack()
-        try:
-            if isinstance(intent, ListMine):
-                respond(text=blocks.list_message(lifecycle.open_requests_of(user)))
-            elif isinstance(intent, RevokeGrant):
-                view = lifecycle.revoke_early(intent.request_id, user)
-                respond(text=blocks.revoked_text(view))
-            elif isinstance(intent, ExtendGrant):
-                result = lifecycle.request_extension(intent.request_id, user, intent.duration_text)
-                respond(text=blocks.confirmation_text(result.view, result.asked))
-            elif isinstance(intent, RequestAccess) and valid is not None:
-                result = lifecycle.submit(
-                    user, valid, command.get("channel_id"), break_glass=intent.break_glass
-                )
-                respond(text=blocks.confirmation_text(result.view, result.asked))
-        except UserError as err:
-            respond(text=f":warning: {err}")
+        later(lambda: _carry_out(lifecycle, intent, valid, command, respond))
+
+
+def _carry_out(
+    lifecycle: AccessLifecycle,
+    intent: object,
+    valid: ValidRequest | None,
+    command: dict[str, Any],
+    respond: Respond,
+) -> None:
+    """The work of a subcommand after its ack, answered on its response_url."""
+    user = command["user_id"]
+    try:
+        if isinstance(intent, ListMine):
+            respond(text=blocks.list_message(lifecycle.open_requests_of(user)))
+        elif isinstance(intent, RevokeGrant):
+            view = lifecycle.revoke_early(intent.request_id, user)
+            respond(text=blocks.revoked_text(view))
+        elif isinstance(intent, ExtendGrant):
+            result = lifecycle.request_extension(intent.request_id, user, intent.duration_text)
+            respond(text=blocks.confirmation_text(result.view, result.asked))
+        elif isinstance(intent, RequestAccess) and valid is not None:
+            result = lifecycle.submit(
+                user, valid, command.get("channel_id"), break_glass=intent.break_glass
+            )
+            respond(text=blocks.confirmation_text(result.view, result.asked))
+    except UserError as err:
+        respond(text=f":warning: {err}")

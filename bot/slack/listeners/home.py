@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App
 
-from bot.slack.home import HomePublisher
 
-
-def register(app: App, publish: HomePublisher) -> None:
+def register(app: App, publish: Callable[[str], None]) -> None:
     @app.event("app_home_opened")
     def home_opened(event: dict[str, Any]) -> None:
         if event.get("tab", "home") == "home":

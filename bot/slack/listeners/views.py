@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -15,9 +16,9 @@ from bot.domain.ssh_keys import SshKeyError
 from bot.lifecycle import AccessLifecycle
 from bot.slack import blocks
 from bot.slack.blocks import DamagedForm
-from bot.slack.home import HomePublisher
 from bot.slack.ids import BlockId, CallbackId, InputId
 from bot.slack.notifier import SLACK_FAILURES, error_code
+from bot.slack.unavailable import Later
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,10 @@ def _confirm(client: WebClient, user: str, channel: str | None, text: str) -> No
         log.error("could not confirm the form to %s: %s", user, error_code(exc))
 
 
-def register(app: App, lifecycle: AccessLifecycle, publish_home: HomePublisher) -> None:
+def register(app: App, lifecycle: AccessLifecycle, publish_home: Callable[[str], None]) -> None:
     @app.view(CallbackId.REQUEST_MODAL.value)
     def submit_request(
-        ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient, later: Later
     ) -> None:
         user = body["user"]["id"]
         values = view.get("state", {}).get("values", {})
@@ -81,16 +82,20 @@ def register(app: App, lifecycle: AccessLifecycle, publish_home: HomePublisher) 
             ack(response_action="errors", errors={block.value: _plain(err)})
             return
         ack()
-        try:
-            result = lifecycle.submit(user, valid, channel, public_key=public_key)
-            text = blocks.confirmation_text(result.view, result.asked)
-        except UserError as err:
-            text = f":warning: {err}"
-        _confirm(client, user, channel, text)
+
+        def carry_out() -> None:
+            try:
+                result = lifecycle.submit(user, valid, channel, public_key=public_key)
+                text = blocks.confirmation_text(result.view, result.asked)
+            except UserError as err:
+                text = f":warning: {err}"
+            _confirm(client, user, channel, text)
+
+        later(carry_out)
 
     @app.view(CallbackId.EXTEND_MODAL.value)
     def submit_extension(
-        ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient
+        ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient, later: Later
     ) -> None:
         user = body["user"]["id"]
         values = view.get("state", {}).get("values", {})
@@ -102,12 +107,16 @@ def register(app: App, lifecycle: AccessLifecycle, publish_home: HomePublisher) 
             ack(response_action="errors", errors={BlockId.EXTEND_DURATION.value: _plain(err)})
             return
         ack()  # before routing: posting to approvers and refreshing homes can take seconds
-        try:
-            result = lifecycle.request_extension(request_id, user, duration)
-            text = blocks.confirmation_text(result.view, result.asked)
-        except UserError as err:
-            text = f":warning: {err}"
-        _confirm(client, user, None, text)
+
+        def carry_out() -> None:
+            try:
+                result = lifecycle.request_extension(request_id, user, duration)
+                text = blocks.confirmation_text(result.view, result.asked)
+            except UserError as err:
+                text = f":warning: {err}"
+            _confirm(client, user, None, text)
+
+        later(carry_out)
 
     @app.view(CallbackId.SSH_KEY_MODAL.value)
     def register_ssh_key(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
