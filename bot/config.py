@@ -126,6 +126,9 @@ class Settings(DatabaseSettings, VaultLoginSettings):
     #: How often each replica looks for due work (expiries, retries, escalations): a grant
     #: ends at most this long after its expiry, plus the time its revocation takes.
     timer_tick_seconds: float = Field(default=1.0, ge=0.1, le=60)
+    #: How many due rows (expiries, revocation retries...) each replica works on at once: also
+    #: the most revocations it has in flight toward Vault. One on SQLite (a single writer).
+    timer_workers: int = Field(default=8, ge=1, le=64)
 
     @field_validator("slack_api_url")
     @classmethod

@@ -145,7 +145,13 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     drain = Drain()
     app = build_app(settings, client, lifecycle, homes, drain)
     timers = Timers(
-        DueWorkRunner(engine, lifecycle.due_work(), clock, also=lifecycle.periodic_work()),
+        DueWorkRunner(
+            engine,
+            lifecycle.due_work(),
+            clock,
+            also=lifecycle.periodic_work(),
+            workers=1 if engine.dialect.name == "sqlite" else settings.timer_workers,
+        ),
         tick=timedelta(seconds=settings.timer_tick_seconds),
     )
     if policy.digest is not None:

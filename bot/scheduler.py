@@ -8,10 +8,15 @@ use case runs (``bot.store.due``), and goes round the kinds until none has anyth
 long backlog (after downtime) does not keep the other kinds waiting. Start-up is the same
 tick: a grant that expired while the bot was down is simply due.
 
-Exactly once with any number of replicas: a row is claimed by one replica at a time, and the
-use case claims it again for its own state change. Nothing stalls: a failing row is logged and
-left held until ``RETRY_AFTER``, and the tick goes on with the next; no error leaves the tick,
-which APScheduler never runs twice at once in one process (``max_instances=1``, coalesced).
+Each replica works on up to ``workers`` rows at once (``TIMER_WORKERS``): a thousand grants
+expiring in the same minute are revoked side by side, not one after another, and the same
+number bounds how many revocations a replica has in flight toward Vault at any moment.
+
+Exactly once with any number of replicas and workers: a row is claimed by one worker at a
+time, and the use case claims it again for its own state change. Nothing stalls: a failing row
+is logged and left held until ``RETRY_AFTER``, and the tick goes on with the next; no error
+leaves the tick, which APScheduler never runs twice at once in one process (``max_instances=1``,
+coalesced).
 
 The last release's persisted jobs (table ``apscheduler_jobs``) are neither read nor removed:
 the table belongs to that release, and what its rows stood for is due in the database anyway.
@@ -23,6 +28,8 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import ThreadPoolExecutor as WorkerPool
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -52,10 +59,13 @@ RETRY_AFTER = timedelta(minutes=1)
 #: When a row whose owner is alive (``OwnedElsewhere``: being issued or delivered) is looked at
 #: again: soon, since its owner finishes within seconds.
 OWNED_RECHECK = timedelta(seconds=2)
+#: Rows one replica works on at once, unless configured (``TIMER_WORKERS``).
+WORKERS = 8
 
 
 class DueWorkRunner:
-    """One tick: claim and run every row that is due now, kind after kind, one row at a time."""
+    """One tick: claim and run every row that is due now, the kinds taking turns, up to
+    ``workers`` rows at once."""
 
     def __init__(
         self,
@@ -66,8 +76,13 @@ class DueWorkRunner:
         guarded_hold: timedelta = GUARDED_HOLD,
         retry_after: timedelta = RETRY_AFTER,
         also: Sequence[tuple[str, Callable[[], int]]] = (),
+        workers: int = 1,
     ) -> None:
         self.engine = engine
+        self.workers = workers
+        self._pool = WorkerPool(max_workers=workers, thread_name_prefix="timers")
+        self._slots = threading.BoundedSemaphore(workers)
+        self._counted = threading.Lock()
         self.work = tuple(work)
         self.also = tuple(also)
         self.clock = clock
@@ -87,10 +102,7 @@ class DueWorkRunner:
         self.idle.clear()
         done: Counter[str] = Counter()
         try:
-            pending = list(self.work)
-            while pending and not self.stopping.is_set():
-                # Round the kinds, one row each, dropping a kind once it has nothing due.
-                pending = [kind for kind in pending if self._one(kind, done)]
+            self._due_rows(done)
             for name, run in self.also:  # work that claims its own rows (the notice outbox)
                 if self.stopping.is_set():
                     break
@@ -106,8 +118,30 @@ class DueWorkRunner:
             log.info("timers: %s", ", ".join(f"{kind} {n}" for kind, n in sorted(done.items())))
         return done
 
-    def _one(self, kind: DueWork, done: Counter[str]) -> bool:
-        """Claim one due row of ``kind`` and run its use case; False when none was claimed."""
+    def _due_rows(self, done: Counter[str]) -> None:
+        """Claim due rows, the kinds taking turns (one row each per round, a kind dropped once
+        it has nothing due), each run on a worker as soon as one is free; return when all ran.
+        """
+        running: list[Future[None]] = []
+        try:
+            pending = list(self.work)
+            while pending and not self.stopping.is_set():
+                still_due = []
+                for kind in pending:
+                    self._slots.acquire()  # a free worker first: claim only what can run now
+                    claimed = self._claim(kind)
+                    if claimed is None:
+                        self._slots.release()
+                        continue
+                    still_due.append(kind)
+                    running.append(self._pool.submit(self._run, kind, *claimed, done))
+                pending = still_due
+        finally:
+            for future in running:
+                future.result()
+
+    def _claim(self, kind: DueWork) -> tuple[int, datetime] | None:
+        """Hold one due row of ``kind``: its id and until when; None when none is due."""
         now = self.clock.now()
         held_until = now + (self.guarded_hold if kind.guarded else self.hold)
         try:
@@ -116,25 +150,33 @@ class DueWorkRunner:
             )
         except Exception:
             log.exception("timers: could not look for due %s work", kind.name)
-            return False
-        if key is None:
-            return False
-        if self.stopping.is_set():  # shutting down between claim and run: leave it to others
+            return None
+        if key is not None and self.stopping.is_set():  # stopping: leave it to the others
             self._release(kind, key, held_until)
-            return False
+            return None
+        return None if key is None else (key, held_until)
+
+    def _run(self, kind: DueWork, key: int, held_until: datetime, done: Counter[str]) -> None:
+        """Run ``kind``'s use case for row ``key``, then let the row go. Never raises."""
+        try:
+            self._run_one(kind, key, held_until, done)
+        finally:
+            self._slots.release()
+
+    def _run_one(self, kind: DueWork, key: int, held_until: datetime, done: Counter[str]) -> None:
         try:
             kind.run(key)
-            done[kind.name] += 1
+            with self._counted:
+                done[kind.name] += 1
         except OwnedElsewhere:
             # A live process is doing it (issuing, delivering): not a failure. Look again in a
             # moment, not in a minute, so neither this nor another kind of work on the row
             # (its expiry, a revocation retry once it is given up) waits out a long hold.
             self._let_go(kind, key, held_until, OWNED_RECHECK, quiet=True)
-            return True
+            return
         except Exception:
             log.exception("timers: %s of row %s failed", kind.name, key)
         self._let_go(kind, key, held_until)
-        return True
 
     def _let_go(
         self,

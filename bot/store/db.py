@@ -70,8 +70,10 @@ def make_engine(url: str) -> Engine:
     engine = create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=10,
+        # Slack listeners and their follow-ups, timer workers and Home publishers each hold at
+        # most one connection at a time; room for all of them at once.
+        pool_size=16,
+        max_overflow=16,
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
     )

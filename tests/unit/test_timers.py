@@ -257,6 +257,34 @@ def test_shutting_down_claims_nothing_more(engine: Engine) -> None:
     assert DueWorkRunner(engine, h.lifecycle.due_work(), h.clock).tick()["grant expiry"] == 2
 
 
+def test_workers_run_due_rows_side_by_side_never_more_than_configured(engine: Engine) -> None:
+    """1,000 grants expiring in one minute took one revocation after another; now ``workers``
+    at once, which also bounds the revocations in flight toward Vault."""
+    h = make_lifecycle(engine=engine)
+    grants(h, 10)
+    real = grant_expiry(h)
+    lock = threading.Lock()
+    running: list[int] = []
+    most = [0]
+
+    def run(grant_id: int) -> object:
+        with lock:
+            running.append(grant_id)
+            most[0] = max(most[0], len(running))
+        time.sleep(0.05)  # a Vault round trip
+        with lock:
+            running.remove(grant_id)
+            return real.run(grant_id)  # one writer at a time on SQLite
+
+    work = DueWork(real.name, real.table, real.due, real.oldest_first, run)
+    runner = DueWorkRunner(engine, [work], h.clock, workers=4)
+    h.clock.set(START + HOUR)
+    assert runner.tick() == {"grant expiry": 10}
+    assert most[0] == 4
+    assert sorted(expired_events(engine).values()) == [1] * 10
+    assert runner.tick() == {}
+
+
 class Killed(BaseException):
     """The process dies mid-run (SIGKILL): nothing after this line of the tick runs."""
 
