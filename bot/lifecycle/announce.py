@@ -4,11 +4,19 @@ messages kept up to date, and the App Homes of everyone involved.
 Each use case follows one rule: **state first, then Slack**. The database transaction that
 changes a request also appends its audit row; only after it commits does anybody hear about it.
 A crash between the two loses a message, never a fact.
+
+The approval that completes a request runs under ``deferred``: its announcements (the approval
+message updated, "approved" and "issued" in the audit channel) wait until the credentials DM has
+gone, so the requester's wait from the click is Vault's work and one Slack post, not five
+(``benchmarks/ack_burst.py``). Only the latest update of each request's messages is sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from sqlmodel import Session, col, select
 
@@ -17,6 +25,8 @@ from bot.lifecycle.edges import Edges
 from bot.ports import MessageRef, RequestView
 from bot.store.db import transaction
 from bot.store.models import RequestMessage
+
+log = logging.getLogger(__name__)
 
 
 class MessageKind:
@@ -30,6 +40,41 @@ class MessageKind:
 class Announcer:
     def __init__(self, edges: Edges) -> None:
         self.edges = edges
+        self._held = threading.local()  # this thread's held announcements, under ``deferred``
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Hold this thread's announcements until the block ends, then send them in order
+        (a request's message updated once, to its latest state). Nested blocks join the
+        outer one."""
+        if getattr(self._held, "queue", None) is not None:
+            yield
+            return
+        queue: list[tuple[int | None, Callable[[], None]]] = []
+        self._held.queue = queue
+        try:
+            yield
+        finally:
+            self._held.queue = None
+            self._send(queue)
+
+    def _hold_or_send(self, refresh_of: int | None, send: Callable[[], None]) -> None:
+        queue = getattr(self._held, "queue", None)
+        if queue is None:
+            send()
+        else:
+            queue.append((refresh_of, send))
+
+    @staticmethod
+    def _send(queue: list[tuple[int | None, Callable[[], None]]]) -> None:
+        last_refresh = {request_id: n for n, (request_id, _) in enumerate(queue) if request_id}
+        for n, (request_id, send) in enumerate(queue):
+            if request_id is not None and last_refresh[request_id] != n:
+                continue  # a later update of the same messages follows
+            try:
+                send()
+            except Exception:  # the state is committed; a lost message is logged, not raised
+                log.exception("could not send a held announcement")
 
     def refs(self, request_id: int, kind: str) -> list[MessageRef]:
         with Session(self.edges.engine) as session:
@@ -52,7 +97,12 @@ class Announcer:
                 )
 
     def refresh_request_messages(self, view: RequestView) -> None:
-        self.edges.notifier.refresh_request(view, self.refs(view.id, MessageKind.APPROVAL))
+        self._hold_or_send(
+            view.id,
+            lambda: self.edges.notifier.refresh_request(
+                view, self.refs(view.id, MessageKind.APPROVAL)
+            ),
+        )
 
     def announce(
         self,
@@ -65,6 +115,11 @@ class Announcer:
         """Post to the audit channel, threaded under the request (an extension under the grant
         it extends), and refresh the App Home of everyone involved (``homes=False`` when the
         next step announces again at once, so each Home is published once, not twice)."""
+        self._hold_or_send(None, lambda: self._announce(view, action, text, alert, homes))
+
+    def _announce(
+        self, view: RequestView, action: AuditAction, text: str, alert: bool, homes: bool
+    ) -> None:
         root_id = view.parent_id or view.id
         roots = self.refs(root_id, MessageKind.AUDIT)
         posted = self.edges.notifier.audit(

@@ -48,8 +48,11 @@ class Decide:
         self.expiry = expiry
 
     def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
-        """Record an approver's verdict; when enough approvals are in, issue (or extend)."""
-        with ExitStack() as owned:
+        """Record an approver's verdict; when enough approvals are in, issue (or extend).
+
+        Announcements wait until the end (``Announcer.deferred``): after the credentials DM,
+        and after the request's lock is let go."""
+        with self.tell.deferred(), ExitStack() as owned:
             return self._decide(request_id, actor, approve, owned)
 
     def _decide(self, request_id: int, actor: str, approve: bool, owned: ExitStack) -> RequestView:

@@ -52,12 +52,17 @@ def delivery_error(what: str, exc: Exception) -> DeliveryError:
     return DeliveryError(f"{what}: {error_code(exc)}", retry_after=retry_after(exc))
 
 
+#: How many users' DM channels are remembered (then forgotten all at once, and reopened).
+DM_CHANNELS_REMEMBERED = 10_000
+
+
 class SlackNotifier:
     """``bot.ports.Notifier`` on the Slack Web API."""
 
     def __init__(self, client: WebClient, policy: Policy) -> None:
         self.client = client
         self.policy = policy
+        self._dm_channels: dict[str, str] = {}
         # Set once the App Home can be built: marks users whose Home changed.
         self.homes: Callable[[Sequence[str]], None] | None = None
 
@@ -78,9 +83,29 @@ class SlackNotifier:
         )
         return MessageRef(channel=str(response["channel"]), ts=str(response["ts"]))
 
+    def _post_dm(
+        self, user: str, text: str, message_blocks: list[dict[str, Any]] | None = None
+    ) -> MessageRef:
+        """Post to ``user``'s DM channel; a remembered channel Slack refuses is forgotten, so
+        the next attempt opens it again."""
+        channel = self._dm_channel(user)
+        try:
+            return self._post(channel, text, message_blocks)
+        except SlackApiError:
+            self._dm_channels.pop(user, None)
+            raise
+
     def _dm_channel(self, user: str) -> str:
-        response = self.client.conversations_open(users=user)
-        return str(response["channel"]["id"])
+        """The DM channel with ``user``: opened once, then remembered (a user's DM channel with
+        the bot never changes), saving a round trip before every DM, credentials included."""
+        channel = self._dm_channels.get(user)
+        if channel is None:
+            response = self.client.conversations_open(users=user)
+            channel = str(response["channel"]["id"])
+            if len(self._dm_channels) >= DM_CHANNELS_REMEMBERED:
+                self._dm_channels.clear()
+            self._dm_channels[user] = channel
+        return channel
 
     def announce_request(
         self, view: RequestView, users: Sequence[str], in_channel: bool = True
@@ -93,8 +118,10 @@ class SlackNotifier:
         targets.extend(("user", user) for user in users)
         for kind, target in targets:
             try:
-                channel = self._dm_channel(target) if kind == "user" else target
-                refs.append(self._post(channel, text, message_blocks))
+                if kind == "user":
+                    refs.append(self._post_dm(target, text, message_blocks))
+                else:
+                    refs.append(self._post(target, text, message_blocks))
             except SLACK_FAILURES as exc:
                 log.error(
                     "could not post request #%s to %s %s: %s",
@@ -121,7 +148,7 @@ class SlackNotifier:
     def deliver_credentials(self, view: RequestView, delivery: CredentialDelivery) -> MessageRef:
         text, message_blocks = blocks.credentials_message(view, delivery)
         try:
-            return self._post(self._dm_channel(view.requester), text, message_blocks)
+            return self._post_dm(view.requester, text, message_blocks)
         except SLACK_FAILURES as exc:
             raise delivery_error("Slack refused the DM", exc) from None
 
@@ -131,13 +158,13 @@ class SlackNotifier:
 
     def tell(self, user: str, text: str) -> None:
         try:
-            self._post(self._dm_channel(user), text)
+            self._post_dm(user, text)
         except SLACK_FAILURES as exc:
             log.error("could not DM %s: %s", user, error_code(exc))
 
     def send(self, user: str, text: str) -> None:
         try:
-            self._post(self._dm_channel(user), text)
+            self._post_dm(user, text)
         except SLACK_FAILURES as exc:
             raise delivery_error("Slack refused the DM", exc) from None
 

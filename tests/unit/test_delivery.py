@@ -12,6 +12,7 @@ from sqlmodel import Session, select
 
 from bot.domain.grants import GrantStatus
 from bot.domain.requests import RequestStatus as S
+from bot.domain.requests import ValidRequest
 from bot.lifecycle import EndReason
 from bot.lifecycle.issue import DELIVERY_WINDOW
 from bot.scheduler import OWNED_RECHECK
@@ -193,3 +194,21 @@ def test_slack_sdk_sleeps_only_through_a_short_retry_after(
     headers = {"Retry-After": retry_after} if retry_after else {}
     response = HttpResponse(status_code=status, headers=headers)
     assert handler.can_retry(state=RetryState(), request=request, response=response) is retried
+
+
+def test_the_credentials_dm_is_the_first_slack_call_after_the_completing_click() -> None:
+    """Approve -> credentials DM is Vault's work and one Slack post: the approval message
+    update and the "approved" / "issued" audit posts wait until the DM has gone, and each
+    copy of the approval message is updated once, to its final state."""
+    h = make_lifecycle()
+    valid = ValidRequest("payments-db", timedelta(minutes=30), "INC-1 ordering")
+    request_id = h.lifecycle.submit(REQUESTER, valid, None).view.id
+    before = len(h.notifier.calls)
+    h.lifecycle.decide(request_id, APPROVER, approve=True)
+    after = [name for name, _ in h.notifier.calls[before:]]
+    assert after[0] == "deliver_credentials", after
+    assert after.count("refresh_request") == 1
+    (refreshed,) = h.notifier.of("refresh_request")
+    assert refreshed[0].status.value == "active"
+    actions = [action for _, action, _, _ in h.notifier.audits]
+    assert actions[-2:] == ["approved", "issued"]

@@ -258,7 +258,7 @@ def test_approve_issues_activates_schedules_and_delivers(h: Harness) -> None:
     assert (decision.approver, decision.verdict) == (APPROVER, "approve")
     assert chain_ok(h)
     refreshed = [args[0].status for args in h.notifier.of("refresh_request")]
-    assert refreshed == [S.APPROVED, S.ACTIVE]
+    assert refreshed == [S.ACTIVE]  # once, after the DM (test_delivery: the DM comes first)
     assert {m.kind for m in rows(h.engine, RequestMessage)} == {"approval", "credentials", "audit"}
 
 
