@@ -3,6 +3,10 @@
 Each row's hash is SHA-256 over the previous row's hash and the row's canonical content, so
 editing, deleting or reordering a row breaks every hash after it. ``verify_chain`` finds the
 first broken row. Details are plain facts (durations, who, lease ids); never secret values.
+
+Every state change appends its event here, in its own transaction, so this is also where the
+Prometheus counters of outcomes and revocations are fed (``bot.metrics``): once the transaction
+has committed, never for one rolled back.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, update
+from sqlalchemy import event as orm_events
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, col, select
 
+from bot.metrics import count_committed
 from bot.store.models import AuditEvent, AuditHead, utc
 
 GENESIS_HASH = "0" * 64
@@ -109,7 +116,21 @@ def append_event(
     head.last_hash = event.hash
     session.add(head)
     session.flush()
+    session.info.setdefault(_APPENDED, []).append(action.value)
     return event
+
+
+_APPENDED = "debug_access_audit_actions"
+
+
+@orm_events.listens_for(OrmSession, "after_commit")
+def _count_appended(session: OrmSession) -> None:
+    count_committed(session.info.pop(_APPENDED, []))
+
+
+@orm_events.listens_for(OrmSession, "after_rollback")
+def _forget_appended(session: OrmSession) -> None:
+    session.info.pop(_APPENDED, None)
 
 
 def ensure_chain_head(engine: Engine) -> None:

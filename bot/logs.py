@@ -108,3 +108,6 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).setLevel(max(root.level, logging.INFO))
     # Alembic narrates every step at INFO; bot.store.schema says what happened in one line.
     logging.getLogger("alembic").setLevel(max(root.level, logging.WARNING))
+    # APScheduler says "Running job" and "executed successfully" for every tick (each second);
+    # the timers log what a tick did (``bot.scheduler``), and APScheduler's problems are WARNINGs.
+    logging.getLogger("apscheduler").setLevel(max(root.level, logging.WARNING))

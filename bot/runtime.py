@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from prometheus_client import REGISTRY
 from slack_bolt import App
 from slack_sdk import WebClient
 
@@ -24,6 +25,7 @@ from bot.errors import ConfigProblem
 from bot.health import Readiness, database_check
 from bot.lifecycle import AccessLifecycle
 from bot.logs import remember_secret
+from bot.metrics import TOKEN_TTL
 from bot.oncall.resolver import OnCallConfigError, build_resolver
 from bot.policy import Policy
 from bot.ports import SystemClock
@@ -34,6 +36,7 @@ from bot.slack.home import HomePublisher, HomeRefresher
 from bot.slack.notifier import SlackNotifier
 from bot.store import schema
 from bot.store.db import make_engine
+from bot.store.gauges import StateGauges
 from bot.store.locks import make_locks
 from bot.vault import ResourceGrantShape, VaultIssuer
 from bot.vault_login import VaultLoginError, connect
@@ -82,6 +85,17 @@ class Runtime:
         if self.issuer.keeper is not None:
             self.issuer.keeper.stop()
         log.info("stopped")
+
+
+_exposed: list[StateGauges] = []
+
+
+def _expose_gauges(gauges: StateGauges) -> None:
+    """Serve ``gauges`` on ``/metrics`` (in place of an earlier runtime's, in one process)."""
+    while _exposed:
+        REGISTRY.unregister(_exposed.pop())
+    REGISTRY.register(gauges)
+    _exposed.append(gauges)
 
 
 def vault_shapes(policy: Policy) -> list[ResourceGrantShape]:
@@ -160,6 +174,8 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         if missed_firing(policy.digest, clock.now()) is not None:
             timers.run_digest_now(daily.run)
     timers.start()
+    _expose_gauges(StateGauges(engine, clock.now))
+    TOKEN_TTL.set_function(lambda: -1 if (ttl := keeper.status().ttl) is None else ttl)
     readiness = Readiness()
     readiness.add("database", database_check(engine))
     readiness.add("vault", lambda: None if keeper.status().ready else keeper.status().summary())

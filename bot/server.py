@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import FrameType
 from typing import Any
 
+from prometheus_client import make_wsgi_app
 from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.adapter.wsgi.http_request import WsgiHttpRequest
@@ -48,7 +49,9 @@ _JSON = [("Content-Type", "application/json")]
 
 
 def probes_app(readiness: Readiness, fallback: WsgiApp | None = None) -> WsgiApp:
-    """``/healthz`` and ``/readyz``; anything else goes to ``fallback`` (or 404)."""
+    """``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus, ``bot.metrics``); anything else
+    goes to ``fallback`` (or 404)."""
+    metrics = make_wsgi_app()
 
     def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO")
@@ -59,6 +62,8 @@ def probes_app(readiness: Readiness, fallback: WsgiApp | None = None) -> WsgiApp
             ready, body = readiness.body()
             start_response("200 OK" if ready else "503 Service Unavailable", _JSON)
             return [body]
+        if path == "/metrics":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
         if fallback is not None:
             return fallback(environ, start_response)
         start_response("404 Not Found", _JSON)

@@ -24,6 +24,7 @@ from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import LOCK_WAIT, Issue
 from bot.lifecycle.rows import load_request, move
 from bot.lifecycle.views import Views
+from bot.metrics import APPROVAL_WAIT
 from bot.ports import RequestView
 from bot.store.claims import claim, request_in
 from bot.store.db import transaction
@@ -132,6 +133,8 @@ class Decide:
                 details=details,
             )
             view = self.views.view(session, load_request(session, request_id))
+        if complete or not approve:
+            APPROVAL_WAIT.observe((now - current.created_at).total_seconds())
         self.tell.refresh_request_messages(view)
         if not approve:
             self.tell.announce(view, AuditAction.DENIED, f"denied by <@{actor}>")

@@ -48,6 +48,7 @@ from bot.lifecycle.notices import Notices
 from bot.lifecycle.revoke import EndGrant
 from bot.lifecycle.rows import grant_of, load_request, move
 from bot.lifecycle.views import Views
+from bot.metrics import ISSUE_LATENCY
 from bot.mrkdwn import when
 from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
 from bot.store.claims import claim, move_grant, request_in
@@ -263,6 +264,8 @@ class Issue:
                 )
             active = self.views.view(session, load_request(session, view.id))
         self.tell.remember(view.id, MessageKind.CREDENTIALS, [ref])
+        if not delivered_late and active.decided_at is not None:
+            ISSUE_LATENCY.observe(max(0.0, (now - active.decided_at).total_seconds()))
         if delivered_late:
             self.edges.notifier.close_credentials(active, ref)
             return active

@@ -8,6 +8,7 @@ from typing import Any
 
 from slack_bolt import App, BoltResponse
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
     RateLimitErrorRetryHandler,
@@ -15,9 +16,11 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web import SlackResponse
 
 from bot.config import Settings
 from bot.lifecycle import AccessLifecycle
+from bot.metrics import SLACK_ERRORS
 from bot.slack.drain import Drain
 from bot.slack.listeners import register_all
 
@@ -52,9 +55,21 @@ class BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
         return wait <= MAX_INLINE_RETRY_AFTER
 
 
+class CountingWebClient(WebClient):
+    """A WebClient that counts the calls Slack refused or never answered, by method
+    (``debug_access_slack_errors_total``), whoever made them."""
+
+    def api_call(self, api_method: str, **kwargs: Any) -> SlackResponse:
+        try:
+            return super().api_call(api_method, **kwargs)
+        except (SlackApiError, OSError):
+            SLACK_ERRORS.labels(method=api_method).inc()
+            raise
+
+
 def build_web_client(settings: Settings) -> WebClient:
     """The one WebClient; Bolt copies its base_url and retry handlers for every request."""
-    return WebClient(
+    return CountingWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         retry_handlers=[

@@ -33,6 +33,7 @@ import urllib3.exceptions
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from bot.issuer import IssuerError
+from bot.metrics import VAULT_ERRORS
 from bot.vault_login import TokenKeeper
 
 T = TypeVar("T")
@@ -214,6 +215,7 @@ class VaultClient:
         self, op: str, path: str, exc: Exception, secrets: Iterable[str | None] = ()
     ) -> IssuerError:
         """A user-safe IssuerError for ``exc``; callers raise it ``from None``."""
+        VAULT_ERRORS.labels(operation=op).inc()
         hide = [self.hvac.token, *secrets]
         unreachable = maybe_done = False
         if isinstance(exc, hvac.exceptions.VaultError):

@@ -10,6 +10,7 @@ import threading
 
 import hvac
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bot.slack.ids import ActionId
 from tests.emulators.slack_api import SlackEmulator
@@ -92,10 +93,15 @@ def test_request_approve_use_and_revoke_now(
     assert pg_login_and_select(postgres, username, password) == 3
     assert postgres.role_exists(username)
 
-    # Every copy of the request now says who approved, without buttons.
-    for copy in approval_messages(slack, request_id):
-        assert action_ids(copy) == []
-        assert f"Approved by <@{ALICE}>" in blocks_text(copy)
+    # Every copy of the request now says who approved, without buttons (updated just after
+    # the DM, which goes first).
+    def approved_copies() -> bool:
+        copies = approval_messages(slack, request_id)
+        return len(copies) == 3 and all(
+            action_ids(c) == [] and f"Approved by <@{ALICE}>" in blocks_text(c) for c in copies
+        )
+
+    wait_until(approved_copies, what="every copy of the request updated")
     lease_id, accessor, status = grant_refs(postgres, bot, request_id)
     assert status == "active" and lease_id.startswith(vault_db.path) and accessor
     assert request_status(postgres, bot, request_id) == "active"
@@ -122,6 +128,30 @@ def test_request_approve_use_and_revoke_now(
     assert any("revoked early" in t and "Vault confirmed" in t for t in audit_posts)
     # Wrapped delivery: the password never passes through Slack at all, nor logs nor database.
     assert_nowhere([password], slack=slack, bot=bot, postgres=postgres)
+
+    # What an operator scrapes says the same.
+    scraped = metrics_of(bot)
+    assert scraped[("debug_access_requests_total", (("outcome", "submitted"),))] == 1
+    assert scraped[("debug_access_requests_total", (("outcome", "granted"),))] == 1
+    assert scraped[("debug_access_revocations_total", (("result", "ok"),))] == 1
+    assert scraped[("debug_access_approval_wait_seconds_count", ())] == 1
+    assert scraped[("debug_access_issue_seconds_count", ())] == 1
+    assert 0 < scraped[("debug_access_issue_seconds_sum", ())] < 30
+    for gauge in ("active_grants", "pending_requests", "grants_overdue"):
+        assert scraped[(f"debug_access_{gauge}", ())] == 0, gauge
+    assert scraped[("debug_access_vault_token_ttl_seconds", ())] == -1  # the dev root token
+    assert scraped[("process_resident_memory_bytes", ())] > 0
+
+
+def metrics_of(bot) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``/metrics`` of the bot, parsed as Prometheus parses it: (name, labels) -> value."""
+    response = bot.sender.get("/metrics")
+    assert response.status_code == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
 
 
 def credentials_message_after_close(slack: SlackEmulator, request_id: int) -> dict:

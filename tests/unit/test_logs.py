@@ -16,7 +16,7 @@ from slack_bolt import App, BoltRequest
 from slack_bolt.authorization import AuthorizeResult
 
 from bot.issuer import GrantToken, Obtained, SecretValue
-from bot.logs import MASK, RedactingFilter, log_handler, redact, remember_secret
+from bot.logs import MASK, RedactingFilter, configure_logging, log_handler, redact, remember_secret
 from bot.ports import CredentialDelivery
 from tests.unit.fakes import START
 
@@ -251,3 +251,15 @@ def test_bolt_logs_a_forged_action_id_on_one_line(through_the_bot_handler: io.St
     unhandled = [line for line in lines if "Unhandled request" in line]
     assert len(unhandled) == 1 and f'@app.action("approve\\n{FORGED}")' in unhandled[0]
     assert not [line for line in lines if line.startswith(FORGED)]
+
+
+def test_the_timer_tick_does_not_log_twice_a_second() -> None:
+    """APScheduler logged "Running job" and "executed successfully" at INFO for every 1 s tick:
+    two lines a second in every replica's log."""
+    configure_logging("INFO")
+    try:
+        assert not logging.getLogger("apscheduler.executors.default").isEnabledFor(logging.INFO)
+        assert logging.getLogger("apscheduler.scheduler").isEnabledFor(logging.WARNING)
+        assert logging.getLogger("bot.scheduler").isEnabledFor(logging.INFO)
+    finally:
+        logging.getLogger().handlers.clear()
