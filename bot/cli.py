@@ -154,7 +154,7 @@ def cmd_digest(_args: argparse.Namespace) -> int:
     from bot.slack.notifier import SlackNotifier
 
     settings, policy = load_configuration()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     engine = _database_at_head()
     notifier = SlackNotifier(build_web_client(settings), policy)
     DailyDigest(engine, policy, notifier, SystemClock()).run(now=True)

@@ -123,6 +123,9 @@ class Settings(DatabaseSettings, VaultLoginSettings):
 
     debug_access_policy: Path = Path("policy.yml")
     log_level: str = "INFO"
+    #: ``text`` (one line a record) or ``json`` (one object a line, with ``request_id`` /
+    #: ``grant_id`` where known), for log pipelines that parse fields.
+    log_format: Literal["text", "json"] = "text"
     #: How often each replica looks for due work (expiries, retries, escalations): a grant
     #: ends at most this long after its expiry, plus the time its revocation takes.
     timer_tick_seconds: float = Field(default=1.0, ge=0.1, le=60)

@@ -5,19 +5,26 @@ logs every Web API body, which for the credentials DM holds the wrapping token o
 are held at INFO whatever LOG_LEVEL says. And every secret value the bot reveals is remembered
 here (in a bounded set) and masked in any log record that would contain it.
 
-One against forgery: a record is one line. Whatever a user controls can reach a message or its
-arguments (Bolt logs a clicked action id as it came), so line breaks there are escaped
-(``\n`` becomes the two characters ``\\`` ``n``); a traceback, the one part that is several
-lines by nature, is indented, so no line of it starts where a record starts.
+One against forgery: a record is one line (``LOG_FORMAT=json``: one JSON object a line, which
+also carries ``request_id`` / ``grant_id`` where the use case at work set them with
+``log_context``). Whatever a user controls can reach a message or its arguments (Bolt logs a
+clicked action id as it came), so line breaks there are escaped (``\\n`` becomes the two
+characters ``\\`` ``n``); a traceback, the one part that is several lines by nature, is
+indented, so no line of it starts where a record starts.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import threading
 from collections import OrderedDict
-from typing import TextIO
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from pythonjsonlogger.json import JsonFormatter
 
 NOISY_LOGGERS = ("slack_sdk", "slack_bolt", "urllib3", "hvac", "apscheduler", "waitress")
 MASK = "[REDACTED]"
@@ -88,18 +95,60 @@ class OneLineFormatter(logging.Formatter):
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-def log_handler(stream: TextIO) -> logging.Handler:
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "debug_access_log_context", default=None
+)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Within the block (on this thread), every record carries ``fields`` (in JSON logs):
+    ``with log_context(request_id=12): ...``. Nested blocks add to the outer one."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Puts the fields of ``log_context`` on each record (a record's own win)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in (_context.get() or {}).items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+class RedactedJsonFormatter(JsonFormatter):
+    """python-json-logger's formatter, with secrets masked in the finished line: it formats
+    the traceback itself, past ``RedactingFilter``, so the whole object is masked once more."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s"
+JSON_NAMES = {"asctime": "time", "levelname": "level", "name": "logger", "exc_info": "traceback"}
+
+
+def log_handler(stream: TextIO, fmt: str = "text") -> logging.Handler:
     """The handler every logger (ours, Bolt's, slack_sdk's...) writes through."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(OneLineFormatter(FORMAT))
+    if fmt == "json":
+        handler.setFormatter(RedactedJsonFormatter(JSON_FIELDS, rename_fields=JSON_NAMES))
+    else:
+        handler.setFormatter(OneLineFormatter(FORMAT))
     handler.addFilter(RedactingFilter())
+    handler.addFilter(ContextFilter())
     return handler
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Log to stderr, one line a record, with secrets masked; keep body-dumping libraries at
-    INFO or above."""
-    handler = log_handler(sys.stderr)
+def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
+    """Log to stderr, one line a record (``fmt`` ``text`` or ``json``), with secrets masked;
+    keep body-dumping libraries at INFO or above."""
+    handler = log_handler(sys.stderr, fmt)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     numeric = logging.getLevelName(level.upper())

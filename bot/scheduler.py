@@ -39,8 +39,10 @@ from apscheduler.triggers.base import BaseTrigger
 from sqlalchemy import Engine
 
 from bot.lifecycle import DueWork, OwnedElsewhere
+from bot.logs import log_context
 from bot.ports import Clock
 from bot.store.due import claim_next, let_go, release
+from bot.store.models import Grant
 
 log = logging.getLogger(__name__)
 
@@ -164,8 +166,10 @@ class DueWorkRunner:
             self._slots.release()
 
     def _run_one(self, kind: DueWork, key: int, held_until: datetime, done: Counter[str]) -> None:
+        field = "grant_id" if kind.table is Grant else "request_id"
         try:
-            kind.run(key)
+            with log_context(**{field: key}):
+                kind.run(key)
             with self._counted:
                 done[kind.name] += 1
         except OwnedElsewhere:

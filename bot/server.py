@@ -222,7 +222,7 @@ def serve_socket_mode(
 
 def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | None = None) -> None:
     """Start the runtime and serve until stopped."""
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     runtime = start_runtime(settings, policy)
     stop = StopSignal()
     signal.signal(signal.SIGTERM, stop)

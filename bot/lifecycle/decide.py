@@ -24,6 +24,7 @@ from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import LOCK_WAIT, Issue
 from bot.lifecycle.rows import load_request, move
 from bot.lifecycle.views import Views
+from bot.logs import log_context
 from bot.metrics import APPROVAL_WAIT
 from bot.ports import RequestView
 from bot.store.claims import claim, request_in
@@ -53,7 +54,7 @@ class Decide:
 
         Announcements wait until the end (``Announcer.deferred``): after the credentials DM,
         and after the request's lock is let go."""
-        with self.tell.deferred(), ExitStack() as owned:
+        with log_context(request_id=request_id), self.tell.deferred(), ExitStack() as owned:
             return self._decide(request_id, actor, approve, owned)
 
     def _decide(self, request_id: int, actor: str, approve: bool, owned: ExitStack) -> RequestView:

@@ -48,6 +48,7 @@ from bot.lifecycle.notices import Notices
 from bot.lifecycle.revoke import EndGrant
 from bot.lifecycle.rows import grant_of, load_request, move
 from bot.lifecycle.views import Views
+from bot.logs import log_context
 from bot.metrics import ISSUE_LATENCY
 from bot.mrkdwn import when
 from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
@@ -103,7 +104,10 @@ class Issue:
 
         All of it happens under the request's lock (``Edges.locks``), which dies with this
         process: whoever finds the request half done and gets the lock knows it is orphaned."""
-        with self.edges.locks.hold(view.id, wait=LOCK_WAIT) as mine:
+        with (
+            log_context(request_id=view.id),
+            self.edges.locks.hold(view.id, wait=LOCK_WAIT) as mine,
+        ):
             if not mine:
                 log.warning("request %s is being issued by someone else; leaving it", view.id)
                 return self.views.get(view.id)

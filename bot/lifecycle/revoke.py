@@ -36,6 +36,7 @@ from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
 from bot.lifecycle.rows import load_grant, load_request
 from bot.lifecycle.views import Views
 from bot.lifecycle.withdraw import Withdraw
+from bot.logs import log_context
 from bot.mrkdwn import when
 from bot.ports import RequestView
 from bot.store.claims import claim, move_grant, move_request
@@ -90,6 +91,10 @@ class EndGrant:
         is alerted, and the retry is due after a backoff. Returns True when this call ended the
         grant.
         """
+        with log_context(grant_id=grant_id):
+            return self._end_grant(grant_id, reason, actor)
+
+    def _end_grant(self, grant_id: int, reason: str, actor: str) -> bool:
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
             # Only REVOKING grants carry a claim: an unclaimed one is free to take, and so is a

@@ -16,7 +16,15 @@ from slack_bolt import App, BoltRequest
 from slack_bolt.authorization import AuthorizeResult
 
 from bot.issuer import GrantToken, Obtained, SecretValue
-from bot.logs import MASK, RedactingFilter, configure_logging, log_handler, redact, remember_secret
+from bot.logs import (
+    MASK,
+    RedactingFilter,
+    configure_logging,
+    log_context,
+    log_handler,
+    redact,
+    remember_secret,
+)
 from bot.ports import CredentialDelivery
 from tests.unit.fakes import START
 
@@ -263,3 +271,50 @@ def test_the_timer_tick_does_not_log_twice_a_second() -> None:
         assert logging.getLogger("bot.scheduler").isEnabledFor(logging.INFO)
     finally:
         logging.getLogger().handlers.clear()
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """Every logger writes through the handler ``LOG_FORMAT=json`` installs, into a buffer."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    root.handlers[:] = [log_handler(stream, "json")]
+    root.setLevel(logging.INFO)
+    yield stream
+    root.handlers[:], root.level = saved
+
+
+def test_json_logs_are_one_object_a_line_with_the_request_and_grant_they_are_about(
+    json_logs: io.StringIO,
+) -> None:
+    log = logging.getLogger("bot.test")
+    log.info("outside any use case")
+    with log_context(request_id=12):
+        log.warning("issuing %s", f"line one\n{FORGED}")
+        with log_context(grant_id=7):
+            log.info("revoked")
+    lines = lines_of(json_logs)
+    assert len(lines) == 3, lines
+    records = [json.loads(line) for line in lines]
+    assert {"time", "level", "logger", "message"} <= set(records[0])
+    assert "request_id" not in records[0]
+    assert records[1]["request_id"] == 12 and records[1]["level"] == "WARNING"
+    assert records[1]["message"] == f"issuing line one\n{FORGED}"  # escaped by JSON itself
+    assert (records[2]["request_id"], records[2]["grant_id"]) == (12, 7)
+
+
+def test_json_logs_mask_secrets_in_messages_and_tracebacks(json_logs: io.StringIO) -> None:
+    secret = "hvs.JSON-secret-value-123"
+    remember_secret(secret)
+    log = logging.getLogger("bot.test")
+    log.error("leaked %s", secret)
+    try:
+        raise RuntimeError(f"carrying {secret}")
+    except RuntimeError:
+        log.exception("failed")
+    text = json_logs.getvalue()
+    assert secret not in text
+    records = [json.loads(line) for line in lines_of(json_logs)]
+    assert records[0]["message"] == f"leaked {MASK}"
+    assert MASK in records[1]["traceback"] and "RuntimeError" in records[1]["traceback"]
