@@ -1,5 +1,10 @@
 """``debug-access check``: is this installation ready? Each check says what is wrong in plain
-words and what to do, without ever printing a secret."""
+words and what to do, without ever printing a secret.
+
+Read-only: it changes nothing anywhere (``debug-access vault-setup`` writes the Vault policies
+and token role). It proves what the first approval will need: every grant's engine mounted, its
+role present and its policies written (``bot.vault.checks``), the Slack bot token and, in Socket
+Mode, the app-level token, and the audit and approvals channels."""
 
 from __future__ import annotations
 
@@ -55,8 +60,6 @@ def run_checks() -> int:
     def vault() -> list[str]:
         from bot.runtime import build_issuer, vault_shapes
 
-        # Prepare Vault exactly as `serve` would at start (idempotent), then examine it: with an
-        # admin token the role gets created; with a least-privilege one, what is missing shows.
         issuer = build_issuer(settings)
         if issuer.keeper is not None:
             token = issuer.keeper.status()
@@ -74,14 +77,50 @@ def run_checks() -> int:
                     "log-in (see the README)",
                     "warn",
                 )
-        issuer.ensure_setup(vault_shapes(policy))
-        return list(issuer.check())
+        problems = list(issuer.check())
+        if problems:
+            return problems  # the token or its role is wrong: the grants cannot be followed
+        found = issuer.check_grants(vault_shapes(policy))
+        for what in found.unverified:
+            _say(
+                True,
+                f"not verified: {what} (the bot's token may not read it; "
+                "`debug-access vault-policy` prints a policy that may)",
+                "warn",
+            )
+        return found.problems
 
     def slack() -> list[str]:
         from bot.slack.app import build_web_client
 
-        response = build_web_client(settings).auth_test()
-        return [] if response.get("ok") else [str(response.get("error"))]
+        client = build_web_client(settings)
+        client.auth_test()
+        problems = []
+        if settings.socket_mode and settings.slack_app_token is not None:
+            try:
+                client.apps_connections_open(app_token=settings.slack_app_token.get_secret_value())
+            except SlackApiError as exc:
+                problems.append(f"the app-level token (SLACK_APP_TOKEN): {error_code(exc)}")
+        for role, channel in (
+            ("audit", policy.channels.audit),
+            ("approvals", policy.channels.approvals),
+        ):
+            if not channel:
+                continue
+            try:
+                client.conversations_info(channel=channel)
+            except SlackApiError as exc:
+                code = error_code(exc)
+                if code == "missing_scope":
+                    _say(
+                        True,
+                        f"not verified: the {role} channel {channel} (add the "
+                        "channels:read scope, see manifest.yml)",
+                        "warn",
+                    )
+                else:
+                    problems.append(f"the {role} channel {channel}: {code}")
+        return problems
 
     attempt(f"database {settings.database_url.split('@')[-1]}", database)
     attempt(f"vault {settings.vault_addr}", vault)

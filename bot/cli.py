@@ -46,16 +46,35 @@ def cmd_dev(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_vault_setup(_args: argparse.Namespace) -> int:
+    """Write the grant policies and the token role to Vault (needs a token allowed to)."""
+    from bot.configuration import load_configuration
+    from bot.runtime import build_issuer, vault_shapes
+
+    settings, policy = load_configuration()
+    report = build_issuer(settings).ensure_setup(vault_shapes(policy))
+    for line in report.lines():
+        print(line)  # noqa: T201
+    return 0
+
+
 def cmd_vault_policy(args: argparse.Namespace) -> int:
     """Print the least-privilege Vault policy for the bot's own token, for this policy file."""
     from bot.vault import bot_policy_hcl, lease_prefixes
+    from bot.vault.checks import readable_paths
+    from bot.vault.setup import ResourceGrantShape
 
     try:
         policy = load_policy(load_settings_for_policy())
     except PolicyError as exc:
         raise ConfigProblem(f"The policy file is invalid:\n{exc}") from None
     prefixes = lease_prefixes([res.grant for res in policy.resources.values()])
-    hcl = bot_policy_hcl(lease_prefixes=prefixes, take_back=args.take_back)
+    shapes = [
+        ResourceGrantShape(name=name, grant=res.grant) for name, res in policy.resources.items()
+    ]
+    hcl = bot_policy_hcl(
+        lease_prefixes=prefixes, take_back=args.take_back, readable=readable_paths(shapes)
+    )
     print(hcl, end="")  # noqa: T201
     return 0
 
@@ -188,9 +207,15 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--audit-channel", metavar="CHANNEL_ID", default=None)
     dev.add_argument("--vault-port", type=int, default=8200)
     dev.set_defaults(func=cmd_dev)
-    sub.add_parser("check", help="validate configuration and reach every dependency").set_defaults(
-        func=cmd_check
-    )
+    sub.add_parser(
+        "check",
+        help="prove the set-up works, changing nothing: configuration, database, Vault (each "
+        "grant's engine, role and policies), Slack tokens and channels",
+    ).set_defaults(func=cmd_check)
+    sub.add_parser(
+        "vault-setup",
+        help="write the grant policies and the token role to Vault (an admin token's job)",
+    ).set_defaults(func=cmd_vault_setup)
     vault_policy = sub.add_parser(
         "vault-policy", help="print the least-privilege Vault policy for the bot"
     )

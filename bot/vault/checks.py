@@ -1,8 +1,18 @@
-"""The doctor: can the bot work with this Vault, and if not, what to do, in plain words."""
+"""The doctor: can the bot work with this Vault, and if not, what to do, in plain words.
+
+Read-only: nothing here writes to Vault (``debug-access vault-setup`` does, ``bot.vault.setup``).
+Beyond the bot's own token and role, every configured grant is followed to what its first
+approval will need: the secrets engine mounted where its path points, the role that path names,
+and every policy its grant token will carry. An unmounted engine used to pass and fail the first
+approval with a 404. What the bot's token may not read is reported as not verified, never as
+fine (``vault-policy`` prints a policy that lets it read them).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -10,6 +20,8 @@ import hvac.exceptions
 import requests
 
 from bot.vault.client import VAULT_FAILURES, VaultClient, seconds
+from bot.vault.kinds.registry import strategy_for
+from bot.vault.setup import ResourceGrantShape
 
 #: ``check()`` complains when the bot's own token has less than this left.
 LOW_TOKEN_TTL = timedelta(minutes=10)
@@ -101,3 +113,120 @@ def _check_capabilities(vault: VaultClient, token_role: str) -> list[str]:
         if "deny" in have or ("root" not in have and not have & wanted):
             problems.append(f"the bot's Vault token may not {'/'.join(sorted(wanted))} {path}")
     return problems
+
+
+#: ``<verb>/<role>`` at the end of an engine path, and where that engine keeps the role:
+#: database/aws ``creds``, ssh ``sign``, pki ``issue``, database ``static-creds``.
+_ROLE_PATH = re.compile(r"^(?P<verb>creds|sign|issue|static-creds)/(?P<role>[^/]+)$")
+_ROLES_OF = {"static-creds": "static-roles"}
+
+
+def readable_paths(resources: Sequence[ResourceGrantShape]) -> list[str]:
+    """What ``check_grants`` reads, for the bot's least-privilege policy (``vault-policy``):
+    the mount table, each grant's role and each policy its grant token carries."""
+    paths = {"sys/mounts"}
+    for shape in resources:
+        strategy = strategy_for(shape.grant)
+        endpoint = strategy.endpoint(shape.grant)
+        if endpoint is not None:
+            head, _, tail = endpoint.rpartition("/")
+            mount, _, verb = head.rpartition("/")
+            if verb in {"creds", "sign", "issue", "static-creds"}:
+                paths.add(f"{mount}/{_ROLES_OF.get(verb, 'roles')}/{tail}")
+        paths |= {f"sys/policies/acl/{p}" for p in strategy.token_policies(shape.name, shape.grant)}
+    return sorted(paths)
+
+
+@dataclass
+class GrantFindings:
+    """What ``check_grants`` found: ``problems`` stop the bot from granting; ``unverified`` are
+    what the bot's token may not read, so nobody knows."""
+
+    problems: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
+
+
+def check_grants(vault: VaultClient, resources: Sequence[ResourceGrantShape]) -> GrantFindings:
+    """Follow every resource's grant to its engine, role and policies (read-only)."""
+    found = GrantFindings()
+    mounts = _mounts(vault, found)
+    seen_policies: set[str] = set()
+    for shape in resources:
+        strategy = strategy_for(shape.grant)
+        endpoint = strategy.endpoint(shape.grant)
+        if endpoint is not None and mounts is not None:
+            _check_endpoint(vault, shape.name, endpoint, mounts, found)
+        for policy in strategy.token_policies(shape.name, shape.grant):
+            if policy not in seen_policies:
+                seen_policies.add(policy)
+                _check_policy(vault, shape.name, policy, found)
+    return found
+
+
+def _mounts(vault: VaultClient, found: GrantFindings) -> dict[str, str] | None:
+    """Mounted secrets engines, path (``database/``) -> type; None when they may not be read."""
+    try:
+        listed = vault.retrying(lambda: vault.hvac.sys.list_mounted_secrets_engines())
+    except hvac.exceptions.Forbidden:
+        found.unverified.append("secrets engine mounts (the bot's token may not read sys/mounts)")
+        return None
+    except VAULT_FAILURES as exc:
+        found.problems.append(str(vault.error("list", "sys/mounts", exc)))
+        return None
+    table = listed.get("data") or listed
+    return {
+        str(path): str((info or {}).get("type", "?"))
+        for path, info in table.items()
+        if isinstance(info, Mapping) and str(path).endswith("/")
+    }
+
+
+def _check_endpoint(
+    vault: VaultClient,
+    resource: str,
+    endpoint: str,
+    mounts: Mapping[str, str],
+    found: GrantFindings,
+) -> None:
+    mount = max((m for m in mounts if endpoint.startswith(m)), key=len, default=None)
+    if mount is None:
+        first = endpoint.split("/", 1)[0]
+        found.problems.append(
+            f"resource {resource}: no secrets engine is mounted at {first}/ "
+            f"(its grant uses {endpoint}): enable it, or fix the path in the policy"
+        )
+        return
+    match = _ROLE_PATH.match(endpoint[len(mount) :])
+    if match is None:
+        return  # an engine path without a role in it: mounted is all there is to check
+    role_path = f"{mount}{_ROLES_OF.get(match['verb'], 'roles')}/{match['role']}"
+    try:
+        role = vault.retrying(lambda: vault.hvac.read(role_path))
+    except hvac.exceptions.Forbidden:
+        found.unverified.append(f"resource {resource}: role {role_path}")
+        return
+    except VAULT_FAILURES as exc:
+        found.problems.append(f"resource {resource}: {vault.error('read', role_path, exc)}")
+        return
+    if role is None:
+        found.problems.append(
+            f"resource {resource}: {mounts[mount]} engine at {mount} has no role "
+            f"{match['role']} ({role_path} does not exist)"
+        )
+
+
+def _check_policy(vault: VaultClient, resource: str, policy: str, found: GrantFindings) -> None:
+    path = f"sys/policies/acl/{policy}"
+    try:
+        document = vault.retrying(lambda: vault.hvac.read(path))
+    except hvac.exceptions.Forbidden:
+        found.unverified.append(f"resource {resource}: policy {policy}")
+        return
+    except VAULT_FAILURES as exc:
+        found.problems.append(f"resource {resource}: {vault.error('read', path, exc)}")
+        return
+    if document is None:
+        found.problems.append(
+            f"resource {resource}: Vault policy {policy} does not exist: run "
+            "`debug-access vault-setup` with an admin token, or create it"
+        )

@@ -46,6 +46,7 @@ import hvac
 import hvac.exceptions
 
 from bot.issuer import GrantSpec, GrantToken, IssuerError, Obtained, SecretValue, WrappedSecret
+from bot.vault.checks import GrantFindings, check_grants
 from bot.vault.checks import check as check_vault
 from bot.vault.client import (
     VAULT_FAILURES,
@@ -125,6 +126,10 @@ class VaultIssuer:
     def ensure_setup(self, resources: Sequence[ResourceGrantShape]) -> SetupReport:
         """Create the grant policies and the token role when missing or different."""
         return ensure_setup(self._vault, self.token_role, resources)
+
+    def check_grants(self, resources: Sequence[ResourceGrantShape]) -> GrantFindings:
+        """Read-only: each grant's engine mounted, its role present, its policies written."""
+        return check_grants(self._vault, resources)
 
     def check(self) -> list[str]:
         """The doctor: problems in plain words, ``[]`` when the bot can work with this Vault."""

@@ -30,12 +30,16 @@ def bot_policy_hcl(
     lease_prefixes: Sequence[str] = ("database/creds/",),
     *,
     take_back: bool = False,
+    readable: Sequence[str] = (),
 ) -> str:
     """The least-privilege policy for the bot's own token in production (AppRole / Kubernetes).
 
     ``take_back``: also let the bot choose grant token ids (``sudo`` on the role's create path
     only) and revoke and look up a token by its value, so that a token creation whose answer
     was lost is revoked and confirmed gone instead of being left to expire by itself.
+
+    ``readable``: paths ``check`` reads to prove each grant will work (the mount table, the
+    grants' roles and policies: ``bot.vault.checks.readable_paths``); read-only.
     """
     check_path(token_role)
     lines = [
@@ -85,6 +89,13 @@ def bot_policy_hcl(
         "# Doctor: what may this token do?",
         'path "sys/capabilities-self" {\n  capabilities = ["update"]\n}',
     ]
+    if readable:
+        lines.append(
+            "# Doctor (`check`): is each grant's engine mounted, its role and policies there?"
+        )
+        for path in readable:
+            check_path(path)
+            lines.append(f'path "{path}" {{\n  capabilities = ["read"]\n}}')
     return "\n".join(lines) + "\n"
 
 

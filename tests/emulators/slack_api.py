@@ -203,6 +203,8 @@ class SlackEmulator(LoopbackServer):
         self.users: dict[str, dict[str, Any]] = {}
         # User ids that users.info reports as user_not_found (e.g. deactivated accounts).
         self.unknown_users: set[str] = set()
+        # Channel ids conversations.info reports as channel_not_found (a deleted channel).
+        self.missing_channels: set[str] = set()
 
         self._lock = threading.Condition()
         self._calls: list[Call] = []
@@ -640,6 +642,12 @@ class SlackEmulator(LoopbackServer):
             "permalink": f"https://{self.team_domain}.slack.com/archives/{channel}/p"
             + ts.replace(".", ""),
         }
+
+    def _api_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel") or "")
+        if not channel or channel in self.missing_channels:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "channel": {"id": channel, "is_channel": channel.startswith("C")}}
 
     def _api_conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
         users = params.get("users")

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,11 +48,17 @@ def base_env(slack: SlackEmulator, openbao: OpenBaoServer, tmp_path: Path) -> di
 
 def test_check_passes_against_working_dependencies(
     base_env: dict[str, str],
+    openbao: OpenBaoServer,
     vault_db: VaultDatabase,
     tmp_path: Path,
 ) -> None:
+    openbao.client().sys.create_or_update_policy(
+        name="orders-logs-read", policy='path "secret/data/orders/*" { capabilities = ["read"] }'
+    )
     policy = write_policy(policy_for(vault_db.path), tmp_path)
-    result = run_cli(["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}, tmp_path)
+    env = {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}
+    assert run_cli(["vault-setup"], env, tmp_path).returncode == 0
+    result = run_cli(["check"], env, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("[ok ]") == 4
     assert "[info] vault log-in token: the token never expires" in result.stdout
@@ -79,6 +86,56 @@ def test_check_names_each_broken_dependency(
     )
     assert any(line.startswith("[ok ] database") for line in lines)
     assert "not-a-real-token" not in result.stdout + result.stderr
+
+
+def test_check_follows_each_grant_to_its_engine_role_and_policies_and_changes_nothing(
+    base_env: dict[str, str],
+    openbao: OpenBaoServer,
+    slack: SlackEmulator,
+    vault_db: VaultDatabase,
+    tmp_path: Path,
+) -> None:
+    """Before: with the engine unmounted, `check` said ok (it also wrote the policies it then
+    found) and the first approval failed with a 404."""
+    root = openbao.client()
+    suffix = os.urandom(3).hex()
+    resources: dict[str, Any] = {
+        f"unmounted-{suffix}": {"grant": {"type": "dynamic_secret", "path": "nosuch/creds/x"}},
+        f"no-role-{suffix}": {
+            "grant": {"type": "dynamic_secret", "path": f"{vault_db.mount}/creds/no-such-role"}
+        },
+        f"fine-{suffix}": {"grant": {"type": "dynamic_secret", "path": vault_db.path}},
+    }
+    for resource in resources.values():
+        resource.update(max_duration="1h", approvers=["U0ALICE"])
+    gone = "C0GONE"
+    slack.missing_channels.add(gone)
+    policy = write_policy({"channels": {"audit": gone}, "resources": resources}, tmp_path)
+    env = {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}
+    grant_policies = [f"debug-access-grant-{name}" for name in resources]
+
+    result = run_cli(["check"], env, tmp_path)
+    assert result.returncode == 1
+    out = result.stdout
+    assert f"resource unmounted-{suffix}: no secrets engine is mounted at nosuch/" in out, out
+    assert f"resource no-role-{suffix}: database engine at database/ has no role" in out, out
+    for name in grant_policies:  # read-only: named as missing, and still missing after
+        assert f"Vault policy {name} does not exist" in out, out
+        assert root.read(f"sys/policies/acl/{name}") is None
+    assert "the audit channel C0GONE: channel_not_found" in out, out
+    parts = [part.strip() for line in out.splitlines() for part in line.split("; ")]
+    fine = [part for part in parts if f"resource fine-{suffix}" in part]
+    assert fine == [  # the working grant's only problem: its policy is not written yet
+        f"resource fine-{suffix}: Vault policy {grant_policies[2]} does not exist: run "
+        "`debug-access vault-setup` with an admin token, or create it"
+    ], fine
+
+    assert run_cli(["vault-setup"], env, tmp_path).returncode == 0
+    for name in grant_policies:
+        assert root.read(f"sys/policies/acl/{name}") is not None
+    after = run_cli(["check"], env, tmp_path).stdout
+    assert "Vault policy" not in after  # what is left is the role and the channel
+    assert f"resource no-role-{suffix}: database engine at database/ has no role" in after
 
 
 def test_invalid_policy_stops_serve_naming_file_key_and_problem(
@@ -125,13 +182,18 @@ def test_vault_policy_is_accepted_by_vault_and_enough_for_a_grant(
     token = root.auth.token.create(policies=["debug-access-cli-test"], no_parent=True, ttl="1h")[
         "auth"
     ]["client_token"]
-    # The operator's one-time set-up (here: a run with the admin token creates role + policies).
-    setup = run_cli(["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}, tmp_path)
+    # The operator's one-time set-up with the admin token: role + policies.
+    root.sys.create_or_update_policy(
+        name="orders-logs-read", policy='path "secret/data/orders/*" { capabilities = ["read"] }'
+    )
+    setup = run_cli(["vault-setup"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}, tmp_path)
     assert setup.returncode == 0, setup.stdout
     check = run_cli(
         ["check"], {**base_env, "DEBUG_ACCESS_POLICY": str(policy), "VAULT_TOKEN": token}, tmp_path
     )
     assert "[ok ] vault" in check.stdout, check.stdout
+    # ...and enough for `check` to follow every grant: nothing left unverified.
+    assert "not verified" not in check.stdout, check.stdout
     assert "sudo" not in result.stdout.replace("No sudo", "")
     take_back = run_cli(
         ["vault-policy", "--take-back"], {"DEBUG_ACCESS_POLICY": str(policy)}, tmp_path

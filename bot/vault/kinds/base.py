@@ -43,6 +43,11 @@ class GrantStrategy(Protocol[K_contra]):
         policies write none, or only a helper policy)."""
         ...
 
+    def endpoint(self, grant: K_contra) -> str | None:
+        """The Vault path the grant token reads or writes (``check`` verifies that its engine
+        is mounted and its role exists); None when the token itself is the grant."""
+        ...
+
     def lease_prefixes(self, grant: K_contra) -> tuple[str, ...]:
         """Lease prefixes the bot must revoke and renew (for its least-privilege policy)."""
         ...

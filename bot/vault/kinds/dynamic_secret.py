@@ -38,6 +38,9 @@ class DynamicSecretStrategy:
     ) -> tuple[PolicyDocument, ...]:
         return (PolicyDocument(grant_policy_name(resource), grant_policy_hcl(grant.path)),)
 
+    def endpoint(self, grant: DynamicSecretGrant) -> str | None:
+        return grant.path
+
     def lease_prefixes(self, grant: DynamicSecretGrant) -> tuple[str, ...]:
         return (grant.path.rsplit("/", 1)[0] + "/",)
 

@@ -43,6 +43,9 @@ class SshCertificateStrategy:
             PolicyDocument(grant_policy_name(resource), policy_hcl(grant.sign_path, ("update",))),
         )
 
+    def endpoint(self, grant: SshCertificateGrant) -> str | None:
+        return grant.sign_path
+
     def lease_prefixes(self, grant: SshCertificateGrant) -> tuple[str, ...]:
         return ()  # a signed certificate has no lease
 

@@ -27,6 +27,9 @@ class VaultTokenStrategy:
         # The operator owns the named policies; the bot writes only the self-lookup helper.
         return (PolicyDocument(SELF_LOOKUP_POLICY, SELF_LOOKUP_HCL),)
 
+    def endpoint(self, grant: VaultTokenGrant) -> str | None:
+        return None
+
     def lease_prefixes(self, grant: VaultTokenGrant) -> tuple[str, ...]:
         return ()
 
