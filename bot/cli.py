@@ -1,12 +1,16 @@
-"""The ``debug-access`` command: serve | dev | check.
+"""The ``debug-access`` command: run the bot, prove its set-up, keep its records.
 
-debug-access serve   run the bot (Socket Mode when SLACK_APP_TOKEN is set, else HTTP)
-debug-access dev     run it against an embedded OpenBao dev server, SQLite and a demo policy
-debug-access check   validate the policy and environment; reach Vault, the database, Slack
-debug-access vault-policy   print the least-privilege Vault policy for the bot's token
-debug-access audit verify | audit export --since 2026-11-01 [--until …] [--format csv]
-debug-access digest --now   post the daily digest for the last 24 hours
-debug-access db upgrade | db downgrade REV | db current   migrate the schema / show where it stands
+  serve          run the bot (Socket Mode when SLACK_APP_TOKEN is set, else HTTP)
+  dev            run it against an embedded OpenBao dev server, SQLite and a demo policy
+  check          prove the set-up works, changing nothing (policy, environment, database,
+                 each grant's Vault engine, role and policies, Slack tokens and channels)
+  vault-setup    write the grant policies and the token role to Vault (admin token)
+  vault-policy   print the least-privilege Vault policy for the bot's own token
+  audit verify   walk the audit trail's hash chain; audit export --since DAY: for a SIEM
+  digest --now   post the daily digest for the last 24 hours
+  db upgrade | db downgrade REV | db current   migrate the schema / show where it stands
+
+Every command reads the environment and .env. Mistakes are reported in one line, exit 2.
 """
 
 from __future__ import annotations
@@ -80,8 +84,12 @@ def cmd_vault_policy(args: argparse.Namespace) -> int:
 
 
 def load_settings_for_policy() -> Path:
-    """The policy path alone: printing a Vault policy needs no Slack or Vault secrets."""
-    return Path(os.environ.get("DEBUG_ACCESS_POLICY", "policy.yml"))
+    """The policy path alone (from the environment or ``.env``, like every command): printing
+    a Vault policy needs no Slack or Vault secrets."""
+    from dotenv import dotenv_values
+
+    from_file = dotenv_values(".env").get("DEBUG_ACCESS_POLICY") if Path(".env").exists() else None
+    return Path(os.environ.get("DEBUG_ACCESS_POLICY") or from_file or "policy.yml")
 
 
 def _parse_day(text: str) -> datetime:
@@ -93,12 +101,24 @@ def _parse_day(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _existing_database() -> Engine:
+    """The configured database, for commands that only read it: a SQLite file that is not
+    there is an error, never created empty (and then reported as "intact: 0 events")."""
+    from bot.store.db import make_engine
+
+    url = DatabaseSettings().database_url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise ConfigProblem(f"no database at {path} (DATABASE_URL): check the path")
+    return make_engine(url)
+
+
 def _database_at_head() -> Engine:
     """The configured database, refusing unless its schema is this release's."""
     from bot.store import schema
-    from bot.store.db import make_engine
 
-    engine = make_engine(DatabaseSettings().database_url)
+    engine = _existing_database()
     schema.require_head(engine)
     return engine
 
@@ -128,9 +148,8 @@ def cmd_db_downgrade(args: argparse.Namespace) -> int:
 def cmd_db_current(_args: argparse.Namespace) -> int:
     """Print the database's revision and this release's head; exit 1 when they differ."""
     from bot.store import schema
-    from bot.store.db import make_engine
 
-    at, wanted = schema.current(make_engine(DatabaseSettings().database_url)), schema.head()
+    at, wanted = schema.current(_existing_database()), schema.head()
     print(f"database: {at or 'none (not migrated yet)'}\nthis release: {wanted}")  # noqa: T201
     return 0 if at == wanted else 1
 
@@ -175,9 +194,11 @@ def cmd_digest(_args: argparse.Namespace) -> int:
     settings, policy = load_configuration()
     configure_logging(settings.log_level, settings.log_format)
     engine = _database_at_head()
+    if not policy.channels.audit:
+        raise ConfigProblem("the policy names no audit channel (channels.audit): no digest to post")
     notifier = SlackNotifier(build_web_client(settings), policy)
-    DailyDigest(engine, policy, notifier, SystemClock()).run(now=True)
-    return 0
+    posted = DailyDigest(engine, policy, notifier, SystemClock()).run(now=True)
+    return 0 if posted else 1
 
 
 def cmd_check(_args: argparse.Namespace) -> int:
@@ -192,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("serve", help="run the bot").set_defaults(func=cmd_serve)
     dev = sub.add_parser("dev", help="run with an embedded OpenBao dev server and SQLite")
     dev.add_argument(
@@ -267,6 +289,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("debug-access")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _one_line(exc: BaseException) -> str | None:
+    """What an operator mistake or an unreachable dependency means, in one line (None: a bug,
+    which keeps its traceback)."""
+    from slack_sdk.errors import SlackApiError
+    from sqlalchemy.exc import OperationalError
+
+    from bot.store.db import StoreUnavailable
+
+    if isinstance(exc, StoreUnavailable | OperationalError):
+        where = DatabaseSettings().database_url.rsplit("@", 1)[-1]
+        return f"cannot reach the database at {where} (DATABASE_URL): {exc}"
+    if isinstance(exc, SlackApiError):
+        code = exc.response.get("error")
+        hint = " (check SLACK_BOT_TOKEN)" if code in {"invalid_auth", "not_authed"} else ""
+        return f"Slack refused the bot's token: {code}{hint}"
+    if isinstance(exc, OSError) and "slack" in str(exc).lower():
+        return f"cannot reach Slack (SLACK_API_URL): {exc}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -276,6 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`audit export | head`): nothing more to say to anyone.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        message = _one_line(exc)
+        if message is None:
+            raise
+        print(f"debug-access: {message}", file=sys.stderr)  # noqa: T201
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

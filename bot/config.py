@@ -29,6 +29,16 @@ class DatabaseSettings(BaseSettings):
 
     database_url: str = "sqlite:///debug-access.db"
 
+    @field_validator("database_url")
+    @classmethod
+    def _psycopg_driver(cls, value: str) -> str:
+        """``postgres://`` and ``postgresql://`` (as Heroku, RDS and most tools write them)
+        mean PostgreSQL through psycopg 3, the driver the bot ships with."""
+        for scheme in ("postgres://", "postgresql://"):
+            if value.startswith(scheme):
+                return "postgresql+psycopg://" + value[len(scheme) :]
+        return value
+
 
 def _real_secret(value: SecretStr) -> SecretStr:
     raw = value.get_secret_value().strip()

@@ -6,6 +6,7 @@ names what to fix, so ``serve``, ``dev`` and ``check`` all explain it the same w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,8 +33,13 @@ def load_settings(**overrides: Any) -> Settings:
             f"  {'.'.join(str(p) for p in e['loc']).upper() or 'VAULT LOG-IN'}: {e['msg']}"
             for e in errors
         ]
+        hint = (
+            "see .env.example"
+            if Path(".env").exists()
+            else "there is no .env here: cp .env.example .env, then fill it in"
+        )
         raise ConfigProblem(
-            "The environment is incomplete (see .env.example):\n" + "\n".join(lines)
+            f"The environment is incomplete ({hint}):\n" + "\n".join(lines)
         ) from None
 
 
