@@ -564,7 +564,6 @@ def run_expiry(
         figure("expiry lag max", "ms", ms(max(lags)) if lags else None, None),
         figure("grants revoked in the bot's database", "", revoked, grants),
         figure("grants still live in Vault", "", still_live, 0),
-        figure("per grant (total / grants)", "ms", per(bot_total, grants), per(loop_total, grants)),
     ]
     return {
         "benchmark": "scale.expiry",
@@ -580,10 +579,6 @@ def run_expiry(
         "spread_s": spread,
         "samples_ms": {"lag": [ms(s) for s in lags]},
     }
-
-
-def per(total: float | None, n: int) -> float | None:
-    return ms(total / n) if total is not None and n else None
 
 
 # ---------------------------------------------------------------------------- startup
