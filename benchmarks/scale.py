@@ -727,6 +727,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--grants", type=int, help="expiry: grants expiring (1,000); startup: grants (10,000)"
     )
     parser.add_argument("--workers", type=int, help="expiry: TIMER_WORKERS for the bot")
+    parser.add_argument(
+        "--lead", type=float, default=30.0, help="expiry: first expiry this long after ready"
+    )
+    parser.add_argument(
+        "--spread", type=float, default=10.0, help="expiry: expiries spread over this long"
+    )
     parser.add_argument("--ticking", type=float, default=30.0, help="startup: seconds ticking")
     args = parser.parse_args(argv)
     which = ["flat", "expiry", "startup"] if args.which == "all" else [args.which]
@@ -744,7 +750,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 )
             elif name == "expiry":
                 result = run_expiry(
-                    postgres, openbao, vault_db, grants=args.grants or 1000, workers=args.workers
+                    postgres,
+                    openbao,
+                    vault_db,
+                    grants=args.grants or 1000,
+                    workers=args.workers,
+                    lead=args.lead,
+                    spread=args.spread,
                 )
             else:
                 result = run_startup(
