@@ -70,17 +70,39 @@ def machine() -> dict[str, Any]:
     }
 
 
-def settle(slack: SlackEmulator, since: float, quiet: float = 1.5, timeout: float = 300) -> float:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time the process has used so far (``/proc/PID/stat``), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(
+    slack: SlackEmulator,
+    since: float,
+    quiet: float = 1.5,
+    timeout: float = 300,
+    pid: int | None = None,
+    busy: float = 0.2,
+) -> float:
     """Wait until the bot has made no Slack call for ``quiet`` seconds (its follow-up work, App
-    Homes included, is done); return when its last call came, in seconds after ``since``."""
+    Homes included, is done); return when its last call came, in seconds after ``since``.
+
+    With ``pid``, the bot must also have been idle over those ``quiet`` seconds (used less than
+    ``busy`` of one CPU): work that makes no Slack call for a while (building a Home over a
+    large backlog) is not taken for quiet."""
     deadline = time.monotonic() + timeout
-    seen = -1
     while time.monotonic() < deadline:
-        calls = slack.calls()
-        if len(calls) == seen:
-            break
-        seen = len(calls)
+        seen = len(slack.calls())
+        cpu0 = cpu_seconds(pid) if pid is not None else None
         time.sleep(quiet)
+        cpu1 = cpu_seconds(pid) if pid is not None else None
+        idle = cpu0 is None or cpu1 is None or cpu1 - cpu0 < busy * quiet
+        if len(slack.calls()) == seen and idle:
+            break
     return max(c.time for c in slack.calls()) - since
 
 

@@ -272,8 +272,10 @@ def database(postgres: PostgresServer, name: str) -> Iterator[psycopg.Connection
         yield conn
 
 
-def _quiet(slack: SlackEmulator, quiet: float = 0.5) -> None:
-    settle(slack, time.time(), quiet=quiet, timeout=600)
+def _quiet(bot: BotProcess, slack: SlackEmulator, since: float | None = None) -> float:
+    """Wait until the bot made no Slack call and used (almost) no CPU for 0.5 s; return when
+    its last Slack call came, in seconds after ``since``."""
+    return settle(slack, since or time.time(), quiet=0.5, timeout=600, pid=bot.pid)
 
 
 # ---------------------------------------------------------------------------- flat
@@ -318,18 +320,18 @@ def flat_phase(
         seed_pending(conn, template.pending_request, backlog - 1, f"U0P{tag}")
         fake_grants(conn, template, backlog - 1, f"U0G{tag}", timedelta(hours=6))
         seeded_in = time.perf_counter() - t0
-        _quiet(slack)
+        _quiet(bot, slack)
         phase = Phase(backlog, backlog, [], [], [], [], [], seeded_in)
         for k in range(-1, samples):  # round -1 warms up, and is not counted
             user = f"U0S{tag}{k + 1:04d}"
             wall = time.time()
             request_id, took = submit(bot, slack, user, f"scale {tag} {k}")
-            request_settled = settle(slack, wall, quiet=0.5, timeout=600)
+            request_settled = _quiet(bot, slack, wall)
             wall = time.time()
             approved = approve(bot, slack, request_id)
-            approval_settled = settle(slack, wall, quiet=0.5, timeout=600)
+            approval_settled = _quiet(bot, slack, wall)
             home = open_home(bot, slack)
-            _quiet(slack)
+            _quiet(bot, slack)
             if k < 0:
                 continue
             phase.request.append(took)
