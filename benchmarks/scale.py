@@ -293,8 +293,8 @@ class Phase:
     request_settled: list[float]
     approval_settled: list[float]
     seeded_in: float
-    #: Pending requests the approver's last published Home mentions (by "#id").
-    home_lists: int = 0
+    #: Requests the approver's last published Home lists as waiting for her decision.
+    home_waiting: int = 0
 
 
 def flat_phase(
@@ -339,17 +339,23 @@ def flat_phase(
             phase.approval.append(approved)
             phase.approval_settled.append(approval_settled)
             phase.home.append(home)
-        phase.home_lists = home_mentions(slack, ALICE)
+        phase.home_waiting = home_waiting(slack, ALICE)
         return phase
 
 
-def home_mentions(slack: SlackEmulator, user: str) -> int:
-    """How many distinct request ids ("#123") the last Home published for ``user`` shows."""
+def home_waiting(slack: SlackEmulator, user: str) -> int:
+    """How many requests the last Home published for ``user`` lists as waiting for her
+    decision (its Approve buttons; the Home lists at most a few of them)."""
     try:
         view = slack.home_view(user)
     except KeyError:
         return 0
-    return len(set(re.findall(r"#(\d+)", json.dumps(view))))
+    return sum(
+        1
+        for block in view.get("blocks", [])
+        for element in block.get("elements", [])
+        if isinstance(element, dict) and element.get("action_id") == ActionId.APPROVE
+    )
 
 
 def p(values: list[float], fraction: float) -> float:
@@ -405,7 +411,7 @@ def run_flat(
         "baseline": f"the same operation with {small} pending requests and {small} grants",
         "figures": flat_figures(a, b),
         "seeded_in_s": {"small": round(a.seeded_in, 2), "large": round(b.seeded_in, 2)},
-        "home_lists_requests": {"small": a.home_lists, "large": b.home_lists},
+        "home_waiting_listed": {"small": a.home_waiting, "large": b.home_waiting},
         "samples_ms": {
             f"{name}_{attr}": [ms(s) for s in getattr(phase, attr)]
             for name, phase in (("small", a), ("large", b))
