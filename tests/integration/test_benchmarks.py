@@ -46,14 +46,14 @@ def _figures_of(result: dict[str, object], expected: set[str]) -> dict[str, dict
 
 
 def test_scale_reduced_run_of_all_writes_its_figures(tmp_path: Path) -> None:
-    """``python -m benchmarks.scale all`` reduced: flat with 5/20 pending and 3 samples, expiry
-    of 20 grants, start-up with 20 grants; each wrote its figures, keyed by sub-benchmark."""
+    """``python -m benchmarks.scale all`` reduced: flat with 3/15 pending and 2 samples, expiry
+    of 10 grants, start-up with 10 grants; each wrote its figures, keyed by sub-benchmark."""
     out = tmp_path / "scale.json"
 
     scale.main(
         [
-            *("all", "--small", "5", "--pending", "20", "--samples", "3", "--grants", "20"),
-            *("--lead", "3", "--spread", "2", "--ticking", "2", "--json", str(out)),
+            *("all", "--small", "3", "--pending", "15", "--samples", "2", "--grants", "10"),
+            *("--lead", "2", "--spread", "1", "--ticking", "1", "--json", str(out)),
         ]
     )
 
@@ -73,7 +73,7 @@ def test_scale_reduced_run_of_all_writes_its_figures(tmp_path: Path) -> None:
             for p in ("p50", "p90")
         },
     )
-    assert len(flat["samples_ms"]["large_home"]) == 3
+    assert len(flat["samples_ms"]["large_home"]) == 2
     # The seeded pending requests are ones the approver may decide: her Home lists them.
     assert flat["home_waiting_listed"]["large"] >= 5
 
@@ -88,12 +88,12 @@ def test_scale_reduced_run_of_all_writes_its_figures(tmp_path: Path) -> None:
             "grants still live in Vault",
         },
     )
-    assert by_name["grants revoked in the bot's database"]["bot"] == 20
+    assert by_name["grants revoked in the bot's database"]["bot"] == 10
     assert by_name["grants still live in Vault"]["bot"] == 0
-    assert expiry["baseline_confirmed"] == 20
+    assert expiry["baseline_confirmed"] == 10
 
     by_name = _figures_of(
-        startup, {"spawn -> /readyz 200", "RSS when ready", "RSS after 2 s of ticking"}
+        startup, {"spawn -> /readyz 200", "RSS when ready", "RSS after 1 s of ticking"}
     )
     assert all(f["bot"] and f["floor"] for f in by_name.values())
-    assert startup["grants"] == 20
+    assert startup["grants"] == 10
