@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import secrets
 import signal
@@ -46,6 +45,15 @@ from typing import Any
 import hvac
 from slack_sdk import WebClient
 
+from benchmarks.harness import (
+    figure,
+    machine,
+    ms,
+    percentile,
+    print_table,
+    settle,
+    text_contains,
+)
 from bot.slack.ids import ActionId
 from bot.vault.kinds.dynamic_secret import grant_policy_name
 from bot.vault.setup import DEFAULT_TOKEN_ROLE
@@ -71,11 +79,6 @@ from tests.integration.services import (
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESOURCE = "payments-db"
 REQUEST_ID = re.compile(r"Request #(\d+)")
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 @dataclass
@@ -278,24 +281,6 @@ def bot_burst(
     return Burst(sent.acks, sent.acked_in, handled_in, settled_in, failed, late), made
 
 
-def settle(slack: SlackEmulator, since: float, quiet: float = 1.5, timeout: float = 300) -> float:
-    """Wait until the bot has made no Slack call for ``quiet`` seconds (its follow-up work, App
-    Homes included, is done); return when its last call came, in seconds after ``since``."""
-    deadline = time.monotonic() + timeout
-    seen = -1
-    while time.monotonic() < deadline:
-        calls = slack.calls()
-        if len(calls) == seen:
-            break
-        seen = len(calls)
-        time.sleep(quiet)
-    return max(c.time for c in slack.calls()) - since
-
-
-def text_contains(marker: str) -> Callable[[Call], bool]:
-    return lambda call: marker in str(call.params.get("text", ""))
-
-
 def approve_to_dm(
     bot: BotProcess, slack: SlackEmulator, made: list[tuple[int, str]], approvals: int
 ) -> list[float]:
@@ -377,20 +362,6 @@ def py_spy(pid: int, output: Path | None) -> Iterator[None]:
 # ---------------------------------------------------------------------------- report
 
 
-def ms(seconds: float) -> float:
-    return round(seconds * 1000, 1)
-
-
-def figure(name: str, unit: str, bot: float | None, floor: float | None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "unit": unit,
-        "bot": bot,
-        "floor": floor,
-        "ratio": round(bot / floor, 2) if bot is not None and floor else None,
-    }
-
-
 def figures(
     bot: Burst, floor: Burst, approve: list[float], raw: list[float]
 ) -> list[dict[str, Any]]:
@@ -427,27 +398,6 @@ def figures(
         )
     )
     return found
-
-
-def print_table(found: list[dict[str, Any]]) -> None:
-    def cell(value: float | None, unit: str) -> str:
-        return "-" if value is None else f"{value} {unit}".strip()
-
-    print(f"{'figure':<40} {'bot':>11} {'floor':>11} {'ratio':>7}")
-    for f in found:
-        print(
-            f"{f['name']:<40} {cell(f['bot'], f['unit']):>11} {cell(f['floor'], f['unit']):>11} "
-            f"{cell(f['ratio'], ''):>7}"
-        )
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 # ---------------------------------------------------------------------------- run
