@@ -90,14 +90,19 @@ def append_event(
     details: Mapping[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one event inside the caller's transaction (it commits with the state change)."""
-    locked = session.exec(
-        update(AuditHead).where(col(AuditHead.id) == 1).values(count=AuditHead.count + 1)
-    )
-    if locked.rowcount == 0:
+    # One round trip locks the head row (appends queue here, in chain order) and reads it.
+    last = session.exec(
+        update(AuditHead)
+        .where(col(AuditHead.id) == 1)
+        .values(count=AuditHead.count + 1)
+        .returning(col(AuditHead.last_hash))
+    ).first()
+    if last is None:
         session.add(AuditHead(id=1, last_hash=GENESIS_HASH, count=1))
         session.flush()
-    head = session.exec(select(AuditHead).where(AuditHead.id == 1)).one()
-    session.refresh(head)
+        prev_hash = GENESIS_HASH
+    else:
+        prev_hash = str(last[0])
     details_text = json.dumps(
         dict(details or {}), sort_keys=True, separators=(",", ":"), default=str
     )
@@ -109,13 +114,12 @@ def append_event(
         request_id=request_id,
         resource=resource,
         details=details_text,
-        prev_hash=head.last_hash,
-        hash=chain_hash(head.last_hash, content),
+        prev_hash=prev_hash,
+        hash=chain_hash(prev_hash, content),
     )
     session.add(event)
-    head.last_hash = event.hash
-    session.add(head)
     session.flush()
+    session.exec(update(AuditHead).where(col(AuditHead.id) == 1).values(last_hash=event.hash))
     session.info.setdefault(_APPENDED, []).append(action.value)
     return event
 

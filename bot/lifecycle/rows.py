@@ -20,10 +20,11 @@ RowT = TypeVar("RowT", AccessRequest, Grant)
 def _fresh(session: Session, model: type[RowT], key: int, missing: str) -> RowT:
     """The row as committed now (refreshed: another transaction may just have moved it). An
     id no row can have is not looked up: the database would fail the query, not find nothing."""
-    row = session.get(model, key) if is_row_id(key) else None
+    # One SELECT that also overwrites what the session may hold (an identity-map hit would
+    # otherwise hand back a stale row, and a refresh after it cost a second round trip).
+    row = session.get(model, key, populate_existing=True) if is_row_id(key) else None
     if row is None:
         raise NotFound(missing)
-    session.refresh(row)
     return row
 
 

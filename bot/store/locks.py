@@ -6,9 +6,12 @@ alone) or gone (finish or undo it now, not after a timeout). A lock that dies wi
 answers exactly that:
 
 * PostgreSQL: a session-level advisory lock (``pg_advisory_lock(namespace, request_id)``) on a
-  connection of its own, opened for the lock and closed with it. PostgreSQL releases it when
-  that connection ends, and a connection ends when its process dies (SIGKILL included), so a
-  recoverer whose ``pg_try_advisory_lock`` succeeds knows the owner is gone, on any replica.
+  connection of its own for as long as it is held. PostgreSQL releases it when that connection
+  ends, and a connection ends when its process dies (SIGKILL included), so a recoverer whose
+  ``pg_try_advisory_lock`` succeeds knows the owner is gone, on any replica. The lock
+  connections are pooled apart from the engine's (opening one cost a TCP and authentication
+  round trip per approval): one goes back to the pool only once its lock is released, and one
+  whose unlock failed is closed instead, which releases the lock.
 * SQLite: the database belongs to one process, so a lock in memory is enough; at start nothing
   is held, and everything unfinished is orphaned.
 
@@ -27,7 +30,6 @@ from datetime import timedelta
 
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.pool import NullPool
 
 from bot.store.db import LOCK_NOT_AVAILABLE, StoreUnavailable, report_unavailable
 
@@ -65,12 +67,19 @@ class LocalLocks:
 
 
 class PostgresLocks:
-    """``bot.ports.WorkLocks`` on PostgreSQL session-level advisory locks, one connection each
-    (outside the pool: a pooled connection would outlive the lock's owner)."""
+    """``bot.ports.WorkLocks`` on PostgreSQL session-level advisory locks, one connection each,
+    from a pool of their own that only ever holds connections with no lock on them."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, pool_size: int = 8) -> None:
         self._engine = report_unavailable(
-            create_engine(engine.url, poolclass=NullPool, connect_args={"connect_timeout": 5})
+            create_engine(
+                engine.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                pool_timeout=10,
+                connect_args={"connect_timeout": 5},
+            )
         )
         self._held = _Held()
 
@@ -94,13 +103,16 @@ class PostgresLocks:
                 if got:
                     counts.pop(key, None)
                     try:
-                        conn.execute(
+                        unlocked = conn.execute(
                             text("SELECT pg_advisory_unlock(:ns, :key)"),
                             {"ns": NAMESPACE, "key": key},
-                        )
+                        ).scalar()
                         conn.commit()
-                    except (OperationalError, StoreUnavailable) as exc:  # closing releases it too
+                    except (OperationalError, StoreUnavailable) as exc:
                         log.warning("could not unlock request %s: %s", key, exc)
+                        unlocked = False
+                    if not unlocked:  # never pool a connection that may still hold it:
+                        conn.invalidate()  # closing it releases the lock
 
     @staticmethod
     def _acquire(conn: Connection, key: int, wait: timedelta | None) -> bool:
@@ -109,7 +121,9 @@ class PostgresLocks:
             got = conn.execute(text("SELECT pg_try_advisory_lock(:ns, :key)"), params).scalar()
             conn.commit()
             return bool(got)
-        conn.execute(text(f"SET lock_timeout = '{int(wait.total_seconds() * 1000)}ms'"))
+        # LOCAL: the timeout ends with this transaction (the lock, session-level, does not), so
+        # the pooled connection goes back without it.
+        conn.execute(text(f"SET LOCAL lock_timeout = '{int(wait.total_seconds() * 1000)}ms'"))
         try:
             conn.execute(text("SELECT pg_advisory_lock(:ns, :key)"), params)
         except OperationalError as exc:

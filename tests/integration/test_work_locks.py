@@ -85,3 +85,38 @@ def test_a_waiting_hold_gets_the_lock_once_it_is_released(bot_db_url: str) -> No
         assert got
     thread.join()
     engine.dispose()
+
+
+def test_a_pooled_lock_connection_goes_back_with_no_lock_and_no_timeout(bot_db_url: str) -> None:
+    """Lock connections are pooled (one connect per approval was measurable): the pool must
+    only ever hold connections that hold no advisory lock and carry no lock_timeout; one whose
+    unlock failed is closed, which releases its lock."""
+    engine = make_engine(bot_db_url)
+    locks = PostgresLocks(engine, pool_size=1)
+    other = PostgresLocks(engine, pool_size=1)
+    try:
+        with locks.hold(50, wait=timedelta(seconds=1)) as got:
+            assert got
+        with locks._engine.connect() as conn:  # the same, pooled connection
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+            held = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks "
+                "WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+            ).scalar()
+            assert held == 0
+        with other.hold(50) as got:
+            assert got  # free for everyone else
+        with locks.hold(51) as got:
+            assert got
+            # The lock vanishes under its holder (a PostgreSQL restart, an admin): the unlock
+            # answers false, and the connection is closed rather than pooled.
+            with other._engine.connect() as admin:
+                admin.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND objid = 51"
+                )
+                admin.commit()
+        with locks.hold(51) as got:
+            assert got  # a fresh connection, and the lock is free
+    finally:
+        engine.dispose()
