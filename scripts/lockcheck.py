@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: lock name -> the extras it installs on top of the runtime dependencies.
-LOCKS: dict[str, tuple[str, ...]] = {"runtime": (), "test": ("test",)}
+LOCKS: dict[str, tuple[str, ...]] = {"runtime": (), "test": ("test",), "dev": ("dev",)}
 HEADER = "# pyproject-digest: "
 
 

@@ -121,7 +121,7 @@ fi
 # CI and developers install exactly requirements/test.lock (hashes checked), then the project
 # itself without dependencies. A lock older than pyproject.toml fails here, in one line.
 .venv/bin/python scripts/lockcheck.py || exit 1
-stamp=".venv/.installed-$(cat requirements/test.lock pyproject.toml | sha256sum | cut -c1-16)"
+stamp=".venv/.installed-test-$(cat requirements/test.lock pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
     log "installing $(grep -c '^[A-Za-z0-9]' requirements/test.lock) pinned packages from requirements/test.lock (first run takes about a minute)"
     .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip </dev/null
@@ -129,7 +129,7 @@ if [ ! -f "$stamp" ]; then
         -r requirements/test.lock </dev/null
     log "installing the project (editable, --no-deps)"
     .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . </dev/null
-    rm -f .venv/.installed-*
+    rm -f .venv/.installed-test-*
     touch "$stamp"
 else
     log "pinned packages already installed (requirements/test.lock and pyproject.toml unchanged)"
