@@ -101,17 +101,24 @@ def _parse_day(text: str) -> datetime:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _missing_sqlite_file() -> Path | None:
+    """The configured SQLite file, if it is not there (None for any other database)."""
+    url = DatabaseSettings().database_url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = Path(url.removeprefix("sqlite:///"))
+        return None if path.exists() else path
+    return None
+
+
 def _existing_database() -> Engine:
     """The configured database, for commands that only read it: a SQLite file that is not
     there is an error, never created empty (and then reported as "intact: 0 events")."""
     from bot.store.db import make_engine
 
-    url = DatabaseSettings().database_url
-    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.exists():
-            raise ConfigProblem(f"no database at {path} (DATABASE_URL): check the path")
-    return make_engine(url)
+    missing = _missing_sqlite_file()
+    if missing is not None:
+        raise ConfigProblem(f"no database at {missing} (DATABASE_URL): check the path")
+    return make_engine(DatabaseSettings().database_url)
 
 
 def _database_at_head() -> Engine:
@@ -149,7 +156,9 @@ def cmd_db_current(_args: argparse.Namespace) -> int:
     """Print the database's revision and this release's head; exit 1 when they differ."""
     from bot.store import schema
 
-    at, wanted = schema.current(_existing_database()), schema.head()
+    missing = _missing_sqlite_file()
+    at = None if missing is not None else schema.current(_existing_database())
+    wanted = schema.head()
     print(f"database: {at or 'none (not migrated yet)'}\nthis release: {wanted}")  # noqa: T201
     return 0 if at == wanted else 1
 

@@ -295,6 +295,12 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     before = run_cli(["db", "current"], env, tmp_path)
     assert before.returncode == 1
     assert "database: none (not migrated yet)" in before.stdout
+    assert not (tmp_path / "fresh.db").exists()  # looking created nothing
+    refused = run_cli(["audit", "verify"], env, tmp_path)
+    assert refused.returncode == 2
+    assert "no database at" in refused.stderr
+    assert refused.stderr.count("\n") == 1, refused.stderr
+    (tmp_path / "fresh.db").touch()  # a database, empty: not migrated
     refused = run_cli(["audit", "verify"], env, tmp_path)
     assert refused.returncode == 2
     assert "run `debug-access db upgrade` first" in refused.stderr

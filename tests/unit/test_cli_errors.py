@@ -59,7 +59,8 @@ def test_verifying_a_database_that_is_not_there_creates_nothing(
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{workdir / 'typo.db'}")
     assert main(["audit", "verify"]) == 2
     assert "no database at" in one_line_error(capsys)
-    assert main(["db", "current"]) == 2
+    assert main(["db", "current"]) == 1  # not migrated yet, and nothing created to say so
+    assert "database: none (not migrated yet)" in capsys.readouterr().out
     assert not (workdir / "typo.db").exists()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,8 @@ from bot.domain.grants import GrantStatus
 from bot.domain.requests import RequestStatus as S
 from bot.lifecycle import EndReason
 from bot.scheduler import OWNED_RECHECK
+from bot.store import schema
+from bot.store.db import make_engine
 from bot.store.models import Notice, utc
 from tests.unit.fakes import (
     APPROVER,
@@ -212,10 +215,18 @@ def test_a_tick_leaves_the_cleanup_revocation_to_fail_itself() -> None:
     assert "revoked (Vault confirmed it)" in notice.text, notice.text
 
 
-def test_revoke_clicked_the_moment_the_dm_arrives_waits_for_the_grant_to_be_active() -> None:
+def test_revoke_clicked_the_moment_the_dm_arrives_waits_for_the_grant_to_be_active(
+    tmp_path: Path,
+) -> None:
     """The DM goes out before the commit that makes the grant active. A Revoke click landing in
-    between used to hear "Request #N is approved; there is nothing to revoke"."""
-    h = make_lifecycle()
+    between used to hear "Request #N is approved; there is nothing to revoke".
+
+    On a database file, as a server has it: the approval's announcements (after the DM and the
+    lock) run while the click revokes, and the in-memory database's one shared connection
+    would interleave their transactions."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'bot.db'}")
+    schema.upgrade(engine)
+    h = make_lifecycle(engine=engine)
     request_id = submit(h)
     revocation = h.lifecycle.early_revocation
     read_while_delivering = threading.Event()
