@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App, BoltResponse
+from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -19,6 +21,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web import SlackResponse
 
 from bot.config import Settings
+from bot.errors import ConfigProblem
 from bot.lifecycle import AccessLifecycle
 from bot.metrics import SLACK_ERRORS
 from bot.slack.drain import Drain
@@ -106,13 +109,23 @@ def build_app(
 
     ``drain`` runs the listeners, and refuses new requests once the bot is stopping."""
     drain = drain or Drain()
-    app = App(
-        client=client,
-        signing_secret=settings.slack_signing_secret.get_secret_value(),
-        # Socket Mode has no signatures to check; HTTP mode always verifies (401 otherwise).
-        request_verification_enabled=not settings.socket_mode,
-        listener_executor=drain.executor,
-    )
+    try:
+        app = App(
+            client=client,
+            signing_secret=settings.slack_signing_secret.get_secret_value(),
+            # Socket Mode has no signatures to check; HTTP mode always verifies (401 otherwise).
+            request_verification_enabled=not settings.socket_mode,
+            listener_executor=drain.executor,
+        )
+    except BoltError as exc:  # Bolt's own auth.test at start: the token was refused
+        found = re.search(r"'error': '([a-z_]+)'", str(exc))  # Bolt quotes auth.test's answer
+        code = found.group(1) if found else None
+        raise ConfigProblem(
+            f"Slack refused the bot's token (SLACK_BOT_TOKEN): {code or 'auth.test failed'}"
+        ) from None
+    except OSError as exc:  # URLError included: nothing answered at SLACK_API_URL
+        reason = getattr(exc, "reason", None) or exc
+        raise ConfigProblem(f"cannot reach Slack at {settings.slack_api_url}: {reason}") from None
     app.use(drain.middleware)
     register_all(app, lifecycle, publish_home, drain.later)
 

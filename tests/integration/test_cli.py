@@ -313,3 +313,36 @@ def test_db_upgrade_and_current(tmp_path: Path) -> None:
     assert after.returncode == 0
     assert after.stdout.splitlines() == [f"database: {head}", f"this release: {head}"]
     assert run_cli(["audit", "verify"], env, tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            {"SLACK_BOT_TOKEN": "xoxb-wrong-token-0123"},
+            "Slack refused the bot's token (SLACK_BOT_TOKEN): invalid_auth",
+        ),
+        ({"SLACK_API_URL": "http://127.0.0.1:9/api/"}, "cannot reach Slack"),
+        (
+            {"DATABASE_URL": "postgres://bot:pw-0123@127.0.0.1:9/bot"},
+            "cannot reach the database at 127.0.0.1:9/bot",
+        ),
+    ],
+    ids=["bad bot token", "slack unreachable", "postgres unreachable"],
+)
+def test_serve_stops_in_one_line_when_a_dependency_refuses(
+    base_env: dict[str, str],
+    vault_db: VaultDatabase,
+    tmp_path: Path,
+    override: dict[str, str],
+    expected: str,
+) -> None:
+    """Before: a refused Slack token or an unreachable PostgreSQL ended `serve` in a traceback."""
+    policy = write_policy(policy_for(vault_db.path), tmp_path)
+    env = {**base_env, "DEBUG_ACCESS_POLICY": str(policy), **override}
+    result = run_cli(["serve"], env, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"debug-access: {expected}"), result.stderr
+    assert "wrong-token-0123" not in result.stderr and "pw-0123" not in result.stderr
