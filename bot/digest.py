@@ -19,6 +19,7 @@ from bot.audit import verify_chain
 from bot.audit_export import verify_report_text
 from bot.digest_schedule import DigestConfig, fire_time_for_run, window_for
 from bot.domain.digest import Approval, Digest, RequestRecord, build_digest
+from bot.domain.digest_chart import CHART_DAYS, ResourceUse, usage_by_resource
 from bot.domain.requests import RequestStatus
 from bot.policy import Policy
 from bot.ports import Clock, Notifier
@@ -134,6 +135,13 @@ class DailyDigest:
             working_hours=self.config.hours,
         )
 
+    def usage(self, window_end: datetime) -> list[ResourceUse]:
+        """What the chart shows: grants by resource over the ``CHART_DAYS`` before the end."""
+        since = window_end - timedelta(days=CHART_DAYS)
+        with Session(self.engine) as session:
+            records = load_records(session, since)
+        return usage_by_resource(records, since, self.clock.now())
+
     def run(self, now: bool = False) -> bool:
         """Post the digest due now (``now=True``: for the 24 h up to this moment). Returns False
         when this window was already posted (another replica, or a repeated run)."""
@@ -143,7 +151,7 @@ class DailyDigest:
             log.info("digest for the window ending %s was already posted", window_end)
             return False
         digest = self.build(window_end)
-        if not self.notifier.post_digest(digest):
+        if not self.notifier.post_digest(digest, usage=lambda: self.usage(window_end)):
             if not now:
                 self._release(window_end)  # let a later run (or another replica) try again
             return False

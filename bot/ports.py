@@ -7,13 +7,14 @@ time. (Timers need no interface: due times are columns, see ``bot.lifecycle.due`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from bot.domain.digest import Digest
+from bot.domain.digest_chart import ResourceUse
 from bot.domain.requests import RequestStatus
 from bot.issuer import SecretValue
 
@@ -142,9 +143,12 @@ class Notifier(Protocol):
     def home_changed(self, users: Sequence[str]) -> None:
         """Refresh the App Home of these users (their requests or queues changed)."""
 
-    def post_digest(self, digest: Digest) -> bool:
+    def post_digest(
+        self, digest: Digest, usage: Callable[[], Sequence[ResourceUse]] | None = None
+    ) -> bool:
         """Post the daily digest to the audit channel (on Slack: the main message, its thread,
-        the CSV). False when it could not be posted."""
+        the CSV, then a chart of ``usage()``, skipped if it fails). False when the digest
+        itself could not be posted."""
 
 
 class DeliveryError(Exception):

@@ -15,10 +15,12 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.domain.digest import Digest
+from bot.domain.digest_chart import CHART_DAYS, ResourceUse
 from bot.policy import Policy
 from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
 from bot.slack import blocks
 from bot.slack.digest_blocks import render_digest
+from bot.slack.digest_chart import render_usage_chart
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +196,9 @@ class SlackNotifier:
             log.error("could not post %s to the audit channel: %s", action, error_code(exc))
             return None
 
-    def post_digest(self, digest: Digest) -> bool:
+    def post_digest(
+        self, digest: Digest, usage: Callable[[], Sequence[ResourceUse]] | None = None
+    ) -> bool:
         channel = self.policy.channels.audit
         if not channel:
             log.warning("no audit channel in the policy: the digest is not posted")
@@ -216,7 +220,26 @@ class SlackNotifier:
         except SLACK_FAILURES as exc:
             log.error("could not post the digest: %s", error_code(exc))
             return False
+        if usage is not None:
+            self._post_chart(channel, root.ts, usage)
         return True
+
+    def _post_chart(
+        self, channel: str, thread_ts: str, usage: Callable[[], Sequence[ResourceUse]]
+    ) -> None:
+        """The picture, after the text: any failure (a query, the drawing, the upload) skips it
+        with one line in the log, and the digest stands without it."""
+        try:
+            png = render_usage_chart(usage(), CHART_DAYS)
+            self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                filename=f"debug-access-last-{CHART_DAYS}-days.png",
+                title=f"Access held per resource, last {CHART_DAYS} days",
+                content=png,
+            )
+        except Exception as exc:
+            log.warning("digest chart skipped: %s: %s", type(exc).__name__, exc)
 
     def home_changed(self, users: Sequence[str]) -> None:
         """Mark these users' Homes for a refresh (``bot.slack.home.HomeRefresher``): never

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.slack.ids import ActionId, CallbackId
 from tests.emulators.slack_api import SlackEmulator
@@ -171,10 +172,15 @@ def test_digest_now_posts_the_day_with_a_thread_and_csv_when_long(
             if block.get("type") == "section":
                 assert len(block["text"]["text"]) <= 3000
         assert "<!channel>" not in json.dumps(message)
-    (upload,) = slack.files.values()
-    assert upload["thread_ts"] == posts[0].response["ts"] and upload["channel"] == AUDIT
-    rows = list(csv.DictReader(io.StringIO(upload["content"].decode())))
+    uploads = {f["filename"].rsplit(".", 1)[-1]: f for f in slack.files.values()}
+    assert set(uploads) == {"csv", "png"}
+    for upload in uploads.values():
+        assert upload["thread_ts"] == posts[0].response["ts"] and upload["channel"] == AUDIT
+    rows = list(csv.DictReader(io.StringIO(uploads["csv"]["content"].decode())))
     assert len(rows) == 61
+    # The chart: a real PNG Pillow can read back, of a size Slack previews.
+    with Image.open(io.BytesIO(uploads["png"]["content"])) as chart:
+        assert chart.format == "PNG" and chart.width == 720 and 80 < chart.height < 600
 
 
 def publish_home(bot, slack: SlackEmulator, user: str) -> dict:
