@@ -236,7 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--approvals-channel", metavar="CHANNEL_ID", default=None)
     dev.add_argument("--audit-channel", metavar="CHANNEL_ID", default=None)
-    dev.add_argument("--vault-port", type=int, default=8200)
+    dev.add_argument(
+        "--vault-port",
+        type=int,
+        default=8200,
+        help="where the embedded OpenBao listens (loopback); if the port is taken, a free one is "
+        "used and the banner says which",
+    )
     dev.set_defaults(func=cmd_dev)
     sub.add_parser(
         "check",

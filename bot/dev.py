@@ -142,6 +142,8 @@ def run_dev(
         database_url=f"sqlite:///{(DEV_DIR / 'debug-access.db').resolve()}",
     )
 
+    taken = "" if address.endswith(f":{vault_port}") else f" (port {vault_port} was taken)"
+
     def announce() -> None:
         mode = (
             "Socket Mode"
@@ -150,8 +152,10 @@ def run_dev(
         )
         print(  # noqa: T201
             "\ndebug-access dev is running:\n"
-            f"  OpenBao dev server  {address} (log {DEV_DIR}/openbao.log)\n"
-            f"  database            {DEV_DIR}/debug-access.db (SQLite)\n"
+            f"  OpenBao dev server  {address}{taken} (log {DEV_DIR}/openbao.log)\n"
+            f"  database            {DEV_DIR}/debug-access.db (SQLite, kept between runs;\n"
+            "                      OpenBao starts empty each time: grants of an earlier run\n"
+            "                      died with it and end in the bot at their expiry)\n"
             f"  policy              {policy_path} (resource `demo-secrets`, approvers "
             f"{', '.join(approvers)})\n"
             f"  Slack               {mode}\n"
