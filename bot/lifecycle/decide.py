@@ -124,6 +124,8 @@ class Decide:
             if complete or not approve:
                 target = RequestStatus.APPROVED if approve else RequestStatus.DENIED
                 move(session, request_id, target, now, decided_by=actor, decided_at=now)
+            # The view first: the append holds the audit chain's head until the commit.
+            view = self.views.view(session, load_request(session, request_id))
             append_event(
                 session,
                 at=now,
@@ -133,7 +135,6 @@ class Decide:
                 resource=current.resource,
                 details=details,
             )
-            view = self.views.view(session, load_request(session, request_id))
         if complete or not approve:
             APPROVAL_WAIT.observe((now - current.created_at).total_seconds())
         self.tell.refresh_request_messages(view)

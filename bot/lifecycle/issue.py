@@ -175,6 +175,8 @@ class Issue:
                 session, grant_id, GrantStatus.DELIVERING, lease_id=lease_id, expires_at=expires_at
             ):
                 raise Conflict(f"Grant {grant_id} of request #{view.id} is no longer issuing.")
+            # The view first: the append holds the audit chain's head until the commit.
+            issued = self.views.view(session, load_request(session, view.id))
             append_event(
                 session,
                 at=now,
@@ -190,7 +192,6 @@ class Issue:
                     **secret.audit,
                 },
             )
-            issued = self.views.view(session, load_request(session, view.id))
         self.tell.announce(
             issued, AuditAction.ISSUED, f"issued, expires {when(expires_at)}", homes=False
         )
@@ -254,6 +255,7 @@ class Issue:
             else:
                 delivered_late = False
                 move(session, view.id, RequestStatus.ACTIVE, now)
+                active = self.views.view(session, load_request(session, view.id))
                 append_event(
                     session,
                     at=now,
@@ -266,7 +268,8 @@ class Issue:
                         "collect_by": collect_by.isoformat() if collect_by else None,
                     },
                 )
-            active = self.views.view(session, load_request(session, view.id))
+            if delivered_late:
+                active = self.views.view(session, load_request(session, view.id))
         self.tell.remember(view.id, MessageKind.CREDENTIALS, [ref])
         if not delivered_late and active.decided_at is not None:
             ISSUE_LATENCY.observe(max(0.0, (now - active.decided_at).total_seconds()))

@@ -218,6 +218,9 @@ class EndGrant:
                 session, request_id, RequestStatus.ENDED, now, only_from=[RequestStatus.REVOKING]
             )
             action = AuditAction.EXPIRED if reason == EndReason.EXPIRED else AuditAction.REVOKED
+            # Read what Slack will be told before appending: the append locks the audit chain's
+            # head until the commit, and every other writer queues behind that lock.
+            view = self.views.view(session, load_request(session, request_id))
             append_event(
                 session,
                 at=now,
@@ -235,7 +238,6 @@ class EndGrant:
                     "recalled": recallable,
                 },
             )
-            view = self.views.view(session, load_request(session, request_id))
         for ref in self.tell.refs(request_id, MessageKind.CREDENTIALS):
             self.edges.notifier.close_credentials(view, ref)
         if reason == EndReason.NOT_COLLECTED:
