@@ -346,3 +346,23 @@ def test_serve_stops_in_one_line_when_a_dependency_refuses(
     last = result.stderr.splitlines()[-1]
     assert last.startswith(f"debug-access: {expected}"), result.stderr
     assert "wrong-token-0123" not in result.stderr and "pw-0123" not in result.stderr
+
+
+def test_check_proves_the_socket_mode_app_token(
+    base_env: dict[str, str],
+    slack: SlackEmulator,
+    vault_db: VaultDatabase,
+    tmp_path: Path,
+) -> None:
+    """In Socket Mode the app-level token is what connects: `check` opens a connection URL
+    with it (apps.connections.open) instead of trusting its shape."""
+    policy = write_policy(policy_for(vault_db.path), tmp_path)
+    env = {**base_env, "DEBUG_ACCESS_POLICY": str(policy)}
+    wrong = run_cli(["check"], {**env, "SLACK_APP_TOKEN": "xapp-1-A0APP-1-wrong"}, tmp_path)
+    assert wrong.returncode == 1
+    assert "the app-level token (SLACK_APP_TOKEN): invalid_auth" in wrong.stdout, wrong.stdout
+    assert "xapp-1-A0APP-1-wrong" not in wrong.stdout + wrong.stderr
+    # The right token, for an app whose Socket Mode is off (no Socket Mode server attached):
+    # Slack's own answer is passed on.
+    right = run_cli(["check"], {**env, "SLACK_APP_TOKEN": slack.app_token}, tmp_path)
+    assert "(SLACK_APP_TOKEN): not_allowed_token_type" in right.stdout, right.stdout
