@@ -63,12 +63,18 @@ class _CountingExecutor(ThreadPoolExecutor):
                     self._changed.notify_all()
 
         try:
-            return super().submit(run)
+            future = super().submit(run)
         except BaseException:
-            with self._changed:
-                self._busy -= 1
-                self._changed.notify_all()
+            self._finished()
             raise
+        # A call cancelled before it ran (``Drain.close``) never reaches ``run``'s finally.
+        future.add_done_callback(lambda done: self._finished() if done.cancelled() else None)
+        return future
+
+    def _finished(self) -> None:
+        with self._changed:
+            self._busy -= 1
+            self._changed.notify_all()
 
     def busy(self) -> int:
         with self._changed:
@@ -95,10 +101,34 @@ class Drain:
         self.executor = _CountingExecutor(workers, "slack-listener")
         self.follow_ups = _CountingExecutor(follow_up_workers, "slack-follow-up")
         self.closing = threading.Event()
+        self._queued: list[tuple[Future[None], Callable[[], None]]] = []
+        self._queued_lock = threading.Lock()
 
     def later(self, step: Callable[[], None]) -> None:
-        """Run ``step`` (a listener's work after its ack) on the follow-up pool."""
-        self.follow_ups.submit(step)
+        """Run ``step`` (a listener's work after its ack) on the follow-up pool. A step with a
+        ``dropped`` method is told so if the bot stops before the step could start."""
+        future = self.follow_ups.submit(step)
+        with self._queued_lock:
+            self._queued = [(f, s) for f, s in self._queued if not f.done()]
+            self._queued.append((future, step))
+
+    def _drop_queued(self) -> int:
+        """Cancel the follow-ups that have not started: acked, so Slack showed no error, and
+        the process is about to go; each is told "restarting, try again" instead of nothing."""
+        with self._queued_lock:
+            queued, self._queued = self._queued, []
+        dropped = 0
+        for future, step in queued:
+            if not future.cancel():
+                continue  # running or done: it finishes, or dies with the process
+            dropped += 1
+            tell = getattr(step, "dropped", None)
+            if callable(tell):
+                try:
+                    tell()
+                except Exception:  # telling is best effort while stopping
+                    log.exception("could not tell a user their request was dropped")
+        return dropped
 
     def busy(self) -> int:
         """Listeners and follow-ups not finished yet."""
@@ -133,9 +163,12 @@ class Drain:
             max(0.0, deadline - time.monotonic())
         )
         if not finished:
+            dropped = self._drop_queued()
             log.error(
-                "shutting down with %d Slack request(s) still running after %.0fs",
+                "shutting down with %d Slack request(s) still running after %.0fs; %d acked "
+                "but not started were dropped, their users told to try again",
                 self.busy(),
                 timeout,
+                dropped,
             )
         return finished

@@ -33,6 +33,7 @@ from typing import Any
 
 from slack_bolt import Ack, Args, BoltResponse, Respond
 from slack_sdk import WebClient
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.slack.notifier import SLACK_FAILURES, error_code
 from bot.store.db import StoreUnavailable
@@ -134,7 +135,7 @@ def guard(handler: Handler, later: Later = run_inline) -> Callable[[Args], None]
             return
 
         def follow_up(step: Callable[[], None]) -> None:
-            later(lambda: _shielded(step, args))
+            later(_FollowUp(step, args))
 
         values = {name: follow_up if name == "later" else getattr(args, name) for name in wanted}
         _shielded(lambda: handler(**values), args)
@@ -144,10 +145,25 @@ def guard(handler: Handler, later: Later = run_inline) -> Callable[[Args], None]
     return run
 
 
+class _FollowUp:
+    """A listener's step after its ack: run shielded, or, when the bot stops before it could
+    start (``bot.slack.drain``), ``dropped``: the user hears "restarting, try again"."""
+
+    def __init__(self, step: Callable[[], None], args: Args) -> None:
+        self.step = step
+        self.args = args
+
+    def __call__(self) -> None:
+        _shielded(self.step, self.args)
+
+    def dropped(self) -> None:
+        _tell(self.args.body, f":hourglass: {SHUTTING_DOWN}", self.args.respond, self.args.client)
+
+
 def _shielded(step: Callable[[], None], args: Args) -> None:
     try:
         step()
-    except StoreUnavailable as exc:
+    except (StoreUnavailable, PoolTimeout) as exc:  # no connection free: as good as down
         log.warning("%s while handling a %s", exc, kind(args.body))
         answer(args.body, STORE_UNAVAILABLE, ack=args.ack, respond=args.respond, client=args.client)
     except Exception as exc:

@@ -94,7 +94,11 @@ class PostgresLocks:
                 counts[key] -= 1
             return
         with self._engine.connect() as conn:
-            got = self._acquire(conn, key, wait)
+            try:
+                got = self._acquire(conn, key, wait)
+            except BaseException:
+                conn.invalidate()  # it may hold the lock: never back into the pool
+                raise
             if got:
                 counts[key] = 1
             try:

@@ -271,6 +271,59 @@ def test_an_ack_is_not_held_up_by_the_work_of_earlier_requests_through_real_bolt
     assert done == ["first", "second", "third"]
 
 
+def test_work_acked_but_not_started_when_the_grace_runs_out_is_dropped_and_told() -> None:
+    """SIGTERM with more queued than the grace allows: the follow-ups that never started are
+    cancelled and their users told "restarting, try again", instead of being acked and then
+    silently lost when the process goes (found by an adversarial review)."""
+    drain = Drain(workers=1, follow_up_workers=1)
+    stuck = threading.Event()
+    told: list[str] = []
+    ran: list[str] = []
+
+    class Step:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __call__(self) -> None:
+            if self.name == "running":
+                stuck.wait(10)
+            ran.append(self.name)
+
+        def dropped(self) -> None:
+            told.append(self.name)
+
+    for name in ("running", "queued-1", "queued-2"):
+        drain.later(Step(name))
+    time.sleep(0.1)
+    assert drain.close(timeout=0.2) is False
+    assert told == ["queued-1", "queued-2"]
+    assert drain.busy() == 1  # only the one that had started
+    stuck.set()
+    assert drain.follow_ups.wait_idle(5)
+    assert ran == ["running"]
+
+
+def test_a_follow_up_dropped_at_shutdown_tells_its_user_on_the_response_url() -> None:
+    steps: list[Any] = []
+
+    def handler(ack: Ack, later: unavailable.Later) -> None:
+        ack()
+        later(lambda: None)
+
+    ack, respond = Recorder(), Recorder()
+    args = SimpleNamespace(
+        ack=ack,
+        respond=respond,
+        client=None,
+        body={"command": "/debug-access", "response_url": "https://hooks.example/1"},
+        context={},
+    )
+    unavailable.guard(handler, steps.append)(args)  # type: ignore[arg-type]
+    (step,) = steps
+    step.dropped()
+    assert "restarting" in respond.calls[0]["text"]
+
+
 def test_a_listener_that_starts_after_slack_gave_up_does_nothing(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
