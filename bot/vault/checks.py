@@ -200,15 +200,7 @@ def _check_endpoint(
     if match is None:
         return  # an engine path without a role in it: mounted is all there is to check
     role_path = f"{mount}{_ROLES_OF.get(match['verb'], 'roles')}/{match['role']}"
-    try:
-        role = vault.retrying(lambda: vault.hvac.read(role_path))
-    except hvac.exceptions.Forbidden:
-        found.unverified.append(f"resource {resource}: role {role_path}")
-        return
-    except VAULT_FAILURES as exc:
-        found.problems.append(f"resource {resource}: {vault.error('read', role_path, exc)}")
-        return
-    if role is None:
+    if _read(vault, resource, role_path, f"role {role_path}", found) is _ABSENT:
         found.problems.append(
             f"resource {resource}: {mounts[mount]} engine at {mount} has no role "
             f"{match['role']} ({role_path} does not exist)"
@@ -217,16 +209,27 @@ def _check_endpoint(
 
 def _check_policy(vault: VaultClient, resource: str, policy: str, found: GrantFindings) -> None:
     path = f"sys/policies/acl/{policy}"
-    try:
-        document = vault.retrying(lambda: vault.hvac.read(path))
-    except hvac.exceptions.Forbidden:
-        found.unverified.append(f"resource {resource}: policy {policy}")
-        return
-    except VAULT_FAILURES as exc:
-        found.problems.append(f"resource {resource}: {vault.error('read', path, exc)}")
-        return
-    if document is None:
+    if _read(vault, resource, path, f"policy {policy}", found) is _ABSENT:
         found.problems.append(
             f"resource {resource}: Vault policy {policy} does not exist: run "
             "`debug-access vault-setup` with an admin token, or create it"
         )
+
+
+#: ``_read``'s answers besides what it read: nothing at the path, and nobody knows.
+_ABSENT = object()
+_UNKNOWN = object()
+
+
+def _read(vault: VaultClient, resource: str, path: str, what: str, found: GrantFindings) -> object:
+    """Read ``path`` for ``check``: what is there, ``_ABSENT`` when nothing is, or ``_UNKNOWN``
+    when the token may not read it (noted as not verified) or Vault failed (a problem)."""
+    try:
+        answer = vault.retrying(lambda: vault.hvac.read(path))
+    except hvac.exceptions.Forbidden:
+        found.unverified.append(f"resource {resource}: {what}")
+        return _UNKNOWN
+    except VAULT_FAILURES as exc:
+        found.problems.append(f"resource {resource}: {vault.error('read', path, exc)}")
+        return _UNKNOWN
+    return _ABSENT if answer is None else answer

@@ -37,22 +37,6 @@ def _reply(
 
 
 def _run(
-    body: dict[str, Any],
-    action: dict[str, Any],
-    respond: Respond,
-    client: WebClient,
-    step: Callable[[int, str], RequestView],
-    done: Callable[[RequestView], str],
-) -> None:
-    try:
-        view = step(parse_request_id(action["value"]), body["user"]["id"])
-    except UserError as err:
-        _reply(body, respond, client, f":warning: {err}", problem=True)
-        return
-    _reply(body, respond, client, done(view), problem=False)
-
-
-def _later(
     later: Later,
     body: dict[str, Any],
     action: dict[str, Any],
@@ -61,8 +45,18 @@ def _later(
     step: Callable[[int, str], RequestView],
     done: Callable[[RequestView], str],
 ) -> None:
-    """``_run`` after the ack, off the listener thread."""
-    later(lambda: _run(body, action, respond, client, step, done))
+    """After the ack, off the listener thread (``later``): run ``step`` for the clicked
+    request and tell the clicker how it went."""
+
+    def carry_out() -> None:
+        try:
+            view = step(parse_request_id(action["value"]), body["user"]["id"])
+        except UserError as err:
+            _reply(body, respond, client, f":warning: {err}", problem=True)
+            return
+        _reply(body, respond, client, done(view), problem=False)
+
+    later(carry_out)
 
 
 def _decided(verb: str) -> Callable[[RequestView], str]:
@@ -88,7 +82,7 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         later: Later,
     ) -> None:
         ack()
-        _later(
+        _run(
             later,
             body,
             action,
@@ -108,7 +102,7 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         later: Later,
     ) -> None:
         ack()
-        _later(
+        _run(
             later,
             body,
             action,
@@ -128,7 +122,7 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         later: Later,
     ) -> None:
         ack()
-        _later(
+        _run(
             later,
             body,
             action,
@@ -148,7 +142,7 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         later: Later,
     ) -> None:
         ack()
-        _later(
+        _run(
             later,
             body,
             action,
