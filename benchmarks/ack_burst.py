@@ -46,6 +46,7 @@ import hvac
 from slack_sdk import WebClient
 
 from benchmarks.harness import (
+    bot_on_own_database,
     figure,
     machine,
     ms,
@@ -63,17 +64,14 @@ from tests.emulators.slack_client import SlackRequestSender
 from tests.integration.flows import (
     ALICE,
     approval_message,
-    policy_for,
 )
 from tests.integration.services import (
     BotProcess,
     OpenBaoServer,
     PostgresServer,
     VaultDatabase,
-    bot_environment,
     free_port,
     setup_vault_db,
-    write_policy,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -421,20 +419,7 @@ def run(
     load_before = machine()
     with SlackEmulator() as slack:
         floor = floor_burst(slack, workdir, requests, clients)
-        database = f"bench_{secrets.token_hex(4)}"
-        postgres.create_database(database)
-        port = free_port()
-        env = bot_environment(
-            slack,
-            openbao,
-            postgres.sqlalchemy_url(database),
-            write_policy(policy_for(vault_db.path), workdir),
-            port,
-            secrets.token_hex(16),
-            {"LOG_LEVEL": "WARNING"},
-        )
-        bot = BotProcess(env, port, workdir / "policy.yml", workdir, slack).start()
-        try:
+        with bot_on_own_database(slack, postgres, openbao, vault_db, workdir) as (bot, _db):
             assert bot.pid is not None
             with py_spy(bot.pid, profile):
                 burst, made = bot_burst(bot, slack, requests, clients)
@@ -444,9 +429,6 @@ def run(
             with py_spy(bot.pid, approvals_profile):
                 approve = approve_to_dm(bot, slack, made, approvals)
             raw = raw_vault_sequence(openbao, vault_db, slack, approvals)
-        finally:
-            bot.stop()
-            postgres.drop_database(database)
     found = figures(burst, floor, approve, raw)
     return {
         "benchmark": "ack_burst",
