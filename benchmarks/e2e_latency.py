@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.harness import percentile
 from bot.slack.ids import ActionId
 from tests.conftest import _ensure_no_proxy
 from tests.emulators.slack_api import SlackEmulator
@@ -37,11 +38,6 @@ from tests.integration.services import (
     setup_vault_db,
     write_policy,
 )
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def report(name: str, seconds: list[float]) -> None:
