@@ -79,6 +79,15 @@ def _to_timedelta(value: Any) -> Any:
 Duration = Annotated[timedelta, BeforeValidator(_to_timedelta)]
 
 
+def _users_or_groups(value: tuple[str, ...]) -> tuple[str, ...]:
+    for entry in value:
+        if not (SLACK_USER_ID.fullmatch(entry) or SLACK_USERGROUP_ID.fullmatch(entry)):
+            raise ValueError(
+                f"{entry!r} is neither a Slack user id nor a user group id (like S0123ABCD)"
+            )
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -98,10 +107,17 @@ class Channels(_Strict):
         return value
 
 
+#: ``step_up: passkey``: a Slack click is necessary but not enough; the person confirms with a
+#: passkey (WebAuthn) on the bot's own page, so a stolen Slack session cannot decide alone.
+StepUp = Literal["passkey"]
+
+
 class BreakGlass(_Strict):
     """Emergency access without approval: announced loudly, reviewed afterwards."""
 
     max_duration: Duration
+    #: The requester confirms a break-glass request with their passkey before it is issued.
+    step_up: StepUp | None = None
 
 
 class Resource(_Strict):
@@ -117,6 +133,9 @@ class Resource(_Strict):
     pending_ttl: Duration = timedelta(hours=1)
     requesters: tuple[str, ...] = ()
     break_glass: BreakGlass | None = None
+    #: Approvals of this resource count only once confirmed with a passkey (None: the
+    #: policy-wide ``step_up`` applies).
+    step_up: StepUp | None = None
     # The pre-`grant:` key this resource was written with (None: written with `grant:`), so
     # `debug-access check` can say how to write it today.
     _legacy_key: str | None = PrivateAttr(default=None)
@@ -159,12 +178,7 @@ class Resource(_Strict):
     @field_validator("requesters")
     @classmethod
     def _requesters(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for entry in value:
-            if not (SLACK_USER_ID.fullmatch(entry) or SLACK_USERGROUP_ID.fullmatch(entry)):
-                raise ValueError(
-                    f"{entry!r} is neither a Slack user id nor a user group id (like S0123ABCD)"
-                )
-        return value
+        return _users_or_groups(value)
 
     @field_validator("approvers")
     @classmethod
@@ -214,7 +228,17 @@ class Policy(_Strict):
     delivery: Literal["wrapped", "dm"] = "wrapped"
     wrap_ttl: Duration = timedelta(minutes=10)
     rotations: dict[str, RotationConfig] = {}
+    #: Who may lock and unlock a user (the kill switch) and act on the command line: Slack user
+    #: ids or user group ids.
+    admins: tuple[str, ...] = ()
+    #: The step-up every resource asks of its approvers unless it says otherwise.
+    step_up: StepUp | None = None
     resources: dict[str, Resource] = Field(min_length=1)
+
+    @field_validator("admins")
+    @classmethod
+    def _admins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _users_or_groups(value)
 
     @field_validator("rotations")
     @classmethod
@@ -255,6 +279,19 @@ class Policy(_Strict):
 
     def resource(self, name: str) -> Resource | None:
         return self.resources.get(name)
+
+    def approval_step_up(self, name: str) -> StepUp | None:
+        """The step-up an approval of resource ``name`` needs (its own, else the policy's)."""
+        resource = self.resources.get(name)
+        own = resource.step_up if resource is not None else None
+        return own or self.step_up
+
+    def break_glass_step_up(self, name: str) -> StepUp | None:
+        """The step-up a break-glass request for ``name`` needs of its requester."""
+        resource = self.resources.get(name)
+        if resource is None or resource.break_glass is None:
+            return None
+        return resource.break_glass.step_up
 
     def deprecations(self) -> list[str]:
         """What this file still writes the old way, and how to write it today."""

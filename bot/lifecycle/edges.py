@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
-from bot.domain.errors import NotFound
+from bot.domain.errors import NotAllowed, NotFound
+from bot.domain.identifiers import SLACK_USERGROUP_ID
 from bot.issuer import Issuer
 from bot.policy import Policy, Resource
 from bot.ports import ApproverDirectory, Clock, Notifier, WorkLocks
@@ -47,3 +48,16 @@ class Edges:
         if resource is None:
             raise NotFound(f"`{name}` is no longer in the policy.")
         return resource
+
+    def is_admin(self, user: str) -> bool:
+        """Whether the policy's ``admins`` name ``user``, directly or by a user group."""
+        admins = self.policy.admins
+        if user in admins:
+            return True
+        groups = [entry for entry in admins if SLACK_USERGROUP_ID.fullmatch(entry)]
+        return bool(groups) and self.approvers.in_any_group(user, groups)
+
+    def check_admin(self, user: str) -> None:
+        """Raise NotAllowed unless ``user`` is an admin (the lock, the command line)."""
+        if not self.is_admin(user):
+            raise NotAllowed(f"<@{user}> is not an admin of debug-access (the policy's `admins`).")

@@ -24,6 +24,7 @@ __all__ = [
     "Notice",
     "RequestMessage",
     "SshPublicKey",
+    "UserLock",
     "utc",
 ]
 
@@ -221,3 +222,34 @@ class Notice(SQLModel, table=True):
     claimed_until: datetime | None = _when(default=None)  # type: ignore[assignment]
     sent_at: datetime | None = _when(default=None)  # type: ignore[assignment]
     last_error: str | None = Field(default=None, max_length=200)
+
+
+class UserLock(SQLModel, table=True):
+    """An admin's lock on a user (the kill switch): while it stands (``lifted_at`` empty) the
+    user gets nothing new, approves nothing, and their grants were revoked when it was placed.
+
+    A row per lock, never deleted: lifting sets ``lifted_at``, so the history stays for the
+    digest and the auditors. At most one standing lock per user (a partial unique index).
+    """
+
+    __tablename__ = "user_lock"
+    __table_args__ = (
+        Index(
+            "ux_one_standing_lock",
+            "user",
+            unique=True,
+            postgresql_where=text("lifted_at IS NULL"),
+            sqlite_where=text("lifted_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user: str = Field(max_length=32)
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    locked_by: str = Field(max_length=32)
+    #: ``slack`` or ``cli``: where the admin acted.
+    locked_via: str = Field(max_length=16)
+    locked_at: datetime = _when()  # type: ignore[assignment]
+    lifted_by: str | None = Field(default=None, max_length=32)
+    lifted_via: str | None = Field(default=None, max_length=16)
+    lifted_at: datetime | None = _when(default=None)  # type: ignore[assignment]

@@ -45,6 +45,7 @@ from tests.integration.flows import (
     wait_until,
 )
 from tests.integration.services import BotProcess, OpenBaoServer, PostgresServer, VaultDatabase
+from tests.unit.last_release import cut_to_baseline
 
 pytestmark = pytest.mark.integration
 
@@ -221,21 +222,6 @@ def all_rows(postgres: PostgresServer, dbname: str) -> dict[str, list[tuple[Any,
     }
 
 
-def as_of_baseline(rows: dict[str, list[tuple[Any, ...]]]) -> dict[str, list[Any]]:
-    """Rows read at head, cut to the baseline's tables and columns: 0002 adds an empty table
-    and a last ``access_request`` column, 0003 an empty table (``notice``), 0004 two more
-    ``access_request`` columns and one on ``grant``, all empty for every row written before."""
-    assert rows.get("ssh_public_key") == []
-    assert rows.get("notice", []) == []
-    kept: dict[str, list[Any]] = {
-        t: r for t, r in rows.items() if t not in {"ssh_public_key", "notice"}
-    }
-    for table, added in (("access_request", 3), ("grant", 1)):
-        assert all(row[-added:] == (None,) * added for row in rows[table])
-        kept[table] = [row[:-added] for row in rows[table]]
-    return kept
-
-
 def audit_verify(bot: BotProcess) -> subprocess.CompletedProcess[str]:
     """``debug-access audit verify`` from this checkout, against the bot's database."""
     env = {**bot.env, "PYTHONPATH": str(REPO)}
@@ -336,7 +322,7 @@ def test_a_database_filled_by_the_last_release_is_upgraded_and_nothing_is_lost(
     print(f"upgrade of the release database took {took:.3f}s")
 
     # 4. Nothing lost, nothing changed; the chain verifies; the schema is the models'.
-    assert as_of_baseline(all_rows(postgres, dbname)) == before
+    assert cut_to_baseline(all_rows(postgres, dbname)) == before
     assert postgres.execute("SELECT version_num FROM alembic_version", dbname=dbname) == [
         (schema.head(),)
     ]
@@ -407,7 +393,7 @@ def test_the_new_bot_upgrades_a_release_database_at_start(
     assert postgres.execute("SELECT version_num FROM alembic_version", dbname=dbname) == [
         (schema.head(),)
     ]
-    after = as_of_baseline(all_rows(postgres, dbname))
+    after = cut_to_baseline(all_rows(postgres, dbname))
     assert {t: after[t] for t in before if t != "apscheduler_jobs"} == {
         t: rows for t, rows in before.items() if t != "apscheduler_jobs"
     }

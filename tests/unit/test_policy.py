@@ -500,3 +500,37 @@ def test_a_rotation_with_an_unknown_type_keeps_its_own_message() -> None:
         parse_policy(yaml.safe_dump(raw), SOURCE)
     assert "rotations.dba" in str(info.value)
     assert "dynamic_secret" not in str(info.value)
+
+
+def test_admins_and_step_up_are_read_and_default_to_none() -> None:
+    raw = yaml.safe_load(EXAMPLE_POLICY)
+    plain = parse_policy(yaml.safe_dump(raw))
+    assert plain.admins == ()
+    assert plain.approval_step_up("payments-db") is None
+
+    raw["admins"] = ["U0SEC", "S0SECTEAM"]
+    raw["step_up"] = "passkey"
+    raw["resources"]["orders-logs"]["step_up"] = "passkey"
+    raw["resources"]["payments-db"]["break_glass"] = {"max_duration": "30m", "step_up": "passkey"}
+    policy = parse_policy(yaml.safe_dump(raw))
+    assert policy.admins == ("U0SEC", "S0SECTEAM")
+    assert policy.approval_step_up("payments-db") == "passkey"  # the policy-wide default
+    assert policy.approval_step_up("orders-logs") == "passkey"
+    assert policy.break_glass_step_up("payments-db") == "passkey"
+    assert policy.break_glass_step_up("orders-logs") is None
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("admins", ["alice"], "admins: 'alice' is neither a Slack user id nor a user group id"),
+        ("step_up", "totp", "step_up: Input should be 'passkey'"),
+    ],
+)
+def test_bad_admins_or_step_up_are_refused_naming_the_key(
+    key: str, value: object, message: str
+) -> None:
+    raw = yaml.safe_load(EXAMPLE_POLICY)
+    raw[key] = value
+    with pytest.raises(PolicyError, match=message):
+        parse_policy(yaml.safe_dump(raw), SOURCE)
