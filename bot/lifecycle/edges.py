@@ -29,6 +29,14 @@ class EndReason:
     NOT_COLLECTED = "not_collected"
 
 
+class Via:
+    """Where a person acted, recorded as the audit event's ``via`` detail when it is not Slack:
+    auditors tell a decision taken on the bot's command line (Slack down) from a click."""
+
+    SLACK = "slack"
+    CLI = "cli"
+
+
 @dataclass(frozen=True)
 class Edges:
     """The outside world of the use cases, each behind its interface in ``bot.ports``."""

@@ -222,6 +222,9 @@ class Notice(SQLModel, table=True):
     claimed_until: datetime | None = _when(default=None)  # type: ignore[assignment]
     sent_at: datetime | None = _when(default=None)  # type: ignore[assignment]
     last_error: str | None = Field(default=None, max_length=200)
+    #: What to do with it: ``dm`` sends ``text`` to ``user``. Other kinds tell Slack afterwards
+    #: what was done while it was down (the command line): see ``bot.lifecycle.notices``.
+    kind: str = Field(default="dm", max_length=16, sa_column_kwargs={"server_default": "dm"})
 
 
 class UserLock(SQLModel, table=True):

@@ -1,11 +1,12 @@
-"""User locks: the admins' kill switch, kept across restarts.
+"""User locks (the admins' kill switch, kept across restarts) and the notice outbox's kinds.
 
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-02
 
-A new table only; existing rows are untouched. At most one standing lock per user, enforced by
-a partial unique index (PostgreSQL and SQLite both have them).
+A new table, and a last column on ``notice`` (``kind``, ``dm`` for every existing row: what each
+was). At most one standing lock per user, enforced by a partial unique index (PostgreSQL and
+SQLite both have them).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("notice") as batch:
+        batch.add_column(
+            sa.Column("kind", sa.String(length=16), server_default="dm", nullable=False)
+        )
     op.create_table(
         "user_lock",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -46,3 +51,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ux_one_standing_lock", table_name="user_lock")
     op.drop_table("user_lock")
+    with op.batch_alter_table("notice") as batch:
+        batch.drop_column("kind")
