@@ -50,6 +50,8 @@ class AuditAction(enum.StrEnum):
     COLLECTED = "collected"
     NOT_COLLECTED = "not_collected"
     SSH_KEY_REGISTERED = "ssh_key_registered"
+    LOCKED = "locked"
+    UNLOCKED = "unlocked"
 
 
 def canonical_content(

@@ -6,13 +6,16 @@ Parsing knows nothing about the policy; validating the resource and the duration
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from bot.domain.errors import UserError
-from bot.domain.identifiers import MAX_ROW_ID, is_row_id
-from bot.domain.text import quote
+from bot.domain.identifiers import MAX_ROW_ID, SLACK_USER_ID, is_row_id
+from bot.domain.text import quote, slack_plain
 
-SUBCOMMANDS = frozenset({"help", "list", "revoke", "extend"})
+SUBCOMMANDS = frozenset({"help", "list", "revoke", "extend", "lock", "unlock"})
+#: A user as Slack escapes a mention in a slash command (``<@U0123|alice>``), or a bare id.
+_MENTION = re.compile(r"^<@([UW][A-Z0-9]{2,20})(?:\|[^>]*)?>$")
 BREAK_GLASS_FLAG = "--break-glass"
 
 
@@ -61,7 +64,31 @@ class RequestAccess:
     break_glass: bool = False
 
 
-Command = OpenRequestForm | ShowHelp | ListMine | RevokeGrant | ExtendGrant | RequestAccess
+@dataclass(frozen=True)
+class LockUser:
+    """``/debug-access lock @user <reason>``: an admin's kill switch on a (compromised) account."""
+
+    user: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class UnlockUser:
+    """``/debug-access unlock @user``: lift the lock."""
+
+    user: str
+
+
+Command = (
+    OpenRequestForm
+    | ShowHelp
+    | ListMine
+    | RevokeGrant
+    | ExtendGrant
+    | RequestAccess
+    | LockUser
+    | UnlockUser
+)
 
 
 class UsageError(UserError):
@@ -76,6 +103,17 @@ def parse_request_id(text: str) -> int:
     if not (digits and is_row_id(int(cleaned))):
         raise UsageError(f"`{quote(text)}` is not a request id (it looks like `42`).")
     return int(cleaned)
+
+
+def parse_user(text: str) -> str:
+    """Accept a Slack mention (``<@U0123|alice>``, as Slack escapes it) or a bare user id."""
+    word = text.strip()
+    match = _MENTION.fullmatch(word)
+    if match:
+        return match.group(1)
+    if SLACK_USER_ID.fullmatch(word):
+        return word
+    raise UsageError(f"`{quote(text)}` is not a user: mention them, like `@alice`.")
 
 
 def _looks_like_duration(word: str) -> bool:
@@ -105,6 +143,14 @@ def parse_command(text: str) -> Command:
                 "`/debug-access extend 42 30m`."
             )
         return ExtendGrant(parse_request_id(words[1]), words[2])
+    if head == "lock":
+        if len(words) < 3:
+            raise UsageError("Usage: `/debug-access lock @user <reason>`.")
+        return LockUser(parse_user(words[1]), slack_plain(" ".join(words[2:])))
+    if head == "unlock":
+        if len(words) != 2:
+            raise UsageError("Usage: `/debug-access unlock @user`.")
+        return UnlockUser(parse_user(words[1]))
     break_glass = BREAK_GLASS_FLAG in (word.lower() for word in words)
     words = [word for word in words if word.lower() != BREAK_GLASS_FLAG]
     if not words:
@@ -126,6 +172,6 @@ def parse_command(text: str) -> Command:
     return RequestAccess(
         resource=resource,
         duration_text=duration_text,
-        reason=" ".join(reason_words),
+        reason=slack_plain(" ".join(reason_words)),
         break_glass=break_glass,
     )

@@ -8,6 +8,7 @@ verbatim and escaped by the renderer instead.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 _MARKUP = set("<>&`*_~|")
@@ -21,3 +22,23 @@ def quote(text: str, limit: int = 64) -> str:
     if len(kept) > limit:
         kept = kept[:limit] + "…"
     return kept or "(empty)"
+
+
+_SLACK_ENTITY = re.compile(r"<([@#!]?)([^<>|]*)(?:\|([^<>]*))?>")
+
+
+def slack_plain(text: str) -> str:
+    """Slack's escaped mentions, channels and links as the person typed them: ``<@U1|alice>``
+    becomes ``@alice``, ``<#C1|ops>`` ``#ops``, ``<https://x|x>`` ``https://x``. The slash
+    command arrives escaped so that a mention names a user id; a reason is kept as readable
+    text (and escaped again whenever it is shown)."""
+
+    def plain(match: re.Match[str]) -> str:
+        sigil, target, label = match.groups()
+        if sigil in {"@", "#"}:
+            return f"{sigil}{label or target}"
+        if sigil == "!":
+            return f"@{(label or target).split('^')[0]}"
+        return target
+
+    return _SLACK_ENTITY.sub(plain, text)

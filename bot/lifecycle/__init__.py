@@ -12,6 +12,7 @@ issue.py      Vault issue -> deliver (and the collection check of wrapped delive
 notices.py    messages that must reach someone even if Slack is down then (an outbox)
 extend.py     an approved extension renews its parent grant
 revoke.py     revoke: end a grant (expiry, early, cleanup), retried until Vault confirms
+lock.py       an admin's kill switch: lock a user (revoke, deny, refuse), and unlock
 due.py        what the database says is due now (expiry, retries, escalation, what a crash
               interrupted), and the use case that does it: the timers' work list
 views.py      reading requests as Slack shows them
@@ -37,11 +38,12 @@ from bot.issuer import Issuer
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.decide import Decide
 from bot.lifecycle.due import Due, DueWork, OwnedElsewhere
-from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
+from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason, Via
 from bot.lifecycle.escalate import Escalate
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import Issue
+from bot.lifecycle.lock import LockReport, LockUsers
 from bot.lifecycle.notices import Notices
 from bot.lifecycle.review import Review
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, RETRY_BACKOFF, EndGrant, RevokeEarly, retry_delay
@@ -52,6 +54,7 @@ from bot.lifecycle.withdraw import Withdraw
 from bot.policy import Policy, Resource
 from bot.ports import ApproverDirectory, Clock, Notifier, RequestView, WorkLocks
 from bot.store.locks import LocalLocks
+from bot.store.models import UserLock
 
 
 class AccessLifecycle:
@@ -84,6 +87,7 @@ class AccessLifecycle:
         self.reviewing = Review(edges, views, tell)
         self.escalation = Escalate(edges, views, tell)
         self.early_revocation = RevokeEarly(edges, views, self.ending, self.withdrawal)
+        self.locking = LockUsers(edges, views, tell, self.ending)
         self.ssh_keys = SshKeys(edges)
         self.submission = Submit(edges, views, tell, self.issuing, self.ssh_keys)
         self.due = Due(
@@ -95,6 +99,7 @@ class AccessLifecycle:
             self.expiry,
             self.escalation,
             self.notices,
+            self.locking,
         )
 
     # -- command -> request -----------------------------------------------------------------------
@@ -160,6 +165,17 @@ class AccessLifecycle:
     def end_grant(self, grant_id: int, reason: str, actor: str = SYSTEM_ACTOR) -> bool:
         return self.ending.end_grant(grant_id, reason, actor)
 
+    # -- the kill switch --------------------------------------------------------------------------
+
+    def lock_user(self, user: str, actor: str, reason: str, via: str = Via.SLACK) -> LockReport:
+        return self.locking.lock(user, actor, reason, via)
+
+    def unlock_user(self, user: str, actor: str, via: str = Via.SLACK) -> None:
+        self.locking.unlock(user, actor, via)
+
+    def standing_locks(self) -> list[UserLock]:
+        return self.locking.standing()
+
     # -- what the timers run ----------------------------------------------------------------------
 
     def due_work(self) -> tuple[DueWork, ...]:
@@ -192,7 +208,9 @@ __all__ = [
     "AccessLifecycle",
     "DueWork",
     "EndReason",
+    "LockReport",
     "OwnedElsewhere",
     "SubmitResult",
+    "Via",
     "retry_delay",
 ]

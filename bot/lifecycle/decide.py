@@ -22,6 +22,7 @@ from bot.lifecycle.edges import Edges
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import LOCK_WAIT, Issue
+from bot.lifecycle.lock import refuse_locked
 from bot.lifecycle.rows import load_request, move
 from bot.lifecycle.views import Views
 from bot.logs import log_context
@@ -30,6 +31,7 @@ from bot.ports import RequestView
 from bot.store.claims import claim, request_in
 from bot.store.db import transaction
 from bot.store.models import AccessRequest, Decision
+from bot.store.user_locks import locked_among
 
 
 class Decide:
@@ -69,6 +71,7 @@ class Decide:
             actor, resource.approvers, current.requester, now
         )
         check_may_decide(actor, current.requester, [actor] if allowed else [])
+        refuse_locked(self.edges, actor, "approve or deny requests")
         if (
             current.status is RequestStatus.PENDING
             and current.pending_until is not None
@@ -106,8 +109,12 @@ class Decide:
             complete = False
             details: dict[str, object] = {}
             if approve:
+                # A locked approver's earlier approval no longer counts (their account may
+                # have been taken over when they gave it).
+                approvers = [d.approver for d in earlier if d.verdict == "approve"]
+                gone = locked_among(session, approvers)
                 tally = tally_after(
-                    [d.approver for d in earlier if d.verdict == "approve"],
+                    [a for a in approvers if a not in gone],
                     actor,
                     request.approvals_required,
                 )

@@ -46,6 +46,7 @@ from bot.lifecycle.escalate import ESCALATION_EXHAUSTED, Escalate
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import COLLECT_MARGIN, Issue
+from bot.lifecycle.lock import LockUsers
 from bot.lifecycle.notices import Notices
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, EndGrant
 from bot.lifecycle.rows import grant_of, move
@@ -54,6 +55,7 @@ from bot.store.claims import grant_in, request_in
 from bot.store.db import transaction
 from bot.store.due import Table, at, seconds_between
 from bot.store.models import AccessRequest, Grant
+from bot.store.user_locks import requester_is_locked
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +103,10 @@ class Due:
         expiry: ExpirePending,
         escalation: Escalate,
         notices: Notices,
+        locking: LockUsers,
     ) -> None:
         self.edges = edges
+        self.locking = locking
         self.notices = notices
         self.views = views
         self.issuing = issuing
@@ -128,6 +132,20 @@ class Due:
                 col(Grant.issued_at),
                 self.resolve_interrupted_grant,
                 guarded=True,
+            ),
+            DueWork(
+                "locked requester's grant",
+                Grant,
+                locked_grant,
+                col(Grant.issued_at),
+                self.locking.end_locked_grant,
+            ),
+            DueWork(
+                "locked requester's request",
+                AccessRequest,
+                locked_pending,
+                col(AccessRequest.created_at),
+                self.locking.deny_pending,
             ),
             DueWork(
                 "grant expiry",
@@ -265,6 +283,20 @@ def stranded_approval(now: datetime) -> ColumnElement[bool]:
 def stranded_issue(now: datetime) -> ColumnElement[bool]:
     """Issuing or delivering: perhaps left so by a stopped process (the lock says)."""
     return grant_in(*UNFINISHED)
+
+
+def locked_grant(now: datetime) -> ColumnElement[bool]:
+    """Active, and its requester is locked: the lock revoked the others; this one was delivered
+    just after, or the process placing the lock stopped halfway."""
+    locked_request = exists().where(
+        col(AccessRequest.id) == col(Grant.request_id), requester_is_locked()
+    )
+    return and_(grant_in(GrantStatus.ACTIVE), locked_request)
+
+
+def locked_pending(now: datetime) -> ColumnElement[bool]:
+    """Waiting for a decision, and its requester is locked."""
+    return and_(request_in(RequestStatus.PENDING), requester_is_locked())
 
 
 def expired_grant(now: datetime) -> ColumnElement[bool]:

@@ -27,6 +27,7 @@ class EndReason:
     ISSUE_FAILED = "issue_failed"
     DELIVERY_FAILED = "delivery_failed"
     NOT_COLLECTED = "not_collected"
+    LOCKED = "locked"  # an admin locked the requester
 
 
 class Via:

@@ -17,6 +17,7 @@ from bot.domain.errors import UserError
 from bot.domain.requests import RequestStatus
 from bot.lifecycle.announce import Announcer, MessageKind
 from bot.lifecycle.edges import SYSTEM_ACTOR, Edges
+from bot.lifecycle.lock import locked_now
 from bot.lifecycle.routing import staffed_tiers
 from bot.lifecycle.rows import load_request
 from bot.lifecycle.views import Views
@@ -46,7 +47,12 @@ class Escalate:
         now = self.edges.clock.now()
         try:
             staffed, _note = staffed_tiers(
-                self.edges.approvers, view.resource, resource, view.requester, now
+                self.edges.approvers,
+                view.resource,
+                resource,
+                view.requester,
+                now,
+                locked_now(self.edges),
             )
         except UserError:
             staffed = []

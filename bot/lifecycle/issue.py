@@ -55,6 +55,7 @@ from bot.ports import CredentialDelivery, DeliveryError, MessageRef, RequestView
 from bot.store.claims import claim, move_grant, request_in
 from bot.store.db import StoreUnavailable, transaction
 from bot.store.models import AccessRequest, Grant
+from bot.store.user_locks import standing
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,10 @@ class Issue:
 
     def _issue(self, view: RequestView, public_key: str | None) -> RequestView:
         resource = self.edges.resource(view.resource)
+        with Session(self.edges.engine) as session:
+            locked = standing(session, view.requester) is not None
+        if locked:  # an admin locked them after the approval: nothing is issued
+            return self.fail(view, None, "an admin locked the requester's debug-access")
         spec = GrantSpec(
             request_id=view.id,
             requester=view.requester,

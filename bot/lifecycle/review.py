@@ -9,6 +9,7 @@ from bot.audit import AuditAction, append_event
 from bot.domain.errors import Conflict, NotAllowed
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.edges import Edges
+from bot.lifecycle.lock import refuse_locked
 from bot.lifecycle.rows import load_request
 from bot.lifecycle.views import Views
 from bot.ports import RequestView
@@ -37,6 +38,7 @@ class Review:
                 "Only an approver of this resource (not the requester) can review "
                 "break-glass access."
             )
+        refuse_locked(self.edges, actor, "review access")
         with transaction(self.edges.engine) as session:
             unreviewed = col(AccessRequest.reviewed_by).is_(None)
             if not claim(

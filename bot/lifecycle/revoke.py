@@ -247,13 +247,15 @@ class EndGrant:
                 f"#{view.id}) were not unwrapped in time, so the access was "
                 "revoked. Ask again when you are ready to use it.",
             )
-        if reason in {EndReason.EXPIRED, EndReason.REVOKED}:
+        if reason in {EndReason.EXPIRED, EndReason.REVOKED, EndReason.LOCKED}:
             self.edges.notifier.tell(view.requester, _ended_text(view, reason, actor))
         text = {
             EndReason.NOT_COLLECTED: "credentials never unwrapped, so revoked; Vault "
             "confirmed revocation",
             EndReason.EXPIRED: "expired; Vault confirmed revocation",
             EndReason.REVOKED: f"revoked early by <@{actor}>; Vault confirmed revocation",
+            EndReason.LOCKED: f"revoked: <@{actor}> locked the requester; Vault confirmed "
+            "revocation",
         }.get(reason, f"cleaned up ({reason}); Vault confirmed revocation")
         if view.ends_by_expiry_only and reason != EndReason.EXPIRED:
             text += f", but {_STAYS_VALID.format(until=_until(view))}"
@@ -274,7 +276,10 @@ def _ended_text(view: RequestView, reason: str, actor: str) -> str:
     """What the requester hears when their grant ends, true to what ending it did."""
     head = f"Your access to `{view.resource}` (request #{view.id})"
     if not view.ends_by_expiry_only:
-        who = "it expired" if reason == EndReason.EXPIRED else f"<@{actor}> revoked it"
+        who = {
+            EndReason.EXPIRED: "it expired",
+            EndReason.LOCKED: f"<@{actor}> locked your debug-access",
+        }.get(reason, f"<@{actor}> revoked it")
         return f"{head} has ended: {who}. Vault confirmed the credentials are gone."
     if reason == EndReason.EXPIRED:
         return f"{head} has ended: the SSH certificate expired and no longer logs in."

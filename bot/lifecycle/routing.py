@@ -3,6 +3,8 @@ first, escalation the next)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import replace
 from datetime import datetime
 
 from bot.domain.errors import NotAllowed
@@ -16,9 +18,14 @@ def staffed_tiers(
     resource: Resource,
     requester: str,
     now: datetime,
+    locked: Collection[str] = (),
 ) -> tuple[list[ApproverTier], str | None]:
-    """The approver tiers with someone in them now, and the routing notes (fallbacks)."""
-    tiers = approvers.tiers(resource.approvers, requester, now)
+    """The approver tiers with someone in them now, and the routing notes (fallbacks).
+    ``locked`` users (an admin's kill switch) are nobody's approver: left out of every tier."""
+    tiers = [
+        replace(tier, users=tuple(u for u in tier.users if u not in locked))
+        for tier in approvers.tiers(resource.approvers, requester, now)
+    ]
     notes = [t.note for t in tiers if t.note]
     staffed = [t for t in tiers if t.users]
     if not staffed:

@@ -31,6 +31,7 @@ from bot.domain.text import quote
 from bot.lifecycle.announce import Announcer, MessageKind
 from bot.lifecycle.edges import Edges
 from bot.lifecycle.issue import Issue
+from bot.lifecycle.lock import locked_now, refuse_locked
 from bot.lifecycle.routing import staffed_tiers
 from bot.lifecycle.rows import grant_of, move
 from bot.lifecycle.ssh_keys import SshKeys
@@ -78,6 +79,7 @@ class Submit:
             # Stored with the request: refused here, not by the database halfway through.
             raise UserError(f"`{quote(origin_channel)}` is not a Slack channel id.")
         resource = self.edges.resource(valid.resource)
+        refuse_locked(self.edges, requester, "ask for access")
         self._check_requester(requester, valid.resource, resource)
         key = self.keys.key_for_request(requester, valid.resource, resource, public_key)
         if break_glass:
@@ -127,6 +129,7 @@ class Submit:
         parent = self.views.get(request_id)
         if actor != parent.requester:
             raise NotAllowed("Only the requester can ask to extend their access.")
+        refuse_locked(self.edges, actor, "extend access")
         if parent.status is not RequestStatus.ACTIVE:
             raise Conflict(
                 f"Request #{request_id} is {parent.status.label}; only active access "
@@ -205,7 +208,9 @@ class Submit:
         """Store a new request (or extension request) and ask the first staffed tier; the
         database refuses a second pending extension of the same grant, even in a race."""
         now = self.edges.clock.now()
-        staffed, note = staffed_tiers(self.edges.approvers, resource_name, resource, requester, now)
+        staffed, note = staffed_tiers(
+            self.edges.approvers, resource_name, resource, requester, now, locked_now(self.edges)
+        )
         primary = staffed[0].users
         pending_until = now + resource.pending_ttl
         with transaction(self.edges.engine) as session:

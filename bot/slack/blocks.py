@@ -354,6 +354,8 @@ def help_text(policy: Policy) -> str:
         f"• `{COMMAND} extend <id> <duration>` — ask the approvers for more time\n"
         f"• `{COMMAND} <resource> <duration> --break-glass <reason>` — emergency access without "
         "approval, where the policy allows it; announced loudly and reviewed afterwards\n"
+        f"• `{COMMAND} lock @user <reason>` / `unlock @user` — admins only: take all access "
+        "from an account that may be compromised, at once\n"
         f"• `{COMMAND} help` — this message\n"
         "Durations look like `15m`, `2h` or `1h30m`. An approver other than you decides; your "
         "credentials arrive by DM and are revoked automatically when the time is up.\n"

@@ -7,10 +7,12 @@ import pytest
 from bot.domain.commands import (
     SUBCOMMANDS,
     ListMine,
+    LockUser,
     OpenRequestForm,
     RequestAccess,
     RevokeGrant,
     ShowHelp,
+    UnlockUser,
     UsageError,
     parse_command,
     parse_request_id,
@@ -152,7 +154,7 @@ def test_one_word_is_a_missing_reason(text: str) -> None:
 
 
 def test_subcommands_are_the_reserved_words() -> None:
-    assert frozenset({"help", "list", "revoke", "extend"}) == SUBCOMMANDS
+    assert frozenset({"help", "list", "revoke", "extend", "lock", "unlock"}) == SUBCOMMANDS
 
 
 # Grammar and validation together: what a user sees for each kind of bad input.
@@ -193,3 +195,44 @@ def test_default_and_explicit_duration(text: str, minutes: int) -> None:
     valid = validate_request(RESOURCES, intent.resource, intent.duration_text, intent.reason)
     assert valid.duration.total_seconds() == minutes * 60
     assert valid.reason == "INC-4211 checkout errors"
+
+
+@pytest.mark.parametrize(
+    ("text", "user", "reason"),
+    [
+        ("lock <@U0MALLORY|mallory> phished at 09:12", "U0MALLORY", "phished at 09:12"),
+        ("LOCK <@W0ABC> token in a pastebin", "W0ABC", "token in a pastebin"),
+        ("lock U0MALLORY see <#C0SEC|security>", "U0MALLORY", "see #security"),
+    ],
+)
+def test_lock_names_a_user_and_a_reason(text: str, user: str, reason: str) -> None:
+    assert parse_command(text) == LockUser(user, reason)
+
+
+def test_unlock_names_one_user() -> None:
+    assert parse_command("unlock <@U0MALLORY|mallory>") == UnlockUser("U0MALLORY")
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("lock", "Usage: `/debug-access lock @user <reason>`"),
+        ("lock <@U0MALLORY>", "Usage: `/debug-access lock @user <reason>`"),
+        ("lock @mallory phished", "`@mallory` is not a user: mention them"),
+        ("lock <!channel> everyone", "is not a user"),
+        ("unlock", "Usage: `/debug-access unlock @user`"),
+        ("unlock <@U0A|a> <@U0B|b>", "Usage: `/debug-access unlock @user`"),
+    ],
+)
+def test_lock_and_unlock_refuse_what_is_not_one_user(text: str, fragment: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse_command(text)
+    assert fragment in str(caught.value)
+
+
+def test_a_reason_keeps_mentions_and_links_readable() -> None:
+    intent = parse_command(
+        "payments-db 30m ask <@U0BOB|bob> in <#C0OPS|ops> see <https://x.io/1|x>"
+    )
+    assert isinstance(intent, RequestAccess)
+    assert intent.reason == "ask @bob in #ops see https://x.io/1"

@@ -11,15 +11,18 @@ from slack_sdk import WebClient
 from bot.domain.commands import (
     ExtendGrant,
     ListMine,
+    LockUser,
     OpenRequestForm,
     RequestAccess,
     RevokeGrant,
     ShowHelp,
+    UnlockUser,
     parse_command,
 )
 from bot.domain.errors import UserError
 from bot.domain.requests import ValidRequest, validate_request
 from bot.lifecycle import AccessLifecycle
+from bot.lifecycle.lock import lock_text
 from bot.slack import blocks
 from bot.slack.ids import COMMAND
 from bot.slack.unavailable import Later
@@ -86,5 +89,10 @@ def _carry_out(
                 user, valid, command.get("channel_id"), break_glass=intent.break_glass
             )
             respond(text=blocks.confirmation_text(result.view, result.asked))
+        elif isinstance(intent, LockUser):
+            respond(text=lock_text(lifecycle.lock_user(intent.user, user, intent.reason)))
+        elif isinstance(intent, UnlockUser):
+            lifecycle.unlock_user(intent.user, user)
+            respond(text=f"<@{intent.user}> is unlocked: they may ask and approve again.")
     except UserError as err:
         respond(text=f":warning: {err}")

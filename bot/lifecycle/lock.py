@@ -1,0 +1,287 @@
+"""lock: an admin's kill switch on an account that may be compromised, and lifting it.
+
+``/debug-access lock @user <reason>`` (or ``debug-access lock`` on the command line) takes
+everything from one person at once:
+
+* the lock row and its audit event are written first, in one transaction: from that commit on
+  the user can ask for nothing, approve nothing (their earlier approvals of requests still
+  waiting no longer count), is asked to approve nothing, and nothing approved for them is
+  issued (``Issue`` checks before it asks Vault);
+* then their active grants are revoked concurrently (each with Vault confirming, retried until
+  it does, like any revocation) and their pending requests denied;
+* whatever that misses (a grant delivered a moment after, a replica killed halfway) is due work
+  on every replica's timer tick (``bot.lifecycle.due``) for as long as the lock stands, so the
+  lock finishes its work after any crash or restart.
+
+Locks are rows, never deleted: ``unlock`` records who lifted it and when. The digest lists
+every lock still standing.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from bot.audit import AuditAction, append_event
+from bot.domain.errors import Conflict, NotAllowed, UserError
+from bot.domain.grants import GrantStatus
+from bot.domain.requests import RequestStatus
+from bot.lifecycle.announce import Announcer
+from bot.lifecycle.edges import Edges, EndReason, Via
+from bot.lifecycle.revoke import EndGrant
+from bot.lifecycle.rows import load_request
+from bot.lifecycle.views import Views
+from bot.logs import log_context
+from bot.mrkdwn import escape
+from bot.store.claims import grant_in, move_request, request_in
+from bot.store.db import transaction
+from bot.store.models import AccessRequest, Grant, UserLock
+from bot.store.user_locks import all_standing, standing
+
+log = logging.getLogger(__name__)
+
+#: Revocations a lock runs at once (each one is a few Vault calls; the rest queue).
+LOCK_REVOCATIONS = 8
+MAX_REASON = 500
+
+
+@dataclass(frozen=True)
+class LockReport:
+    """What a lock did, for the admin who placed it."""
+
+    user: str
+    grants: int
+    revoked: int
+    denied: int
+
+    @property
+    def still_revoking(self) -> int:
+        """Grants whose revocation Vault has not confirmed yet (retried until it does)."""
+        return self.grants - self.revoked
+
+
+def check_not_locked(session: Session, user: str, doing: str) -> None:
+    """Raise NotAllowed when ``user`` is locked; ``doing`` says what was refused."""
+    lock = standing(session, user)
+    if lock is not None:
+        raise NotAllowed(
+            f"An admin has locked your access to debug-access, so you cannot {doing}. "
+            "Talk to your security team."
+        )
+
+
+def refuse_locked(edges: Edges, user: str, doing: str) -> None:
+    """``check_not_locked`` in a session of its own."""
+    with Session(edges.engine) as session:
+        check_not_locked(session, user, doing)
+
+
+def locked_now(edges: Edges) -> set[str]:
+    """Everyone locked now (a handful at most): left out when approvers are asked."""
+    with Session(edges.engine) as session:
+        return {lock.user for lock in all_standing(session)}
+
+
+class LockUsers:
+    def __init__(self, edges: Edges, views: Views, tell: Announcer, ending: EndGrant) -> None:
+        self.edges = edges
+        self.views = views
+        self.tell = tell
+        self.ending = ending
+
+    # -- the admin's commands ---------------------------------------------------------------------
+
+    def lock(self, user: str, actor: str, reason: str, via: str = Via.SLACK) -> LockReport:
+        """Lock ``user``: recorded first, then their grants revoked (Vault confirming) and their
+        pending requests denied. Raises UserError when ``actor`` may not, or it stands already."""
+        reason = reason.strip()
+        if not reason:
+            raise UserError("Say why: `/debug-access lock @user <reason>`.")
+        if len(reason) > MAX_REASON:
+            raise UserError(f"Keep the reason under {MAX_REASON} characters.")
+        now = self.edges.clock.now()
+        self._check_admin(actor)
+        try:
+            with transaction(self.edges.engine) as session:
+                session.add(
+                    UserLock(
+                        user=user, reason=reason, locked_by=actor, locked_via=via, locked_at=now
+                    )
+                )
+                session.flush()
+                append_event(
+                    session,
+                    at=now,
+                    actor=actor,
+                    action=AuditAction.LOCKED,
+                    details={"user": user, "reason": reason, "via": via},
+                )
+        except IntegrityError:
+            raise Conflict(f"<@{user}> is already locked.") from None
+        log.warning("user %s locked by %s via %s", user, actor, via)
+        self.edges.notifier.audit(
+            None,
+            AuditAction.LOCKED.value,
+            f":lock: <@{actor}> locked <@{user}>{_via(via)}: {escape(reason)}. Their grants are "
+            "being revoked, their pending requests denied; they can neither ask nor approve "
+            "until an admin unlocks them.",
+            alert=True,
+        )
+        denied = sum(self.deny_pending(rid) for rid in self._pending_of(user))
+        grant_ids = self._grants_of(user)
+        revoked = self._revoke_all(grant_ids, actor)
+        report = LockReport(user=user, grants=len(grant_ids), revoked=revoked, denied=denied)
+        self.edges.notifier.audit(
+            None,
+            AuditAction.LOCKED.value,
+            f":lock: <@{user}> is locked: {_summary(report)}",
+            alert=report.still_revoking > 0,
+        )
+        self.edges.notifier.home_changed([user])
+        return report
+
+    def unlock(self, user: str, actor: str, via: str = Via.SLACK) -> None:
+        """Lift ``user``'s lock. An admin cannot lift their own (a locked admin is no admin)."""
+        self._check_admin(actor)
+        if actor == user:
+            raise NotAllowed("You cannot unlock yourself; ask another admin.")
+        now = self.edges.clock.now()
+        with transaction(self.edges.engine) as session:
+            lock = standing(session, user)
+            if lock is None:
+                raise Conflict(f"<@{user}> is not locked.")
+            lock.lifted_at = now
+            lock.lifted_by = actor
+            lock.lifted_via = via
+            session.add(lock)
+            append_event(
+                session,
+                at=now,
+                actor=actor,
+                action=AuditAction.UNLOCKED,
+                details={"user": user, "locked_at": lock.locked_at.isoformat(), "via": via},
+            )
+        log.warning("user %s unlocked by %s via %s", user, actor, via)
+        self.edges.notifier.audit(
+            None,
+            AuditAction.UNLOCKED.value,
+            f":unlock: <@{actor}> unlocked <@{user}>{_via(via)}; they may ask and approve again.",
+            alert=True,
+        )
+        self.edges.notifier.home_changed([user])
+
+    def standing(self) -> list[UserLock]:
+        """Every lock standing now, oldest first."""
+        with Session(self.edges.engine) as session:
+            return all_standing(session)
+
+    # -- the work a lock leaves to the timers ----------------------------------------------------
+
+    def deny_pending(self, request_id: int) -> bool:
+        """Deny a pending request of a locked user (a lock's work, or the timers' after it)."""
+        now = self.edges.clock.now()
+        with log_context(request_id=request_id), transaction(self.edges.engine) as session:
+            request = load_request(session, request_id)
+            lock = standing(session, request.requester)
+            if lock is None or not move_request(
+                session,
+                request_id,
+                RequestStatus.DENIED,
+                now,
+                decided_by=lock.locked_by,
+                decided_at=now,
+            ):
+                return False
+            denied = self.views.view(session, load_request(session, request_id))
+            append_event(
+                session,
+                at=now,
+                actor=lock.locked_by,
+                action=AuditAction.DENIED,
+                request_id=request_id,
+                resource=request.resource,
+                details={"reason": "requester locked", "via": lock.locked_via},
+            )
+        self.tell.refresh_request_messages(denied)
+        self.tell.announce(denied, AuditAction.DENIED, "denied: the requester is locked")
+        return True
+
+    def end_locked_grant(self, grant_id: int) -> bool:
+        """Revoke a locked user's grant (the timers' share of a lock)."""
+        with Session(self.edges.engine) as session:
+            grant = session.get(Grant, grant_id)
+            request = session.get(AccessRequest, grant.request_id) if grant else None
+            lock = standing(session, request.requester) if request else None
+        if lock is None:
+            return False
+        return self.ending.end_grant(grant_id, EndReason.LOCKED, lock.locked_by)
+
+    # -- inside -----------------------------------------------------------------------------------
+
+    def _check_admin(self, actor: str) -> None:
+        self.edges.check_admin(actor)
+        with Session(self.edges.engine) as session:
+            check_not_locked(session, actor, "lock or unlock anyone")
+
+    def _pending_of(self, user: str) -> list[int]:
+        with Session(self.edges.engine) as session:
+            rows = session.exec(
+                select(AccessRequest.id).where(
+                    AccessRequest.requester == user, request_in(RequestStatus.PENDING)
+                )
+            )
+            return [rid for rid in rows if rid is not None]
+
+    def _grants_of(self, user: str) -> list[int]:
+        with Session(self.edges.engine) as session:
+            rows = session.exec(
+                select(Grant.id)
+                .join(AccessRequest, col(AccessRequest.id) == col(Grant.request_id))
+                .where(AccessRequest.requester == user, grant_in(GrantStatus.ACTIVE))
+                .order_by(col(Grant.id))
+            )
+            return [gid for gid in rows if gid is not None]
+
+    def _revoke_all(self, grant_ids: list[int], actor: str) -> int:
+        """End every grant at once (a few at a time); how many Vault confirmed now."""
+        if not grant_ids:
+            return 0
+        # SQLite has one writer (and tests share one connection): one at a time there.
+        sqlite = self.edges.engine.dialect.name == "sqlite"
+        workers = 1 if sqlite else min(LOCK_REVOCATIONS, len(grant_ids))
+        with ThreadPoolExecutor(workers, thread_name_prefix="lock-revoke") as pool:
+            list(
+                pool.map(lambda gid: self.ending.end_grant(gid, EndReason.LOCKED, actor), grant_ids)
+            )
+        # Counted from the rows: a grant another worker was already ending (its expiry came
+        # at the same moment) counts once Vault confirmed it, whoever asked.
+        with Session(self.edges.engine) as session:
+            ended = session.exec(
+                select(Grant.id).where(col(Grant.id).in_(grant_ids), grant_in(GrantStatus.REVOKED))
+            )
+            return len(list(ended))
+
+
+def _via(via: str) -> str:
+    return "" if via == Via.SLACK else f" (via {via})"
+
+
+def _summary(report: LockReport) -> str:
+    parts = [
+        f"{report.revoked} of {report.grants} active grant(s) revoked, Vault confirmed",
+        f"{report.denied} pending request(s) denied",
+    ]
+    if report.still_revoking:
+        parts.append(
+            f"{report.still_revoking} revocation(s) not yet confirmed: retried until Vault does"
+        )
+    return "; ".join(parts) + "."
+
+
+def lock_text(report: LockReport) -> str:
+    """What the admin who placed the lock is told."""
+    return f"<@{report.user}> is locked. {_summary(report)}"

@@ -1,0 +1,228 @@
+"""The kill switch: an admin locks a user, who loses every grant (Vault confirming), every
+pending request, every say as an approver, and gets nothing new until unlocked; the timers
+finish whatever the lock itself could not."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from sqlmodel import Session, col, select
+
+from bot.audit import AuditAction, verify_chain
+from bot.domain.errors import Conflict, NotAllowed, UserError
+from bot.domain.requests import RequestStatus, ValidRequest
+from bot.lifecycle import Via
+from bot.store.models import AuditEvent, Grant, UserLock
+from tests.unit.fakes import (
+    APPROVER,
+    BYSTANDER,
+    EXAMPLE_POLICY,
+    OTHER_APPROVER,
+    REQUESTER,
+    Harness,
+    StaticApprovers,
+    make_lifecycle,
+)
+
+ADMIN = "U0SECADMIN"
+OTHER_ADMIN = "U0SECOTHER"
+HOUR = timedelta(hours=1)
+POLICY = EXAMPLE_POLICY.replace(
+    "delivery: wrapped\n", f"delivery: wrapped\nadmins: [{ADMIN}, {OTHER_ADMIN}]\n"
+)
+
+
+@pytest.fixture
+def h() -> Harness:
+    return make_lifecycle(POLICY)
+
+
+def submit(h: Harness, requester: str = REQUESTER, resource: str = "payments-db") -> int:
+    valid = ValidRequest(resource, HOUR, "INC-4211 checkout errors")
+    return h.lifecycle.submit(requester, valid, None).view.id
+
+
+def active(h: Harness, requester: str = REQUESTER) -> int:
+    request_id = submit(h, requester)
+    approver = APPROVER if requester != APPROVER else OTHER_APPROVER
+    assert h.lifecycle.decide(request_id, approver, approve=True).status is RequestStatus.ACTIVE
+    return request_id
+
+
+def status(h: Harness, request_id: int) -> RequestStatus:
+    return h.lifecycle.get(request_id).status
+
+
+def events(h: Harness, action: AuditAction) -> list[AuditEvent]:
+    with Session(h.engine) as session:
+        return list(session.exec(select(AuditEvent).where(AuditEvent.action == action.value)))
+
+
+def test_lock_revokes_every_grant_with_vault_confirming_and_denies_pending(h: Harness) -> None:
+    grants = [active(h) for _ in range(3)]
+    pending = submit(h)
+    others = active(h, requester=BYSTANDER)
+
+    report = h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
+
+    assert (report.grants, report.revoked, report.denied, report.still_revoking) == (3, 3, 1, 0)
+    assert [status(h, r) for r in grants] == [RequestStatus.ENDED] * 3
+    assert status(h, pending) is RequestStatus.DENIED
+    assert status(h, others) is RequestStatus.ACTIVE  # only the locked user's
+    with Session(h.engine) as session:
+        ended = session.exec(select(Grant).where(col(Grant.request_id).in_(grants))).all()
+    assert {g.end_reason for g in ended} == {"locked"} and {g.ended_by for g in ended} == {ADMIN}
+    assert not {g.lease_id for g in ended} & h.issuer.live_leases  # Vault: gone
+    with Session(h.engine) as session:
+        kept = session.exec(select(Grant).where(Grant.request_id == others)).one()
+    assert kept.lease_id in h.issuer.live_leases
+    (locked,) = events(h, AuditAction.LOCKED)
+    assert (locked.actor, locked.request_id) == (ADMIN, None)
+    assert '"reason":"laptop stolen"' in locked.details and '"via":"slack"' in locked.details
+    alerts = [text for _view, action, text, alert in h.notifier.audits if action == "locked"]
+    assert any("laptop stolen" in t for t in alerts) and any("3 of 3" in t for t in alerts)
+    with Session(h.engine) as session:
+        assert verify_chain(session).ok
+
+
+def test_a_locked_user_can_neither_ask_extend_approve_nor_be_asked(h: Harness) -> None:
+    theirs = active(h, requester=OTHER_APPROVER)
+    h.lifecycle.lock_user(APPROVER, ADMIN, "session token leaked", via=Via.CLI)
+
+    waiting = submit(h)  # payments-db: ALICE (locked) and BOB may approve
+    assert h.lifecycle.get(waiting).approvers == (OTHER_APPROVER,)  # only Bob is asked
+    with pytest.raises(NotAllowed, match="locked your access"):
+        h.lifecycle.decide(waiting, APPROVER, approve=True)
+    with pytest.raises(NotAllowed, match="locked your access"):
+        h.lifecycle.decide(waiting, APPROVER, approve=False)
+    with pytest.raises(NotAllowed, match="locked your access"):
+        submit(h, requester=APPROVER)
+    assert status(h, waiting) is RequestStatus.PENDING
+    assert status(h, theirs) is RequestStatus.ACTIVE
+    with pytest.raises(NotAllowed, match="Nobody but you can approve `orders-logs`"):
+        submit(h, resource="orders-logs")  # Alice is its only approver
+
+
+def test_a_locked_approvers_earlier_approval_no_longer_counts() -> None:
+    h = make_lifecycle(
+        POLICY.replace(
+            "    approvers: [U0ALICE, U0BOB]\n",
+            "    approvers: [U0ALICE, U0BOB, U0DAVE]\n    approvals_required: 2\n",
+        )
+    )
+    request_id = submit(h)
+    h.lifecycle.decide(request_id, APPROVER, approve=True)  # 1 of 2
+    h.lifecycle.lock_user(APPROVER, ADMIN, "phished")
+    view = h.lifecycle.decide(request_id, OTHER_APPROVER, approve=True)
+    assert view.status is RequestStatus.PENDING  # Alice's no longer counts: still 1 of 2
+    assert h.lifecycle.decide(request_id, "U0DAVE", approve=True).status is RequestStatus.ACTIVE
+
+
+def test_only_an_unlocked_admin_may_lock_and_nobody_twice(h: Harness) -> None:
+    grant = active(h)
+    with pytest.raises(NotAllowed, match="not an admin"):
+        h.lifecycle.lock_user(REQUESTER, APPROVER, "because")
+    assert status(h, grant) is RequestStatus.ACTIVE and h.lifecycle.standing_locks() == []
+    with pytest.raises(UserError, match="Say why"):
+        h.lifecycle.lock_user(REQUESTER, ADMIN, "   ")
+    h.lifecycle.lock_user(REQUESTER, ADMIN, "first")
+    with pytest.raises(Conflict, match="already locked"):
+        h.lifecycle.lock_user(REQUESTER, OTHER_ADMIN, "second")
+    h.lifecycle.lock_user(ADMIN, OTHER_ADMIN, "admin account taken over")
+    with pytest.raises(NotAllowed, match="locked your access"):
+        h.lifecycle.unlock_user(REQUESTER, ADMIN)  # a locked admin is no admin
+    with pytest.raises(NotAllowed, match="cannot unlock yourself"):
+        h.lifecycle.unlock_user(OTHER_ADMIN, OTHER_ADMIN)
+    assert [lock.user for lock in h.lifecycle.standing_locks()] == [REQUESTER, ADMIN]
+
+
+def test_unlock_lifts_the_lock_keeps_its_history_and_allows_asking_again(h: Harness) -> None:
+    h.lifecycle.lock_user(REQUESTER, ADMIN, "false alarm?")
+    with pytest.raises(NotAllowed):
+        submit(h)
+    h.clock.advance(timedelta(minutes=5))
+    h.lifecycle.unlock_user(REQUESTER, OTHER_ADMIN, via=Via.CLI)
+    assert h.lifecycle.standing_locks() == []
+    assert status(h, submit(h)) is RequestStatus.PENDING
+    with pytest.raises(Conflict, match="is not locked"):
+        h.lifecycle.unlock_user(REQUESTER, OTHER_ADMIN)
+    with Session(h.engine) as session:
+        (lock,) = session.exec(select(UserLock)).all()
+    assert (lock.locked_by, lock.lifted_by, lock.lifted_via) == (ADMIN, OTHER_ADMIN, "cli")
+    (unlocked,) = events(h, AuditAction.UNLOCKED)
+    assert '"via":"cli"' in unlocked.details
+
+
+def test_a_revocation_vault_refuses_stays_due_and_the_timers_finish_it(h: Harness) -> None:
+    grants = [active(h) for _ in range(2)]
+    h.issuer.fail("revoke", times=1)
+    report = h.lifecycle.lock_user(REQUESTER, ADMIN, "compromised")
+    assert (report.revoked, report.still_revoking) == (1, 1)
+    assert sorted(status(h, r) for r in grants) == [RequestStatus.ENDED, RequestStatus.REVOKING]
+    h.clock.advance(timedelta(minutes=1))
+    h.tick()
+    assert [status(h, r) for r in grants] == [RequestStatus.ENDED] * 2
+
+
+def test_what_the_lock_missed_is_due_work_on_every_tick(h: Harness) -> None:
+    """A lock whose process stopped right after the lock row committed: the tick revokes the
+    grants and denies the requests, as often as it takes, after any restart."""
+    grant = active(h)
+    pending = submit(h)
+    with Session(h.engine) as session:
+        session.add(
+            UserLock(
+                user=REQUESTER,
+                reason="written, then the process died",
+                locked_by=ADMIN,
+                locked_via="slack",
+                locked_at=h.clock.now(),
+            )
+        )
+        session.commit()
+    assert h.due("locked requester's grant") != [] and h.due("locked requester's request") != []
+    h.tick()
+    assert status(h, grant) is RequestStatus.ENDED and status(h, pending) is RequestStatus.DENIED
+    assert h.due("locked requester's grant") == [] == h.due("locked requester's request")
+
+
+def test_an_approval_issued_after_the_lock_issues_nothing(h: Harness) -> None:
+    """Approved a moment before the lock, issued a moment after: Issue checks first."""
+    request_id = submit(h)
+    with Session(h.engine) as session:
+        session.add(
+            UserLock(
+                user=REQUESTER,
+                reason="raced",
+                locked_by=ADMIN,
+                locked_via="slack",
+                locked_at=h.clock.now(),
+            )
+        )
+        session.commit()
+    # The lock's own sweep has not run (it raced): the approval still finds the request pending.
+    view = h.lifecycle.decide(request_id, APPROVER, approve=True)
+    assert view.status is RequestStatus.FAILED
+    assert h.issuer.count("create") == 0
+    with Session(h.engine) as session:
+        assert session.exec(select(Grant).where(Grant.request_id == request_id)).first() is None
+
+
+class GroupDirectory(StaticApprovers):
+    """Slack says U0INGROUP is in the S0SECURITY user group, and nobody else in any."""
+
+    def in_any_group(self, user: str, groups: Sequence[str]) -> bool:
+        return user == "U0INGROUP" and "S0SECURITY" in groups
+
+
+def test_admins_may_be_named_by_user_group() -> None:
+    policy = EXAMPLE_POLICY.replace(
+        "delivery: wrapped\n", "delivery: wrapped\nadmins: [S0SECURITY]\n"
+    )
+    edges = replace(make_lifecycle(policy).lifecycle.edges, approvers=GroupDirectory())
+    assert edges.is_admin("U0INGROUP") and not edges.is_admin(BYSTANDER)
+    with pytest.raises(NotAllowed, match="not an admin"):
+        edges.check_admin(BYSTANDER)
