@@ -18,12 +18,13 @@ from sqlmodel import Session, col, or_, select
 from bot.audit import verify_chain
 from bot.audit_export import verify_report_text
 from bot.digest_schedule import DigestConfig, fire_time_for_run, window_for
-from bot.domain.digest import Approval, Digest, RequestRecord, build_digest
+from bot.domain.digest import Approval, Digest, LockRecord, RequestRecord, build_digest
 from bot.domain.digest_chart import CHART_DAYS, ResourceUse, usage_by_resource
 from bot.domain.requests import RequestStatus
 from bot.policy import Policy
 from bot.ports import Clock, Notifier
 from bot.store.models import AccessRequest, Decision, DigestRun, Grant, GrantStatus, utc
+from bot.store.user_locks import all_standing
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,10 @@ class DailyDigest:
         with Session(self.engine) as session:
             records = load_records(session, start)
             report = verify_chain(session)
+            locks = [
+                LockRecord(lock.user, lock.locked_by, lock.reason, utc(lock.locked_at))
+                for lock in all_standing(session)
+            ]
         return build_digest(
             records,
             window_start=start,
@@ -133,6 +138,7 @@ class DailyDigest:
             chain_problem=None if report.ok else verify_report_text(report),
             tz=self.config.zone,
             working_hours=self.config.hours,
+            locks=locks,
         )
 
     def usage(self, window_end: datetime) -> list[ResourceUse]:

@@ -123,6 +123,7 @@ class GrantLine:
 class AttentionKind(enum.StrEnum):
     """Findings that need a human, most urgent first (the order they are listed in)."""
 
+    USER_LOCKED = "user_locked"
     REVOCATION_FAILED = "revocation_failed"
     LATE_REVOCATION = "late_revocation"
     UNREVIEWED_BREAK_GLASS = "unreviewed_break_glass"
@@ -135,8 +136,9 @@ class Attention:
     """One finding.
 
     ``people`` are the requester (revocations, break-glass), the approver then the requester
-    (outside hours), or the pair (mutual approvals). ``at`` is when it happened or was due;
-    ``late_by`` how late a revocation was (or is, while ``still_live``).
+    (outside hours), the pair (mutual approvals), or the locked user then the admin (a lock).
+    ``at`` is when it happened or was due; ``late_by`` how late a revocation was (or is, while
+    ``still_live``); ``note`` the admin's reason for a lock.
     """
 
     kind: AttentionKind
@@ -148,6 +150,17 @@ class Attention:
     still_live: bool = False
     attempts: int = 0
     times: tuple[int, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """A lock standing now: listed in every digest until it is lifted."""
+
+    user: str
+    locked_by: str
+    reason: str
+    locked_at: datetime
 
 
 @dataclass(frozen=True)
@@ -190,6 +203,7 @@ def build_digest(
     tz: ZoneInfo,
     working_hours: tuple[time, time] = WORKING_HOURS,
     mutual_threshold: int = MUTUAL_APPROVAL_THRESHOLD,
+    locks: Iterable[LockRecord] = (),
 ) -> Digest:
     """Summarise ``records`` for the window ``[window_start, window_end)`` as seen at ``now``.
 
@@ -235,7 +249,8 @@ def build_digest(
         )
     )
     attention = (
-        _failed_revocations(rows)
+        _standing_locks(locks)
+        + _failed_revocations(rows)
         + _late_revocations(rows, start, end, now)
         + _unreviewed_break_glass(rows)
         + _mutual_approvals(rows, start, end, mutual_threshold)
@@ -299,6 +314,20 @@ def _live_at(record: RequestRecord, now: datetime) -> bool:
     if record.issued_at is None or record.issued_at > now:
         return False
     return record.ended_at is None or record.ended_at > now
+
+
+def _standing_locks(locks: Iterable[LockRecord]) -> tuple[Attention, ...]:
+    """Every lock still standing, whenever it was placed: someone must decide to lift it."""
+    return tuple(
+        Attention(
+            kind=AttentionKind.USER_LOCKED,
+            request_ids=(),
+            people=(lock.user, lock.locked_by),
+            at=_aware(lock.locked_at),
+            note=lock.reason,
+        )
+        for lock in sorted(locks, key=lambda lock: _aware(lock.locked_at))
+    )
 
 
 def _failed_revocations(rows: list[RequestRecord]) -> tuple[Attention, ...]:

@@ -158,6 +158,10 @@ def attention_line(item: Attention, digest: Digest) -> str:
     """One finding in words, with the request it concerns."""
     ref = f"#{item.request_ids[0]} `{item.resource}`" if item.request_ids else ""
     who = _user(item.people[0]) if item.people else "someone"
+    if item.kind is AttentionKind.USER_LOCKED:
+        by = _user(item.people[1]) if len(item.people) > 1 else "an admin"
+        at = f" {when(item.at)}" if item.at else ""
+        return f"• :lock: {who} locked by {by}{at}, until an admin unlocks — {_reason(item.note)}"
     if item.kind is AttentionKind.REVOCATION_FAILED:
         tries = f"{item.attempts} attempt{'' if item.attempts == 1 else 's'}"
         return f"• :x: {ref} for {who}: revocation failing after {tries}; still live in Vault"

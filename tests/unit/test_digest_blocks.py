@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from slack_sdk.models.blocks import Block as SdkBlock
 
-from bot.domain.digest import Approval, Digest, RequestRecord, build_digest
+from bot.domain.digest import Approval, Digest, LockRecord, RequestRecord, build_digest
 from bot.domain.requests import MAX_REASON_LENGTH
 from bot.slack import digest_blocks
 from bot.slack.digest_blocks import (
@@ -414,3 +414,30 @@ def test_the_thread_is_used_only_when_something_did_not_fit(count: int) -> None:
     rendered = render_digest(digest(*[grant(n) for n in range(1, count + 1)]))
     assert bool(rendered.thread) is (count > MAIN_ITEMS)
     assert ("more in the thread" in everything(rendered)) is (count > MAIN_ITEMS)
+
+
+def test_a_standing_lock_is_listed_first_until_lifted_with_its_reason_escaped() -> None:
+    locked_at = END - timedelta(days=3)  # placed days before the window: still listed
+    lock = LockRecord("U0MALLORY", "U0SECADMIN", HOSTILE, locked_at)
+    rendered = render_digest(
+        build_digest(
+            [grant(1)],
+            window_start=START,
+            window_end=END,
+            now=END,
+            chain_ok=True,
+            tz=BERLIN,
+            locks=[lock],
+        )
+    )
+    text = everything(rendered)
+    assert "attention" in rendered.main.text
+    line = ":lock: <@U0MALLORY> locked by <@U0SECADMIN> <!date^"
+    assert text.index("Needs attention") < text.index(line) < text.index("Grants (1)")
+    assert "until an admin unlocks" in text
+    for raw in RAW_MARKUP:
+        assert raw not in text
+    quiet = build_digest(
+        [], window_start=START, window_end=END, now=END, chain_ok=True, tz=BERLIN, locks=[lock]
+    )
+    assert not quiet.is_empty and quiet.needs_attention == 1  # a lock alone is news
