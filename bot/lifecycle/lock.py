@@ -32,7 +32,7 @@ from bot.domain.grants import GrantStatus
 from bot.domain.requests import RequestStatus
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.edges import Edges, EndReason, Via
-from bot.lifecycle.revoke import EndGrant
+from bot.lifecycle.revoke import SETTLE_WAIT, EndGrant
 from bot.lifecycle.rows import load_request
 from bot.lifecycle.views import Views
 from bot.logs import log_context
@@ -131,7 +131,8 @@ class LockUsers:
             "until an admin unlocks them.",
             alert=True,
         )
-        denied = sum(self.deny_pending(rid) for rid in self._pending_of(user))
+        denied = sum(self.deny_pending(rid) for rid in self._of(user, RequestStatus.PENDING))
+        self._settle(self._of(user, RequestStatus.APPROVED))
         grant_ids = self._grants_of(user)
         revoked = self._revoke_all(grant_ids, actor)
         report = LockReport(user=user, grants=len(grant_ids), revoked=revoked, denied=denied)
@@ -227,14 +228,20 @@ class LockUsers:
         with Session(self.edges.engine) as session:
             check_not_locked(session, actor, "lock or unlock anyone")
 
-    def _pending_of(self, user: str) -> list[int]:
+    def _of(self, user: str, status: RequestStatus) -> list[int]:
         with Session(self.edges.engine) as session:
             rows = session.exec(
-                select(AccessRequest.id).where(
-                    AccessRequest.requester == user, request_in(RequestStatus.PENDING)
-                )
+                select(AccessRequest.id).where(AccessRequest.requester == user, request_in(status))
             )
             return [rid for rid in rows if rid is not None]
+
+    def _settle(self, being_issued: list[int]) -> None:
+        """Wait for grants being issued or delivered right now to settle (their owner holds the
+        request's lock until then), so that they are revoked with the rest and counted. One
+        that takes longer is the timers' (it is due work once active)."""
+        for request_id in being_issued:
+            with self.edges.locks.hold(request_id, wait=SETTLE_WAIT):
+                pass
 
     def _grants_of(self, user: str) -> list[int]:
         with Session(self.edges.engine) as session:

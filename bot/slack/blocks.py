@@ -537,10 +537,12 @@ def audit_text(
     view: RequestView | None, event: str, alert: bool = False, threaded: bool = False
 ) -> str:
     """One audit-channel line: what happened to which request, for whom. A reply in the
-    request's thread needs no repeat of who and what, unless it is echoed to the channel."""
+    request's thread needs no repeat of who and what, unless it is echoed to the channel.
+    ``event`` is mrkdwn the lifecycle wrote (mentions of who acted), any user text in it
+    already escaped; without a ``view`` it concerns a person, not a request (a lock)."""
     prefix = ":rotating_light: " if alert else ""
     if view is None:
-        return f"{prefix}{escape(event)}"
+        return f"{prefix}{event}"
     if threaded and not alert:
         return f"{prefix}#{view.id}: {event}"
     return (

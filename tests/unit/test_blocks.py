@@ -14,6 +14,7 @@ from slack_sdk.models.views import View
 
 from bot.domain.requests import MAX_REASON_LENGTH, RequestStatus, ValidRequest
 from bot.issuer import SecretValue
+from bot.mrkdwn import escape
 from bot.policy import parse_policy
 from bot.ports import CredentialDelivery, RequestView
 from bot.slack import blocks
@@ -388,4 +389,7 @@ def test_audit_text(alert: bool) -> None:
     text = blocks.audit_text(PENDING, "approved by <@U0ALICE>", alert)
     assert text.startswith(":rotating_light: ") == alert
     assert "#42 `payments-db` for <@U0CAROL> (30m): approved by <@U0ALICE>" in text
-    assert blocks.audit_text(None, HOSTILE).find("<!channel>") == -1
+    about_a_person = blocks.audit_text(None, f"<@U0SEC> locked <@U0EVE>: {escape(HOSTILE)}", alert)
+    assert about_a_person.startswith(":rotating_light: ") == alert
+    assert "<@U0SEC> locked <@U0EVE>: " in about_a_person
+    assert "<!channel>" not in about_a_person
