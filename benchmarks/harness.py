@@ -119,10 +119,11 @@ def bot_on_own_database(
     workdir: Path,
     overrides: dict[str, str] | None = None,
     start: bool = True,
+    policy: dict[str, Any] | None = None,
 ) -> Iterator[tuple[BotProcess, str]]:
-    """A bot (``python -m bot serve``, PostgreSQL as its database, the tests' policy) on a new
-    database of its own; yields it (started unless ``start`` is False) and the database's name.
-    Stops the bot and drops the database afterwards."""
+    """A bot (``python -m bot serve``, PostgreSQL as its database, ``policy`` or the tests'
+    policy) on a new database of its own; yields it (started unless ``start`` is False) and the
+    database's name. Stops the bot and drops the database afterwards."""
     database = f"bench_{secrets.token_hex(4)}"
     postgres.create_database(database)
     port = free_port()
@@ -130,7 +131,7 @@ def bot_on_own_database(
         slack,
         openbao,
         postgres.sqlalchemy_url(database),
-        write_policy(policy_for(vault_db.path), workdir),
+        write_policy(policy or policy_for(vault_db.path), workdir),
         port,
         secrets.token_hex(16),
         {"LOG_LEVEL": "WARNING", **(overrides or {})},

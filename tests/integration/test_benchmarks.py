@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import ack_burst, scale
+from benchmarks import ack_burst, lock, scale
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +97,17 @@ def test_scale_reduced_run_of_all_writes_its_figures(tmp_path: Path) -> None:
     )
     assert all(f["bot"] and f["floor"] for f in by_name.values())
     assert startup["grants"] == 10
+
+
+def test_lock_reduced_run_revokes_every_grant_and_writes_its_figures(tmp_path: Path) -> None:
+    out = tmp_path / "lock.json"
+
+    lock.main(["--grants", "3", "--json", str(out)])
+
+    result = json.loads(out.read_text())
+    assert (result["grants"], result["revoked"], result["still_live_in_vault"]) == (3, 3, 0)
+    assert "3 of 3 active grant(s) revoked" in result["answer"]
+    by_name = _figures_of(
+        result, {"lock -> last of 3 grants revoked", "lock -> the admin's answer"}
+    )
+    assert all(isinstance(f["bot"], float) and f["bot"] > 0 for f in by_name.values())
