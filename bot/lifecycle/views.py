@@ -22,7 +22,7 @@ from bot.domain.ssh_keys import fingerprint_of
 from bot.lifecycle.edges import Edges
 from bot.lifecycle.rows import grant_of, load_request
 from bot.ports import RequestView
-from bot.store.models import AccessRequest, Decision, Grant, utc
+from bot.store.models import AccessRequest, Decision, Grant, UserLock, utc
 
 
 class Views:
@@ -62,6 +62,8 @@ class Views:
         decided = exists().where(
             col(Decision.request_id) == col(AccessRequest.id), col(Decision.approver) == user
         )
+        # A locked user approves nothing, so nothing waits for them (in the same statement).
+        locked = exists().where(col(UserLock.user) == user, col(UserLock.lifted_at).is_(None))
         query = (
             select(AccessRequest)
             .where(
@@ -69,6 +71,7 @@ class Views:
                 col(AccessRequest.resource).in_(resources),
                 AccessRequest.requester != user,
                 ~decided,
+                ~locked,
             )
             .order_by(col(AccessRequest.id))
         )

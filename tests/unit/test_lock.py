@@ -226,3 +226,11 @@ def test_admins_may_be_named_by_user_group() -> None:
     assert edges.is_admin("U0INGROUP") and not edges.is_admin(BYSTANDER)
     with pytest.raises(NotAllowed, match="not an admin"):
         edges.check_admin(BYSTANDER)
+
+
+def test_nothing_waits_for_a_locked_approver_on_their_home(h: Harness) -> None:
+    waiting = submit(h)
+    assert [v.id for v in h.lifecycle.waiting_for(APPROVER)] == [waiting]
+    h.lifecycle.lock_user(APPROVER, ADMIN, "phished")
+    assert h.lifecycle.waiting_for(APPROVER) == []
+    assert [v.id for v in h.lifecycle.waiting_for(OTHER_APPROVER)] == [waiting]
