@@ -19,7 +19,8 @@ from sqlmodel import Session, col, select
 
 from bot.domain.grants import GrantStatus
 from bot.domain.requests import RequestStatus
-from bot.store.models import AccessRequest, Grant
+from bot.store.models import AccessRequest, Grant, UserLock
+from bot.store.user_locks import requester_is_locked
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,10 @@ LIVE_GRANTS = [
 
 
 class StateGauges(Collector):
-    """``debug_access_active_grants``, ``debug_access_pending_requests`` and
-    ``debug_access_grants_overdue`` (past ``expires_at``, Vault has not confirmed them gone)."""
+    """``debug_access_active_grants``, ``debug_access_pending_requests``,
+    ``debug_access_grants_overdue`` (past ``expires_at``, Vault has not confirmed them gone),
+    ``debug_access_users_locked`` and ``debug_access_locked_live_grants`` (grants of a locked
+    user that Vault has not confirmed revoked: a lock that has not finished its work)."""
 
     def __init__(self, engine: Engine, now: Callable[[], datetime]) -> None:
         self.engine = engine
@@ -55,6 +58,15 @@ class StateGauges(Collector):
                         col(Grant.status).in_(live), col(Grant.expires_at) <= self.now()
                     )
                 ).one()
+                locked = session.exec(
+                    select(func.count()).where(col(UserLock.lifted_at).is_(None))
+                ).one()
+                locked_live = session.exec(
+                    select(func.count())
+                    .select_from(Grant)
+                    .join(AccessRequest, col(AccessRequest.id) == col(Grant.request_id))
+                    .where(col(Grant.status).in_(live), requester_is_locked())
+                ).one()
         except Exception as exc:  # a scrape must not fail because the database did
             log.warning("metrics: could not read the state gauges: %s", type(exc).__name__)
             return
@@ -68,4 +80,14 @@ class StateGauges(Collector):
             "debug_access_grants_overdue",
             "Grants past their expiry that Vault has not confirmed revoked: page on this.",
             value=overdue,
+        )
+        yield GaugeMetricFamily(
+            "debug_access_users_locked",
+            "Users an admin has locked, not yet unlocked.",
+            value=locked,
+        )
+        yield GaugeMetricFamily(
+            "debug_access_locked_live_grants",
+            "Grants of locked users that Vault has not confirmed revoked: page on this.",
+            value=locked_live,
         )

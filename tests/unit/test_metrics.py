@@ -22,7 +22,7 @@ from bot.server import probes_app
 from bot.store.db import transaction
 from bot.store.gauges import StateGauges
 from bot.store.models import Grant
-from tests.unit.fakes import APPROVER, REQUESTER, START, make_lifecycle
+from tests.unit.fakes import APPROVER, EXAMPLE_POLICY, REQUESTER, START, make_lifecycle
 
 HOUR = timedelta(hours=1)
 
@@ -75,6 +75,8 @@ def test_a_grant_past_its_expiry_is_overdue_until_vault_confirms_it_gone() -> No
         "debug_access_active_grants": 1,
         "debug_access_pending_requests": 1,
         "debug_access_grants_overdue": 0,
+        "debug_access_users_locked": 0,
+        "debug_access_locked_live_grants": 0,
     }
     h.clock.advance(HOUR + timedelta(seconds=1))  # expired; no tick has revoked it yet
     assert gauges(collector)["debug_access_grants_overdue"] == 1
@@ -92,8 +94,29 @@ def test_a_grant_past_its_expiry_is_overdue_until_vault_confirms_it_gone() -> No
         "debug_access_active_grants": 0,
         "debug_access_pending_requests": 1,
         "debug_access_grants_overdue": 0,
+        "debug_access_users_locked": 0,
+        "debug_access_locked_live_grants": 0,
     }
     assert pending
+
+
+def test_a_lock_whose_revocation_vault_refuses_shows_as_locked_live_grants() -> None:
+    h = make_lifecycle(
+        EXAMPLE_POLICY.replace("delivery: wrapped\n", "delivery: wrapped\nadmins: [U0SEC]\n")
+    )
+    valid = ValidRequest("payments-db", HOUR, "INC-3 stolen laptop")
+    granted = h.lifecycle.submit(REQUESTER, valid, None).view.id
+    h.lifecycle.decide(granted, APPROVER, approve=True)
+    collector = StateGauges(h.engine, h.clock.now)
+    h.issuer.revoke_is_noop = True  # Vault cannot confirm it gone
+    h.lifecycle.lock_user(REQUESTER, "U0SEC", "stolen laptop")
+    found = gauges(collector)
+    assert (found["debug_access_users_locked"], found["debug_access_locked_live_grants"]) == (1, 1)
+    h.issuer.revoke_is_noop = False
+    h.clock.advance(timedelta(minutes=1))
+    h.tick()
+    found = gauges(collector)
+    assert (found["debug_access_users_locked"], found["debug_access_locked_live_grants"]) == (1, 0)
 
 
 def test_without_a_database_the_state_gauges_are_absent_not_zero(
