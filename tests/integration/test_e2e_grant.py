@@ -137,7 +137,13 @@ def test_request_approve_use_and_revoke_now(
     assert scraped[("debug_access_approval_wait_seconds_count", ())] == 1
     assert scraped[("debug_access_issue_seconds_count", ())] == 1
     assert 0 < scraped[("debug_access_issue_seconds_sum", ())] < 30
-    for gauge in ("active_grants", "pending_requests", "grants_overdue"):
+    for gauge in (
+        "active_grants",
+        "pending_requests",
+        "grants_overdue",
+        "users_locked",
+        "locked_live_grants",
+    ):
         assert scraped[(f"debug_access_{gauge}", ())] == 0, gauge
     assert scraped[("debug_access_vault_token_ttl_seconds", ())] == -1  # the dev root token
     assert scraped[("process_resident_memory_bytes", ())] > 0

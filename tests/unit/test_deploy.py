@@ -227,6 +227,8 @@ METRICS = {
     "debug_access_pending_requests": "gauge",
     "debug_access_revocations_total": "counter",
     "debug_access_grants_overdue": "gauge",
+    "debug_access_users_locked": "gauge",
+    "debug_access_locked_live_grants": "gauge",
     "debug_access_vault_errors_total": "counter",
     "debug_access_slack_errors_total": "counter",
     "debug_access_vault_token_ttl_seconds": "gauge",
