@@ -61,6 +61,21 @@ def events(h: Harness, action: AuditAction) -> list[AuditEvent]:
         return list(session.exec(select(AuditEvent).where(AuditEvent.action == action.value)))
 
 
+def lock_row_only(h: Harness, reason: str) -> None:
+    """The lock's first step alone (its row), as if the process stopped right after it."""
+    with Session(h.engine) as session:
+        session.add(
+            UserLock(
+                user=REQUESTER,
+                reason=reason,
+                locked_by=ADMIN,
+                locked_via="slack",
+                locked_at=h.clock.now(),
+            )
+        )
+        session.commit()
+
+
 def test_lock_revokes_every_grant_with_vault_confirming_and_denies_pending(h: Harness) -> None:
     grants = [active(h) for _ in range(3)]
     pending = submit(h)
@@ -172,17 +187,7 @@ def test_what_the_lock_missed_is_due_work_on_every_tick(h: Harness) -> None:
     grants and denies the requests, as often as it takes, after any restart."""
     grant = active(h)
     pending = submit(h)
-    with Session(h.engine) as session:
-        session.add(
-            UserLock(
-                user=REQUESTER,
-                reason="written, then the process died",
-                locked_by=ADMIN,
-                locked_via="slack",
-                locked_at=h.clock.now(),
-            )
-        )
-        session.commit()
+    lock_row_only(h, "written, then the process died")
     assert h.due("locked requester's grant") != [] and h.due("locked requester's request") != []
     h.tick()
     assert status(h, grant) is RequestStatus.ENDED and status(h, pending) is RequestStatus.DENIED
@@ -192,17 +197,7 @@ def test_what_the_lock_missed_is_due_work_on_every_tick(h: Harness) -> None:
 def test_an_approval_issued_after_the_lock_issues_nothing(h: Harness) -> None:
     """Approved a moment before the lock, issued a moment after: Issue checks first."""
     request_id = submit(h)
-    with Session(h.engine) as session:
-        session.add(
-            UserLock(
-                user=REQUESTER,
-                reason="raced",
-                locked_by=ADMIN,
-                locked_via="slack",
-                locked_at=h.clock.now(),
-            )
-        )
-        session.commit()
+    lock_row_only(h, "raced")
     # The lock's own sweep has not run (it raced): the approval still finds the request pending.
     view = h.lifecycle.decide(request_id, APPROVER, approve=True)
     assert view.status is RequestStatus.FAILED
