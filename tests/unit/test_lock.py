@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlmodel import Session, col, select
@@ -15,6 +16,7 @@ from bot.audit import AuditAction, verify_chain
 from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.lifecycle import Via
+from bot.lifecycle import decide as decide_module
 from bot.store.models import AuditEvent, Grant, UserLock
 from tests.unit.fakes import (
     APPROVER,
@@ -234,3 +236,21 @@ def test_nothing_waits_for_a_locked_approver_on_their_home(h: Harness) -> None:
     h.lifecycle.lock_user(APPROVER, ADMIN, "phished")
     assert h.lifecycle.waiting_for(APPROVER) == []
     assert [v.id for v in h.lifecycle.waiting_for(OTHER_APPROVER)] == [waiting]
+
+
+def test_an_approver_locked_while_their_approval_is_in_flight_approves_nothing(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock commits after Decide checked the approver, before their decision commits."""
+    request_id = submit(h)
+    checked = decide_module.refuse_locked
+
+    def then_locked(edges: Any, actor: str, doing: str) -> None:
+        checked(edges, actor, doing)
+        h.lifecycle.lock_user(actor, ADMIN, "phished")
+
+    monkeypatch.setattr(decide_module, "refuse_locked", then_locked)
+    with pytest.raises(NotAllowed, match="locked your access"):
+        h.lifecycle.decide(request_id, APPROVER, approve=True)
+    assert status(h, request_id) is RequestStatus.PENDING
+    assert h.issuer.count("create") == 0
