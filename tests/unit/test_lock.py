@@ -254,3 +254,33 @@ def test_an_approver_locked_while_their_approval_is_in_flight_approves_nothing(
         h.lifecycle.decide(request_id, APPROVER, approve=True)
     assert status(h, request_id) is RequestStatus.PENDING
     assert h.issuer.count("create") == 0
+
+
+def lock_row(h: Harness, user: str) -> None:
+    """The lock row committed, its sweep not run yet (it raced, or its process died)."""
+    with Session(h.engine) as session:
+        session.add(
+            UserLock(
+                user=user,
+                reason="raced",
+                locked_by=ADMIN,
+                locked_via="slack",
+                locked_at=h.clock.now(),
+            )
+        )
+        session.commit()
+
+
+def test_an_extension_approved_for_a_locked_requester_renews_nothing(h: Harness) -> None:
+    """Their extension was still pending when the lock committed (its sweep not yet run)."""
+    parent = active(h)
+    extension = h.lifecycle.request_extension(parent, REQUESTER, "30m").view.id
+    with Session(h.engine) as session:
+        before = session.exec(select(Grant).where(Grant.request_id == parent)).one().expires_at
+    lock_row(h, REQUESTER)
+    view = h.lifecycle.decide(extension, OTHER_APPROVER, approve=True)
+    assert view.status is RequestStatus.FAILED
+    assert h.issuer.count("renew") == 0
+    with Session(h.engine) as session:
+        after = session.exec(select(Grant).where(Grant.request_id == parent)).one().expires_at
+    assert after == before
