@@ -284,3 +284,23 @@ def test_an_extension_approved_for_a_locked_requester_renews_nothing(h: Harness)
     with Session(h.engine) as session:
         after = session.exec(select(Grant).where(Grant.request_id == parent)).one().expires_at
     assert after == before
+
+
+def test_the_report_counts_grants_another_replicas_timer_revoked_first(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every replica's tick revokes a locked user's grants as soon as the lock row commits,
+    often before the lock's own sweep looks (as on the real services): the admin must still
+    read "3 of 3", never "0 of 0", and a revocation Vault refuses there must still alert."""
+    for _ in range(3):
+        active(h)
+    h.issuer.fail("revoke", times=1)
+    sweep = h.lifecycle.locking._settle
+
+    def timers_first(being_issued: list[int]) -> None:
+        h.tick()  # another replica, between the lock's commit and its sweep
+        sweep(being_issued)
+
+    monkeypatch.setattr(h.lifecycle.locking, "_settle", timers_first)
+    report = h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
+    assert (report.grants, report.revoked, report.still_revoking) == (3, 3, 0)
