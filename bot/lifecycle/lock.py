@@ -22,7 +22,9 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
+from sqlalchemy import and_, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -133,7 +135,7 @@ class LockUsers:
         )
         denied = sum(self.deny_pending(rid) for rid in self._of(user, RequestStatus.PENDING))
         self._settle(self._of(user, RequestStatus.APPROVED))
-        grant_ids = self._grants_of(user)
+        grant_ids = self._grants_of(user, since=now)
         revoked = self._revoke_all(grant_ids, actor)
         report = LockReport(user=user, grants=len(grant_ids), revoked=revoked, denied=denied)
         self.edges.notifier.audit(
@@ -243,12 +245,20 @@ class LockUsers:
             with self.edges.locks.hold(request_id, wait=SETTLE_WAIT):
                 pass
 
-    def _grants_of(self, user: str) -> list[int]:
+    def _grants_of(self, user: str, since: datetime) -> list[int]:
+        """``user``'s live grants: active, being revoked (a revocation Vault refused earlier,
+        or one a timer took up as soon as the lock committed), or revoked since the lock was
+        placed (by every replica's timers, which often get there first): all are the lock's
+        to report."""
+        ended_since = and_(grant_in(GrantStatus.REVOKED), col(Grant.ended_at) >= since)
         with Session(self.edges.engine) as session:
             rows = session.exec(
                 select(Grant.id)
                 .join(AccessRequest, col(AccessRequest.id) == col(Grant.request_id))
-                .where(AccessRequest.requester == user, grant_in(GrantStatus.ACTIVE))
+                .where(
+                    AccessRequest.requester == user,
+                    or_(grant_in(GrantStatus.ACTIVE, GrantStatus.REVOKING), ended_since),
+                )
                 .order_by(col(Grant.id))
             )
             return [gid for gid in rows if gid is not None]
