@@ -17,6 +17,7 @@ from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.lifecycle import Via
 from bot.lifecycle import decide as decide_module
+from bot.lifecycle.lock import lock_text
 from bot.store.models import AuditEvent, Grant, UserLock
 from tests.unit.fakes import (
     APPROVER,
@@ -28,6 +29,7 @@ from tests.unit.fakes import (
     StaticApprovers,
     make_lifecycle,
 )
+from tests.unit.test_ssh_keys import ED25519_LINE
 
 ADMIN = "U0SECADMIN"
 OTHER_ADMIN = "U0SECOTHER"
@@ -304,3 +306,27 @@ def test_the_report_counts_grants_another_replicas_timer_revoked_first(
     monkeypatch.setattr(h.lifecycle.locking, "_settle", timers_first)
     report = h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
     assert (report.grants, report.revoked, report.still_revoking) == (3, 3, 0)
+
+
+SSH_POLICY = POLICY + (
+    "  ops-host:\n"
+    "    description: Shell on the ops hosts\n"
+    "    grant: {type: ssh_certificate, role: ops, principals: [ops], key_types: [ssh-ed25519]}\n"
+    "    approvers: [U0ALICE]\n"
+)
+
+
+def test_the_lock_report_says_an_ssh_certificate_still_logs_in() -> None:
+    """A certificate cannot be recalled: the admin must not read "revoked, Vault confirmed"
+    alone and believe the account holds nothing."""
+    h = make_lifecycle(SSH_POLICY)
+    valid = ValidRequest("ops-host", timedelta(minutes=30), "INC-9 disk full")
+    rid = h.lifecycle.submit(REQUESTER, valid, "C0ORIGIN", public_key=ED25519_LINE).view.id
+    assert h.lifecycle.decide(rid, APPROVER, approve=True).status is RequestStatus.ACTIVE
+    report = h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
+    for text in (
+        lock_text(report),
+        next(t for _v, action, t, _a in h.notifier.audits if " is locked:" in t),
+    ):
+        assert "1 SSH certificate(s) cannot be recalled" in text
+        assert "valid until <!date^" in text
