@@ -38,10 +38,10 @@ from bot.lifecycle.revoke import SETTLE_WAIT, EndGrant
 from bot.lifecycle.rows import load_request
 from bot.lifecycle.views import Views
 from bot.logs import log_context
-from bot.mrkdwn import escape
+from bot.mrkdwn import escape, when
 from bot.store.claims import grant_in, move_request, request_in
 from bot.store.db import transaction
-from bot.store.models import AccessRequest, Grant, UserLock
+from bot.store.models import AccessRequest, Grant, UserLock, utc
 from bot.store.user_locks import all_standing, standing
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,10 @@ class LockReport:
     grants: int
     revoked: int
     denied: int
+    #: SSH certificates among the grants: ended in debug-access, but they cannot be recalled
+    #: and still log in until the last of them expires (``valid_until``).
+    unrecallable: int = 0
+    valid_until: datetime | None = None
 
     @property
     def still_revoking(self) -> int:
@@ -137,12 +141,20 @@ class LockUsers:
         self._settle(self._of(user, RequestStatus.APPROVED))
         grant_ids = self._grants_of(user, since=now)
         revoked = self._revoke_all(grant_ids, actor)
-        report = LockReport(user=user, grants=len(grant_ids), revoked=revoked, denied=denied)
+        lasting = self._unrecallable(grant_ids, now)
+        report = LockReport(
+            user=user,
+            grants=len(grant_ids),
+            revoked=revoked,
+            denied=denied,
+            unrecallable=len(lasting),
+            valid_until=max(lasting, default=None),
+        )
         self.edges.notifier.audit(
             None,
             AuditAction.LOCKED.value,
             f":lock: <@{user}> is locked: {_summary(report)}",
-            alert=report.still_revoking > 0,
+            alert=report.still_revoking > 0 or report.unrecallable > 0,
         )
         self.edges.notifier.home_changed([user])
         return report
@@ -263,6 +275,24 @@ class LockUsers:
             )
             return [gid for gid in rows if gid is not None]
 
+    def _unrecallable(self, grant_ids: list[int], now: datetime) -> list[datetime]:
+        """When each of these grants that Vault cannot recall (an SSH certificate) expires,
+        for those still valid."""
+        with Session(self.edges.engine) as session:
+            rows = session.exec(
+                select(Grant.expires_at, AccessRequest.resource)
+                .join(AccessRequest, col(AccessRequest.id) == col(Grant.request_id))
+                .where(col(Grant.id).in_(grant_ids))
+            )
+            lasting = []
+            for expires_at, name in rows:
+                resource = self.edges.policy.resource(name)
+                if resource is None or resource.grant.recallable or expires_at is None:
+                    continue
+                if utc(expires_at) > now:
+                    lasting.append(utc(expires_at))
+            return lasting
+
     def _revoke_all(self, grant_ids: list[int], actor: str) -> int:
         """End every grant at once (a few at a time); how many Vault confirmed now."""
         if not grant_ids:
@@ -295,6 +325,11 @@ def _summary(report: LockReport) -> str:
     if report.still_revoking:
         parts.append(
             f"{report.still_revoking} revocation(s) not yet confirmed: retried until Vault does"
+        )
+    if report.unrecallable and report.valid_until is not None:
+        parts.append(
+            f"{report.unrecallable} SSH certificate(s) cannot be recalled: they still log in, "
+            f"the last valid until {when(report.valid_until)}"
         )
     return "; ".join(parts) + "."
 
