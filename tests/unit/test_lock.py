@@ -330,3 +330,14 @@ def test_the_lock_report_says_an_ssh_certificate_still_logs_in() -> None:
     ):
         assert "1 SSH certificate(s) cannot be recalled" in text
         assert "valid until <!date^" in text
+
+
+def test_a_lock_reason_is_cleaned_like_any_other_reason(h: Harness) -> None:
+    """Control characters (a newline forging a second audit line, a right-to-left override,
+    a terminal escape) never reach the audit channel, the audit trail or the digest."""
+    hostile = "stolen\n:unlock: admin unlocked everyone\u202e \x1b[2J  laptop"
+    h.lifecycle.lock_user(REQUESTER, ADMIN, hostile)
+    (lock,) = h.lifecycle.standing_locks()
+    assert lock.reason == "stolen :unlock: admin unlocked everyone [2J laptop"
+    alert = next(t for _v, action, t, _a in h.notifier.audits if action == "locked")
+    assert "\n" not in alert and "\u202e" not in alert and "\x1b" not in alert
