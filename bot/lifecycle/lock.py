@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 from bot.audit import AuditAction, append_event
 from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.grants import GrantStatus
-from bot.domain.requests import RequestStatus
+from bot.domain.requests import ReasonError, RequestStatus, clean_reason
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.edges import Edges, EndReason, Via
 from bot.lifecycle.revoke import SETTLE_WAIT, EndGrant
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 #: Revocations a lock runs at once (each one is a few Vault calls; the rest queue).
 LOCK_REVOCATIONS = 8
-MAX_REASON = 500
 
 
 @dataclass(frozen=True)
@@ -104,11 +103,14 @@ class LockUsers:
     def lock(self, user: str, actor: str, reason: str, via: str = Via.SLACK) -> LockReport:
         """Lock ``user``: recorded first, then their grants revoked (Vault confirming) and their
         pending requests denied. Raises UserError when ``actor`` may not, or it stands already."""
-        reason = reason.strip()
-        if not reason:
+        if not reason.strip():
             raise UserError("Say why: `/debug-access lock @user <reason>`.")
-        if len(reason) > MAX_REASON:
-            raise UserError(f"Keep the reason under {MAX_REASON} characters.")
+        # Cleaned like every other reason (control characters out, whitespace collapsed): it
+        # goes to the audit channel, the audit trail and every digest while the lock stands.
+        try:
+            reason = clean_reason(reason)
+        except ReasonError as err:
+            raise UserError(f"{err} `/debug-access lock @user <reason>`.") from None
         now = self.edges.clock.now()
         self._check_admin(actor)
         try:
