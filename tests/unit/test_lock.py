@@ -341,3 +341,12 @@ def test_a_lock_reason_is_cleaned_like_any_other_reason(h: Harness) -> None:
     assert lock.reason == "stolen :unlock: admin unlocked everyone [2J laptop"
     alert = next(t for _v, action, t, _a in h.notifier.audits if action == "locked")
     assert "\n" not in alert and "\u202e" not in alert and "\x1b" not in alert
+
+
+def test_a_locked_user_cannot_register_an_ssh_key_for_after_the_unlock(h: Harness) -> None:
+    """Whoever holds the locked account must not plant their own key: the owner's first SSH
+    request after the unlock would have it signed without anyone noticing."""
+    h.lifecycle.lock_user(REQUESTER, ADMIN, "session token leaked")
+    with pytest.raises(NotAllowed, match="locked your access"):
+        h.lifecycle.register_ssh_key(REQUESTER, ED25519_LINE)
+    assert h.lifecycle.registered_key_fingerprint(REQUESTER) is None
