@@ -4,7 +4,10 @@ finish whatever the lock itself could not."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -17,8 +20,9 @@ from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.lifecycle import Via
 from bot.lifecycle import decide as decide_module
+from bot.lifecycle import lock as lock_module
 from bot.lifecycle.lock import lock_text
-from bot.store.models import AuditEvent, Grant, UserLock
+from bot.store.models import AccessRequest, AuditEvent, Grant, UserLock
 from tests.unit.fakes import (
     APPROVER,
     BYSTANDER,
@@ -350,3 +354,42 @@ def test_a_locked_user_cannot_register_an_ssh_key_for_after_the_unlock(h: Harnes
     with pytest.raises(NotAllowed, match="locked your access"):
         h.lifecycle.register_ssh_key(REQUESTER, ED25519_LINE)
     assert h.lifecycle.registered_key_fingerprint(REQUESTER) is None
+
+
+def test_grants_stuck_in_delivery_delay_the_revocations_once_not_once_each(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack refusing DMs keeps each of several approved grants in delivery for up to
+    DELIVERY_WINDOW: the lock waits SETTLE_WAIT for them all together, not one after the
+    other, before it revokes the grants already active."""
+    monkeypatch.setattr(lock_module, "SETTLE_WAIT", timedelta(seconds=0.5))
+    grant = active(h)
+    stuck = [submit(h) for _ in range(4)]
+    with Session(h.engine) as session:
+        for request_id in stuck:
+            request = session.get(AccessRequest, request_id)
+            assert request is not None
+            request.status = RequestStatus.APPROVED.value
+            session.add(request)
+        session.commit()
+    held, release = threading.Event(), threading.Event()
+
+    def deliverer() -> None:  # the issuing thread, holding each request while it delivers
+        with ExitStack() as stack:
+            for request_id in stuck:
+                stack.enter_context(h.lifecycle.edges.locks.hold(request_id))
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=deliverer)
+    thread.start()
+    held.wait(5)
+    try:
+        started = time.monotonic()
+        h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        thread.join()
+    assert status(h, grant) is RequestStatus.ENDED
+    assert waited < 1.5  # 4 x 0.5 s one after the other
