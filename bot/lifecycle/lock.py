@@ -20,9 +20,10 @@ every lock still standing.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_
 from sqlalchemy.exc import IntegrityError
@@ -255,8 +256,12 @@ class LockUsers:
         """Wait for grants being issued or delivered right now to settle (their owner holds the
         request's lock until then), so that they are revoked with the rest and counted. One
         that takes longer is the timers' (it is due work once active)."""
+        # One wait for them all: each is being delivered at the same time, and every active
+        # grant waits for this before it is revoked.
+        deadline = time.monotonic() + SETTLE_WAIT.total_seconds()
         for request_id in being_issued:
-            with self.edges.locks.hold(request_id, wait=SETTLE_WAIT):
+            left = timedelta(seconds=max(0.01, deadline - time.monotonic()))
+            with self.edges.locks.hold(request_id, wait=left):
                 pass
 
     def _grants_of(self, user: str, since: datetime) -> list[int]:
