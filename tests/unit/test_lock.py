@@ -21,6 +21,7 @@ from bot.domain.requests import RequestStatus, ValidRequest
 from bot.lifecycle import Via
 from bot.lifecycle import decide as decide_module
 from bot.lifecycle import lock as lock_module
+from bot.lifecycle import review as review_module
 from bot.lifecycle.lock import lock_text
 from bot.store.models import AccessRequest, AuditEvent, Grant, UserLock
 from tests.unit.fakes import (
@@ -393,3 +394,28 @@ def test_grants_stuck_in_delivery_delay_the_revocations_once_not_once_each(
         thread.join()
     assert status(h, grant) is RequestStatus.ENDED
     assert waited < 1.5  # 4 x 0.5 s one after the other
+
+
+def test_a_reviewer_locked_while_reviewing_marks_no_break_glass_reviewed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A review clears break-glass access from the digest's findings: one by an approver
+    locked before it committed must not count (as for an approval)."""
+    h = make_lifecycle(
+        POLICY.replace(
+            "    approvers: [U0ALICE, U0BOB]\n",
+            "    approvers: [U0ALICE, U0BOB]\n    break_glass:\n      max_duration: 30m\n",
+        )
+    )
+    valid = ValidRequest("payments-db", timedelta(minutes=15), "INC-1 site down")
+    request_id = h.lifecycle.submit(REQUESTER, valid, None, break_glass=True).view.id
+    checked = review_module.refuse_locked
+
+    def then_locked(edges: Any, actor: str, doing: str) -> None:
+        checked(edges, actor, doing)
+        h.lifecycle.lock_user(actor, ADMIN, "phished")
+
+    monkeypatch.setattr(review_module, "refuse_locked", then_locked)
+    with pytest.raises(NotAllowed, match="locked your access"):
+        h.lifecycle.review(request_id, APPROVER)
+    assert h.lifecycle.get(request_id).reviewed_by is None
