@@ -1,0 +1,71 @@
+"""The kill switch's races on a real PostgreSQL (READ COMMITTED, many connections): two admins
+locking one person at the same moment, and a lock racing that person's own approval click."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from bot.domain.errors import Conflict, NotAllowed
+from bot.domain.requests import ValidRequest
+from bot.store import schema
+from bot.store.db import make_engine
+from bot.store.models import AuditEvent, Decision, UserLock
+from tests.unit.fakes import APPROVER, REQUESTER, make_lifecycle, race
+from tests.unit.test_lock import ADMIN, HOUR, OTHER_ADMIN, POLICY
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def engine(bot_db_url: str) -> Iterator[Engine]:
+    made = make_engine(bot_db_url)
+    schema.upgrade(made)
+    yield made
+    made.dispose()
+
+
+def test_two_admins_locking_one_person_at_once_make_one_lock(engine: Engine) -> None:
+    h = make_lifecycle(POLICY, engine=engine)
+    for n in range(10):
+        user = f"U0TARGET{n}"
+        outcomes = race(
+            2, lambda i, u=user: h.lifecycle.lock_user(u, (ADMIN, OTHER_ADMIN)[i], "x" * 5)
+        )
+        assert sum(isinstance(o, Conflict) for o in outcomes) == 1, outcomes
+    with Session(engine) as session:
+        assert len(session.exec(select(UserLock)).all()) == 10
+
+
+def test_no_approval_by_an_approver_commits_after_their_lock(engine: Engine) -> None:
+    """Whichever wins, the audit trail reads in an order where the approver was not yet locked
+    when their approval counted."""
+    h = make_lifecycle(POLICY, engine=engine)
+    for n in range(15):
+        valid = ValidRequest("payments-db", HOUR, f"INC-{n} race")
+        request_id = h.lifecycle.submit(REQUESTER, valid, None).view.id
+
+        def step(i: int, rid: int = request_id) -> object:
+            if i == 0:
+                return h.lifecycle.decide(rid, APPROVER, approve=True)
+            return h.lifecycle.lock_user(APPROVER, ADMIN, "phished")
+
+        outcomes = race(2, step)
+        assert not isinstance(outcomes[1], Exception), outcomes
+        assert outcomes[0] is not None and (
+            not isinstance(outcomes[0], Exception) or isinstance(outcomes[0], NotAllowed)
+        ), outcomes
+        with Session(engine) as session:
+            decided = session.exec(select(Decision).where(Decision.request_id == request_id)).all()
+            events = session.exec(
+                select(AuditEvent.action, AuditEvent.request_id)
+                .where(col(AuditEvent.action).in_(["approved", "locked"]))
+                .order_by(col(AuditEvent.id))
+            ).all()
+        order = [action for action, rid in events if rid in (request_id, None)]
+        if decided:
+            assert order[-2:] == ["approved", "locked"], order
+        h.lifecycle.unlock_user(APPROVER, OTHER_ADMIN)
