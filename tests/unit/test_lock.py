@@ -419,3 +419,37 @@ def test_a_reviewer_locked_while_reviewing_marks_no_break_glass_reviewed(
     with pytest.raises(NotAllowed, match="locked your access"):
         h.lifecycle.review(request_id, APPROVER)
     assert h.lifecycle.get(request_id).reviewed_by is None
+
+
+def test_the_report_names_a_grant_still_being_delivered_after_the_wait(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack refusing the DM for longer than SETTLE_WAIT: the admin must not read "0 of 0"
+    while credentials are about to reach the locked account (the timers revoke them as soon
+    as they are delivered; the report says so)."""
+    monkeypatch.setattr(lock_module, "SETTLE_WAIT", timedelta(seconds=0.2))
+    request_id = submit(h)
+    with Session(h.engine) as session:
+        request = session.get(AccessRequest, request_id)
+        assert request is not None
+        request.status = RequestStatus.APPROVED.value
+        session.add(request)
+        session.add(Grant(request_id=request_id, status="delivering", issued_at=h.clock.now()))
+        session.commit()
+    held, release = threading.Event(), threading.Event()
+
+    def deliverer() -> None:
+        with h.lifecycle.edges.locks.hold(request_id):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=deliverer)
+    thread.start()
+    held.wait(5)
+    try:
+        report = h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
+    finally:
+        release.set()
+        thread.join()
+    text = lock_text(report)
+    assert "1 grant(s) still being delivered" in text, text
