@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_
+from sqlalchemy import and_, false, or_
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -63,6 +63,9 @@ class LockReport:
     #: and still log in until the last of them expires (``valid_until``).
     unrecallable: int = 0
     valid_until: datetime | None = None
+    #: Grants still being issued or delivered when the lock stopped waiting for them: the
+    #: timers revoke each as soon as it turns active.
+    in_delivery: int = 0
 
     @property
     def still_revoking(self) -> int:
@@ -143,6 +146,9 @@ class LockUsers:
         denied = sum(self.deny_pending(rid) for rid in self._of(user, RequestStatus.PENDING))
         self._settle(self._of(user, RequestStatus.APPROVED))
         grant_ids = self._grants_of(user, since=now)
+        in_delivery = len(
+            self._grants_of(user, statuses=(GrantStatus.ISSUING, GrantStatus.DELIVERING))
+        )
         revoked = self._revoke_all(grant_ids, actor)
         lasting = self._unrecallable(grant_ids, now)
         report = LockReport(
@@ -152,12 +158,13 @@ class LockUsers:
             denied=denied,
             unrecallable=len(lasting),
             valid_until=max(lasting, default=None),
+            in_delivery=in_delivery,
         )
         self.edges.notifier.audit(
             None,
             AuditAction.LOCKED.value,
             f":lock: <@{user}> is locked: {_summary(report)}",
-            alert=report.still_revoking > 0 or report.unrecallable > 0,
+            alert=report.still_revoking > 0 or report.unrecallable > 0 or in_delivery > 0,
         )
         self.edges.notifier.home_changed([user])
         return report
@@ -264,19 +271,28 @@ class LockUsers:
             with self.edges.locks.hold(request_id, wait=left):
                 pass
 
-    def _grants_of(self, user: str, since: datetime) -> list[int]:
-        """``user``'s live grants: active, being revoked (a revocation Vault refused earlier,
-        or one a timer took up as soon as the lock committed), or revoked since the lock was
-        placed (by every replica's timers, which often get there first): all are the lock's
-        to report."""
-        ended_since = and_(grant_in(GrantStatus.REVOKED), col(Grant.ended_at) >= since)
+    def _grants_of(
+        self,
+        user: str,
+        since: datetime | None = None,
+        statuses: tuple[GrantStatus, ...] = (GrantStatus.ACTIVE, GrantStatus.REVOKING),
+    ) -> list[int]:
+        """``user``'s grants in ``statuses``: by default the live ones, active or being revoked
+        (a revocation Vault refused earlier, or one a timer took up as soon as the lock
+        committed), and with ``since`` those revoked since then too (every replica's timers
+        often get there before the lock's own sweep): all are the lock's to report."""
+        ended_since = (
+            and_(grant_in(GrantStatus.REVOKED), col(Grant.ended_at) >= since)
+            if since is not None
+            else false()
+        )
         with Session(self.edges.engine) as session:
             rows = session.exec(
                 select(Grant.id)
                 .join(AccessRequest, col(AccessRequest.id) == col(Grant.request_id))
                 .where(
                     AccessRequest.requester == user,
-                    or_(grant_in(GrantStatus.ACTIVE, GrantStatus.REVOKING), ended_since),
+                    or_(grant_in(*statuses), ended_since),
                 )
                 .order_by(col(Grant.id))
             )
@@ -332,6 +348,10 @@ def _summary(report: LockReport) -> str:
     if report.still_revoking:
         parts.append(
             f"{report.still_revoking} revocation(s) not yet confirmed: retried until Vault does"
+        )
+    if report.in_delivery:
+        parts.append(
+            f"{report.in_delivery} grant(s) still being delivered: revoked as soon as delivered"
         )
     if report.unrecallable and report.valid_until is not None:
         parts.append(
