@@ -69,3 +69,28 @@ def test_no_approval_by_an_approver_commits_after_their_lock(engine: Engine) -> 
         if decided:
             assert order[-2:] == ["approved", "locked"], order
         h.lifecycle.unlock_user(APPROVER, OTHER_ADMIN)
+
+
+def test_two_admins_lifting_one_lock_at_once_lift_it_once(engine: Engine) -> None:
+    """One lifts it; the other is told it is not locked (not a second ``unlocked`` event and
+    a ``lifted_by`` overwritten behind the first admin's back)."""
+    third = "U0THIRDADMIN"
+    policy = POLICY.replace(
+        f"admins: [{ADMIN}, {OTHER_ADMIN}]", f"admins: [{ADMIN}, {OTHER_ADMIN}, {third}]"
+    )
+    h = make_lifecycle(policy, engine=engine)
+    admins = (third, OTHER_ADMIN)
+    for n in range(10):
+        user = f"U0LIFTED{n}"
+        h.lifecycle.lock_user(user, ADMIN, "false alarm?")
+        outcomes = race(2, lambda i, u=user: h.lifecycle.unlock_user(u, admins[i]))
+        assert sum(isinstance(o, Conflict) for o in outcomes) == 1, outcomes
+        winner = admins[[isinstance(o, Conflict) for o in outcomes].index(False)]
+        with Session(engine) as session:
+            lock = session.exec(select(UserLock).where(UserLock.user == user)).one()
+            unlocked = session.exec(
+                select(AuditEvent).where(
+                    AuditEvent.action == "unlocked", col(AuditEvent.details).contains(user)
+                )
+            ).all()
+        assert lock.lifted_by == winner and len(unlocked) == 1
