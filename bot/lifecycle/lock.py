@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, false, or_
+from sqlalchemy import and_, false, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -177,12 +177,17 @@ class LockUsers:
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
             lock = standing(session, user)
-            if lock is None:
+            # Lifted only if still standing: of two admins lifting it at once, one does.
+            lifted = lock is not None and (
+                session.exec(
+                    update(UserLock)
+                    .where(col(UserLock.id) == lock.id, col(UserLock.lifted_at).is_(None))
+                    .values(lifted_at=now, lifted_by=actor, lifted_via=via)
+                ).rowcount
+                == 1
+            )
+            if lock is None or not lifted:
                 raise Conflict(f"<@{user}> is not locked.")
-            lock.lifted_at = now
-            lock.lifted_by = actor
-            lock.lifted_via = via
-            session.add(lock)
             append_event(
                 session,
                 at=now,
