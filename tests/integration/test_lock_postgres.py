@@ -13,7 +13,7 @@ from bot.domain.errors import Conflict, NotAllowed
 from bot.domain.requests import ValidRequest
 from bot.store import schema
 from bot.store.db import make_engine
-from bot.store.models import AuditEvent, Decision, UserLock
+from bot.store.models import AuditEvent, Decision, Grant, UserLock
 from tests.unit.fakes import APPROVER, REQUESTER, make_lifecycle, race
 from tests.unit.test_lock import ADMIN, HOUR, OTHER_ADMIN, POLICY
 
@@ -94,3 +94,29 @@ def test_two_admins_lifting_one_lock_at_once_lift_it_once(engine: Engine) -> Non
                 )
             ).all()
         assert lock.lifted_by == winner and len(unlocked) == 1
+
+
+def test_a_lock_racing_the_approval_of_that_persons_request_leaves_nothing_live(
+    engine: Engine,
+) -> None:
+    """No timer runs here: whatever the order, the lock's own sweep (or Issue's check) leaves
+    the locked requester holding nothing in Vault."""
+    h = make_lifecycle(POLICY, engine=engine)
+    for n in range(15):
+        user = f"U0RACED{n}"
+        valid = ValidRequest("payments-db", HOUR, f"INC-{n} race")
+        request_id = h.lifecycle.submit(user, valid, None).view.id
+
+        def step(i: int, rid: int = request_id, u: str = user) -> object:
+            if i == 0:
+                return h.lifecycle.decide(rid, APPROVER, approve=True)
+            return h.lifecycle.lock_user(u, ADMIN, "laptop stolen")
+
+        outcomes = race(2, step)
+        assert not isinstance(outcomes[1], Exception), outcomes
+        with Session(engine) as session:
+            grant = session.exec(select(Grant).where(Grant.request_id == request_id)).first()
+        if grant is not None:
+            assert grant.status == "revoked", (n, grant.status, outcomes)
+            assert grant.lease_id not in h.issuer.live_leases
+    assert not h.issuer.live_leases and not h.issuer.live_tokens
