@@ -123,8 +123,8 @@ class GrantLine:
 class AttentionKind(enum.StrEnum):
     """Findings that need a human, most urgent first (the order they are listed in)."""
 
+    REVOCATION_FAILED = "revocation_failed"  # live in Vault now: before anything else
     USER_LOCKED = "user_locked"
-    REVOCATION_FAILED = "revocation_failed"
     LATE_REVOCATION = "late_revocation"
     UNREVIEWED_BREAK_GLASS = "unreviewed_break_glass"
     MUTUAL_APPROVALS = "mutual_approvals"
@@ -249,8 +249,8 @@ def build_digest(
         )
     )
     attention = (
-        _standing_locks(locks)
-        + _failed_revocations(rows)
+        _failed_revocations(rows)
+        + _standing_locks(locks)
         + _late_revocations(rows, start, end, now)
         + _unreviewed_break_glass(rows)
         + _mutual_approvals(rows, start, end, mutual_threshold)

@@ -22,7 +22,7 @@ from bot.lifecycle.edges import Edges
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import LOCK_WAIT, Issue
-from bot.lifecycle.lock import refuse_locked
+from bot.lifecycle.lock import check_not_locked, refuse_locked
 from bot.lifecycle.rows import load_request, move
 from bot.lifecycle.views import Views
 from bot.logs import log_context
@@ -108,6 +108,8 @@ class Decide:
             )
             complete = False
             details: dict[str, object] = {}
+            approvers: list[str] = []
+            gone: set[str] = set()
             if approve:
                 # A locked approver's earlier approval no longer counts (their account may
                 # have been taken over when they gave it).
@@ -142,6 +144,12 @@ class Decide:
                 resource=current.resource,
                 details=details,
             )
+            # Again after the append: it queues behind a lock being placed (which appends too),
+            # so a lock that committed while this approver was deciding is seen here, and their
+            # decision (or an earlier approval counted above) is rolled back.
+            check_not_locked(session, actor, "approve or deny requests")
+            if approve and locked_among(session, approvers) - gone:
+                raise Conflict(f"An approver of request #{request_id} was just locked; try again.")
         if complete or not approve:
             APPROVAL_WAIT.observe((now - current.created_at).total_seconds())
         self.tell.refresh_request_messages(view)

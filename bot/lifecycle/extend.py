@@ -27,6 +27,7 @@ from bot.ports import RequestView
 from bot.store.claims import claim, grant_in
 from bot.store.db import transaction
 from bot.store.models import Grant, utc
+from bot.store.user_locks import standing
 
 
 class _GrantEnded(Exception):
@@ -46,6 +47,9 @@ class ApplyExtension:
         resource = self.edges.resource(view.resource)
         with Session(self.edges.engine) as session:
             grant = grant_of(session, view.parent_id)
+            locked = standing(session, view.requester) is not None
+        if locked:  # an admin locked them after the approval: nothing is renewed
+            return self._fail(view, "an admin locked the requester's debug-access")
         if (
             grant is None
             or grant.id is None

@@ -20,33 +20,35 @@ every lock still standing.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from sqlalchemy import and_, false, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.audit import AuditAction, append_event
 from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.grants import GrantStatus
-from bot.domain.requests import RequestStatus
+from bot.domain.requests import ReasonError, RequestStatus, clean_reason
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.edges import Edges, EndReason, Via
 from bot.lifecycle.revoke import SETTLE_WAIT, EndGrant
 from bot.lifecycle.rows import load_request
 from bot.lifecycle.views import Views
 from bot.logs import log_context
-from bot.mrkdwn import escape
+from bot.mrkdwn import escape, when
 from bot.store.claims import grant_in, move_request, request_in
 from bot.store.db import transaction
-from bot.store.models import AccessRequest, Grant, UserLock
+from bot.store.models import AccessRequest, Grant, UserLock, utc
 from bot.store.user_locks import all_standing, standing
 
 log = logging.getLogger(__name__)
 
 #: Revocations a lock runs at once (each one is a few Vault calls; the rest queue).
 LOCK_REVOCATIONS = 8
-MAX_REASON = 500
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,13 @@ class LockReport:
     grants: int
     revoked: int
     denied: int
+    #: SSH certificates among the grants: ended in debug-access, but they cannot be recalled
+    #: and still log in until the last of them expires (``valid_until``).
+    unrecallable: int = 0
+    valid_until: datetime | None = None
+    #: Grants still being issued or delivered when the lock stopped waiting for them: the
+    #: timers revoke each as soon as it turns active.
+    in_delivery: int = 0
 
     @property
     def still_revoking(self) -> int:
@@ -98,11 +107,14 @@ class LockUsers:
     def lock(self, user: str, actor: str, reason: str, via: str = Via.SLACK) -> LockReport:
         """Lock ``user``: recorded first, then their grants revoked (Vault confirming) and their
         pending requests denied. Raises UserError when ``actor`` may not, or it stands already."""
-        reason = reason.strip()
-        if not reason:
+        if not reason.strip():
             raise UserError("Say why: `/debug-access lock @user <reason>`.")
-        if len(reason) > MAX_REASON:
-            raise UserError(f"Keep the reason under {MAX_REASON} characters.")
+        # Cleaned like every other reason (control characters out, whitespace collapsed): it
+        # goes to the audit channel, the audit trail and every digest while the lock stands.
+        try:
+            reason = clean_reason(reason)
+        except ReasonError as err:
+            raise UserError(f"{err} `/debug-access lock @user <reason>`.") from None
         now = self.edges.clock.now()
         self._check_admin(actor)
         try:
@@ -133,14 +145,26 @@ class LockUsers:
         )
         denied = sum(self.deny_pending(rid) for rid in self._of(user, RequestStatus.PENDING))
         self._settle(self._of(user, RequestStatus.APPROVED))
-        grant_ids = self._grants_of(user)
+        grant_ids = self._grants_of(user, since=now)
+        in_delivery = len(
+            self._grants_of(user, statuses=(GrantStatus.ISSUING, GrantStatus.DELIVERING))
+        )
         revoked = self._revoke_all(grant_ids, actor)
-        report = LockReport(user=user, grants=len(grant_ids), revoked=revoked, denied=denied)
+        lasting = self._unrecallable(grant_ids, now)
+        report = LockReport(
+            user=user,
+            grants=len(grant_ids),
+            revoked=revoked,
+            denied=denied,
+            unrecallable=len(lasting),
+            valid_until=max(lasting, default=None),
+            in_delivery=in_delivery,
+        )
         self.edges.notifier.audit(
             None,
             AuditAction.LOCKED.value,
             f":lock: <@{user}> is locked: {_summary(report)}",
-            alert=report.still_revoking > 0,
+            alert=report.still_revoking > 0 or report.unrecallable > 0 or in_delivery > 0,
         )
         self.edges.notifier.home_changed([user])
         return report
@@ -153,12 +177,17 @@ class LockUsers:
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
             lock = standing(session, user)
-            if lock is None:
+            # Lifted only if still standing: of two admins lifting it at once, one does.
+            lifted = lock is not None and (
+                session.exec(
+                    update(UserLock)
+                    .where(col(UserLock.id) == lock.id, col(UserLock.lifted_at).is_(None))
+                    .values(lifted_at=now, lifted_by=actor, lifted_via=via)
+                ).rowcount
+                == 1
+            )
+            if lock is None or not lifted:
                 raise Conflict(f"<@{user}> is not locked.")
-            lock.lifted_at = now
-            lock.lifted_by = actor
-            lock.lifted_via = via
-            session.add(lock)
             append_event(
                 session,
                 at=now,
@@ -239,19 +268,58 @@ class LockUsers:
         """Wait for grants being issued or delivered right now to settle (their owner holds the
         request's lock until then), so that they are revoked with the rest and counted. One
         that takes longer is the timers' (it is due work once active)."""
+        # One wait for them all: each is being delivered at the same time, and every active
+        # grant waits for this before it is revoked.
+        deadline = time.monotonic() + SETTLE_WAIT.total_seconds()
         for request_id in being_issued:
-            with self.edges.locks.hold(request_id, wait=SETTLE_WAIT):
+            left = timedelta(seconds=max(0.01, deadline - time.monotonic()))
+            with self.edges.locks.hold(request_id, wait=left):
                 pass
 
-    def _grants_of(self, user: str) -> list[int]:
+    def _grants_of(
+        self,
+        user: str,
+        since: datetime | None = None,
+        statuses: tuple[GrantStatus, ...] = (GrantStatus.ACTIVE, GrantStatus.REVOKING),
+    ) -> list[int]:
+        """``user``'s grants in ``statuses``: by default the live ones, active or being revoked
+        (a revocation Vault refused earlier, or one a timer took up as soon as the lock
+        committed), and with ``since`` those revoked since then too (every replica's timers
+        often get there before the lock's own sweep): all are the lock's to report."""
+        ended_since = (
+            and_(grant_in(GrantStatus.REVOKED), col(Grant.ended_at) >= since)
+            if since is not None
+            else false()
+        )
         with Session(self.edges.engine) as session:
             rows = session.exec(
                 select(Grant.id)
                 .join(AccessRequest, col(AccessRequest.id) == col(Grant.request_id))
-                .where(AccessRequest.requester == user, grant_in(GrantStatus.ACTIVE))
+                .where(
+                    AccessRequest.requester == user,
+                    or_(grant_in(*statuses), ended_since),
+                )
                 .order_by(col(Grant.id))
             )
             return [gid for gid in rows if gid is not None]
+
+    def _unrecallable(self, grant_ids: list[int], now: datetime) -> list[datetime]:
+        """When each of these grants that Vault cannot recall (an SSH certificate) expires,
+        for those still valid."""
+        with Session(self.edges.engine) as session:
+            rows = session.exec(
+                select(Grant.expires_at, AccessRequest.resource)
+                .join(AccessRequest, col(AccessRequest.id) == col(Grant.request_id))
+                .where(col(Grant.id).in_(grant_ids))
+            )
+            lasting = []
+            for expires_at, name in rows:
+                resource = self.edges.policy.resource(name)
+                if resource is None or resource.grant.recallable or expires_at is None:
+                    continue
+                if utc(expires_at) > now:
+                    lasting.append(utc(expires_at))
+            return lasting
 
     def _revoke_all(self, grant_ids: list[int], actor: str) -> int:
         """End every grant at once (a few at a time); how many Vault confirmed now."""
@@ -285,6 +353,15 @@ def _summary(report: LockReport) -> str:
     if report.still_revoking:
         parts.append(
             f"{report.still_revoking} revocation(s) not yet confirmed: retried until Vault does"
+        )
+    if report.in_delivery:
+        parts.append(
+            f"{report.in_delivery} grant(s) still being delivered: revoked as soon as delivered"
+        )
+    if report.unrecallable and report.valid_until is not None:
+        parts.append(
+            f"{report.unrecallable} SSH certificate(s) cannot be recalled: they still log in, "
+            f"the last valid until {when(report.valid_until)}"
         )
     return "; ".join(parts) + "."
 

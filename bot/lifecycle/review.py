@@ -9,7 +9,7 @@ from bot.audit import AuditAction, append_event
 from bot.domain.errors import Conflict, NotAllowed
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.edges import Edges
-from bot.lifecycle.lock import refuse_locked
+from bot.lifecycle.lock import check_not_locked, refuse_locked
 from bot.lifecycle.rows import load_request
 from bot.lifecycle.views import Views
 from bot.ports import RequestView
@@ -54,6 +54,8 @@ class Review:
                 request_id=request_id,
                 resource=view.resource,
             )
+            # Again after the append, which queues behind a lock being placed (as in Decide).
+            check_not_locked(session, actor, "review access")
             reviewed = self.views.view(session, load_request(session, request_id))
         self.tell.refresh_request_messages(reviewed)
         self.tell.announce(reviewed, AuditAction.REVIEWED, f"break-glass reviewed by <@{actor}>")

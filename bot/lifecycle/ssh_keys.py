@@ -19,6 +19,7 @@ from bot.domain.ssh_keys import (
     parse_public_key,
 )
 from bot.lifecycle.edges import Edges
+from bot.lifecycle.lock import check_not_locked
 from bot.policy import Resource
 from bot.store.db import transaction
 from bot.store.models import SshPublicKey as RegisteredKey
@@ -34,6 +35,8 @@ class SshKeys:
         key = parse_public_key(text, DEFAULT_SSH_KEY_POLICY)
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
+            # A locked account plants no key for its owner's requests after the unlock.
+            check_not_locked(session, user, "register an SSH key")
             row = session.get(RegisteredKey, user) or RegisteredKey(
                 user=user, public_key="", fingerprint="", registered_at=now
             )

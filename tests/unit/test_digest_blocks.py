@@ -441,3 +441,29 @@ def test_a_standing_lock_is_listed_first_until_lifted_with_its_reason_escaped() 
         [], window_start=START, window_end=END, now=END, chain_ok=True, tz=BERLIN, locks=[lock]
     )
     assert not quiet.is_empty and quiet.needs_attention == 1  # a lock alone is news
+
+
+def test_many_standing_locks_never_push_a_live_failing_revocation_off_the_main_message() -> None:
+    """Locks stand for days; a credential Vault refuses to revoke is live now. With more locks
+    than the main message shows, the failing revocation must still be on it."""
+    locks = [
+        LockRecord(f"U0LOCKED{n}", "U0SECADMIN", "laptop stolen", END - timedelta(days=n))
+        for n in range(1, MAIN_ITEMS + 2)
+    ]
+    failing = grant(
+        1, ended_at=None, end_reason=None, status="revoking", revoke_failed=True, revoke_attempts=4
+    )
+    rendered = render_digest(
+        build_digest(
+            [failing],
+            window_start=START,
+            window_end=END,
+            now=END,
+            chain_ok=True,
+            tz=BERLIN,
+            locks=locks,
+        )
+    )
+    main = json.dumps(rendered.main.blocks)
+    assert ":x:" in main and "still live in Vault" in main
+    assert main.count(":lock:") == MAIN_ITEMS - 1  # the locks fill the rest, then the thread

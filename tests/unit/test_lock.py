@@ -4,9 +4,13 @@ finish whatever the lock itself could not."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlmodel import Session, col, select
@@ -15,7 +19,11 @@ from bot.audit import AuditAction, verify_chain
 from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.lifecycle import Via
-from bot.store.models import AuditEvent, Grant, UserLock
+from bot.lifecycle import decide as decide_module
+from bot.lifecycle import lock as lock_module
+from bot.lifecycle import review as review_module
+from bot.lifecycle.lock import lock_text
+from bot.store.models import AccessRequest, AuditEvent, Grant, UserLock
 from tests.unit.fakes import (
     APPROVER,
     BYSTANDER,
@@ -26,6 +34,7 @@ from tests.unit.fakes import (
     StaticApprovers,
     make_lifecycle,
 )
+from tests.unit.test_ssh_keys import ED25519_LINE
 
 ADMIN = "U0SECADMIN"
 OTHER_ADMIN = "U0SECOTHER"
@@ -229,3 +238,213 @@ def test_nothing_waits_for_a_locked_approver_on_their_home(h: Harness) -> None:
     h.lifecycle.lock_user(APPROVER, ADMIN, "phished")
     assert h.lifecycle.waiting_for(APPROVER) == []
     assert [v.id for v in h.lifecycle.waiting_for(OTHER_APPROVER)] == [waiting]
+
+
+def test_an_approver_locked_while_their_approval_is_in_flight_approves_nothing(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock commits after Decide checked the approver, before their decision commits."""
+    request_id = submit(h)
+    checked = decide_module.refuse_locked
+
+    def then_locked(edges: Any, actor: str, doing: str) -> None:
+        checked(edges, actor, doing)
+        h.lifecycle.lock_user(actor, ADMIN, "phished")
+
+    monkeypatch.setattr(decide_module, "refuse_locked", then_locked)
+    with pytest.raises(NotAllowed, match="locked your access"):
+        h.lifecycle.decide(request_id, APPROVER, approve=True)
+    assert status(h, request_id) is RequestStatus.PENDING
+    assert h.issuer.count("create") == 0
+
+
+def lock_row(h: Harness, user: str) -> None:
+    """The lock row committed, its sweep not run yet (it raced, or its process died)."""
+    with Session(h.engine) as session:
+        session.add(
+            UserLock(
+                user=user,
+                reason="raced",
+                locked_by=ADMIN,
+                locked_via="slack",
+                locked_at=h.clock.now(),
+            )
+        )
+        session.commit()
+
+
+def test_an_extension_approved_for_a_locked_requester_renews_nothing(h: Harness) -> None:
+    """Their extension was still pending when the lock committed (its sweep not yet run)."""
+    parent = active(h)
+    extension = h.lifecycle.request_extension(parent, REQUESTER, "30m").view.id
+    with Session(h.engine) as session:
+        before = session.exec(select(Grant).where(Grant.request_id == parent)).one().expires_at
+    lock_row(h, REQUESTER)
+    view = h.lifecycle.decide(extension, OTHER_APPROVER, approve=True)
+    assert view.status is RequestStatus.FAILED
+    assert h.issuer.count("renew") == 0
+    with Session(h.engine) as session:
+        after = session.exec(select(Grant).where(Grant.request_id == parent)).one().expires_at
+    assert after == before
+
+
+def test_the_report_counts_grants_another_replicas_timer_revoked_first(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every replica's tick revokes a locked user's grants as soon as the lock row commits,
+    often before the lock's own sweep looks (as on the real services): the admin must still
+    read "3 of 3", never "0 of 0", and a revocation Vault refuses there must still alert."""
+    for _ in range(3):
+        active(h)
+    h.issuer.fail("revoke", times=1)
+    sweep = h.lifecycle.locking._settle
+
+    def timers_first(being_issued: list[int]) -> None:
+        h.tick()  # another replica, between the lock's commit and its sweep
+        sweep(being_issued)
+
+    monkeypatch.setattr(h.lifecycle.locking, "_settle", timers_first)
+    report = h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
+    assert (report.grants, report.revoked, report.still_revoking) == (3, 3, 0)
+
+
+SSH_POLICY = POLICY + (
+    "  ops-host:\n"
+    "    description: Shell on the ops hosts\n"
+    "    grant: {type: ssh_certificate, role: ops, principals: [ops], key_types: [ssh-ed25519]}\n"
+    "    approvers: [U0ALICE]\n"
+)
+
+
+def test_the_lock_report_says_an_ssh_certificate_still_logs_in() -> None:
+    """A certificate cannot be recalled: the admin must not read "revoked, Vault confirmed"
+    alone and believe the account holds nothing."""
+    h = make_lifecycle(SSH_POLICY)
+    valid = ValidRequest("ops-host", timedelta(minutes=30), "INC-9 disk full")
+    rid = h.lifecycle.submit(REQUESTER, valid, "C0ORIGIN", public_key=ED25519_LINE).view.id
+    assert h.lifecycle.decide(rid, APPROVER, approve=True).status is RequestStatus.ACTIVE
+    report = h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
+    for text in (
+        lock_text(report),
+        next(t for _v, action, t, _a in h.notifier.audits if " is locked:" in t),
+    ):
+        assert "1 SSH certificate(s) cannot be recalled" in text
+        assert "valid until <!date^" in text
+
+
+def test_a_lock_reason_is_cleaned_like_any_other_reason(h: Harness) -> None:
+    """Control characters (a newline forging a second audit line, a right-to-left override,
+    a terminal escape) never reach the audit channel, the audit trail or the digest."""
+    hostile = "stolen\n:unlock: admin unlocked everyone\u202e \x1b[2J  laptop"
+    h.lifecycle.lock_user(REQUESTER, ADMIN, hostile)
+    (lock,) = h.lifecycle.standing_locks()
+    assert lock.reason == "stolen :unlock: admin unlocked everyone [2J laptop"
+    alert = next(t for _v, action, t, _a in h.notifier.audits if action == "locked")
+    assert "\n" not in alert and "\u202e" not in alert and "\x1b" not in alert
+
+
+def test_a_locked_user_cannot_register_an_ssh_key_for_after_the_unlock(h: Harness) -> None:
+    """Whoever holds the locked account must not plant their own key: the owner's first SSH
+    request after the unlock would have it signed without anyone noticing."""
+    h.lifecycle.lock_user(REQUESTER, ADMIN, "session token leaked")
+    with pytest.raises(NotAllowed, match="locked your access"):
+        h.lifecycle.register_ssh_key(REQUESTER, ED25519_LINE)
+    assert h.lifecycle.registered_key_fingerprint(REQUESTER) is None
+
+
+def test_grants_stuck_in_delivery_delay_the_revocations_once_not_once_each(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack refusing DMs keeps each of several approved grants in delivery for up to
+    DELIVERY_WINDOW: the lock waits SETTLE_WAIT for them all together, not one after the
+    other, before it revokes the grants already active."""
+    monkeypatch.setattr(lock_module, "SETTLE_WAIT", timedelta(seconds=0.5))
+    grant = active(h)
+    stuck = [submit(h) for _ in range(4)]
+    with Session(h.engine) as session:
+        for request_id in stuck:
+            request = session.get(AccessRequest, request_id)
+            assert request is not None
+            request.status = RequestStatus.APPROVED.value
+            session.add(request)
+        session.commit()
+    held, release = threading.Event(), threading.Event()
+
+    def deliverer() -> None:  # the issuing thread, holding each request while it delivers
+        with ExitStack() as stack:
+            for request_id in stuck:
+                stack.enter_context(h.lifecycle.edges.locks.hold(request_id))
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=deliverer)
+    thread.start()
+    held.wait(5)
+    try:
+        started = time.monotonic()
+        h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        thread.join()
+    assert status(h, grant) is RequestStatus.ENDED
+    assert waited < 1.5  # 4 x 0.5 s one after the other
+
+
+def test_a_reviewer_locked_while_reviewing_marks_no_break_glass_reviewed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A review clears break-glass access from the digest's findings: one by an approver
+    locked before it committed must not count (as for an approval)."""
+    h = make_lifecycle(
+        POLICY.replace(
+            "    approvers: [U0ALICE, U0BOB]\n",
+            "    approvers: [U0ALICE, U0BOB]\n    break_glass:\n      max_duration: 30m\n",
+        )
+    )
+    valid = ValidRequest("payments-db", timedelta(minutes=15), "INC-1 site down")
+    request_id = h.lifecycle.submit(REQUESTER, valid, None, break_glass=True).view.id
+    checked = review_module.refuse_locked
+
+    def then_locked(edges: Any, actor: str, doing: str) -> None:
+        checked(edges, actor, doing)
+        h.lifecycle.lock_user(actor, ADMIN, "phished")
+
+    monkeypatch.setattr(review_module, "refuse_locked", then_locked)
+    with pytest.raises(NotAllowed, match="locked your access"):
+        h.lifecycle.review(request_id, APPROVER)
+    assert h.lifecycle.get(request_id).reviewed_by is None
+
+
+def test_the_report_names_a_grant_still_being_delivered_after_the_wait(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack refusing the DM for longer than SETTLE_WAIT: the admin must not read "0 of 0"
+    while credentials are about to reach the locked account (the timers revoke them as soon
+    as they are delivered; the report says so)."""
+    monkeypatch.setattr(lock_module, "SETTLE_WAIT", timedelta(seconds=0.2))
+    request_id = submit(h)
+    with Session(h.engine) as session:
+        request = session.get(AccessRequest, request_id)
+        assert request is not None
+        request.status = RequestStatus.APPROVED.value
+        session.add(request)
+        session.add(Grant(request_id=request_id, status="delivering", issued_at=h.clock.now()))
+        session.commit()
+    held, release = threading.Event(), threading.Event()
+
+    def deliverer() -> None:
+        with h.lifecycle.edges.locks.hold(request_id):
+            held.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=deliverer)
+    thread.start()
+    held.wait(5)
+    try:
+        report = h.lifecycle.lock_user(REQUESTER, ADMIN, "laptop stolen")
+    finally:
+        release.set()
+        thread.join()
+    text = lock_text(report)
+    assert "1 grant(s) still being delivered" in text, text
