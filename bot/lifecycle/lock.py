@@ -135,15 +135,8 @@ class LockUsers:
         except IntegrityError:
             raise Conflict(f"<@{user}> is already locked.") from None
         log.warning("user %s locked by %s via %s", user, actor, via)
-        self.edges.notifier.audit(
-            None,
-            AuditAction.LOCKED.value,
-            f":lock: <@{actor}> locked <@{user}>{_via(via)}: {escape(reason)}. Their grants are "
-            "being revoked, their pending requests denied; they can neither ask nor approve "
-            "until an admin unlocks them.",
-            alert=True,
-        )
-        denied = sum(self.deny_pending(rid) for rid in self._of(user, RequestStatus.PENDING))
+        # Vault first: revoking is what the lock is for; telling Slack (which may be slow or
+        # down) and denying the requests still waiting come after.
         self._settle(self._of(user, RequestStatus.APPROVED))
         grant_ids = self._grants_of(user, since=now)
         in_delivery = len(
@@ -151,6 +144,7 @@ class LockUsers:
         )
         revoked = self._revoke_all(grant_ids, actor)
         lasting = self._unrecallable(grant_ids, now)
+        denied = sum(self.deny_pending(rid) for rid in self._of(user, RequestStatus.PENDING))
         report = LockReport(
             user=user,
             grants=len(grant_ids),
@@ -163,8 +157,9 @@ class LockUsers:
         self.edges.notifier.audit(
             None,
             AuditAction.LOCKED.value,
-            f":lock: <@{user}> is locked: {_summary(report)}",
-            alert=report.still_revoking > 0 or report.unrecallable > 0 or in_delivery > 0,
+            f":lock: <@{actor}> locked <@{user}>{_via(via)}: {escape(reason)}. They can neither "
+            f"ask nor approve until an admin unlocks them. {_summary(report)}",
+            alert=True,
         )
         self.edges.notifier.home_changed([user])
         return report
