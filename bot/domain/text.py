@@ -21,3 +21,20 @@ def quote(text: str, limit: int = 64) -> str:
     if len(kept) > limit:
         kept = kept[:limit] + "…"
     return kept or "(empty)"
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line for a terminal or a log: every control character (line breaks,
+    escape sequences, tabs, Unicode line separators) written as its escape (``\\n``,
+    ``\\x1b``), the backslash doubled, so what a user typed can neither add a line nor move
+    the cursor."""
+    out: list[str] = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in {"Zl", "Zp"}:
+            escaped = repr(ch)[1:-1]
+            out.append(escaped if escaped != ch else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
