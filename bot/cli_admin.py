@@ -188,11 +188,13 @@ def _decide(attached: Attached, request_id: int, actor: str, approve: bool) -> i
         )
     elif view.status is RequestStatus.FAILED:
         code = NOT_AS_ASKED
-        aftermath = (
-            "Vault confirmed the grant is revoked"
-            if view.ended_at is not None
-            else "the grant (if any was made) is being revoked by the bot until Vault confirms"
-        )
+        view = attached.lifecycle.get(view.id)  # after the clean-up, not as it failed
+        if view.ended_at is not None:
+            aftermath = "Vault confirmed the grant is revoked"
+        elif view.end_reason is not None:
+            aftermath = "the grant is being revoked; the bot retries until Vault confirms"
+        else:
+            aftermath = "no grant was recorded"
         _say(
             f"request #{view.id} approved by {actor} via CLI, but it failed: "
             f"{one_line(view.failure or 'unknown')}; {aftermath}. The requester is told by "

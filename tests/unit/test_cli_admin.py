@@ -3,6 +3,7 @@ the Slack rules), the audit trail's ``via: cli``, and the notice kinds that tell
 
 from __future__ import annotations
 
+import argparse
 import json
 from datetime import timedelta
 from typing import Any, cast
@@ -11,7 +12,14 @@ import pytest
 from sqlmodel import Session, col, select
 
 from bot.cli import build_parser, main
-from bot.cli_admin import ADMIN_ENV, plain, request_line
+from bot.cli_admin import (
+    ADMIN_ENV,
+    NOT_AS_ASKED,
+    cmd_approve,
+    cmd_revoke,
+    plain,
+    request_line,
+)
 from bot.domain.errors import NotAllowed
 from bot.domain.notices import AuditPost, NoticeKind
 from bot.domain.permissions import check_may_end, check_may_use_command_line
@@ -20,6 +28,7 @@ from bot.domain.text import one_line
 from bot.lifecycle import AccessLifecycle, Via
 from bot.lifecycle.announce import MessageKind
 from bot.lifecycle.outbox import OutboxNotifier
+from bot.runtime import Attached
 from bot.store.models import AccessRequest, AuditEvent, Notice
 from tests.unit.fakes import (
     APPROVER,
@@ -375,3 +384,50 @@ def test_audit_post_round_trip_and_rejects_what_is_not_one() -> None:
     for bad in ("[]", '{"action": 1, "text": "x"}', "{", '{"action": "a"}'):
         with pytest.raises(ValueError, match="not an audit post"):
             AuditPost.loads(bad)
+
+
+# -- what the command line prints: honest about the outcome ---------------------------------------
+
+
+def attached_to(h: Harness, slack: FakeNotifier) -> Attached:
+    cli = cli_side(h, slack)
+    outbox = cast(OutboxNotifier, cli.lifecycle.edges.notifier)
+    return Attached(lifecycle=cli.lifecycle, outbox=outbox, engine=h.engine)
+
+
+def test_approve_prints_issued_and_delivered(
+    h_admin: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = submit(h_admin)
+    args = argparse.Namespace(request_id=request_id, actor=APPROVER)
+    assert cmd_approve(attached_to(h_admin, FakeNotifier()), args) == 0
+    out = capsys.readouterr()
+    assert "credentials issued and delivered to U0CAROL by Slack DM" in out.out
+    assert out.err == ""  # Slack took everything: nothing queued
+
+
+def test_approve_whose_credentials_slack_refuses_says_revoked_and_exits_1(
+    h_admin: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = submit(h_admin)
+    slack = FakeNotifier(slack_down=True)
+    attached = attached_to(h_admin, slack)
+    attached.lifecycle.issuing.sleep = h_admin.clock.sleep  # the 30 s window on the fake clock
+    args = argparse.Namespace(request_id=request_id, actor=APPROVER)
+    assert cmd_approve(attached, args) == NOT_AS_ASKED
+    out = capsys.readouterr()
+    assert "but it failed" in out.out and "Vault confirmed the grant is revoked" in out.out
+    assert "Slack did not answer" in out.err
+    assert not h_admin.issuer.live
+    assert "credentials issued and delivered" not in out.out
+
+
+def test_revoke_vault_has_not_confirmed_exits_1(
+    h_admin: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    request_id = submit(h_admin)
+    h_admin.lifecycle.decide(request_id, APPROVER, approve=True)
+    h_admin.issuer.fail("revoke")
+    args = argparse.Namespace(request_id=request_id, actor=BYSTANDER)
+    assert cmd_revoke(attached_to(h_admin, FakeNotifier()), args) == NOT_AS_ASKED
+    assert "Vault has not confirmed" in capsys.readouterr().out
