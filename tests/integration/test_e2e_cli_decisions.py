@@ -245,3 +245,36 @@ def test_deny_and_revoke_while_slack_refuses_and_the_bot_tells_slack_when_it_is_
     )
     closed = slack.messages(slack.dm_channel(REQUESTER))
     assert any(f"(request #{active}) has ended" in str(m.get("text")) for m in closed)
+
+
+def test_approve_while_slack_refuses_the_dm_revokes_and_says_so(
+    run_bot,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
+) -> None:
+    """Credentials go only by DM: when Slack refuses it for the whole delivery window (30 s),
+    the grant is revoked, Vault confirming, and the command line says so and exits 1."""
+    bot = run_bot(policy_for(vault_db.path, admins=ADMINS), env={"TIMER_TICK_SECONDS": "1"})
+    request_id = request_access(bot, slack, REQUESTER, "payments-db 30m INC-10 slack is out")
+    slack.outage(300, methods=None, answers=REFUSALS)
+    approved = cli(bot, "approve", str(request_id), "--as", ALICE)
+    assert approved.returncode == 1, approved.stdout + approved.stderr
+    assert "but it failed" in approved.stdout
+    assert "Vault confirmed the grant is revoked" in approved.stdout
+    assert "issued and delivered" not in approved.stdout
+    assert request_status(postgres, bot, request_id) == "failed"
+    lease_id = lease_of(postgres, bot, request_id)
+    assert lease_gone(openbao, lease_id)
+    (approval,) = [e for e in events(postgres, bot, request_id) if e[0] == "approved"]
+    assert approval[2]["via"] == "cli"
+
+    slack.outage(0)
+    told = wait_until(
+        lambda: [t for t in dms(slack, REQUESTER) if f"(request #{request_id}) could not" in t],
+        timeout=45,
+        what="the requester told once Slack answers",
+    )
+    assert "revoked (Vault confirmed it)" in told[0]
+    assert not [m for m in slack.messages(slack.dm_channel(REQUESTER)) if "is ready" in str(m)]
