@@ -141,7 +141,7 @@ class Notices:
                     mine,
                     claimed_until=None,
                     sent_at=self.edges.clock.now(),
-                    last_error=quote(f"set aside: {exc}", limit=200),
+                    last_error=quote(f"set aside: {exc}", limit=190),
                 )
             return True
         except DeliveryError as exc:
