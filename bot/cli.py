@@ -10,6 +10,13 @@
   digest --now   post the daily digest for the last 24 hours
   db upgrade | db downgrade REV | db current   migrate the schema / show where it stands
 
+When Slack is down (act as an admin: --as USER_ID or $DEBUG_ACCESS_ADMIN; audited via: cli):
+  requests       pending requests and active grants (--all, --status S, --json)
+  approve ID     approve a request: credentials still go only to the requester by Slack DM
+  deny ID        deny a request
+  revoke ID      end a grant now; Vault confirms
+  (`debug-access approve --help` says exactly who may; Slack is told when it answers again)
+
 Every command reads the environment and .env. Mistakes are reported in one line, exit 2.
 """
 
@@ -24,8 +31,10 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from bot.cli_admin import add_commands, plain
 from bot.config import DatabaseSettings
 from bot.configuration import load_configuration
+from bot.domain.errors import UserError
 from bot.errors import ConfigProblem
 from bot.logs import configure_logging
 from bot.policy import PolicyError, load_policy
@@ -301,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="post the digest for the 24 hours up to now",
     )
     digest.set_defaults(func=cmd_digest)
+    add_commands(sub)
     return parser
 
 
@@ -339,6 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigProblem as exc:
         print(f"debug-access: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    except UserError as exc:  # an admin command refused: nothing changed
+        print(f"debug-access: refused: {plain(str(exc))}", file=sys.stderr)  # noqa: T201
         return 2
     except KeyboardInterrupt:
         return 130

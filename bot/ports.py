@@ -140,6 +140,27 @@ class Notifier(Protocol):
         when there is one (``alert`` echoes it to the channel too), else as a new root message,
         whose ref is returned so later events can thread under it."""
 
+    def post_audit(
+        self,
+        view: RequestView | None,
+        action: str,
+        text: str,
+        alert: bool = False,
+        thread: MessageRef | None = None,
+    ) -> MessageRef | None:
+        """As ``audit``, but raises DeliveryError when Slack did not take it (the outbox of
+        notices posts it later). None when there is no audit channel or it was a reply."""
+
+    def update_request(
+        self,
+        view: RequestView,
+        approvals: Sequence[MessageRef],
+        credentials: Sequence[MessageRef] = (),
+    ) -> None:
+        """Update every copy of the request message (``approvals``) to its current state and
+        close the credentials DMs (``credentials``, once the grant ended); raises DeliveryError
+        at the first Slack refuses (the outbox re-renders them all later)."""
+
     def home_changed(self, users: Sequence[str]) -> None:
         """Refresh the App Home of these users (their requests or queues changed)."""
 

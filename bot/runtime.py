@@ -1,4 +1,5 @@
-"""Wire the edges to the lifecycle: database, Vault, Slack, timers. Used by ``serve`` and ``dev``.
+"""Wire the edges to the lifecycle: database, Vault, Slack, timers. Used by ``serve`` and ``dev``,
+and (without timers or a listener: ``attach_lifecycle``) by the command line's decisions.
 
 Start order matters and is the order below: schema first, Vault set-up, the Slack app (auth.test
 fails fast on a bad token), then the timers, whose first tick at once does what fell due while the
@@ -16,6 +17,7 @@ from datetime import timedelta
 from prometheus_client import REGISTRY
 from slack_bolt import App
 from slack_sdk import WebClient
+from sqlalchemy import Engine
 
 from bot.audit import ensure_chain_head
 from bot.config import Settings
@@ -24,11 +26,12 @@ from bot.digest_schedule import cron_trigger, missed_firing
 from bot.errors import ConfigProblem
 from bot.health import Readiness, database_check
 from bot.lifecycle import AccessLifecycle
+from bot.lifecycle.outbox import OutboxNotifier
 from bot.logs import remember_secret
 from bot.metrics import TOKEN_TTL
 from bot.oncall.resolver import OnCallConfigError, build_resolver
 from bot.policy import Policy
-from bot.ports import SystemClock
+from bot.ports import Notifier, SystemClock
 from bot.scheduler import DueWorkRunner, Timers
 from bot.slack.app import build_app, build_web_client
 from bot.slack.drain import Drain
@@ -115,8 +118,8 @@ def build_issuer(settings: Settings) -> VaultIssuer:
     return VaultIssuer(keeper.client, keeper=keeper)
 
 
-def start_runtime(settings: Settings, policy: Policy) -> Runtime:
-    """Build everything and start the timers."""
+def remember_secrets(settings: Settings) -> None:
+    """Mask every secret of the settings in the logs from now on."""
     for secret in (
         settings.slack_bot_token,
         settings.slack_signing_secret,
@@ -127,6 +130,67 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
     ):
         if secret is not None:
             remember_secret(secret.get_secret_value())
+
+
+def wire_lifecycle(
+    settings: Settings,
+    policy: Policy,
+    engine: Engine,
+    issuer: VaultIssuer,
+    client: WebClient,
+    notifier: Notifier,
+) -> AccessLifecycle:
+    """The lifecycle on the bot's edges (its approver directory, work locks and clock): one
+    wiring for the bot and for the command line, so both decide by the same rules."""
+    token = settings.pagerduty_token.get_secret_value() if settings.pagerduty_token else None
+    try:
+        approvers = build_resolver(policy.rotations, client, token, settings.pagerduty_api_url)
+    except OnCallConfigError as exc:
+        raise ConfigProblem(str(exc)) from None
+    return AccessLifecycle(
+        engine=engine,
+        policy=policy,
+        issuer=issuer,
+        notifier=notifier,
+        clock=SystemClock(),
+        approvers=approvers,
+        locks=make_locks(engine),
+    )
+
+
+@dataclass
+class Attached:
+    """The lifecycle of the running bot, for one action from the command line (``outbox``:
+    what Slack refused, queued for the bot to send)."""
+
+    lifecycle: AccessLifecycle
+    outbox: OutboxNotifier
+    engine: Engine
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def attach_lifecycle(settings: Settings, policy: Policy, actor: str) -> Attached:
+    """The bot's lifecycle on the bot's database, Vault token and Slack, with no timers, no
+    listener and no set-up: the command line acts next to a running bot (or while none runs),
+    and the bot's own timer tick does the rest (due work, the notices Slack refused).
+
+    The schema is required at this release's head, never migrated from here. Every Slack call
+    goes through ``OutboxNotifier``: what Slack refuses is queued, naming ``actor``."""
+    remember_secrets(settings)
+    engine = make_engine(settings.database_url)
+    schema.require_head(engine)
+    issuer = build_issuer(settings)
+    client = build_web_client(settings)
+    outbox = OutboxNotifier(SlackNotifier(client, policy), engine, SystemClock(), actor)
+    lifecycle = wire_lifecycle(settings, policy, engine, issuer, client, outbox)
+    return Attached(lifecycle=lifecycle, outbox=outbox, engine=engine)
+
+
+def start_runtime(settings: Settings, policy: Policy) -> Runtime:
+    """Build everything and start the timers."""
+    remember_secrets(settings)
     engine = make_engine(settings.database_url)
     log.info("database schema at %s", schema.upgrade(engine))
     ensure_chain_head(engine)
@@ -139,21 +203,8 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         log.info("vault set-up: %s", line)
     client = build_web_client(settings)
     notifier = SlackNotifier(client, policy)
-    token = settings.pagerduty_token.get_secret_value() if settings.pagerduty_token else None
-    try:
-        approvers = build_resolver(policy.rotations, client, token, settings.pagerduty_api_url)
-    except OnCallConfigError as exc:
-        raise ConfigProblem(str(exc)) from None
-    clock = SystemClock()
-    lifecycle = AccessLifecycle(
-        engine=engine,
-        policy=policy,
-        issuer=issuer,
-        notifier=notifier,
-        clock=clock,
-        approvers=approvers,
-        locks=make_locks(engine),
-    )
+    lifecycle = wire_lifecycle(settings, policy, engine, issuer, client, notifier)
+    clock = lifecycle.edges.clock
     homes = HomeRefresher(HomePublisher(client, lifecycle))
     notifier.homes = homes.refresh
     drain = Drain()

@@ -2,6 +2,12 @@
 
 The rules are few and absolute: the requester never approves their own request, only a listed
 approver decides, and only the requester or an approver of the resource may end a grant early.
+
+The command line (``debug-access approve|deny|revoke --as USER``, for when Slack is down) adds
+one rule in front of these and relaxes none: the identity must be an admin of debug-access (the
+policy's ``admins``). To approve or deny it must also be an approver of the resource who is not
+the requester, exactly as in Slack; to revoke, being an admin is enough (ending access is the
+safe direction in an incident), but a request still waiting is denied, not revoked.
 """
 
 from __future__ import annotations
@@ -19,9 +25,22 @@ def check_may_decide(actor: str, requester: str, approvers: Collection[str]) -> 
         raise NotAllowed("Only the approvers of this resource can approve or deny this request.")
 
 
-def check_may_end(actor: str, requester: str, approvers: Collection[str]) -> None:
-    """Raise NotAllowed unless ``actor`` may revoke (or withdraw) this request early."""
-    if actor != requester and actor not in approvers:
+def check_may_use_command_line(actor: str, admin: bool) -> None:
+    """Raise NotAllowed unless ``actor`` may act through the command line at all: only an admin,
+    since the command line names its identity instead of proving it (the shell is the proof)."""
+    if not admin:
+        raise NotAllowed(
+            f"{actor} is not an admin of debug-access (the policy's `admins`), so it cannot "
+            "act from the command line."
+        )
+
+
+def check_may_end(
+    actor: str, requester: str, approvers: Collection[str], admin: bool = False
+) -> None:
+    """Raise NotAllowed unless ``actor`` may revoke (or withdraw) this request early: the
+    requester, an approver of the resource, or (``admin``) an admin on the command line."""
+    if not admin and actor != requester and actor not in approvers:
         raise NotAllowed("Only the requester or an approver of this resource can revoke it.")
 
 

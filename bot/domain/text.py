@@ -42,3 +42,20 @@ def slack_plain(text: str) -> str:
         return target
 
     return _SLACK_ENTITY.sub(plain, text)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line for a terminal or a log: every control character (line breaks,
+    escape sequences, tabs, Unicode line separators) written as its escape (``\\n``,
+    ``\\x1b``), the backslash doubled, so what a user typed can neither add a line nor move
+    the cursor."""
+    out: list[str] = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif unicodedata.category(ch)[0] == "C" or unicodedata.category(ch) in {"Zl", "Zp"}:
+            escaped = repr(ch)[1:-1]
+            out.append(escaped if escaped != ch else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -28,12 +28,12 @@ the Slack listeners and the tests call; ``due_work`` is what the timer tick runs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from bot.domain.requests import ValidRequest
+from bot.domain.requests import RequestStatus, ValidRequest
 from bot.issuer import Issuer
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.decide import Decide
@@ -78,7 +78,7 @@ class AccessLifecycle:
         self.views = views = Views(edges)
         tell = Announcer(edges)
         self.ending = EndGrant(edges, views, tell)
-        self.notices = Notices(edges)
+        self.notices = Notices(edges, views, tell)
         self.issuing = Issue(edges, views, tell, self.ending, self.notices)
         self.extension = ApplyExtension(edges, views, tell)
         self.expiry = ExpirePending(edges, views, tell)
@@ -139,8 +139,10 @@ class AccessLifecycle:
 
     # -- decision ---------------------------------------------------------------------------------
 
-    def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
-        return self.decision.decide(request_id, actor, approve)
+    def decide(
+        self, request_id: int, actor: str, approve: bool, *, via: str = Via.SLACK
+    ) -> RequestView:
+        return self.decision.decide(request_id, actor, approve, via=via)
 
     def withdraw(self, view: RequestView) -> RequestView:
         return self.withdrawal.withdraw(view)
@@ -159,8 +161,8 @@ class AccessLifecycle:
     def check_collected(self, grant_id: int) -> bool | None:
         return self.issuing.check_collected(grant_id)
 
-    def revoke_early(self, request_id: int, actor: str) -> RequestView:
-        return self.early_revocation.revoke_early(request_id, actor)
+    def revoke_early(self, request_id: int, actor: str, *, via: str = Via.SLACK) -> RequestView:
+        return self.early_revocation.revoke_early(request_id, actor, via=via)
 
     def end_grant(self, grant_id: int, reason: str, actor: str = SYSTEM_ACTOR) -> bool:
         return self.ending.end_grant(grant_id, reason, actor)
@@ -193,6 +195,12 @@ class AccessLifecycle:
 
     def open_requests_of(self, user: str) -> list[RequestView]:
         return self.views.open_requests_of(user)
+
+    def listing(
+        self, statuses: Sequence[RequestStatus] | None = None, limit: int = 200
+    ) -> list[RequestView]:
+        """Everyone's requests in ``statuses`` (None: every status), newest first."""
+        return self.views.listing(statuses, limit)
 
     def waiting_for(self, user: str, limit: int | None = None) -> list[RequestView]:
         return self.views.waiting_for(user, limit)

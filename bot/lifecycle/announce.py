@@ -120,15 +120,22 @@ class Announcer:
     def _announce(
         self, view: RequestView, action: AuditAction, text: str, alert: bool, homes: bool
     ) -> None:
-        root_id = view.parent_id or view.id
-        roots = self.refs(root_id, MessageKind.AUDIT)
-        posted = self.edges.notifier.audit(
-            view, action.value, text, alert=alert, thread=roots[0] if roots else None
-        )
-        if posted is not None and not roots:
-            self.remember(root_id, MessageKind.AUDIT, [posted])
+        self.post_audit(view, action.value, text, alert)
         if homes:
             self.homes_changed(view)
+
+    def post_audit(
+        self, view: RequestView, action: str, text: str, alert: bool = False, strict: bool = False
+    ) -> None:
+        """Post one line to the audit channel under the request's thread (starting it if there
+        is none yet). ``strict``: raise DeliveryError when Slack refuses (the notice outbox,
+        which tries again), instead of logging it."""
+        root_id = view.parent_id or view.id
+        roots = self.refs(root_id, MessageKind.AUDIT)
+        post = self.edges.notifier.post_audit if strict else self.edges.notifier.audit
+        posted = post(view, action, text, alert=alert, thread=roots[0] if roots else None)
+        if posted is not None and not roots:
+            self.remember(root_id, MessageKind.AUDIT, [posted])
 
     def homes_changed(self, view: RequestView, extra: Iterable[str] = ()) -> None:
         users = [view.requester, *view.approvers, *view.approved_by, *extra]

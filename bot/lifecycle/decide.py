@@ -15,10 +15,10 @@ from sqlmodel import col, select
 from bot.audit import AuditAction, append_event
 from bot.domain.approvals import tally_after
 from bot.domain.errors import Conflict
-from bot.domain.permissions import check_may_decide
+from bot.domain.permissions import check_may_decide, check_may_use_command_line
 from bot.domain.requests import RequestStatus
 from bot.lifecycle.announce import Announcer
-from bot.lifecycle.edges import Edges
+from bot.lifecycle.edges import Edges, Via, via_details, via_suffix
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import LOCK_WAIT, Issue
@@ -51,15 +51,24 @@ class Decide:
         self.extension = extension
         self.expiry = expiry
 
-    def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
+    def decide(
+        self, request_id: int, actor: str, approve: bool, *, via: str = Via.SLACK
+    ) -> RequestView:
         """Record an approver's verdict; when enough approvals are in, issue (or extend).
+
+        ``via``: where the approver acted; from the command line (``Via.CLI``) the actor must
+        also be an admin, and the audit event and post say so.
 
         Announcements wait until the end (``Announcer.deferred``): after the credentials DM,
         and after the request's lock is let go."""
         with log_context(request_id=request_id), self.tell.deferred(), ExitStack() as owned:
-            return self._decide(request_id, actor, approve, owned)
+            return self._decide(request_id, actor, approve, owned, via)
 
-    def _decide(self, request_id: int, actor: str, approve: bool, owned: ExitStack) -> RequestView:
+    def _decide(
+        self, request_id: int, actor: str, approve: bool, owned: ExitStack, via: str
+    ) -> RequestView:
+        if via == Via.CLI:
+            check_may_use_command_line(actor, self.edges.is_admin(actor))
         current = self.views.get(request_id)
         if current.break_glass:
             raise Conflict(
@@ -107,7 +116,7 @@ class Decide:
                 )
             )
             complete = False
-            details: dict[str, object] = {}
+            details: dict[str, object] = via_details(via)
             approvers: list[str] = []
             gone: set[str] = set()
             if approve:
@@ -121,7 +130,8 @@ class Decide:
                     request.approvals_required,
                 )
                 complete = tally.complete
-                details = {"progress": tally.progress} if tally.progress else {}
+                if tally.progress:
+                    details["progress"] = tally.progress
             # The approval that completes a request goes on to issue it, and owns it from
             # before this commit until the credentials are delivered (``Issue`` re-enters the
             # lock): the timers never see it approved without an owner. Only the completing
@@ -154,18 +164,21 @@ class Decide:
             APPROVAL_WAIT.observe((now - current.created_at).total_seconds())
         self.tell.refresh_request_messages(view)
         if not approve:
-            self.tell.announce(view, AuditAction.DENIED, f"denied by <@{actor}>")
+            self.tell.announce(view, AuditAction.DENIED, f"denied by <@{actor}>{via_suffix(via)}")
             self.edges.notifier.tell(
                 view.requester,
                 f"<@{actor}> denied your {view.label.lower()} "
                 f"for `{view.resource}`. Nothing was issued.",
             )
             return view
-        progress = f" ({details['progress']})" if details else ""
+        progress = f" ({details['progress']})" if "progress" in details else ""
         # A complete approval goes straight on to issuing (or extending), which announces again
         # and refreshes the Homes then.
         self.tell.announce(
-            view, AuditAction.APPROVED, f"approved by <@{actor}>{progress}", homes=not complete
+            view,
+            AuditAction.APPROVED,
+            f"approved by <@{actor}>{via_suffix(via)}{progress}",
+            homes=not complete,
         )
         if not complete:
             return view

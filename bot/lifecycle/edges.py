@@ -38,6 +38,18 @@ class Via:
     CLI = "cli"
 
 
+def via_details(via: str) -> dict[str, object]:
+    """The audit event's ``via`` detail: none for Slack (as before there was another way)."""
+    return {} if via == Via.SLACK else {"via": via}
+
+
+def via_suffix(via: str) -> str:
+    """What the audit channel adds after "denied by @someone": `` via CLI``, or nothing."""
+    if via == Via.SLACK:
+        return ""
+    return " via CLI" if via == Via.CLI else f" via {via}"
+
+
 @dataclass(frozen=True)
 class Edges:
     """The outside world of the use cases, each behind its interface in ``bot.ports``."""

@@ -8,18 +8,28 @@ once, and, while Slack refuses it, retried by ``send_queued`` from the timer tic
 (``bot.scheduler``) on every replica until it goes out (each notice is claimed first, so two
 replicas never send it twice at the same moment; at least once, not exactly once, if a sender
 dies after Slack took it).
+
+A notice has a kind (``bot.domain.notices.NoticeKind``): ``dm`` is the message above; ``audit``
+and ``refresh`` tell Slack afterwards what the command line did while Slack was down (a post to
+the audit channel, the request's messages re-rendered from the database). The command line
+writes them through ``bot.lifecycle.outbox.OutboxNotifier`` when Slack refuses; the bot's timer
+tick sends them like any other notice. A replica sends only the kinds it knows, and leaves the
+others for one that does.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
+from bot.domain.notices import AuditPost, NoticeKind
 from bot.domain.text import quote
+from bot.lifecycle.announce import Announcer, MessageKind
 from bot.lifecycle.edges import Edges
+from bot.lifecycle.views import Views
 from bot.ports import DeliveryError
 from bot.store.claims import claim
 from bot.store.db import transaction
@@ -34,9 +44,34 @@ NOTICE_BACKOFF = (timedelta(seconds=5), timedelta(seconds=10), timedelta(seconds
 LOUD_AFTER = 10
 
 
+def write_notice(
+    session: Session,
+    now: datetime,
+    user: str,
+    text: str,
+    request_id: int | None,
+    kind: str = NoticeKind.DM,
+    hold: timedelta = timedelta(0),
+) -> Notice:
+    """Add a notice to the outbox in the caller's transaction, due at ``now + hold``."""
+    notice = Notice(
+        user=user,
+        text=text,
+        request_id=request_id,
+        created_at=now,
+        next_attempt_at=now + hold,
+        kind=kind,
+    )
+    session.add(notice)
+    session.flush()
+    return notice
+
+
 class Notices:
-    def __init__(self, edges: Edges) -> None:
+    def __init__(self, edges: Edges, views: Views, tell: Announcer) -> None:
         self.edges = edges
+        self.views = views
+        self.tell = tell
 
     def queue(
         self,
@@ -49,13 +84,7 @@ class Notices:
         """Write a notice in the caller's transaction (it commits with what it reports).
         ``hold``: the caller sends it itself (``send_queued(only=…)``) once it knows more; the
         periodic sends leave it alone that long, and take it up only if the caller died."""
-        now = self.edges.clock.now()
-        notice = Notice(
-            user=user, text=text, request_id=request_id, created_at=now, next_attempt_at=now + hold
-        )
-        session.add(notice)
-        session.flush()
-        return notice
+        return write_notice(session, self.edges.clock.now(), user, text, request_id, hold=hold)
 
     def rewrite(self, notice_id: int, text: str) -> None:
         """Say it better before it is sent (once the outcome it reports is known)."""
@@ -66,7 +95,9 @@ class Notices:
         """Send every notice that is due (or just ``only``, due or held), oldest first; stop at
         the first Slack refuses, the rest wait for the next round. Returns how many went out."""
         now = self.edges.clock.now()
-        query = select(Notice.id).where(col(Notice.sent_at).is_(None))
+        query = select(Notice.id).where(
+            col(Notice.sent_at).is_(None), col(Notice.kind).in_(NoticeKind.ALL)
+        )
         if only is not None:  # the writer's own send: whenever it is due
             query = query.where(Notice.id == only)
         else:
@@ -96,9 +127,23 @@ class Notices:
             assert notice is not None
             session.refresh(notice)
             user, text, attempts = notice.user, notice.text, notice.attempts
+            kind, request_id = notice.kind, notice.request_id
         mine = col(Notice.claimed_until) == until
         try:
-            self.edges.notifier.send(user, text)
+            self._deliver(kind, user, text, request_id)
+        except ValueError as exc:  # a row that can never be sent: set it aside, loudly
+            log.error("notice %s (%s) cannot be sent, set aside: %s", notice_id, kind, exc)
+            with transaction(self.edges.engine) as session:
+                claim(
+                    session,
+                    Notice,
+                    notice_id,
+                    mine,
+                    claimed_until=None,
+                    sent_at=self.edges.clock.now(),
+                    last_error=quote(f"set aside: {exc}", limit=190),
+                )
+            return True
         except DeliveryError as exc:
             attempts += 1
             wait = NOTICE_BACKOFF[min(attempts, len(NOTICE_BACKOFF)) - 1]
@@ -123,5 +168,27 @@ class Notices:
         with transaction(self.edges.engine) as session:
             sent_at = self.edges.clock.now()
             claim(session, Notice, notice_id, mine, claimed_until=None, sent_at=sent_at)
-        log.info("notice %s sent to %s", notice_id, user)
+        log.info("notice %s (%s) sent for %s", notice_id, kind, user)
         return True
+
+    def _deliver(self, kind: str, user: str, text: str, request_id: int | None) -> None:
+        """Do what the notice says; DeliveryError when Slack refused (tried again later),
+        ValueError when the row can never be sent."""
+        if kind == NoticeKind.DM:
+            self.edges.notifier.send(user, text)
+            return
+        if request_id is None:
+            raise ValueError(f"a {kind} notice needs a request")
+        view = self.views.get(request_id)
+        if kind == NoticeKind.AUDIT:
+            post = AuditPost.loads(text)
+            self.tell.post_audit(view, post.action, post.text, post.alert, strict=True)
+            return
+        # REFRESH: every message of the request, as the database says it is now.
+        ended = not view.status.is_open
+        self.edges.notifier.update_request(
+            view,
+            self.tell.refs(request_id, MessageKind.APPROVAL),
+            self.tell.refs(request_id, MessageKind.CREDENTIALS) if ended else (),
+        )
+        self.tell.homes_changed(view)

@@ -27,12 +27,12 @@ from bot.audit import AuditAction, append_event
 from bot.domain.durations import format_duration
 from bot.domain.errors import Conflict, NotAllowed
 from bot.domain.grants import GrantStatus
-from bot.domain.permissions import check_may_end
+from bot.domain.permissions import check_may_end, check_may_use_command_line
 from bot.domain.requests import RequestStatus
 from bot.domain.text import quote
 from bot.issuer import IssuerError
 from bot.lifecycle.announce import Announcer, MessageKind
-from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
+from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason, Via, via_details, via_suffix
 from bot.lifecycle.rows import load_grant, load_request
 from bot.lifecycle.views import Views
 from bot.lifecycle.withdraw import Withdraw
@@ -83,18 +83,21 @@ class EndGrant:
         self.views = views
         self.tell = tell
 
-    def end_grant(self, grant_id: int, reason: str, actor: str = SYSTEM_ACTOR) -> bool:
+    def end_grant(
+        self, grant_id: int, reason: str, actor: str = SYSTEM_ACTOR, *, via: str = Via.SLACK
+    ) -> bool:
         """Revoke a grant in Vault, confirm it is gone, then (only then) mark it ended.
 
         Safe to call any number of times, from any replica: the first caller claims the grant
         atomically; others return False. On failure the grant stays REVOKING, the audit channel
         is alerted, and the retry is due after a backoff. Returns True when this call ended the
-        grant.
+        grant. ``via``: where the person who ended it acted (the audit event says so when it
+        was not Slack; a retry after a failed revocation is the bot's own, and does not).
         """
         with log_context(grant_id=grant_id):
-            return self._end_grant(grant_id, reason, actor)
+            return self._end_grant(grant_id, reason, actor, via)
 
-    def _end_grant(self, grant_id: int, reason: str, actor: str) -> bool:
+    def _end_grant(self, grant_id: int, reason: str, actor: str, via: str) -> bool:
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
             # Only REVOKING grants carry a claim: an unclaimed one is free to take, and so is a
@@ -133,7 +136,7 @@ class EndGrant:
                 held_since=now,
             )
             return False
-        return self._mark_ended(grant_id, request_id, end_reason, ended_by, held_since=now)
+        return self._mark_ended(grant_id, request_id, end_reason, ended_by, now, via)
 
     @staticmethod
     def _release(
@@ -203,7 +206,13 @@ class EndGrant:
         )
 
     def _mark_ended(
-        self, grant_id: int, request_id: int, reason: str, actor: str, held_since: datetime
+        self,
+        grant_id: int,
+        request_id: int,
+        reason: str,
+        actor: str,
+        held_since: datetime,
+        via: str = Via.SLACK,
     ) -> bool:
         now = self.edges.clock.now()
         with transaction(self.edges.engine) as session:
@@ -236,6 +245,7 @@ class EndGrant:
                     "confirmed_by_vault": True,
                     # False: what was issued (an SSH certificate) lives on until it expires.
                     "recalled": recallable,
+                    **via_details(via),
                 },
             )
         for ref in self.tell.refs(request_id, MessageKind.CREDENTIALS):
@@ -253,9 +263,10 @@ class EndGrant:
             EndReason.NOT_COLLECTED: "credentials never unwrapped, so revoked; Vault "
             "confirmed revocation",
             EndReason.EXPIRED: "expired; Vault confirmed revocation",
-            EndReason.REVOKED: f"revoked early by <@{actor}>; Vault confirmed revocation",
-            EndReason.LOCKED: f"revoked: <@{actor}> locked the requester; Vault confirmed "
+            EndReason.REVOKED: f"revoked early by <@{actor}>{via_suffix(via)}; Vault confirmed "
             "revocation",
+            EndReason.LOCKED: f"revoked: <@{actor}> locked the requester{via_suffix(via)}; Vault "
+            "confirmed revocation",
         }.get(reason, f"cleaned up ({reason}); Vault confirmed revocation")
         if view.ends_by_expiry_only and reason != EndReason.EXPIRED:
             text += f", but {_STAYS_VALID.format(until=_until(view))}"
@@ -299,14 +310,22 @@ class RevokeEarly:
         self.ending = ending
         self.withdrawal = withdrawal
 
-    def revoke_early(self, request_id: int, actor: str) -> RequestView:
-        """``/debug-access revoke <id>`` or the Revoke button: end a grant or withdraw a request."""
+    def revoke_early(self, request_id: int, actor: str, *, via: str = Via.SLACK) -> RequestView:
+        """``/debug-access revoke <id>`` or the Revoke button: end a grant or withdraw a request.
+
+        From the command line (``via=Via.CLI``) only an admin may, and an admin may end any
+        grant (``check_may_end``'s ``admin``), but not withdraw someone else's waiting request
+        (that is a denial, with its own rule)."""
+        admin = False
+        if via == Via.CLI:
+            admin = self.edges.is_admin(actor)
+            check_may_use_command_line(actor, admin)
         view = self.views.get(request_id)
         resource = self.edges.policy.resource(view.resource)
         approver = resource is not None and self.edges.approvers.may_approve(
             actor, resource.approvers, view.requester, self.edges.clock.now()
         )
-        check_may_end(actor, view.requester, [actor] if approver else [])
+        check_may_end(actor, view.requester, [actor] if approver else [], admin=admin)
         if view.status is RequestStatus.APPROVED:
             # Still being issued or delivered: Revoke clicked on the DM the moment it arrived,
             # before the commit that makes it active. Its owner holds the request's lock until
@@ -326,5 +345,5 @@ class RevokeEarly:
             grant_id = grant.id if grant else None
         if grant_id is None:
             raise Conflict(f"Request #{request_id} has no grant to revoke.")
-        self.ending.end_grant(grant_id, EndReason.REVOKED, actor=actor)
+        self.ending.end_grant(grant_id, EndReason.REVOKED, actor=actor, via=via)
         return self.views.get(request_id)

@@ -44,6 +44,17 @@ class Views:
             )
             return self._views(session, list(rows))
 
+    def listing(
+        self, statuses: Sequence[RequestStatus] | None = None, limit: int = 200
+    ) -> list[RequestView]:
+        """Everyone's requests in ``statuses`` (None: any), newest first, at most ``limit``:
+        what an admin on the command line looks through while Slack is down."""
+        query = select(AccessRequest).order_by(col(AccessRequest.id).desc()).limit(limit)
+        if statuses is not None:
+            query = query.where(col(AccessRequest.status).in_([s.value for s in statuses]))
+        with Session(self.edges.engine) as session:
+            return self._views(session, list(session.exec(query)))
+
     def waiting_for(self, user: str, limit: int | None = None) -> list[RequestView]:
         """Pending requests this user may decide now and has not yet decided, oldest first (at
         most ``limit``).

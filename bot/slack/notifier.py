@@ -139,6 +139,25 @@ class SlackNotifier:
         for ref in refs:
             self._update(ref, text, message_blocks)
 
+    def update_request(
+        self,
+        view: RequestView,
+        approvals: Sequence[MessageRef],
+        credentials: Sequence[MessageRef] = (),
+    ) -> None:
+        updates = [(ref, blocks.approval_message(view)) for ref in approvals]
+        if credentials:
+            closed = blocks.credentials_closed_message(view)
+            updates += [(ref, closed) for ref in credentials]
+        for ref, (text, message_blocks) in updates:
+            try:
+                self.client.chat_update(
+                    channel=ref.channel, ts=ref.ts, text=text, blocks=message_blocks
+                )
+            except SLACK_FAILURES as exc:
+                what = f"Slack refused to update {ref.channel}/{ref.ts}"
+                raise delivery_error(what, exc) from None
+
     def _update(self, ref: MessageRef, text: str, message_blocks: list[dict[str, Any]]) -> None:
         try:
             self.client.chat_update(
@@ -178,6 +197,20 @@ class SlackNotifier:
         alert: bool = False,
         thread: MessageRef | None = None,
     ) -> MessageRef | None:
+        try:
+            return self.post_audit(view, action, text, alert, thread)
+        except DeliveryError as exc:
+            log.error("could not post %s to the audit channel: %s", action, exc)
+            return None
+
+    def post_audit(
+        self,
+        view: RequestView | None,
+        action: str,
+        text: str,
+        alert: bool = False,
+        thread: MessageRef | None = None,
+    ) -> MessageRef | None:
         channel = self.policy.channels.audit
         if not channel:
             return None
@@ -193,8 +226,7 @@ class SlackNotifier:
                 return None
             return self._post(channel, blocks.audit_text(view, text, alert))
         except SLACK_FAILURES as exc:
-            log.error("could not post %s to the audit channel: %s", action, error_code(exc))
-            return None
+            raise delivery_error("Slack refused the audit post", exc) from None
 
     def post_digest(
         self, digest: Digest, usage: Callable[[], Sequence[ResourceUse]] | None = None

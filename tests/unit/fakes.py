@@ -271,8 +271,9 @@ class FakeNotifier:
     """``bot.ports.Notifier`` that records every call.
 
     ``fail_delivery`` makes ``deliver_credentials`` raise DeliveryError (``delivery_failures``:
-    only the next so many); ``slack_down`` makes every DM that must get through
-    (``deliver_credentials``, ``send``) raise, asking to retry after ``retry_after`` seconds.
+    only the next so many); ``slack_down`` makes every call that must get through
+    (``deliver_credentials``, ``send``, ``post_audit``, ``update_request``) raise, asking to
+    retry after ``retry_after`` seconds.
     ``observer`` (if set) is called with the method name before each call is recorded, so a test
     can look at the database at the moment Slack would have been told.
     """
@@ -367,6 +368,32 @@ class FakeNotifier:
         with self._lock:
             self.threads.append(thread)
         return None if thread is not None else self._ref("C0AUDIT")
+
+    def post_audit(
+        self,
+        view: RequestView | None,
+        action: str,
+        text: str,
+        alert: bool = False,
+        thread: MessageRef | None = None,
+    ) -> MessageRef | None:
+        self._record("post_audit", view, action, text, alert, not self.slack_down)
+        if self.slack_down:
+            raise DeliveryError("fake Slack: ratelimited", retry_after=self.retry_after)
+        with self._lock:
+            self.threads.append(thread)
+        return None if thread is not None else self._ref("C0AUDIT")
+
+    def update_request(
+        self,
+        view: RequestView,
+        approvals: Sequence[MessageRef],
+        credentials: Sequence[MessageRef] = (),
+    ) -> None:
+        taken = not self.slack_down
+        self._record("update_request", view, tuple(approvals), tuple(credentials), taken)
+        if self.slack_down:
+            raise DeliveryError("fake Slack: ratelimited", retry_after=self.retry_after)
 
     def home_changed(self, users: Sequence[str]) -> None:
         self._record("home_changed", tuple(users))
