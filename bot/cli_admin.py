@@ -1,5 +1,6 @@
 """The command line's decisions, for when Slack is down: ``requests``, ``approve``, ``deny``,
-``revoke``, each acting as the admin named by ``--as USER_ID`` (or ``$DEBUG_ACCESS_ADMIN``).
+``revoke``, ``lock`` and ``unlock``, each acting as the admin named by ``--as USER_ID`` (or
+``$DEBUG_ACCESS_ADMIN``).
 
 A thin edge: parse, call the running bot's lifecycle (``bot.runtime.attach_lifecycle``: its
 database and Vault token, no timers of its own), print what happened. The rules are the
@@ -76,6 +77,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         _admin_command(sub, name, what, handler).add_argument(
             "request_id", type=_request_id, metavar="ID"
         )
+    lock = _admin_command(
+        sub, "lock", "lock USER: revoke all their access, refuse anything new", cmd_lock
+    )
+    lock.add_argument("user", type=_user_id, metavar="USER_ID")
+    lock.add_argument("reason", nargs="+", help="why (audited, in every digest until unlocked)")
+    _admin_command(sub, "unlock", "lift USER's lock", cmd_unlock).add_argument(
+        "user", type=_user_id, metavar="USER_ID"
+    )
 
 
 def _admin_command(
@@ -106,6 +115,12 @@ def _request_id(text: str) -> int:
     if not 1 <= value <= MAX_ROW_ID:
         raise argparse.ArgumentTypeError(f"not a request id: {one_line(text)!s}")
     return value
+
+
+def _user_id(text: str) -> str:
+    if not SLACK_USER_ID.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"not a Slack user id (U… or W…): {one_line(text)!s}")
+    return text
 
 
 def _run(handler: Handler, args: argparse.Namespace) -> int:
@@ -226,6 +241,25 @@ def cmd_revoke(attached: Attached, args: argparse.Namespace) -> int:
         )
     _say_slack(attached)
     return code
+
+
+def cmd_lock(attached: Attached, args: argparse.Namespace) -> int:
+    from bot.lifecycle import Via
+    from bot.lifecycle.lock import lock_text
+
+    report = attached.lifecycle.lock_user(args.user, args.actor, " ".join(args.reason), Via.CLI)
+    _say(plain(lock_text(report)))
+    _say_slack(attached)
+    return NOT_AS_ASKED if report.still_revoking or report.in_delivery else 0
+
+
+def cmd_unlock(attached: Attached, args: argparse.Namespace) -> int:
+    from bot.lifecycle import Via
+
+    attached.lifecycle.unlock_user(args.user, args.actor, Via.CLI)
+    _say(f"{args.user} is unlocked by {args.actor} via CLI: they may ask and approve again")
+    _say_slack(attached)
+    return 0
 
 
 # -- printing -------------------------------------------------------------------------------------

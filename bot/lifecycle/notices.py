@@ -177,6 +177,10 @@ class Notices:
         if kind == NoticeKind.DM:
             self.edges.notifier.send(user, text)
             return
+        if kind == NoticeKind.AUDIT and request_id is None:  # about a person (a lock)
+            post = AuditPost.loads(text)
+            self.edges.notifier.post_audit(None, post.action, post.text, post.alert)
+            return
         if request_id is None:
             raise ValueError(f"a {kind} notice needs a request")
         view = self.views.get(request_id)

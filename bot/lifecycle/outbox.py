@@ -72,12 +72,9 @@ class OutboxNotifier:
         try:
             return self.inner.post_audit(view, action, text, alert, thread)
         except DeliveryError as exc:
-            if view is None:
-                log.error("Slack refused the audit post %s (%s): not queued", action, exc)
-                return None
             log.warning("Slack refused the audit post %s (%s): queued as a notice", action, exc)
             post = AuditPost(action, text, alert).dumps()
-            self._queue(NoticeKind.AUDIT, self.actor, post, view.id)
+            self._queue(NoticeKind.AUDIT, self.actor, post, view.id if view else None)
             return None
 
     def refresh_request(self, view: RequestView, refs: Sequence[MessageRef]) -> None:

@@ -283,3 +283,59 @@ def test_approve_while_slack_refuses_the_dm_revokes_and_says_so(
     )
     assert "revoked (Vault confirmed it)" in told[0]
     assert not [m for m in slack.messages(slack.dm_channel(REQUESTER)) if "is ready" in str(m)]
+
+
+def test_lock_and_unlock_from_the_cli_while_slack_refuses(
+    run_bot,
+    slack: SlackEmulator,
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
+) -> None:
+    """The kill switch when Slack is down: the command line revokes everything (Vault
+    confirming) and refuses anything new; the audit channel hears of it once Slack is back."""
+    bot = run_bot(policy_for(vault_db.path, admins=ADMINS), env={"TIMER_TICK_SECONDS": "1"})
+    granted = request_access(bot, slack, REQUESTER, "payments-db 30m INC-11 compromised?")
+    click(bot, slack, BOB, approval_message(slack, granted), ActionId.APPROVE)
+    values = unwrap_from(credentials_message(slack, REQUESTER, granted), openbao)
+    wait_until(lambda: request_status(postgres, bot, granted) == "active", what="active")
+    lease_id = lease_of(postgres, bot, granted)
+
+    refused = cli(bot, "lock", REQUESTER, "not", "an", "admin", "--as", BOB)
+    assert refused.returncode == 2 and "not an admin" in refused.stderr
+    assert request_status(postgres, bot, granted) == "active"
+
+    slack.outage(300, methods=None, answers=REFUSALS)
+    locked = cli(bot, "lock", REQUESTER, "token", "in", "a", "pastebin", "--as", SECURITY)
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    assert "1 of 1 active grant(s) revoked, Vault confirmed" in locked.stdout
+    assert lease_gone(openbao, lease_id)
+    assert login_fails(postgres, values["username"], values["password"])
+    assert request_status(postgres, bot, granted) == "ended"
+    (event,) = bot_rows(
+        postgres, bot, "SELECT actor, details FROM audit_event WHERE action = 'locked'"
+    )
+    assert event[0] == SECURITY and json.loads(event[1])["via"] == "cli"
+    assert "Slack did not answer" in locked.stderr
+    slack.outage(0)
+    wait_until(
+        lambda: any(
+            f"<@{SECURITY}> locked <@{REQUESTER}> (via cli)" in t for t in audit_posts(slack)
+        ),
+        timeout=45,
+        what="the lock announced once Slack answers",
+    )
+    answer = bot.sender.slash(REQUESTER, "payments-db 30m INC-11 again")
+    assert answer.status_code == 200
+    assert "locked your access" in str(
+        slack.wait_for("response_url", lambda c: c.params.get("key") == answer.response_key).params
+    )
+
+    unlocked = cli(bot, "unlock", REQUESTER, "--as", SECURITY)
+    assert unlocked.returncode == 0 and "is unlocked" in unlocked.stdout
+    assert (
+        request_status(
+            postgres, bot, request_access(bot, slack, REQUESTER, "payments-db 30m INC-11 ok")
+        )
+        == "pending"
+    )

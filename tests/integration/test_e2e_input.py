@@ -9,6 +9,7 @@ import urllib.parse
 
 import pytest
 
+from bot.mrkdwn import escape
 from bot.slack.ids import ActionId, BlockId, CallbackId, InputId
 from tests.emulators.slack_api import SlackEmulator
 from tests.integration.flows import (
@@ -113,15 +114,17 @@ def test_hostile_reason_is_escaped_everywhere(
     request_id = request_access(bot, slack, REQUESTER, f"payments-db 30m {reason}")
     message = approval_message(slack, request_id)
     text = blocks_text(message)
-    assert "&lt;!channel&gt;" in text and "&lt;@U0CEO&gt;" in text
-    assert "&lt;https://evil.example|click me&gt;" in text and "&amp;" in text
+    # Slack escapes what was typed (a mention, a link) into entities; the reason keeps it as it
+    # was typed, as plain text that pings and links nobody, and `&` is escaped when shown.
+    typed = "INC-3 @channel @U0CEO https://evil.example & #C0SECRET"
+    assert escape(typed) in text and "&amp;" in text
     for call in slack.calls():
         dumped = json.dumps(call.params)
         for raw in ("<!channel>", "<@U0CEO>", "<https://evil.example", "<#C0SECRET>"):
             assert raw not in dumped, f"unescaped {raw} in {call.method}"
-    # Stored verbatim (escaping is a rendering concern), so the audit trail is faithful.
+    # Stored as typed (escaping is a rendering concern), so the audit trail is faithful.
     stored = bot_rows(postgres, bot, f"SELECT reason FROM access_request WHERE id={request_id}")
-    assert stored[0][0] == reason
+    assert stored[0][0] == typed
 
 
 def signed_form(bot, user: str, text: str, timestamp: int) -> tuple[bytes, dict[str, str]]:
