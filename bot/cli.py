@@ -15,6 +15,7 @@ When Slack is down (act as an admin: --as USER_ID or $DEBUG_ACCESS_ADMIN; audite
   approve ID     approve a request: credentials still go only to the requester by Slack DM
   deny ID        deny a request
   revoke ID      end a grant now; Vault confirms
+  lock USER WHY  the kill switch: revoke all USER's access, refuse anything new; unlock USER
   (`debug-access approve --help` says exactly who may; Slack is told when it answers again)
 
 Every command reads the environment and .env. Mistakes are reported in one line, exit 2.
