@@ -23,7 +23,7 @@ from bot.digest import DailyDigest
 from bot.digest_schedule import cron_trigger, missed_firing
 from bot.errors import ConfigProblem
 from bot.health import Readiness, database_check
-from bot.lifecycle import AccessLifecycle
+from bot.lifecycle import AccessLifecycle, StepUpSettings
 from bot.logs import remember_secret
 from bot.metrics import TOKEN_TTL
 from bot.oncall.resolver import OnCallConfigError, build_resolver
@@ -153,6 +153,10 @@ def start_runtime(settings: Settings, policy: Policy) -> Runtime:
         clock=clock,
         approvers=approvers,
         locks=make_locks(engine),
+        step_up=StepUpSettings(
+            public_url=settings.public_url,
+            link_ttl=timedelta(seconds=settings.step_up_link_ttl_seconds),
+        ),
     )
     homes = HomeRefresher(HomePublisher(client, lifecycle))
     notifier.homes = homes.refresh

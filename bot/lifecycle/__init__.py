@@ -4,6 +4,7 @@ edges.py      what every use case talks to (database, policy, Vault, Slack, cloc
 submit.py     command -> request: routing to approvers, break-glass, asking for an extension
 ssh_keys.py   the SSH public key a request signs: registered on the App Home, or pasted
 decide.py     decision: approve / deny (enough approvals go on to issue or extend)
+step_up.py    passkey step-up: an approval counts once confirmed with a passkey on the page
 withdraw.py   the requester takes a waiting request back
 escalate.py   nobody decided in time: ask the next approver tier
 expire.py     nobody decided before pending_ttl: the request expires
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -37,7 +39,7 @@ from bot.issuer import Issuer
 from bot.lifecycle.announce import Announcer
 from bot.lifecycle.decide import Decide
 from bot.lifecycle.due import Due, DueWork, OwnedElsewhere
-from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason
+from bot.lifecycle.edges import SYSTEM_ACTOR, Edges, EndReason, Via
 from bot.lifecycle.escalate import Escalate
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
@@ -46,6 +48,7 @@ from bot.lifecycle.notices import Notices
 from bot.lifecycle.review import Review
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, RETRY_BACKOFF, EndGrant, RevokeEarly, retry_delay
 from bot.lifecycle.ssh_keys import SshKeys
+from bot.lifecycle.step_up import PageStart, StepUp, StepUpSettings
 from bot.lifecycle.submit import Submit, SubmitResult
 from bot.lifecycle.views import Views
 from bot.lifecycle.withdraw import Withdraw
@@ -67,6 +70,7 @@ class AccessLifecycle:
         clock: Clock,
         approvers: ApproverDirectory,
         locks: WorkLocks | None = None,
+        step_up: StepUpSettings | None = None,
     ) -> None:
         edges = Edges(engine, policy, issuer, notifier, clock, approvers, locks or LocalLocks())
         self.edges = edges
@@ -81,6 +85,7 @@ class AccessLifecycle:
         self.expiry = ExpirePending(edges, views, tell)
         self.withdrawal = Withdraw(edges, views, tell)
         self.decision = Decide(edges, views, tell, self.issuing, self.extension, self.expiry)
+        self.step_up = StepUp(edges, views, self.decision, step_up or StepUpSettings())
         self.reviewing = Review(edges, views, tell)
         self.escalation = Escalate(edges, views, tell)
         self.early_revocation = RevokeEarly(edges, views, self.ending, self.withdrawal)
@@ -134,8 +139,38 @@ class AccessLifecycle:
 
     # -- decision ---------------------------------------------------------------------------------
 
-    def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
-        return self.decision.decide(request_id, actor, approve)
+    def decide(
+        self,
+        request_id: int,
+        actor: str,
+        approve: bool,
+        *,
+        via: str = Via.SLACK,
+        stepped_up: bool = False,
+    ) -> RequestView:
+        return self.decision.decide(request_id, actor, approve, via=via, stepped_up=stepped_up)
+
+    # -- passkey step-up --------------------------------------------------------------------------
+
+    def approval_needs_step_up(self, request_id: int) -> bool:
+        return self.step_up.required_for_approval(request_id)
+
+    def start_step_up(self, request_id: int, actor: str) -> str:
+        """Approve clicked where a passkey is needed: the clicker's answer, with the link."""
+        return self.step_up.start_approval(request_id, actor)
+
+    def passkey_enrolment(self, user: str) -> str:
+        """A message for ``user`` with a fresh single-use link to register a passkey."""
+        return self.step_up.enrolment_text(user)
+
+    def has_passkey(self, user: str) -> bool:
+        return self.step_up.has_passkey(user)
+
+    def step_up_begin(self, token: str) -> PageStart:
+        return self.step_up.begin(token)
+
+    def step_up_finish(self, token: str, credential: dict[str, Any]) -> str:
+        return self.step_up.finish(token, credential)
 
     def withdraw(self, view: RequestView) -> RequestView:
         return self.withdrawal.withdraw(view)
@@ -193,6 +228,8 @@ __all__ = [
     "DueWork",
     "EndReason",
     "OwnedElsewhere",
+    "PageStart",
+    "StepUpSettings",
     "SubmitResult",
     "retry_delay",
 ]

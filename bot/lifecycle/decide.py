@@ -14,11 +14,11 @@ from sqlmodel import col, select
 
 from bot.audit import AuditAction, append_event
 from bot.domain.approvals import tally_after
-from bot.domain.errors import Conflict
+from bot.domain.errors import Conflict, NotAllowed
 from bot.domain.permissions import check_may_decide
 from bot.domain.requests import RequestStatus
 from bot.lifecycle.announce import Announcer
-from bot.lifecycle.edges import Edges
+from bot.lifecycle.edges import Edges, Via
 from bot.lifecycle.expire import ExpirePending
 from bot.lifecycle.extend import ApplyExtension
 from bot.lifecycle.issue import LOCK_WAIT, Issue
@@ -49,19 +49,50 @@ class Decide:
         self.extension = extension
         self.expiry = expiry
 
-    def decide(self, request_id: int, actor: str, approve: bool) -> RequestView:
+    def decide(
+        self,
+        request_id: int,
+        actor: str,
+        approve: bool,
+        *,
+        via: str = Via.SLACK,
+        stepped_up: bool = False,
+    ) -> RequestView:
         """Record an approver's verdict; when enough approvals are in, issue (or extend).
+
+        ``stepped_up`` says the approver confirmed with their passkey (``bot.lifecycle.step_up``
+        passes it after verifying the assertion). An approval from Slack of a resource whose
+        policy asks for step-up is refused without it, whatever path it came by: a taken-over
+        Slack session alone cannot approve. Denying needs no step-up (it grants nothing).
 
         Announcements wait until the end (``Announcer.deferred``): after the credentials DM,
         and after the request's lock is let go."""
         with log_context(request_id=request_id), self.tell.deferred(), ExitStack() as owned:
-            return self._decide(request_id, actor, approve, owned)
+            return self._decide(request_id, actor, approve, owned, via, stepped_up)
 
-    def _decide(self, request_id: int, actor: str, approve: bool, owned: ExitStack) -> RequestView:
+    def _decide(
+        self,
+        request_id: int,
+        actor: str,
+        approve: bool,
+        owned: ExitStack,
+        via: str,
+        stepped_up: bool,
+    ) -> RequestView:
         current = self.views.get(request_id)
         if current.break_glass:
             raise Conflict(
                 "Break-glass access needs no approval; use Reviewed once you have looked at it."
+            )
+        if (
+            approve
+            and self.edges.policy.approval_step_up(current.resource) is not None
+            and via == Via.SLACK
+            and not stepped_up
+        ):
+            raise NotAllowed(
+                f"Approving `{current.resource}` needs your passkey: use the link the bot sends "
+                "when you click Approve."
             )
         resource = self.edges.resource(current.resource)
         now = self.edges.clock.now()
@@ -113,6 +144,10 @@ class Decide:
                 )
                 complete = tally.complete
                 details = {"progress": tally.progress} if tally.progress else {}
+                if stepped_up:
+                    details["step_up"] = "passkey"
+            if via != Via.SLACK:
+                details["via"] = via
             # The approval that completes a request goes on to issue it, and owns it from
             # before this commit until the credentials are delivered (``Issue`` re-enters the
             # lock): the timers never see it approved without an owner. Only the completing
@@ -146,7 +181,7 @@ class Decide:
                 f"for `{view.resource}`. Nothing was issued.",
             )
             return view
-        progress = f" ({details['progress']})" if details else ""
+        progress = f" ({details['progress']})" if "progress" in details else ""
         # A complete approval goes straight on to issuing (or extending), which announces again
         # and refreshes the Homes then.
         self.tell.announce(
