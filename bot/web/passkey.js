@@ -72,6 +72,8 @@
         ? await navigator.credentials.create({ publicKey: creationOptions(start.options) })
         : await navigator.credentials.get({ publicKey: requestOptions(start.options) });
     } catch (e) {
+      problem.dataset.error = ((e && e.name) || "Error") + ": " + ((e && e.message) || "");  // for support and tests
+      console.warn("WebAuthn ceremony failed:", e);
       button.disabled = false;
       status.textContent = "";
       problem.textContent = "No passkey was used (cancelled, timed out, or this device has no passkey for debug-access). Nothing was counted. You can try again.";
