@@ -31,9 +31,13 @@ from bot.domain.step_up import (
     token_hash,
 )
 from bot.errors import ConfigProblem
+from bot.health import Readiness
 from bot.lifecycle import StepUpSettings
 from bot.lifecycle.edges import Via
 from bot.policy import parse_policy
+from bot.server import probes_app
+from bot.slack.home import home_view
+from bot.slack.ids import ActionId
 from bot.store.models import AuditEvent, PasskeyCredential, StepUpLink
 from bot.web.passkey import passkey_app
 from tests.unit.fakes import (
@@ -46,6 +50,7 @@ from tests.unit.fakes import (
     make_lifecycle,
 )
 from tests.unit.soft_authenticator import SoftAuthenticator
+from tests.unit.test_listeners import Edge, Recorder
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 ORIGIN = "http://localhost:8123"
@@ -432,3 +437,72 @@ def test_malformed_posts_are_answered_400(h: Harness) -> None:
     assert call(app, "POST", "/passkey/begin", {"no": "token"})[0] == 400
     assert call(app, "POST", "/passkey/finish", {"token": "t", "credential": "x"})[0] == 400
     assert call(app, "POST", "/passkey/begin", None)[0] == 400
+
+
+# -- Slack: the Approve button, the App Home --------------------------------------------------
+
+
+@pytest.fixture
+def edge() -> Edge:
+    built = Edge(STEP_UP_POLICY)
+    built.h.lifecycle.step_up.settings = StepUpSettings(public_url=ORIGIN, link_ttl=TTL)
+    return built
+
+
+def test_approve_on_a_step_up_resource_answers_with_a_link_and_decides_nothing(edge: Edge) -> None:
+    enrol(edge.h, APPROVER)
+    edge.slash("payments-db 30m INC-1 x")
+    ack, respond = edge.click(ActionId.APPROVE, "1", APPROVER)
+    assert ack.calls == [{}]
+    (answer,) = respond.calls
+    assert answer["response_type"] == "ephemeral" and "confirm with your passkey" in answer["text"]
+    token_in(answer["text"])
+    assert edge.h.lifecycle.get(1).status is S.PENDING and edge.h.notifier.deliveries == []
+
+
+def test_approve_from_the_home_tab_sends_the_link_by_dm(edge: Edge) -> None:
+    edge.slash("payments-db 30m INC-1 x")
+    respond = Recorder()
+    edge.app.actions[ActionId.APPROVE.value](
+        ack=Recorder(),
+        respond=respond,
+        client=edge.client,
+        body={"user": {"id": APPROVER}},  # the App Home has no response_url
+        action={"action_id": ActionId.APPROVE.value, "value": "1"},
+    )
+    posted = [kw for method, kw in edge.client.calls if method == "chat.postMessage"]
+    assert respond.calls == [] and len(posted) == 1
+    assert "not registered" in posted[0]["text"]  # no passkey yet: the enrolment link
+    token_in(posted[0]["text"])
+
+
+def test_register_passkey_on_the_home_tab_sends_a_link_by_dm(edge: Edge) -> None:
+    edge.app.actions[ActionId.ENROL_PASSKEY.value](
+        ack=Recorder(), body={"user": {"id": APPROVER}}, client=edge.client
+    )
+    (opened,) = [kw for method, kw in edge.client.calls if method == "conversations.open"]
+    (posted,) = [kw for method, kw in edge.client.calls if method == "chat.postMessage"]
+    assert opened["users"] == APPROVER and "Register your passkey" in posted["text"]
+    status, begun = api(edge.h, "/passkey/begin", {"token": token_in(posted["text"])})
+    assert status == 200 and begun["purpose"] == "enrol"
+
+
+def test_the_home_tab_offers_a_passkey_only_where_the_policy_asks_for_one(edge: Edge) -> None:
+    def home_text(policy_text: str, has_passkey: bool | None) -> str:
+        policy = parse_policy(policy_text, "p.yml")
+        view = home_view(APPROVER, [], [], [], policy, None, has_passkey)
+        return json.dumps(view["blocks"])
+
+    assert ActionId.ENROL_PASSKEY.value in home_text(STEP_UP_POLICY, False)
+    assert "None registered" in home_text(STEP_UP_POLICY, False)
+    assert "Register another passkey" in home_text(STEP_UP_POLICY, True)
+    assert ActionId.ENROL_PASSKEY.value not in home_text(EXAMPLE_POLICY, None)
+
+
+def test_socket_mode_serves_the_page_on_the_probes_port(h: Harness) -> None:
+    app = probes_app(Readiness(), passkey_app(h.lifecycle))
+    assert call(app, "GET", "/healthz")[0] == 200
+    assert call(app, "GET", "/passkey")[0] == 200
+    token = token_in(h.lifecycle.passkey_enrolment(APPROVER))
+    status, _, out = call(app, "POST", "/passkey/begin", {"token": token})
+    assert status == 200 and json.loads(out)["purpose"] == "enrol"
