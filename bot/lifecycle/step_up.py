@@ -25,9 +25,10 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 from webauthn import (
     generate_authentication_options,
@@ -216,8 +217,7 @@ class StepUp:
             challenge = base64url_to_bytes(row.challenge)
             if link.purpose is LinkPurpose.ENROL:
                 self._enrol(session, link, challenge, rp, credential)
-                row.used_at = now
-                session.add(row)
+                self._spend(session, row, now)
                 return "Your passkey is registered. You can close this page."
             assert link.request_id is not None
             try:
@@ -227,8 +227,7 @@ class StepUp:
                 # its own transaction, since this one rolls back with the refusal.
                 self._audit_refusal(link, str(refused))
                 raise
-            row.used_at = now
-            session.add(row)
+            self._spend(session, row, now)
             session.add(stored)
         self.decision.decide(link.request_id, link.user, approve=True, stepped_up=True)
         view = self.views.get(link.request_id)
@@ -328,6 +327,18 @@ class StepUp:
         stored.sign_count = verified.new_sign_count
         stored.last_used_at = self.edges.clock.now()
         return stored
+
+    @staticmethod
+    def _spend(session: Session, row: StepUpLink, now: datetime) -> None:
+        """Mark the link used, once: a guarded UPDATE, so that of two answers posted at the
+        same moment (SQLite has no row lock) only one counts."""
+        spent = session.exec(
+            update(StepUpLink)
+            .where(col(StepUpLink.id) == row.id, col(StepUpLink.used_at).is_(None))
+            .values(used_at=now)
+        )
+        if spent.rowcount != 1:
+            raise StepUpRefused("This link was already used. Each link works once.")
 
     def _audit_refusal(self, link: LinkState, reason: str) -> None:
         with transaction(self.edges.engine) as session:
