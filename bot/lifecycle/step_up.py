@@ -79,6 +79,12 @@ from bot.store.models import PasskeyCredential, StepUpLink, utc
 log = logging.getLogger(__name__)
 
 RP_NAME = "debug-access"
+#: One passkey per person, registered from Slack once (trust on first use): were a Slack session
+#: enough to add another, whoever took it over would add their own and approve with it.
+ALREADY_ENROLLED = (
+    "You already have a passkey registered. To replace a lost one, ask a debug-access admin "
+    "to remove the old one first."
+)
 #: How long the browser waits for the person to touch their authenticator (milliseconds).
 CEREMONY_TIMEOUT_MS = 120_000
 
@@ -163,6 +169,8 @@ class StepUp:
             assert row is not None
             challenge = base64url_to_bytes(row.challenge)
             if link.purpose is LinkPurpose.ENROL:
+                if self._has_passkey(link.user):
+                    raise StepUpRefused(ALREADY_ENROLLED)
                 existing = session.exec(
                     select(PasskeyCredential).where(PasskeyCredential.user == link.user)
                 ).all()
@@ -217,18 +225,20 @@ class StepUp:
             challenge = base64url_to_bytes(row.challenge)
             if link.purpose is LinkPurpose.ENROL:
                 self._enrol(session, link, challenge, rp, credential)
-                self._spend(session, row, now)
-                return "Your passkey is registered. You can close this page."
-            assert link.request_id is not None
-            try:
-                stored = self._verify_assertion(session, link, challenge, rp, credential)
-            except StepUpRefused as refused:
-                # A valid link with a wrong passkey: worth a line in the audit trail. Written in
-                # its own transaction, since this one rolls back with the refusal.
-                self._audit_refusal(link, str(refused))
-                raise
+            else:
+                try:
+                    stored = self._verify_assertion(session, link, challenge, rp, credential)
+                except StepUpRefused as refused:
+                    # A valid link with a wrong passkey: worth a line in the audit trail.
+                    # Written in its own transaction: this one rolls back with the refusal.
+                    self._audit_refusal(link, str(refused))
+                    raise
+                session.add(stored)
             self._spend(session, row, now)
-            session.add(stored)
+        if link.purpose is LinkPurpose.ENROL:
+            self._announce_enrolment(link.user)
+            return "Your passkey is registered. You can close this page."
+        assert link.request_id is not None
         self.decision.decide(link.request_id, link.user, approve=True, stepped_up=True)
         view = self.views.get(link.request_id)
         if view.status is RequestStatus.PENDING:
@@ -265,6 +275,8 @@ class StepUp:
                 "Your browser's answer could not be verified for this site. Nothing was "
                 "registered; ask for a new link and try again."
             ) from None
+        if self._has_passkey(link.user):
+            raise StepUpRefused(ALREADY_ENROLLED)
         credential_id = bytes_to_base64url(verified.credential_id)
         taken = session.exec(
             select(PasskeyCredential).where(PasskeyCredential.credential_id == credential_id)
@@ -327,6 +339,24 @@ class StepUp:
         stored.sign_count = verified.new_sign_count
         stored.last_used_at = self.edges.clock.now()
         return stored
+
+    def _announce_enrolment(self, user: str) -> None:
+        """Out loud, after the commit: a passkey registered by someone holding the user's Slack
+        session (the threat step-up answers) is then seen by the user and the audit channel."""
+        try:
+            self.edges.notifier.audit(
+                None,
+                AuditAction.PASSKEY_REGISTERED,
+                f"passkey registered for <@{user}>",
+                alert=True,
+            )
+            self.edges.notifier.tell(
+                user,
+                "A passkey was registered for you on debug-access; approvals that need one "
+                "will ask for it. If this was not you, tell the debug-access admins now.",
+            )
+        except Exception:  # the enrolment stands; Slack being down must not undo it
+            log.exception("could not announce the passkey registration of %s", user)
 
     @staticmethod
     def _spend(session: Session, row: StepUpLink, now: datetime) -> None:
@@ -409,6 +439,8 @@ class StepUp:
         return token
 
     def _enrolment_text(self, user: str) -> str:
+        if self._has_passkey(user):
+            raise Conflict(ALREADY_ENROLLED)
         token = self._new_link(user, LinkPurpose.ENROL, None)
         return (
             f"Register your passkey here: <{link_url(self._public_url(), token)}|register a "

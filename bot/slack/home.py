@@ -150,19 +150,23 @@ def _ssh_key_section(registered_key: str | None) -> list[Block]:
 
 def _passkey_section(has_passkey: bool) -> list[Block]:
     """Where an approver registers the passkey that step-up approvals need."""
-    state = (
-        "Registered. Approvals that need a passkey ask you to confirm with it."
-        if has_passkey
-        else "None registered. Some approvals count only once confirmed with your passkey: "
-        "register one here (the bot sends you a link by DM)."
-    )
-    label = "Register another passkey" if has_passkey else "Register passkey"
+    if has_passkey:
+        return [
+            section(
+                "*Your passkey*\nRegistered. Approvals that need a passkey ask you to confirm "
+                "with it. Lost it? Ask a debug-access admin to remove it, then register a new one."
+            ),
+            {"type": "divider"},
+        ]
     return [
-        section(f"*Your passkey*\n{state}"),
+        section(
+            "*Your passkey*\nNone registered. Some approvals count only once confirmed with "
+            "your passkey: register one here (the bot sends you a link by DM)."
+        ),
         {
             "type": "actions",
             "block_id": BlockId.PASSKEY_ACTIONS.value,
-            "elements": [button(label, ActionId.ENROL_PASSKEY, "home")],
+            "elements": [button("Register passkey", ActionId.ENROL_PASSKEY, "home")],
         },
         {"type": "divider"},
     ]

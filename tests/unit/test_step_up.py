@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from bot.audit import AuditAction
 from bot.config import Settings
 from bot.configuration import load_configuration
-from bot.domain.errors import NotAllowed
+from bot.domain.errors import Conflict, NotAllowed
 from bot.domain.requests import RequestStatus as S
 from bot.domain.requests import ValidRequest
 from bot.domain.step_up import (
@@ -495,7 +495,8 @@ def test_the_home_tab_offers_a_passkey_only_where_the_policy_asks_for_one(edge: 
 
     assert ActionId.ENROL_PASSKEY.value in home_text(STEP_UP_POLICY, False)
     assert "None registered" in home_text(STEP_UP_POLICY, False)
-    assert "Register another passkey" in home_text(STEP_UP_POLICY, True)
+    assert ActionId.ENROL_PASSKEY.value not in home_text(STEP_UP_POLICY, True)
+    assert "Registered" in home_text(STEP_UP_POLICY, True)
     assert ActionId.ENROL_PASSKEY.value not in home_text(EXAMPLE_POLICY, None)
 
 
@@ -506,3 +507,26 @@ def test_socket_mode_serves_the_page_on_the_probes_port(h: Harness) -> None:
     token = token_in(h.lifecycle.passkey_enrolment(APPROVER))
     status, _, out = call(app, "POST", "/passkey/begin", {"token": token})
     assert status == 200 and json.loads(out)["purpose"] == "enrol"
+
+
+def test_one_passkey_per_person_and_each_registration_is_announced(h: Harness) -> None:
+    enrol(h, APPROVER)
+    assert any(
+        action == AuditAction.PASSKEY_REGISTERED and APPROVER in text and alert
+        for _view, action, text, alert in h.notifier.audits
+    )
+    assert any(user == APPROVER and "not you" in text for user, text in h.notifier.tells)
+    # A taken-over Slack session must not add the attacker's passkey next to the real one.
+    with pytest.raises(Conflict, match="already have a passkey"):
+        h.lifecycle.passkey_enrolment(APPROVER)
+
+
+def test_an_enrolment_link_made_before_the_first_registration_cannot_add_a_second(
+    h: Harness,
+) -> None:
+    spare = token_in(h.lifecycle.passkey_enrolment(APPROVER))
+    enrol(h, APPROVER)
+    status, answer = api(h, "/passkey/begin", {"token": spare})
+    assert status == 403 and "already have a passkey" in answer["message"]
+    with Session(h.engine) as session:
+        assert len(list(session.exec(select(PasskeyCredential)))) == 1
