@@ -27,6 +27,8 @@ PAGE_PATH = "/passkey"
 class LinkPurpose(enum.StrEnum):
     ENROL = "enrol"
     APPROVE = "approve"
+    #: A requester confirming their own break-glass request before it is created and issued.
+    BREAK_GLASS = "break_glass"
 
 
 class StepUpRefused(Exception):

@@ -85,12 +85,14 @@ class AccessLifecycle:
         self.expiry = ExpirePending(edges, views, tell)
         self.withdrawal = Withdraw(edges, views, tell)
         self.decision = Decide(edges, views, tell, self.issuing, self.extension, self.expiry)
-        self.step_up = StepUp(edges, views, self.decision, step_up or StepUpSettings())
         self.reviewing = Review(edges, views, tell)
         self.escalation = Escalate(edges, views, tell)
         self.early_revocation = RevokeEarly(edges, views, self.ending, self.withdrawal)
         self.ssh_keys = SshKeys(edges)
         self.submission = Submit(edges, views, tell, self.issuing, self.ssh_keys)
+        self.step_up = StepUp(
+            edges, views, self.decision, self.submission, step_up or StepUpSettings()
+        )
         self.due = Due(
             edges,
             views,
@@ -158,6 +160,19 @@ class AccessLifecycle:
     def start_step_up(self, request_id: int, actor: str) -> str:
         """Approve clicked where a passkey is needed: the clicker's answer, with the link."""
         return self.step_up.start_approval(request_id, actor)
+
+    def break_glass_needs_step_up(self, resource: str) -> bool:
+        return self.step_up.required_for_break_glass(resource)
+
+    def start_break_glass_step_up(
+        self,
+        requester: str,
+        valid: ValidRequest,
+        origin_channel: str | None,
+        public_key: str | None = None,
+    ) -> str:
+        """Break-glass where a passkey is needed: the requester's answer, with the link."""
+        return self.step_up.start_break_glass(requester, valid, origin_channel, public_key)
 
     def passkey_enrolment(self, user: str) -> str:
         """A message for ``user`` with a fresh single-use link to register a passkey."""

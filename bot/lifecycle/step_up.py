@@ -54,7 +54,7 @@ from bot.audit import AuditAction, append_event
 from bot.domain.durations import format_duration
 from bot.domain.errors import Conflict, NotAllowed
 from bot.domain.permissions import check_may_decide
-from bot.domain.requests import RequestStatus
+from bot.domain.requests import RequestStatus, ValidRequest
 from bot.domain.step_up import (
     DEFAULT_LINK_TTL,
     LinkPurpose,
@@ -71,6 +71,7 @@ from bot.domain.step_up import (
 )
 from bot.lifecycle.decide import Decide
 from bot.lifecycle.edges import Edges
+from bot.lifecycle.submit import Submit
 from bot.lifecycle.views import Views
 from bot.ports import RequestView
 from bot.store.db import transaction
@@ -109,10 +110,18 @@ class PageStart:
 
 
 class StepUp:
-    def __init__(self, edges: Edges, views: Views, decision: Decide, settings: StepUpSettings):
+    def __init__(
+        self,
+        edges: Edges,
+        views: Views,
+        decision: Decide,
+        submission: Submit,
+        settings: StepUpSettings,
+    ) -> None:
         self.edges = edges
         self.views = views
         self.decision = decision
+        self.submission = submission
         self.settings = settings
 
     # -- Slack side ------------------------------------------------------------------------------
@@ -148,6 +157,42 @@ class StepUp:
             f"{format_duration(view.duration)}), confirm with your passkey: "
             f"<{link_url(self._public_url(), token)}|open the passkey page>. The approval counts "
             f"only once you confirm there. The link is yours alone, works once and for {minutes}."
+        )
+
+    def required_for_break_glass(self, resource: str) -> bool:
+        """Whether break-glass access to ``resource`` needs the requester's passkey."""
+        return self.edges.policy.break_glass_step_up(resource) is not None
+
+    def start_break_glass(
+        self,
+        requester: str,
+        valid: ValidRequest,
+        origin_channel: str | None,
+        public_key: str | None = None,
+    ) -> str:
+        """A break-glass request on a step-up resource: checked now, created and issued only
+        once the requester confirms on the page (the answer carries the link)."""
+        self.submission.check_break_glass(requester, valid, public_key)
+        if not self._has_passkey(requester):
+            return (
+                f"Break-glass access to `{valid.resource}` needs your passkey, and you have not "
+                f"registered one yet. {self._enrolment_text(requester)} Then ask again."
+            )
+        payload = {
+            "resource": valid.resource,
+            "duration_seconds": int(valid.duration.total_seconds()),
+            "reason": valid.reason,
+            "origin_channel": origin_channel,
+            "public_key": public_key,
+        }
+        token = self._new_link(
+            requester, LinkPurpose.BREAK_GLASS, None, audit=True, payload=payload
+        )
+        return (
+            f"Break-glass access to `{valid.resource}` for {format_duration(valid.duration)} "
+            f"needs your passkey: <{link_url(self._public_url(), token)}|open the passkey page>. "
+            f"Nothing is issued until you confirm there. The link is yours alone, works once "
+            f"and for {self._ttl_text()}."
         )
 
     def enrolment_text(self, user: str) -> str:
@@ -209,8 +254,11 @@ class StepUp:
                         user_verification=UserVerificationRequirement.REQUIRED,
                     )
                 )
-                assert link.request_id is not None
-                summary = approval_summary(self.views.get(link.request_id), link.user)
+                if link.purpose is LinkPurpose.BREAK_GLASS:
+                    summary = break_glass_summary(_payload(row), link.user)
+                else:
+                    assert link.request_id is not None
+                    summary = approval_summary(self.views.get(link.request_id), link.user)
         return PageStart(link.purpose, summary, json.loads(options_json))
 
     def finish(self, token: str, credential: dict[str, Any]) -> str:
@@ -238,6 +286,25 @@ class StepUp:
         if link.purpose is LinkPurpose.ENROL:
             self._announce_enrolment(link.user)
             return "Your passkey is registered. You can close this page."
+        if link.purpose is LinkPurpose.BREAK_GLASS:
+            asked = _payload(row)
+            result = self.submission.submit(
+                link.user,
+                ValidRequest(
+                    str(asked["resource"]),
+                    timedelta(seconds=int(asked["duration_seconds"])),
+                    str(asked["reason"]),
+                ),
+                asked.get("origin_channel"),
+                break_glass=True,
+                public_key=asked.get("public_key"),
+                stepped_up=True,
+            )
+            return (
+                f"Break-glass access #{result.view.id} to `{result.view.resource}` is "
+                f"{result.view.status.label}; your credentials come by DM in Slack. "
+                "You can close this page."
+            )
         assert link.request_id is not None
         self.decision.decide(link.request_id, link.user, approve=True, stepped_up=True)
         view = self.views.get(link.request_id)
@@ -408,7 +475,12 @@ class StepUp:
         return session.exec(query).first()
 
     def _new_link(
-        self, user: str, purpose: LinkPurpose, request_id: int | None, audit: bool = False
+        self,
+        user: str,
+        purpose: LinkPurpose,
+        request_id: int | None,
+        audit: bool = False,
+        payload: dict[str, Any] | None = None,
     ) -> str:
         self._relying_party()  # refuse early when the page has no address
         token = new_link_token()
@@ -423,6 +495,7 @@ class StepUp:
                     challenge=bytes_to_base64url(secrets.token_bytes(32)),
                     created_at=now,
                     expires_at=now + self.settings.link_ttl,
+                    payload=json.dumps(payload) if payload is not None else None,
                 )
             )
             if audit:
@@ -433,8 +506,8 @@ class StepUp:
                     actor=user,
                     action=AuditAction.STEP_UP_REQUESTED,
                     request_id=request_id,
-                    resource=view.resource if view else None,
-                    details={"step_up": "passkey"},
+                    resource=view.resource if view else (payload or {}).get("resource"),
+                    details={"step_up": "passkey", "for": purpose.value},
                 )
         return token
 
@@ -469,6 +542,32 @@ class StepUp:
         return RelyingParty.from_public_url(self._public_url())
 
 
+def _payload(row: StepUpLink | None) -> dict[str, Any]:
+    assert row is not None and row.payload is not None
+    loaded = json.loads(row.payload)
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _definition_list(rows: list[tuple[str, str]]) -> str:
+    cells = "".join(
+        f"<dt>{html.escape(label)}</dt><dd>{html.escape(value)}</dd>" for label, value in rows
+    )
+    return f"<dl>{cells}</dl>"
+
+
+def break_glass_summary(asked: dict[str, Any], requester: str) -> str:
+    """What the requester is about to take without approval, every value HTML-escaped."""
+    return _definition_list(
+        [
+            ("Break-glass access to", str(asked["resource"])),
+            ("For", format_duration(timedelta(seconds=int(asked["duration_seconds"])))),
+            ("Reason", str(asked["reason"])),
+            ("Requested by", requester),
+        ]
+    )
+
+
 def approval_summary(view: RequestView, approver: str) -> str:
     """Exactly what the approver is approving, every value HTML-escaped (the reason is free
     text from the requester: it must not become markup on the bot's origin)."""
@@ -480,7 +579,4 @@ def approval_summary(view: RequestView, approver: str) -> str:
         ("Reason", view.reason),
         ("Approving as", approver),
     ]
-    cells = "".join(
-        f"<dt>{html.escape(label)}</dt><dd>{html.escape(value)}</dd>" for label, value in rows
-    )
-    return f"<dl>{cells}</dl>"
+    return _definition_list(rows)

@@ -295,3 +295,6 @@ class StepUpLink(SQLModel, table=True):
     created_at: datetime = _when()  # type: ignore[assignment]
     expires_at: datetime = _when()  # type: ignore[assignment]
     used_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+    #: A break-glass link's request as asked (JSON: resource, duration, reason, channel, public
+    #: key): it is created only once the requester confirms. No secrets.
+    payload: str | None = Field(default=None, sa_column=Column(Text))

@@ -106,6 +106,10 @@
       title.textContent = "Register your passkey";
       intro.textContent = "You will confirm approvals with this passkey.";
       button.textContent = "Register a passkey";
+    } else if (start.purpose === "break_glass") {
+      title.textContent = "Confirm break-glass access";
+      intro.textContent = "You are taking access without approval: it is announced to the team and reviewed afterwards. Nothing is issued until you confirm with your passkey.";
+      button.textContent = "Take access with my passkey";
     } else {
       title.textContent = "Confirm your approval";
       intro.textContent = "You are approving this access request. It counts only once you confirm with your passkey.";

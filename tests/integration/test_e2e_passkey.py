@@ -34,6 +34,7 @@ from tests.integration.flows import (
     credentials_message,
     pg_login_and_select,
     policy_for,
+    reply_to,
     request_access,
     request_status,
     unwrap_from,
@@ -74,6 +75,7 @@ def bot(
     workdir = Path(tempfile.mkdtemp(prefix="passkey-bot-"))
     policy = policy_for(vault_db.path)
     policy["resources"]["payments-db"]["step_up"] = "passkey"
+    policy["resources"]["payments-db"]["break_glass"] = {"max_duration": "1h", "step_up": "passkey"}
     port = free_port()
     policy_path = write_policy(policy, workdir)
     env = bot_environment(
@@ -105,7 +107,7 @@ def browser(bot: BotProcess) -> Iterator[Browser]:
 
 @pytest.fixture(scope="module")
 def tabs(browser: Browser) -> dict[str, Tab]:
-    people = {name: browser.tab() for name in ("alice", "bob", "stranger")}
+    people = {name: browser.tab() for name in ("alice", "bob", "stranger", "requester")}
     for tab in people.values():
         tab.add_authenticator()
     return people
@@ -285,3 +287,38 @@ def test_no_link_token_reaches_the_database_or_the_log(
     rows = bot_rows(postgres, bot, "SELECT * FROM step_up_link")
     assert rows and token not in repr(rows)
     assert token not in bot.log_text()
+
+
+def test_break_glass_is_issued_only_after_the_requesters_passkey(
+    bot: BotProcess,
+    slack: SlackEmulator,
+    postgres: PostgresServer,
+    openbao: OpenBaoServer,
+    tabs: dict[str, Tab],
+) -> None:
+    def break_glass() -> str:
+        sent = bot.sender.slash(REQUESTER, "payments-db 15m --break-glass INC-5 site down")
+        assert sent.status_code == 200
+        return str(reply_to(slack, str(sent.response_key))["text"])
+
+    def break_glass_rows() -> int:
+        query = "SELECT count(*) FROM access_request WHERE break_glass"
+        return int(bot_rows(postgres, bot, query)[0][0])
+
+    answer = break_glass()
+    assert "not registered" in answer
+    tab = tabs["requester"]
+    assert confirm(tab, link_in(answer))[0]
+
+    answer = break_glass()
+    assert "needs your passkey" in answer and break_glass_rows() == 0
+    tab.open(link_in(answer))
+    assert tab.text("title") == "Confirm break-glass access"
+    assert "INC-5 site down" in tab.text("summary")
+    tab.press_enter()
+    ok, message = tab.outcome()
+    assert ok, message
+    request_id = int(re.search(r"Break-glass access #(\d+)", message).group(1))
+    values = unwrap_from(credentials_message(slack, REQUESTER, request_id), openbao)
+    assert pg_login_and_select(postgres, values["username"], values["password"]) == 3
+    assert audit_actions(postgres, bot, request_id)[0] == "break_glass"

@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from bot.audit import AuditAction
 from bot.config import Settings
 from bot.configuration import load_configuration
-from bot.domain.errors import Conflict, NotAllowed
+from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.requests import RequestStatus as S
 from bot.domain.requests import ValidRequest
 from bot.domain.step_up import (
@@ -530,3 +530,65 @@ def test_an_enrolment_link_made_before_the_first_registration_cannot_add_a_secon
     assert status == 403 and "already have a passkey" in answer["message"]
     with Session(h.engine) as session:
         assert len(list(session.exec(select(PasskeyCredential)))) == 1
+
+
+# -- break-glass --------------------------------------------------------------------------------
+
+BREAK_GLASS_POLICY = EXAMPLE_POLICY.replace(
+    "    approvers: [U0ALICE]\n",
+    "    approvers: [U0ALICE]\n    break_glass: {max_duration: 30m, step_up: passkey}\n",
+)
+
+
+@pytest.fixture
+def bg() -> Harness:
+    harness = make_lifecycle(parse_policy(BREAK_GLASS_POLICY, "p.yml"))
+    harness.lifecycle.step_up.settings = StepUpSettings(public_url=ORIGIN, link_ttl=TTL)
+    return harness
+
+
+def test_break_glass_with_step_up_is_issued_only_after_the_passkey(bg: Harness) -> None:
+    valid = ValidRequest("orders-logs", timedelta(minutes=15), "INC-9 <site> down")
+    assert bg.lifecycle.break_glass_needs_step_up("orders-logs")
+    assert not bg.lifecycle.break_glass_needs_step_up("payments-db")
+    with pytest.raises(NotAllowed, match="passkey"):
+        bg.lifecycle.submit(REQUESTER, valid, None, break_glass=True)
+    first = bg.lifecycle.start_break_glass_step_up(REQUESTER, valid, "C0ORIGIN")
+    assert "not registered" in first  # the requester enrols first
+    device = enrol(bg, REQUESTER)
+
+    token = token_in(bg.lifecycle.start_break_glass_step_up(REQUESTER, valid, "C0ORIGIN"))
+    assert bg.issuer.calls == []  # nothing created or issued on the click
+    status, begun = api(bg, "/passkey/begin", {"token": token})
+    assert status == 200 and begun["purpose"] == "break_glass"
+    assert "INC-9 &lt;site&gt; down" in begun["summary_html"] and "15m" in begun["summary_html"]
+    body = {"token": token, "credential": device.get(begun["options"])}
+    status, done = api(bg, "/passkey/finish", body)
+    assert status == 200 and "Break-glass access #1" in done["message"], done
+    assert bg.lifecycle.get(1).status is S.ACTIVE and bg.lifecycle.get(1).break_glass
+    (event,) = audit(bg, AuditAction.BREAK_GLASS)
+    assert json.loads(event.details)["step_up"] == "passkey"
+    (clicked,) = audit(bg, AuditAction.STEP_UP_REQUESTED)
+    assert clicked.resource == "orders-logs" and json.loads(clicked.details)["for"] == "break_glass"
+    status, again = api(bg, "/passkey/finish", body)
+    assert status == 403 and "already used" in again["message"]
+
+
+def test_break_glass_is_checked_before_the_link_is_sent(bg: Harness) -> None:
+    enrol(bg, REQUESTER)
+    too_long = ValidRequest("orders-logs", timedelta(hours=2), "INC-9 site down")
+    with pytest.raises(UserError):
+        bg.lifecycle.start_break_glass_step_up(REQUESTER, too_long, None)
+    with Session(bg.engine) as session:
+        assert [r.purpose for r in session.exec(select(StepUpLink))] == ["enrol"]
+
+
+def test_the_slash_command_answers_break_glass_with_the_link() -> None:
+    edge = Edge(BREAK_GLASS_POLICY)
+    edge.h.lifecycle.step_up.settings = StepUpSettings(public_url=ORIGIN, link_ttl=TTL)
+    enrol(edge.h, REQUESTER)
+    _, respond = edge.slash("orders-logs 15m --break-glass INC-9 site down")
+    (answer,) = respond.calls
+    assert "needs your passkey" in answer["text"]
+    token_in(answer["text"])
+    assert edge.requests() == []
