@@ -7,11 +7,13 @@ import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from sqlmodel import Session, select
 
+from bot import checks
 from bot.audit import AuditAction
 from bot.config import Settings
 from bot.configuration import load_configuration
@@ -592,3 +594,23 @@ def test_the_slash_command_answers_break_glass_with_the_link() -> None:
     assert "needs your passkey" in answer["text"]
     token_in(answer["text"])
     assert edge.requests() == []
+
+
+def test_check_names_the_passkey_page_and_its_relying_party(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = SimpleNamespace(
+        debug_access_policy="policy.yml",
+        database_url="sqlite://",
+        vault_addr="http://vault.invalid",
+        slack_api_url="http://slack.invalid",
+        public_url="https://debug-access.internal.example.com",
+    )
+    policy = parse_policy(STEP_UP_POLICY)
+    monkeypatch.setattr(checks, "load_configuration", lambda: (settings, policy))
+    checks.run_checks()
+    lines = capsys.readouterr().out.splitlines()
+    assert (
+        "[ok ] passkey step-up: page at https://debug-access.internal.example.com/passkey "
+        "(RP id debug-access.internal.example.com; approvers' browsers must reach it)"
+    ) in lines
