@@ -322,3 +322,56 @@ def test_break_glass_is_issued_only_after_the_requesters_passkey(
     values = unwrap_from(credentials_message(slack, REQUESTER, request_id), openbao)
     assert pg_login_and_select(postgres, values["username"], values["password"]) == 3
     assert audit_actions(postgres, bot, request_id)[0] == "break_glass"
+
+
+def test_socket_mode_serves_the_page_on_the_probes_port(
+    openbao: OpenBaoServer,
+    postgres: PostgresServer,
+    vault_db: VaultDatabase,
+    browser: Browser,
+    tmp_path: Path,
+) -> None:
+    """In Socket Mode Slack's traffic comes over the socket; the page is on the probes port
+    (PORT), and a whole approval goes through it."""
+    from tests.emulators.socket_mode import SocketModeEmulator
+    from tests.integration.test_e2e_socket_mode import SocketModeBot
+
+    name = f"bot_{secrets.token_hex(6)}"
+    postgres.create_database(name)
+    with SlackEmulator() as own_slack, SocketModeEmulator() as socket_mode:
+        socket_mode.attach(own_slack)
+        policy = policy_for(vault_db.path)
+        policy["resources"]["payments-db"]["step_up"] = "passkey"
+        port = free_port()
+        env = bot_environment(
+            own_slack,
+            openbao,
+            postgres.sqlalchemy_url(name),
+            write_policy(policy, tmp_path),
+            port,
+            "unused-in-socket-mode",
+            {"SLACK_APP_TOKEN": own_slack.app_token, "PUBLIC_URL": f"http://localhost:{port}"},
+        )
+        socket_bot = SocketModeBot(
+            env,
+            port,
+            Path(env["DEBUG_ACCESS_POLICY"]),
+            tmp_path,
+            own_slack,
+            socket_mode=socket_mode,
+        )
+        try:
+            socket_bot.start()
+            tab = browser.tab()
+            tab.add_authenticator()
+            request_id = ask(socket_bot, own_slack)
+            assert confirm(tab, link_in(approve_click(socket_bot, own_slack, ALICE, request_id)))[0]
+            ok, message = confirm(
+                tab, link_in(approve_click(socket_bot, own_slack, ALICE, request_id))
+            )
+            assert ok and f"Approved request #{request_id}" in message, message
+            values = unwrap_from(credentials_message(own_slack, REQUESTER, request_id), openbao)
+            assert pg_login_and_select(postgres, values["username"], values["password"]) == 3
+        finally:
+            socket_bot.stop()
+            postgres.drop_database(name)
