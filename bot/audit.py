@@ -52,6 +52,11 @@ class AuditAction(enum.StrEnum):
     SSH_KEY_REGISTERED = "ssh_key_registered"
     LOCKED = "locked"
     UNLOCKED = "unlocked"
+    #: Approve clicked on a step-up resource: a passkey link went to the approver.
+    STEP_UP_REQUESTED = "step_up_requested"
+    #: A valid step-up link was used with a passkey that did not verify (or not the approver's).
+    STEP_UP_REFUSED = "step_up_refused"
+    PASSKEY_REGISTERED = "passkey_registered"
 
 
 def canonical_content(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import text
@@ -37,6 +38,13 @@ def run_checks() -> int:
     )
     for deprecation in policy.deprecations():
         _say(True, deprecation, "warn")
+    if policy.uses_step_up() and settings.public_url is not None:
+        # load_configuration already refused a step-up policy without PUBLIC_URL.
+        _say(
+            True,
+            f"passkey step-up: page at {settings.public_url}/passkey "
+            f"(RP id {urlsplit(settings.public_url).hostname}; approvers' browsers must reach it)",
+        )
     failures = 0
 
     def attempt(what: str, check: Callable[[], list[str]]) -> None:

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.domain.step_up import RelyingParty
+
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
 #: Where Kubernetes mounts a pod's service-account token (projected volume).
 KUBERNETES_SA_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -142,6 +144,22 @@ class Settings(DatabaseSettings, VaultLoginSettings):
     #: How many due rows (expiries, revocation retries...) each replica works on at once: also
     #: the most revocations it has in flight toward Vault. One on SQLite (a single writer).
     timer_workers: int = Field(default=8, ge=1, le=64)
+
+    #: Where approvers' browsers reach the bot's passkey page (``https://host[:port]``, no
+    #: path): its host is the WebAuthn RP id, so passkeys work on this origin only. Needed
+    #: when the policy asks for ``step_up: passkey``.
+    public_url: str | None = None
+    #: How long a passkey link (enrolment or approval) works, in seconds.
+    step_up_link_ttl_seconds: float = Field(default=900, ge=1, le=86400)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.rstrip("/")
+        RelyingParty.from_public_url(value)  # ValueError says what is wrong
+        return value
 
     @field_validator("slack_api_url")
     @classmethod

@@ -50,4 +50,10 @@ def load_configuration(**overrides: Any) -> tuple[Settings, Policy]:
         policy = load_policy(settings.debug_access_policy)
     except PolicyError as exc:
         raise ConfigProblem(f"The policy file is invalid:\n{exc}") from None
+    if policy.uses_step_up() and settings.public_url is None:
+        raise ConfigProblem(
+            "The policy asks for passkey step-up (step_up: passkey) but PUBLIC_URL is not set: "
+            "set it to the https:// address where approvers' browsers reach the bot "
+            "(see README, Passkey step-up)."
+        )
     return settings, policy

@@ -293,6 +293,13 @@ class Policy(_Strict):
             return None
         return resource.break_glass.step_up
 
+    def uses_step_up(self) -> bool:
+        """Whether anything in the policy asks for a passkey (then PUBLIC_URL is needed)."""
+        return self.step_up is not None or any(
+            r.step_up is not None or (r.break_glass is not None and r.break_glass.step_up)
+            for r in self.resources.values()
+        )
+
     def deprecations(self) -> list[str]:
         """What this file still writes the old way, and how to write it today."""
         return [

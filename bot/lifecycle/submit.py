@@ -72,9 +72,14 @@ class Submit:
         origin_channel: str | None,
         break_glass: bool = False,
         public_key: str | None = None,
+        *,
+        stepped_up: bool = False,
     ) -> SubmitResult:
         """Store a validated request and put it in front of its approvers. ``public_key`` is
-        what the form's key field held (kinds that sign a key fall back to the registered one)."""
+        what the form's key field held (kinds that sign a key fall back to the registered one).
+
+        A break-glass request whose policy asks for step-up is refused unless ``stepped_up``
+        (the requester confirmed with their passkey, ``bot.lifecycle.step_up``)."""
         if origin_channel is not None and not is_channel_id(origin_channel):
             # Stored with the request: refused here, not by the database halfway through.
             raise UserError(f"`{quote(origin_channel)}` is not a Slack channel id.")
@@ -84,7 +89,14 @@ class Submit:
         key = self.keys.key_for_request(requester, valid.resource, resource, public_key)
         if break_glass:
             validate_break_glass(valid.resource, resource, valid.duration)
-            return self._break_glass(requester, valid, origin_channel, resource, key)
+            if self.edges.policy.break_glass_step_up(valid.resource) and not stepped_up:
+                raise NotAllowed(
+                    f"Break-glass access to `{valid.resource}` needs your passkey: ask again "
+                    "with the slash command and confirm on the page it links to."
+                )
+            return self._break_glass(
+                requester, valid, origin_channel, resource, key, stepped_up=stepped_up
+            )
         return self.route_new(
             requester=requester,
             resource_name=valid.resource,
@@ -268,6 +280,16 @@ class Submit:
         self.tell.announce(view, AuditAction.REQUESTED, what)
         return SubmitResult(view=view, asked=primary)
 
+    def check_break_glass(
+        self, requester: str, valid: ValidRequest, public_key: str | None
+    ) -> None:
+        """Every rule a break-glass request must pass, without changing anything (asked before
+        the requester is sent to confirm with their passkey)."""
+        resource = self.edges.resource(valid.resource)
+        self._check_requester(requester, valid.resource, resource)
+        self.keys.key_for_request(requester, valid.resource, resource, public_key)
+        validate_break_glass(valid.resource, resource, valid.duration)
+
     def _break_glass(
         self,
         requester: str,
@@ -275,6 +297,7 @@ class Submit:
         origin_channel: str | None,
         resource: Resource,
         key: SshPublicKey | None,
+        stepped_up: bool = False,
     ) -> SubmitResult:
         now = self.edges.clock.now()
         tiers = self.edges.approvers.tiers(resource.approvers, requester, now)
@@ -316,6 +339,7 @@ class Submit:
                         "reason": valid.reason,
                         "notified": list(on_call),
                         **_key_details(key),
+                        **({"step_up": "passkey"} if stepped_up else {}),
                     },
                 )
                 view = self.views.view(session, moved)

@@ -61,8 +61,10 @@ def home_view(
     recent: Sequence[RequestView],
     policy: Policy,
     registered_key: str | None = None,
+    has_passkey: bool | None = None,
 ) -> dict[str, Any]:
-    """The Home tab for ``user``; ``registered_key`` is the fingerprint of their SSH key."""
+    """The Home tab for ``user``; ``registered_key`` is the fingerprint of their SSH key;
+    ``has_passkey`` whether they registered a passkey (None: the policy asks for none)."""
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "debug-access"}},
         section(
@@ -78,6 +80,8 @@ def home_view(
     ]
     if any(res.grant.key_policy() is not None for res in policy.resources.values()):
         blocks += _ssh_key_section(registered_key)
+    if has_passkey is not None:
+        blocks += _passkey_section(has_passkey)
     active = [v for v in mine if v.status in {RequestStatus.ACTIVE, RequestStatus.REVOKING}]
     pending = [v for v in mine if v.status is RequestStatus.PENDING]
     blocks.append(
@@ -144,6 +148,30 @@ def _ssh_key_section(registered_key: str | None) -> list[Block]:
     ]
 
 
+def _passkey_section(has_passkey: bool) -> list[Block]:
+    """Where an approver registers the passkey that step-up approvals need."""
+    if has_passkey:
+        return [
+            section(
+                "*Your passkey*\nRegistered. Approvals that need a passkey ask you to confirm "
+                "with it. Lost it? Ask a debug-access admin to remove it, then register a new one."
+            ),
+            {"type": "divider"},
+        ]
+    return [
+        section(
+            "*Your passkey*\nNone registered. Some approvals count only once confirmed with "
+            "your passkey: register one here (the bot sends you a link by DM)."
+        ),
+        {
+            "type": "actions",
+            "block_id": BlockId.PASSKEY_ACTIONS.value,
+            "elements": [button("Register passkey", ActionId.ENROL_PASSKEY, "home")],
+        },
+        {"type": "divider"},
+    ]
+
+
 class HomePublisher:
     """Build a user's Home tab from current state and publish it."""
 
@@ -160,6 +188,7 @@ class HomePublisher:
             lifecycle.recent_decisions(user),
             lifecycle.policy,
             lifecycle.registered_key_fingerprint(user),
+            lifecycle.has_passkey(user) if lifecycle.policy.uses_step_up() else None,
         )
         self.client.views_publish(user_id=user, view=view)
 

@@ -14,6 +14,7 @@ class ActionId(enum.StrEnum):
     REVIEW = "review_break_glass"
     OPEN_REQUEST_FORM = "open_request_form"
     OPEN_SSH_KEY_FORM = "open_ssh_key_form"
+    ENROL_PASSKEY = "enrol_passkey"
 
 
 class CallbackId(enum.StrEnum):
@@ -33,6 +34,7 @@ class BlockId(enum.StrEnum):
     PUBLIC_KEY = "public_key"
     SSH_KEY = "ssh_key"
     SSH_KEY_ACTIONS = "ssh_key_actions"
+    PASSKEY_ACTIONS = "passkey_actions"
 
 
 class InputId(enum.StrEnum):

@@ -22,8 +22,10 @@ __all__ = [
     "Grant",
     "GrantStatus",
     "Notice",
+    "PasskeyCredential",
     "RequestMessage",
     "SshPublicKey",
+    "StepUpLink",
     "UserLock",
     "utc",
 ]
@@ -256,3 +258,43 @@ class UserLock(SQLModel, table=True):
     lifted_by: str | None = Field(default=None, max_length=32)
     lifted_via: str | None = Field(default=None, max_length=16)
     lifted_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+
+
+class PasskeyCredential(SQLModel, table=True):
+    """A passkey (WebAuthn credential) a user registered for step-up. Public material only:
+    the private key never leaves the authenticator. ``sign_count`` is the authenticator's
+    counter at its last use; an assertion that does not move it forward is refused."""
+
+    __tablename__ = "passkey_credential"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user: str = Field(index=True, max_length=32)
+    #: The credential id, base64url (as the browser reports it).
+    credential_id: str = Field(unique=True, max_length=1024)
+    #: The COSE public key, base64url.
+    public_key: str = Field(sa_column=Column(Text, nullable=False))
+    sign_count: int = 0
+    created_at: datetime = _when()  # type: ignore[assignment]
+    last_used_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+
+
+class StepUpLink(SQLModel, table=True):
+    """A single-use link to the passkey page, bound to one user, one purpose (enrol or approve
+    a request) and an expiry. Only the token's SHA-256 is kept: the link is a bearer secret.
+    ``challenge`` is the WebAuthn challenge the page must sign (random, not a secret);
+    ``used_at`` is set by the one use that succeeds, in the same transaction that checks it."""
+
+    __tablename__ = "step_up_link"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(unique=True, max_length=64)
+    purpose: str = Field(max_length=16)
+    user: str = Field(max_length=32)
+    request_id: int | None = Field(default=None, foreign_key="access_request.id", index=True)
+    challenge: str = Field(max_length=128)
+    created_at: datetime = _when()  # type: ignore[assignment]
+    expires_at: datetime = _when()  # type: ignore[assignment]
+    used_at: datetime | None = _when(default=None)  # type: ignore[assignment]
+    #: A break-glass link's request as asked (JSON: resource, duration, reason, channel, public
+    #: key): it is created only once the requester confirms. No secrets.
+    payload: str | None = Field(default=None, sa_column=Column(Text))

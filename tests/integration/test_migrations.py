@@ -97,10 +97,12 @@ def test_head_is_what_create_all_makes_on_postgresql(
         assert schema.upgrade(engine) == schema.head()
         made = catalog(postgres, bot_db_url.rsplit("/", 1)[-1])
         assert {k: len(v) for k, v in made.items()} == {
-            "columns": 93,  # 0005: user_lock's 9, notice.kind
-            "constraints": 21,
-            "indexes": 31,  # 0005: user_lock's key and ux_one_standing_lock
-            "sequences": 8,
+            # 0005 (user_lock, notice.kind): +10 columns, +1 constraint, +2 indexes, +1 sequence;
+            # 0006 (passkey_credential, step_up_link): +17, +5, +6, +2.
+            "columns": 110,
+            "constraints": 26,
+            "indexes": 37,
+            "sequences": 10,
         }
         assert any(
             "WHERE (((status)::text = 'pending'::text) AND (parent_id IS NOT NULL))" in row[2]

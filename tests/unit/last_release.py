@@ -86,7 +86,13 @@ def write_persisted_jobs(
 
 #: Tables the migrations after the baseline create; a database the last release filled has
 #: them empty after the upgrade.
-TABLES_ADDED_SINCE_BASELINE = ("ssh_public_key", "notice", "user_lock")
+TABLES_ADDED_SINCE_BASELINE = (
+    "ssh_public_key",
+    "notice",
+    "user_lock",
+    "passkey_credential",
+    "step_up_link",
+)
 #: Columns the migrations after the baseline add at the end of a table (0002: one, 0004: two on
 #: ``access_request``; 0004: one on ``grant``), empty for every row written before.
 COLUMNS_ADDED_SINCE_BASELINE = (("access_request", 3), ("grant", 1))

@@ -1,5 +1,8 @@
-"""Button clicks: Approve, Deny, Reviewed, Revoke now, Extend, Request access and Register SSH key
-(App Home), and choosing a resource in the request form (which redraws it).
+"""Button clicks: Approve, Deny, Reviewed, Revoke now, Extend, Request access, Register SSH key
+and Register passkey (App Home), and choosing a resource in the request form (which redraws it).
+
+Approve on a resource whose policy asks for passkey step-up records nothing yet: it answers the
+clicker alone with a link to the passkey page (``bot.lifecycle.step_up``).
 
 The button's value is only a request id; who may do what is decided again from the database
 and the policy on every click, so a forged or replayed value gains nothing. Clicks in a message
@@ -82,15 +85,23 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
         later: Later,
     ) -> None:
         ack()
-        _run(
-            later,
-            body,
-            action,
-            respond,
-            client,
-            lambda rid, user: lifecycle.decide(rid, user, approve=True),
-            _decided("approved"),
-        )
+
+        def carry_out() -> None:
+            # A step-up resource: the click only earns a link to the passkey page, answered to
+            # the clicker alone (ephemeral, or by DM from the App Home).
+            user = body["user"]["id"]
+            try:
+                request_id = parse_request_id(action["value"])
+                if lifecycle.approval_needs_step_up(request_id):
+                    _reply(body, respond, client, lifecycle.start_step_up(request_id, user), True)
+                    return
+                view = lifecycle.decide(request_id, user, approve=True)
+            except UserError as err:
+                _reply(body, respond, client, f":warning: {err}", problem=True)
+                return
+            _reply(body, respond, client, _decided("approved")(view), problem=False)
+
+        later(carry_out)
 
     @app.action(ActionId.DENY.value)
     def deny(
@@ -197,6 +208,22 @@ def register(app: App, lifecycle: AccessLifecycle) -> None:
                 registered_key=lifecycle.registered_key_fingerprint(user),
             ),
         )
+
+    @app.action(ActionId.ENROL_PASSKEY.value)
+    def enrol_passkey(ack: Ack, body: dict[str, Any], client: WebClient, later: Later) -> None:
+        """A fresh single-use enrolment link, by DM to the clicker alone."""
+        ack()
+        user = body["user"]["id"]
+
+        def send() -> None:
+            try:
+                text = lifecycle.passkey_enrolment(user)
+            except UserError as err:
+                text = f":warning: {err}"
+            channel = client.conversations_open(users=user)["channel"]["id"]
+            client.chat_postMessage(channel=channel, text=text)
+
+        later(send)
 
     @app.action(ActionId.OPEN_SSH_KEY_FORM.value)
     def open_ssh_key_form(ack: Ack, body: dict[str, Any], client: WebClient) -> None:

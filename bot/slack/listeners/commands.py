@@ -84,6 +84,16 @@ def _carry_out(
         elif isinstance(intent, ExtendGrant):
             result = lifecycle.request_extension(intent.request_id, user, intent.duration_text)
             respond(text=blocks.confirmation_text(result.view, result.asked))
+        elif (
+            isinstance(intent, RequestAccess)
+            and valid is not None
+            and intent.break_glass
+            and lifecycle.break_glass_needs_step_up(valid.resource)
+        ):
+            # Nothing is created yet: the requester confirms on the passkey page first.
+            respond(
+                text=lifecycle.start_break_glass_step_up(user, valid, command.get("channel_id"))
+            )
         elif isinstance(intent, RequestAccess) and valid is not None:
             result = lifecycle.submit(
                 user, valid, command.get("channel_id"), break_glass=intent.break_glass
