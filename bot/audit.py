@@ -57,6 +57,8 @@ class AuditAction(enum.StrEnum):
     #: A valid step-up link was used with a passkey that did not verify (or not the approver's).
     STEP_UP_REFUSED = "step_up_refused"
     PASSKEY_REGISTERED = "passkey_registered"
+    #: An admin removed a user's passkey (lost, or registered by someone else).
+    PASSKEY_RESET = "passkey_reset"
 
 
 def canonical_content(

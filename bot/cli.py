@@ -16,6 +16,7 @@ When Slack is down (act as an admin: --as USER_ID or $DEBUG_ACCESS_ADMIN; audite
   deny ID        deny a request
   revoke ID      end a grant now; Vault confirms
   lock USER WHY  the kill switch: revoke all USER's access, refuse anything new; unlock USER
+  passkey-reset USER   remove USER's lost passkey; they register a new one from Slack
   (`debug-access approve --help` says exactly who may; Slack is told when it answers again)
 
 Every command reads the environment and .env. Mistakes are reported in one line, exit 2.

@@ -85,6 +85,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _admin_command(sub, "unlock", "lift USER's lock", cmd_unlock).add_argument(
         "user", type=_user_id, metavar="USER_ID"
     )
+    _admin_command(
+        sub, "passkey-reset", "remove USER's passkey (lost): they register a new one", cmd_reset
+    ).add_argument("user", type=_user_id, metavar="USER_ID")
 
 
 def _admin_command(
@@ -258,6 +261,15 @@ def cmd_unlock(attached: Attached, args: argparse.Namespace) -> int:
 
     attached.lifecycle.unlock_user(args.user, args.actor, Via.CLI)
     _say(f"{args.user} is unlocked by {args.actor} via CLI: they may ask and approve again")
+    _say_slack(attached)
+    return 0
+
+
+def cmd_reset(attached: Attached, args: argparse.Namespace) -> int:
+    from bot.lifecycle import Via
+
+    removed = attached.lifecycle.reset_passkey(args.user, args.actor, Via.CLI)
+    _say(f"{args.user}: {removed} passkey(s) removed by {args.actor} via CLI")
     _say_slack(attached)
     return 0
 

@@ -186,6 +186,9 @@ class AccessLifecycle:
     def has_passkey(self, user: str) -> bool:
         return self.step_up.has_passkey(user)
 
+    def reset_passkey(self, user: str, actor: str, via: str = Via.SLACK) -> int:
+        return self.step_up.reset(user, actor, via)
+
     def step_up_begin(self, token: str) -> PageStart:
         return self.step_up.begin(token)
 

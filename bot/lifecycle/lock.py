@@ -34,7 +34,7 @@ from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.grants import GrantStatus
 from bot.domain.requests import ReasonError, RequestStatus, clean_reason
 from bot.lifecycle.announce import Announcer
-from bot.lifecycle.edges import Edges, EndReason, Via
+from bot.lifecycle.edges import Edges, EndReason, Via, via_suffix
 from bot.lifecycle.revoke import SETTLE_WAIT, EndGrant
 from bot.lifecycle.rows import load_request
 from bot.lifecycle.views import Views
@@ -157,8 +157,8 @@ class LockUsers:
         self.edges.notifier.audit(
             None,
             AuditAction.LOCKED.value,
-            f":lock: <@{actor}> locked <@{user}>{_via(via)}: {escape(reason)}. They can neither "
-            f"ask nor approve until an admin unlocks them. {_summary(report)}",
+            f":lock: <@{actor}> locked <@{user}>{via_suffix(via)}: {escape(reason)}. They can "
+            f"neither ask nor approve until an admin unlocks them. {_summary(report)}",
             alert=True,
         )
         self.edges.notifier.home_changed([user])
@@ -194,7 +194,8 @@ class LockUsers:
         self.edges.notifier.audit(
             None,
             AuditAction.UNLOCKED.value,
-            f":unlock: <@{actor}> unlocked <@{user}>{_via(via)}; they may ask and approve again.",
+            f":unlock: <@{actor}> unlocked <@{user}>{via_suffix(via)}; they may ask and approve "
+            "again.",
             alert=True,
         )
         self.edges.notifier.home_changed([user])
@@ -334,10 +335,6 @@ class LockUsers:
                 select(Grant.id).where(col(Grant.id).in_(grant_ids), grant_in(GrantStatus.REVOKED))
             )
             return len(list(ended))
-
-
-def _via(via: str) -> str:
-    return "" if via == Via.SLACK else f" (via {via})"
 
 
 def _summary(report: LockReport) -> str:

@@ -70,7 +70,7 @@ from bot.domain.step_up import (
     token_hash,
 )
 from bot.lifecycle.decide import Decide
-from bot.lifecycle.edges import Edges
+from bot.lifecycle.edges import Edges, via_details, via_suffix
 from bot.lifecycle.lock import check_not_locked, refuse_locked
 from bot.lifecycle.submit import Submit
 from bot.lifecycle.views import Views
@@ -206,6 +206,46 @@ class StepUp:
 
     def has_passkey(self, user: str) -> bool:
         return self._has_passkey(user)
+
+    def reset(self, user: str, actor: str, via: str) -> int:
+        """An admin removes ``user``'s passkey (lost, or registered by whoever held their Slack
+        session before they enrolled): they register a new one from Slack, announced as every
+        registration is. Returns how many were removed."""
+        self.edges.check_admin(actor)
+        refuse_locked(self.edges, actor, "reset passkeys")
+        now = self.edges.clock.now()
+        with transaction(self.edges.engine) as session:
+            rows = list(
+                session.exec(select(PasskeyCredential).where(PasskeyCredential.user == user))
+            )
+            if not rows:
+                raise Conflict(f"<@{user}> has no passkey registered.")
+            for row in rows:
+                session.delete(row)
+            append_event(
+                session,
+                at=now,
+                actor=actor,
+                action=AuditAction.PASSKEY_RESET,
+                details={
+                    "user": user,
+                    "credentials": [row.credential_id[:16] for row in rows],
+                    **via_details(via),
+                },
+            )
+        self.edges.notifier.audit(
+            None,
+            AuditAction.PASSKEY_RESET,
+            f":key: <@{actor}> removed the passkey of <@{user}>{via_suffix(via)}; they register "
+            "a new one from the Home tab.",
+            alert=True,
+        )
+        self.edges.notifier.tell(
+            user,
+            "An admin removed your debug-access passkey. Register a new one from the bot's Home "
+            "tab before your next approval that needs it.",
+        )
+        return len(rows)
 
     # -- the page --------------------------------------------------------------------------------
 

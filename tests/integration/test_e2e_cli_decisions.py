@@ -320,7 +320,7 @@ def test_lock_and_unlock_from_the_cli_while_slack_refuses(
     slack.outage(0)
     wait_until(
         lambda: any(
-            f"<@{SECURITY}> locked <@{REQUESTER}> (via cli)" in t for t in audit_posts(slack)
+            f"<@{SECURITY}> locked <@{REQUESTER}> via CLI" in t for t in audit_posts(slack)
         ),
         timeout=45,
         what="the lock announced once Slack answers",

@@ -655,3 +655,26 @@ def test_a_locked_user_cannot_plant_a_passkey_for_after_the_unlock(h: Harness) -
     status, begun = api(h, "/passkey/begin", {"token": token})
     assert status != 200 and "locked your access" in begun["message"], begun
     assert not h.lifecycle.has_passkey(OTHER_APPROVER)
+
+
+def test_an_admin_resets_a_lost_passkey_and_the_user_registers_a_new_one(h: Harness) -> None:
+    old = enrol(h, OTHER_APPROVER)
+    with pytest.raises(NotAllowed, match="not an admin"):
+        h.lifecycle.reset_passkey(OTHER_APPROVER, BYSTANDER, Via.CLI)
+    assert h.lifecycle.reset_passkey(OTHER_APPROVER, APPROVER, Via.CLI) == 1
+    assert not h.lifecycle.has_passkey(OTHER_APPROVER)
+    (reset,) = audit(h, AuditAction.PASSKEY_RESET)
+    details = json.loads(reset.details)
+    assert (reset.actor, details["user"], details["via"]) == (APPROVER, OTHER_APPROVER, "cli")
+    assert any(
+        "removed the passkey of <@U0BOB> via CLI" in t for _v, _a, t, _al in h.notifier.audits
+    )
+    with pytest.raises(Conflict, match="has no passkey"):
+        h.lifecycle.reset_passkey(OTHER_APPROVER, APPROVER, Via.CLI)
+    # The old passkey no longer counts; a new one does.
+    request_id = submit(h)
+    new = enrol(h, OTHER_APPROVER)
+    status, done, _ = confirm(h, approval_token(h, request_id, OTHER_APPROVER), old)
+    assert status != 200, done
+    status, done, _ = confirm(h, approval_token(h, request_id, OTHER_APPROVER), new)
+    assert status == 200, done
