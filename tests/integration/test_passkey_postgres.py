@@ -1,0 +1,51 @@
+"""Passkey step-up's races on a real PostgreSQL (READ COMMITTED, many connections)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from bot.audit import ensure_chain_head
+from bot.lifecycle import StepUpSettings
+from bot.policy import parse_policy
+from bot.store import schema
+from bot.store.db import make_engine
+from bot.store.models import PasskeyCredential
+from tests.unit.fakes import APPROVER, make_lifecycle, race
+from tests.unit.soft_authenticator import SoftAuthenticator
+from tests.unit.test_step_up import ORIGIN, STEP_UP_POLICY, TTL, api, token_in
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def engine(bot_db_url: str) -> Iterator[Engine]:
+    made = make_engine(bot_db_url)
+    schema.upgrade(made)
+    ensure_chain_head(made)
+    yield made
+    made.dispose()
+
+
+def test_two_enrolment_links_finished_at_once_register_one_passkey(engine: Engine) -> None:
+    """One passkey per person: two enrolment links (the person's own and one taken by whoever
+    holds their Slack session) finished at the same moment must not register two."""
+    h = make_lifecycle(parse_policy(STEP_UP_POLICY, "p.yml"), engine=engine)
+    h.lifecycle.step_up.settings = StepUpSettings(public_url=ORIGIN, link_ttl=TTL)
+    for n in range(5):
+        user = f"{APPROVER}{n}"
+        bodies = []
+        for _ in range(2):
+            token = token_in(h.lifecycle.passkey_enrolment(user))
+            status, begun = api(h, "/passkey/begin", {"token": token})
+            assert status == 200, begun
+            device = SoftAuthenticator("localhost", ORIGIN)
+            bodies.append({"token": token, "credential": device.create(begun["options"])})
+        outcomes = race(2, lambda i, b=bodies: api(h, "/passkey/finish", b[i]))
+        with Session(engine) as session:
+            kept = session.exec(select(PasskeyCredential).where(PasskeyCredential.user == user))
+            assert len(kept.all()) == 1, outcomes
+        assert sorted(status for status, _ in outcomes) == [200, 403], outcomes
