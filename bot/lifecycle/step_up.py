@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from webauthn import (
     generate_authentication_options,
@@ -407,6 +408,12 @@ class StepUp:
                 created_at=now,
             )
         )
+        try:
+            # The unique index on ``user`` decides between two registrations finished at the
+            # same moment (each saw no passkey yet): the second waits for the first, then fails.
+            session.flush()
+        except IntegrityError:
+            raise StepUpRefused(ALREADY_ENROLLED) from None
         append_event(
             session,
             at=now,

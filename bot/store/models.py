@@ -268,7 +268,8 @@ class PasskeyCredential(SQLModel, table=True):
     __tablename__ = "passkey_credential"
 
     id: int | None = Field(default=None, primary_key=True)
-    user: str = Field(index=True, max_length=32)
+    #: One passkey per person (unique): see ``bot.lifecycle.step_up.ALREADY_ENROLLED``.
+    user: str = Field(index=True, unique=True, max_length=32)
     #: The credential id, base64url (as the browser reports it).
     credential_id: str = Field(unique=True, max_length=1024)
     #: The COSE public key, base64url.

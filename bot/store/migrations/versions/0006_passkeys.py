@@ -4,8 +4,9 @@ Revision ID: 0006
 Revises: 0005
 Create Date: 2026-12-02
 
-Two new tables. Only public keys and hashes of link tokens are stored: a link token is a bearer
-secret and never reaches the database.
+Two new tables. One passkey per person (a unique index on ``user``: two registrations finished
+at the same moment cannot both be kept). Only public keys and hashes of link tokens are stored:
+a link token is a bearer secret and never reaches the database.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("credential_id"),
     )
-    op.create_index(
-        op.f("ix_passkey_credential_user"), "passkey_credential", ["user"], unique=False
-    )
+    op.create_index(op.f("ix_passkey_credential_user"), "passkey_credential", ["user"], unique=True)
     op.create_table(
         "step_up_link",
         sa.Column("id", sa.Integer(), nullable=False),
