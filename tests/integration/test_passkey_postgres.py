@@ -16,7 +16,16 @@ from bot.store.db import make_engine
 from bot.store.models import PasskeyCredential
 from tests.unit.fakes import APPROVER, make_lifecycle, race
 from tests.unit.soft_authenticator import SoftAuthenticator
-from tests.unit.test_step_up import ORIGIN, STEP_UP_POLICY, TTL, api, token_in
+from tests.unit.test_step_up import (
+    ORIGIN,
+    STEP_UP_POLICY,
+    TTL,
+    api,
+    approval_token,
+    enrol,
+    submit,
+    token_in,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -48,4 +57,24 @@ def test_two_enrolment_links_finished_at_once_register_one_passkey(engine: Engin
         with Session(engine) as session:
             kept = session.exec(select(PasskeyCredential).where(PasskeyCredential.user == user))
             assert len(kept.all()) == 1, outcomes
+        assert sorted(status for status, _ in outcomes) == [200, 403], outcomes
+
+
+def test_a_cloned_authenticator_racing_the_original_counts_once(engine: Engine) -> None:
+    """Two answers with the same counter value (an authenticator and its clone, each on its
+    own link) posted at the same moment: the counter must move forward once, so one of them
+    is refused, as it is when they come one after the other."""
+    h = make_lifecycle(parse_policy(STEP_UP_POLICY, "p.yml"), engine=engine)
+    h.lifecycle.step_up.settings = StepUpSettings(public_url=ORIGIN, link_ttl=TTL)
+    device = enrol(h, APPROVER)
+    for _ in range(5):
+        bodies = []
+        clone_counter = device.sign_count
+        for _ in range(2):
+            token = approval_token(h, submit(h))
+            status, begun = api(h, "/passkey/begin", {"token": token})
+            assert status == 200, begun
+            device.sign_count = clone_counter  # the clone signs with the same counter
+            bodies.append({"token": token, "credential": device.get(begun["options"])})
+        outcomes = race(2, lambda i, b=bodies: api(h, "/passkey/finish", b[i]))
         assert sorted(status for status, _ in outcomes) == [200, 403], outcomes
