@@ -434,8 +434,12 @@ class StepUp:
             presented_id = bytes_to_base64url(base64url_to_bytes(str(credential["rawId"])))
         except (KeyError, ValueError, TypeError):
             raise StepUpRefused("The browser's answer is incomplete; try again.") from None
+        # Locked until the commit: of two answers with the same counter (an authenticator and
+        # its clone, each on its own link) the second reads the counter the first moved.
         stored = session.exec(
-            select(PasskeyCredential).where(PasskeyCredential.credential_id == presented_id)
+            select(PasskeyCredential)
+            .where(PasskeyCredential.credential_id == presented_id)
+            .with_for_update()
         ).first()
         check_credential_owner(stored.user if stored else None, link.user)
         assert stored is not None
