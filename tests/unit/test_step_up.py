@@ -185,6 +185,23 @@ def test_public_url_must_be_a_secure_origin() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bot.example.com/debug-access",  # the page's script posts to /passkey/begin
+        "https://bot.example.com/?team=ops",
+        "https://bot.example.com/#x",
+    ],
+)
+def test_public_url_must_be_an_origin_without_path_query_or_fragment(url: str) -> None:
+    """The page loads its script from, and posts to, absolute paths (``/passkey/...``), and
+    the link is PUBLIC_URL + ``/passkey#token``: a path, query or fragment would make a link
+    that cannot work (or hides the token in a query)."""
+    with pytest.raises(ValueError, match="origin"):
+        RelyingParty.from_public_url(url)
+    assert RelyingParty.from_public_url("https://bot.example.com/").rp_id == "bot.example.com"
+
+
 # -- the lifecycle and the page ----------------------------------------------------------------
 
 
@@ -295,6 +312,15 @@ def test_the_slack_path_cannot_approve_a_step_up_resource_without_the_passkey(h:
     assert view.status is S.ACTIVE
     (approved,) = audit(h, AuditAction.APPROVED)
     assert json.loads(approved.details) == {"via": "cli"}
+
+
+def test_an_approval_from_anywhere_but_the_command_line_needs_the_passkey(h: Harness) -> None:
+    """Only ``Via.CLI`` is exempt (with its admin check): any other path an approval may come
+    by (a new one added later) must not skip the passkey, nor the admin check, by default."""
+    request_id = submit(h)
+    with pytest.raises(NotAllowed, match="passkey"):
+        h.lifecycle.decide(request_id, APPROVER, approve=True, via="web")
+    assert h.lifecycle.get(request_id).status is S.PENDING
 
 
 def test_deny_needs_no_passkey(h: Harness) -> None:
