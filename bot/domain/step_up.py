@@ -66,6 +66,9 @@ class RelyingParty:
         parts = urlsplit(public_url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"{public_url!r} is not an http(s) URL")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            # The link is PUBLIC_URL + /passkey#token and the page's script posts to /passkey/...
+            raise ValueError("must be an origin (scheme, host and port), with no path or query")
         if parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1"):
             # Browsers offer WebAuthn only in a secure context.
             raise ValueError("must be https:// (plain http works only for localhost)")
