@@ -95,7 +95,7 @@ class Decide:
         if (
             approve
             and self.edges.policy.approval_step_up(current.resource) is not None
-            and via == Via.SLACK
+            and via != Via.CLI  # the one exemption (with its admin check above)
             and not stepped_up
         ):
             raise NotAllowed(
