@@ -170,9 +170,12 @@ class Attached:
     lifecycle: AccessLifecycle
     outbox: OutboxNotifier
     engine: Engine
+    issuer: VaultIssuer | None = None
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.issuer is not None and self.issuer.keeper is not None:
+            self.issuer.keeper.give_up_token()
 
 
 def attach_lifecycle(settings: Settings, policy: Policy, actor: str) -> Attached:
@@ -189,7 +192,7 @@ def attach_lifecycle(settings: Settings, policy: Policy, actor: str) -> Attached
     client = build_web_client(settings)
     outbox = OutboxNotifier(SlackNotifier(client, policy), engine, SystemClock(), actor)
     lifecycle = wire_lifecycle(settings, policy, engine, issuer, client, outbox)
-    return Attached(lifecycle=lifecycle, outbox=outbox, engine=engine)
+    return Attached(lifecycle=lifecycle, outbox=outbox, engine=engine, issuer=issuer)
 
 
 def start_runtime(settings: Settings, policy: Policy) -> Runtime:

@@ -525,6 +525,17 @@ class TokenKeeper:
         if thread is not None:
             thread.join(timeout=5)
 
+    def give_up_token(self) -> None:
+        """Revoke the token this keeper logged in for, when it made one (AppRole, Kubernetes,
+        JWT): a one-off process (the command line) must not leave a live token behind. A
+        configured ``VAULT_TOKEN`` is the running bot's too, and is left alone."""
+        if isinstance(self.login_method, TokenLogin):
+            return
+        try:
+            self.client.auth.token.revoke_self()
+        except Exception as exc:  # it expires on its own; say so and go on
+            log.warning("vault: could not revoke the command line's token: %s", type(exc).__name__)
+
 
 def login_from_settings(settings: VaultLoginSettings) -> Login:
     """The ``Login`` that ``bot.config.Settings`` asks for (validated there)."""

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import hvac
@@ -16,6 +17,7 @@ import requests
 
 from bot.vault_login import (
     RETRY_SECONDS,
+    AppRoleLogin,
     Login,
     TokenKeeper,
     TokenLogin,
@@ -184,3 +186,29 @@ def test_a_token_file_that_is_not_text_is_a_one_line_error(tmp_path: Path) -> No
     keeper = TokenKeeper(FakeVault().client, TokenLogin(token_file=path))  # type: ignore[arg-type]
     with pytest.raises(VaultLoginError, match="is not UTF-8 text"):
         keeper.log_in()
+
+
+class _RevokeSelf:
+    """Just enough of ``hvac.Client`` to see whether the token was revoked."""
+
+    def __init__(self) -> None:
+        self.revoked = 0
+        self.auth = SimpleNamespace(token=SimpleNamespace(revoke_self=self._revoke))
+
+    def _revoke(self) -> None:
+        self.revoked += 1
+
+
+@pytest.mark.parametrize(
+    ("login", "revoked"),
+    [
+        (AppRoleLogin("role", "secret"), 1),  # made for this process: revoked when it is done
+        (TokenLogin("s.the-running-bots-token"), 0),  # shared with the running bot: left alone
+    ],
+)
+def test_a_one_off_process_gives_up_only_a_token_it_logged_in_for(
+    login: Login, revoked: int
+) -> None:
+    client = _RevokeSelf()
+    TokenKeeper(client, login).give_up_token()  # type: ignore[arg-type]
+    assert client.revoked == revoked
