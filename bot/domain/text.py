@@ -29,7 +29,8 @@ _SLACK_ENTITY = re.compile(r"<([@#!]?)([^<>|]*)(?:\|([^<>]*))?>")
 
 def slack_plain(text: str) -> str:
     """Slack's escaped mentions, channels and links as the person typed them: ``<@U1|alice>``
-    becomes ``@alice``, ``<#C1|ops>`` ``#ops``, ``<https://x|x>`` ``https://x``. The slash
+    becomes ``@alice``, ``<#C1|ops>`` ``#ops``, ``<https://x|x>`` ``https://x``, ``&lt;``
+    ``<``. The slash
     command arrives escaped so that a mention names a user id; a reason is kept as readable
     text (and escaped again whenever it is shown)."""
 
@@ -41,7 +42,10 @@ def slack_plain(text: str) -> str:
             return f"@{(label or target).split('^')[0]}"
         return target
 
-    return _SLACK_ENTITY.sub(plain, text)
+    # Slack sends &, < and > typed as text escaped (&amp; &lt; &gt;): back to what was typed,
+    # after the entities above (so a typed "<@U1>" stays text, never becomes a mention).
+    readable = _SLACK_ENTITY.sub(plain, text)
+    return readable.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def one_line(text: str) -> str:

@@ -144,7 +144,10 @@ class LockUsers:
         )
         revoked = self._revoke_all(grant_ids, actor)
         lasting = self._unrecallable(grant_ids, now)
-        denied = sum(self.deny_pending(rid) for rid in self._of(user, RequestStatus.PENDING))
+        for request_id in self._of(user, RequestStatus.PENDING):
+            self.deny_pending(request_id)
+        # Counted from the rows, like the grants: a replica's tick may have denied some first.
+        denied = self._denied_since(user, now)
         report = LockReport(
             user=user,
             grants=len(grant_ids),
@@ -259,6 +262,17 @@ class LockUsers:
                 select(AccessRequest.id).where(AccessRequest.requester == user, request_in(status))
             )
             return [rid for rid in rows if rid is not None]
+
+    def _denied_since(self, user: str, since: datetime) -> int:
+        with Session(self.edges.engine) as session:
+            rows = session.exec(
+                select(AccessRequest.id).where(
+                    AccessRequest.requester == user,
+                    request_in(RequestStatus.DENIED),
+                    col(AccessRequest.decided_at) >= since,
+                )
+            )
+            return len(list(rows))
 
     def _settle(self, being_issued: list[int]) -> None:
         """Wait for grants being issued or delivered right now to settle (their owner holds the

@@ -236,3 +236,11 @@ def test_a_reason_keeps_mentions_and_links_readable() -> None:
     )
     assert isinstance(intent, RequestAccess)
     assert intent.reason == "ask @bob in #ops see https://x.io/1"
+
+
+def test_what_slack_escaped_as_text_comes_back_as_typed() -> None:
+    """Slack sends a typed `<`, `>` and `&` as entities; the reason keeps what was typed (and is
+    escaped again wherever it is shown), and a typed `<@U1>` stays text."""
+    intent = parse_command("payments-db 30m a &lt;b&gt; &amp;&amp; &lt;@U0CEO&gt; c")
+    assert isinstance(intent, RequestAccess)
+    assert intent.reason == "a <b> && <@U0CEO> c"
