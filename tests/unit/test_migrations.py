@@ -374,3 +374,21 @@ def test_concurrent_upgrades_of_one_file_both_succeed(engine: Engine) -> None:
     other.dispose()
     assert results == [schema.head(), schema.head()]
     assert tables(engine) == OUR_TABLES | {schema.VERSION_TABLE}
+
+
+def test_notices_queued_before_0005_upgrade_as_direct_messages(engine: Engine) -> None:
+    """0005 gives every notice a kind: one queued by the release before (an undelivered DM)
+    must still be sent as the DM it was."""
+    with engine.begin() as conn:
+        command.upgrade(schema.alembic_config(conn), "0004")
+        conn.execute(
+            text(
+                "INSERT INTO notice (user, text, created_at, next_attempt_at, attempts) "
+                "VALUES ('U0CAROL', 'your access could not be delivered', :at, :at, 2)"
+            ),
+            {"at": datetime(2026, 12, 1, tzinfo=UTC)},
+        )
+    assert schema.upgrade(engine) == schema.head()
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT user, text, attempts, kind FROM notice")).all()
+    assert [tuple(r) for r in rows] == [("U0CAROL", "your access could not be delivered", 2, "dm")]
