@@ -1,9 +1,10 @@
-"""Showing a user's own words back to them safely, without knowing anything about Slack.
+"""A user's own words: read back as they were typed, and shown back to them safely.
 
 Error messages quote what was typed (a resource name, a duration). ``quote`` drops characters
 that carry markup in chat formats, so the message can be shown as-is and still neither ping
 (``<!channel>``), link nor break formatting. Free text that is stored (the reason) is kept
-verbatim and escaped by the renderer instead.
+verbatim and escaped by the renderer instead. ``slack_plain`` is the one piece that knows how
+Slack escapes a slash command's text: it turns that back into what the person typed.
 """
 
 from __future__ import annotations
