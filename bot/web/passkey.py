@@ -82,7 +82,11 @@ def passkey_app(pages: StepUpPages, fallback: WsgiApp | None = None) -> WsgiApp:
     page, script, style = _static("passkey.html"), _static("passkey.js"), _static("passkey.css")
 
     def send(
-        start_response: StartResponse, status: str, body: bytes, content_type: str
+        start_response: StartResponse,
+        status: str,
+        body: bytes,
+        content_type: str,
+        *extra: tuple[str, str],
     ) -> list[bytes]:
         start_response(
             status,
@@ -90,6 +94,7 @@ def passkey_app(pages: StepUpPages, fallback: WsgiApp | None = None) -> WsgiApp:
                 ("Content-Type", content_type),
                 ("Content-Length", str(len(body))),
                 *_SECURITY_HEADERS,
+                *extra,
             ],
         )
         return [body]
@@ -147,12 +152,17 @@ def passkey_app(pages: StepUpPages, fallback: WsgiApp | None = None) -> WsgiApp:
             return send(start_response, "200 OK", style, "text/css; charset=utf-8")
         if path in (BEGIN_PATH, FINISH_PATH):
             if method != "POST":
-                start_response("405 Method Not Allowed", [("Allow", "POST")])
-                return [b""]
+                not_allowed = b'{"error": "method not allowed"}'
+                return send(
+                    start_response,
+                    "405 Method Not Allowed",
+                    not_allowed,
+                    "application/json",
+                    ("Allow", "POST"),
+                )
             return api(environ, start_response, path)
         if fallback is not None:
             return fallback(environ, start_response)
-        start_response("404 Not Found", [("Content-Type", "application/json")])
-        return [b'{"error": "not found"}']
+        return send(start_response, "404 Not Found", b'{"error": "not found"}', "application/json")
 
     return application

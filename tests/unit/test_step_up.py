@@ -458,8 +458,13 @@ def test_the_page_and_its_script_are_served_with_a_strict_policy(h: Harness) -> 
     assert headers["Referrer-Policy"] == "no-referrer" and headers["Cache-Control"] == "no-store"
     status, headers, body = call(app, "GET", "/passkey/passkey.js")
     assert status == 200 and b"navigator.credentials" in body
-    assert call(app, "GET", "/passkey/finish")[0] == 405
-    assert call(app, "GET", "/elsewhere")[0] == 404
+    # Refusals carry the same headers: nothing the bot answers may be framed or sniffed.
+    for method, path, expected in (("GET", "/passkey/finish", 405), ("GET", "/elsewhere", 404)):
+        status, headers, _ = call(app, method, path)
+        assert status == expected
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert "frame-ancestors 'none'" in headers["Content-Security-Policy"], path
+    assert call(app, "GET", "/passkey/finish")[1]["Allow"] == "POST"
 
 
 def test_malformed_posts_are_answered_400(h: Harness) -> None:
