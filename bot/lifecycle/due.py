@@ -217,7 +217,11 @@ class Due:
             if view.is_extension:
                 self.extension.apply(view)
             else:
-                self.issuing.fail(view, None, INTERRUPTED)
+                # Stopped after the approval, before a grant was recorded: before asking Vault,
+                # or just after Vault made the token (a kill lands anywhere). Which is not
+                # known, so both sides hear that a token nobody holds may live, and until when.
+                until = self.edges.clock.now() + view.duration
+                self.issuing.fail(view, None, INTERRUPTED, token_may_live_until=until)
             log.warning("request %s was left approved by a stopped issue: resolved", request_id)
             return True
         if grant.status not in UNFINISHED:

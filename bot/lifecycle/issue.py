@@ -481,13 +481,14 @@ class _Outcome(NamedTuple):
 
 
 def _unknown_token(until: datetime | None) -> str | None:
-    """The honest sentence for a token creation whose answer was lost (None: not the case)."""
+    """The honest sentence for a token creation the bot never recorded: its answer was lost, or
+    the bot stopped before writing it down (None: not the case)."""
     if until is None:
         return None
     return (
-        "Vault may have created a grant token whose answer never reached the bot, so the bot "
-        "cannot revoke it; nobody holds its value, and it expires by itself "
-        f"by {when(until)}."
+        "Vault may have created a grant token the bot never recorded (its answer was lost, or "
+        "the bot stopped first), so the bot cannot revoke it; nobody holds its value, and it "
+        f"expires by itself by {when(until)}."
     )
 
 

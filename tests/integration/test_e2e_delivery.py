@@ -149,10 +149,13 @@ def test_undeliverable_credentials_are_revoked_and_the_requester_told_when_slack
     assert len([t for t in dms_to_requester(slack) if f"#{request_id}" in t]) == 1
 
 
-def _vault_grants_since(openbao: OpenBaoServer, since: datetime, prefix: str) -> tuple[set, set]:
-    """Grant tokens (accessors) and leases under ``prefix`` that Vault holds, created since."""
+def _vault_grants_since(
+    openbao: OpenBaoServer, since: datetime, prefix: str
+) -> tuple[dict[str, int], set]:
+    """Grant tokens (accessor -> the request its metadata names) and leases under ``prefix``
+    that Vault holds, created since."""
     client = openbao.client()
-    accessors = set()
+    accessors = {}
     for accessor in client.auth.token.list_accessors()["data"]["keys"]:
         try:
             data = client.auth.token.lookup_accessor(accessor)["data"]
@@ -161,7 +164,7 @@ def _vault_grants_since(openbao: OpenBaoServer, since: datetime, prefix: str) ->
         if data.get("role") != "debug-access-grant":
             continue
         if datetime.fromtimestamp(int(data["creation_time"]), UTC) >= since:
-            accessors.add(accessor)
+            accessors[accessor] = int(data["meta"]["request_id"])
     leases = set()
     try:
         keys = client.sys.list_leases(prefix=prefix + "/")["data"]["keys"]
@@ -259,4 +262,13 @@ def test_sigkill_during_a_burst_of_approvals_leaves_nothing_undelivered(
     )
     accessors, leases = _vault_grants_since(openbao, since, vault_db.path)
     assert leases <= {row[1] for row in active_rows}, "a lease is live without an active grant"
-    assert accessors <= {row[0] for row in active_rows}, "a token is live without an active grant"
+    recorded = {row[0] for row in active_rows}
+    # A kill between Vault making a token and the bot writing its accessor down leaves a token
+    # nobody holds (its value died with the process) and nobody can name. Allowed only when
+    # its request failed and the requester heard that such a token may live, and until when.
+    for accessor, rid in accessors.items():
+        if accessor in recorded:
+            continue
+        assert rid in failed, f"a token of #{rid} is live without an active grant"
+        said = [text for text in dms_to_requester(slack) if f"#{rid}" in text]
+        assert any("may have created a grant token" in text for text in said), said

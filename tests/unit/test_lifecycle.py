@@ -805,6 +805,12 @@ def test_the_first_tick_after_a_restart_finishes_what_a_crash_interrupted(h: Har
         assert view.failure is not None and "stopped while issuing" in view.failure
     assert grant_of(r, half_issued).status == GrantStatus.REVOKED
     assert r.issuer.live_tokens == {grant_of(r, future).token_accessor}  # only the future one
+    # Stopped before a grant was recorded: whether Vault made a token is not known, so the
+    # requester is not told that nothing was issued, but until when such a token could live.
+    stranded_notice = next(text for user, text in r.notifier.tells if f"#{stranded}" in text)
+    assert "Nothing was issued" not in stranded_notice
+    assert "may have created a grant token" in stranded_notice, stranded_notice
+    assert "expires by itself" in stranded_notice
     assert chain_ok(r)
     assert r.tick() == {}
 
