@@ -83,7 +83,12 @@ def test_one_minute_grant_expires_on_time(
             and "it expired" in str(c.params.get("text"))
         ),
     )
-    assert any("expired; Vault confirmed" in c.params["text"] for c in posts_to(slack, AUDIT))
+    # The audit post comes after the requester's DM (``EndGrant._mark_ended``: commit, close
+    # the credentials DM, tell the requester, then announce): wait for it too.
+    wait_until(
+        lambda: any("expired; Vault confirmed" in c.params["text"] for c in posts_to(slack, AUDIT)),
+        what="the expiry in the audit channel",
+    )
     assert_nowhere([creds["password"]], slack=slack, bot=bot, postgres=postgres)
 
 
