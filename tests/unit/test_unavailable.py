@@ -276,7 +276,7 @@ def test_work_acked_but_not_started_when_the_grace_runs_out_is_dropped_and_told(
     cancelled and their users told "restarting, try again", instead of being acked and then
     silently lost when the process goes (found by an adversarial review)."""
     drain = Drain(workers=1, follow_up_workers=1)
-    stuck = threading.Event()
+    started, stuck = threading.Event(), threading.Event()
     told: list[str] = []
     ran: list[str] = []
 
@@ -286,6 +286,7 @@ def test_work_acked_but_not_started_when_the_grace_runs_out_is_dropped_and_told(
 
         def __call__(self) -> None:
             if self.name == "running":
+                started.set()
                 stuck.wait(10)
             ran.append(self.name)
 
@@ -294,7 +295,7 @@ def test_work_acked_but_not_started_when_the_grace_runs_out_is_dropped_and_told(
 
     for name in ("running", "queued-1", "queued-2"):
         drain.later(Step(name))
-    time.sleep(0.1)
+    assert started.wait(5)  # the first step is running; the other two are queued behind it
     assert drain.close(timeout=0.2) is False
     assert told == ["queued-1", "queued-2"]
     assert drain.busy() == 1  # only the one that had started
