@@ -236,7 +236,8 @@ class AccessLifecycle:
         return self.due.work()
 
     def periodic_work(self) -> tuple[tuple[str, Callable[[], int]], ...]:
-        """Work that claims its own rows (the notice outbox), run after each tick's due rows."""
+        """Work that claims its own rows (the notice outbox, the purge of old step-up links),
+        run after each tick's due rows."""
         return self.due.also()
 
     # -- queries ----------------------------------------------------------------------------------

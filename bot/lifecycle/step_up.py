@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Engine, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from webauthn import (
@@ -90,6 +90,23 @@ ALREADY_ENROLLED = (
 )
 #: How long the browser waits for the person to touch their authenticator (milliseconds).
 CEREMONY_TIMEOUT_MS = 120_000
+#: A used or expired link is kept this long (a page reopened soon after still says "already
+#: used" or "expired", not "not a link of ours"), then purged: the audit trail is the record.
+LINK_RETENTION = timedelta(days=1)
+#: At most this many links are purged per timer tick: one tick never holds a long DELETE.
+PURGE_BATCH = 500
+
+
+def purge_links(engine: Engine, now: datetime, limit: int = PURGE_BATCH) -> int:
+    """Delete up to ``limit`` links used or expired more than ``LINK_RETENTION`` before ``now``,
+    oldest first; returns how many went. Safe on every replica at once: a row two of them pick
+    is deleted by one, and the other's DELETE just counts it out."""
+    before = now - LINK_RETENTION
+    done = or_(col(StepUpLink.used_at) < before, col(StepUpLink.expires_at) < before)
+    oldest = select(StepUpLink.id).where(done).order_by(col(StepUpLink.id)).limit(limit)
+    with transaction(engine) as session:
+        result = session.exec(delete(StepUpLink).where(col(StepUpLink.id).in_(oldest)))
+        return int(result.rowcount)
 
 
 @dataclass(frozen=True)
