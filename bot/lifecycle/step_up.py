@@ -58,6 +58,7 @@ from bot.domain.permissions import check_may_decide
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.domain.step_up import (
     DEFAULT_LINK_TTL,
+    MAX_REFUSALS,
     LinkPurpose,
     LinkState,
     RelyingParty,
@@ -68,6 +69,7 @@ from bot.domain.step_up import (
     check_sign_count,
     link_url,
     new_link_token,
+    refused_text,
     token_hash,
 )
 from bot.lifecycle.decide import Decide
@@ -330,6 +332,7 @@ class StepUp:
         or the approval recorded. Returns what the page says; StepUpRefused otherwise."""
         rp = self._relying_party()
         now = self.edges.clock.now()
+        refused: StepUpRefused | None = None
         with transaction(self.edges.engine) as session:
             row = self._link_row(session, token, lock=True)
             link = self._check(row)
@@ -340,13 +343,17 @@ class StepUp:
             else:
                 try:
                     stored = self._verify_assertion(session, link, challenge, rp, credential)
-                except StepUpRefused as refused:
-                    # A valid link with a wrong passkey: worth a line in the audit trail.
-                    # Written in its own transaction: this one rolls back with the refusal.
-                    self._audit_refusal(link, str(refused))
-                    raise
-                session.add(stored)
-            self._spend(session, row, now)
+                except StepUpRefused as exc:
+                    refused = exc  # nothing written: this transaction only lets go of the row
+                else:
+                    session.add(stored)
+            if refused is None:
+                self._spend(session, row, now)
+        if refused is not None:
+            # A valid link with a wrong passkey: worth a line in the audit trail, counted on
+            # the link, after the row's lock above is released.
+            assert row.id is not None
+            raise StepUpRefused(self._record_refusal(row.id, link, str(refused)))
         if link.purpose is LinkPurpose.ENROL:
             self._announce_enrolment(link.user)
             return "Your passkey is registered. You can close this page."
@@ -512,16 +519,40 @@ class StepUp:
         if spent.rowcount != 1:
             raise StepUpRefused("This link was already used. Each link works once.")
 
-    def _audit_refusal(self, link: LinkState, reason: str) -> None:
+    def _record_refusal(self, link_id: int, link: LinkState, reason: str) -> str:
+        """Count a refused answer on the link and audit it; the ``MAX_REFUSALS``-th spends the
+        link, so each link writes at most that many events. The count is one guarded UPDATE
+        (its row lock orders racing refusals on PostgreSQL), and a link already spent, by a
+        success or by this rule, is not counted or audited again. Returns the page's text."""
+        now = self.edges.clock.now()
+        unspent = (col(StepUpLink.id) == link_id, col(StepUpLink.used_at).is_(None))
         with transaction(self.edges.engine) as session:
+            counted = session.exec(
+                update(StepUpLink)
+                .where(*unspent)
+                .values(refusals=StepUpLink.refusals + 1)
+                .returning(col(StepUpLink.refusals))
+            ).first()
+            if counted is None:
+                return reason
+            spent = int(counted[0]) >= MAX_REFUSALS
+            details: dict[str, Any] = {"reason": reason[:200]}
+            if spent:
+                session.exec(update(StepUpLink).where(*unspent).values(used_at=now))
+                details["link_spent"] = f"after {MAX_REFUSALS} refusals"
             append_event(
                 session,
-                at=self.edges.clock.now(),
+                at=now,
                 actor=link.user,
                 action=AuditAction.STEP_UP_REFUSED,
                 request_id=link.request_id,
-                details={"reason": reason[:200]},
+                details=details,
             )
+        if spent:
+            log.warning(
+                "step-up link %s of %s spent after %s refusals", link_id, link.user, MAX_REFUSALS
+            )
+        return refused_text(reason, spent)
 
     def _check(self, row: StepUpLink | None) -> LinkState:
         now = self.edges.clock.now()

@@ -302,3 +302,6 @@ class StepUpLink(SQLModel, table=True):
     #: A break-glass link's request as asked (JSON: resource, duration, reason, channel, public
     #: key): it is created only once the requester confirms. No secrets.
     payload: str | None = Field(default=None, sa_column=Column(Text))
+    #: Passkey answers refused on this link (each audited); at ``MAX_REFUSALS`` it is spent, so
+    #: whoever holds the link cannot make the bot write audit events without end.
+    refusals: int = Field(default=0, sa_column_kwargs={"server_default": "0"})

@@ -21,6 +21,7 @@ from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.requests import RequestStatus as S
 from bot.domain.requests import ValidRequest
 from bot.domain.step_up import (
+    MAX_REFUSALS,
     LinkPurpose,
     LinkState,
     RelyingParty,
@@ -747,3 +748,36 @@ def test_the_purge_deletes_a_bounded_batch_per_call(h: Harness) -> None:
     assert len(link_rows(h)) == 2  # the enrolment link and one approval link are left
     assert purge_links(h.engine, h.clock.now(), limit=2) == 2
     assert link_rows(h) == []
+
+
+# -- refusals per link are bounded ----------------------------------------------------------------
+
+
+def test_a_link_is_spent_after_max_refusals_so_its_audit_events_are_bounded(h: Harness) -> None:
+    device = enrol(h, APPROVER)
+    mallory = enrol(h, BYSTANDER)
+    request_id = submit(h)
+    token = approval_token(h, request_id)
+    for _ in range(MAX_REFUSALS - 1):
+        status, done, last_body = confirm(h, token, mallory)
+        assert status == 403 and "someone else" in done["message"]
+    status, done, _ = confirm(h, token, mallory)
+    assert status == 403 and "no longer works" in done["message"]
+    refused = audit(h, AuditAction.STEP_UP_REFUSED)
+    assert len(refused) == MAX_REFUSALS
+    assert "link_spent" in refused[-1].details
+    assert not any("link_spent" in event.details for event in refused[:-1])
+
+    # Spent: neither more refusals nor the right passkey count, and nothing more is audited.
+    status, again = api(h, "/passkey/finish", last_body)
+    assert status == 403 and "already used" in again["message"]
+    status, answer = api(h, "/passkey/begin", {"token": token})
+    assert status == 403 and "already used" in answer["message"]
+    status, again = api(
+        h, "/passkey/finish", {"token": token, "credential": device.get({"challenge": "x"})}
+    )
+    assert status == 403 and "already used" in again["message"]
+    assert len(audit(h, AuditAction.STEP_UP_REFUSED)) == MAX_REFUSALS
+    assert h.lifecycle.get(request_id).status is S.PENDING
+    # A new link works as before.
+    assert confirm(h, approval_token(h, request_id), device)[0] == 200
