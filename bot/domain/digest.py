@@ -155,7 +155,8 @@ class Attention:
 
 @dataclass(frozen=True)
 class LockRecord:
-    """A lock standing now: listed in every digest until it is lifted."""
+    """A lock standing now: listed in every digest until it is lifted, and at the top of the
+    locked user's App Home."""
 
     user: str
     locked_by: str

@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from bot.domain.digest import LockRecord
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.issuer import Issuer
 from bot.lifecycle.announce import Announcer
@@ -228,6 +229,9 @@ class AccessLifecycle:
 
     def standing_locks(self) -> list[UserLock]:
         return self.locking.standing()
+
+    def lock_of(self, user: str) -> LockRecord | None:
+        return self.locking.lock_of(user)
 
     # -- what the timers run ----------------------------------------------------------------------
 
