@@ -14,6 +14,8 @@ from slack_sdk.errors import SlackApiError
 from sqlmodel import Session, col, select
 
 from bot.audit import AuditAction, verify_chain
+from bot.digest import DailyDigest
+from bot.domain.digest import AttentionKind
 from bot.domain.notices import GIVE_UP_AFTER, TOO_OLD, AuditPost, NoticeKind, give_up_reason
 from bot.lifecycle.notices import write_notice
 from bot.slack.notifier import delivery_error
@@ -144,3 +146,18 @@ def test_the_slack_notifier_passes_slacks_error_code_on() -> None:
     error = delivery_error("Slack refused the DM", refused)
     assert error.code == "user_not_found" and "user_not_found" in str(error)
     assert delivery_error("Slack refused the DM", OSError("unreachable")).code is None
+
+
+def test_the_digest_lists_a_dm_given_up_in_its_window_and_not_other_kinds(h: Harness) -> None:
+    h.notifier.refusals[REQUESTER] = "user_not_found"
+    h.notifier.audit_refusal = "is_archived"
+    queue(h, REQUESTER)
+    queue(h, APPROVER, AuditPost("locked", "locked by <@U0A>").dumps(), NoticeKind.AUDIT)
+    h.lifecycle.notices.send_queued()
+    h.lifecycle.notices.send_queued()
+    assert len(given_up_events(h)) == 2
+    digests = DailyDigest(h.engine, h.policy, h.notifier, h.clock)
+    (item,) = digests.build(h.clock.now() + timedelta(hours=1)).attention
+    assert item.kind is AttentionKind.NOTICE_GIVEN_UP
+    assert (item.people, item.note) == ((REQUESTER,), "user_not_found")
+    assert digests.build(h.clock.now() + timedelta(days=1, hours=1)).attention == ()
