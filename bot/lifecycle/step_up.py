@@ -102,12 +102,17 @@ PURGE_BATCH = 500
 def purge_links(engine: Engine, now: datetime, limit: int = PURGE_BATCH) -> int:
     """Delete up to ``limit`` links used or expired more than ``LINK_RETENTION`` before ``now``,
     oldest first; returns how many went. Safe on every replica at once: a row two of them pick
-    is deleted by one, and the other's DELETE just counts it out."""
+    is deleted by one, and the other's DELETE just counts it out. It reads first: most ticks
+    find nothing, and then take no write lock (SQLite has one for the whole database)."""
     before = now - LINK_RETENTION
     done = or_(col(StepUpLink.used_at) < before, col(StepUpLink.expires_at) < before)
     oldest = select(StepUpLink.id).where(done).order_by(col(StepUpLink.id)).limit(limit)
+    with Session(engine) as session:
+        found = list(session.exec(oldest))
+    if not found:
+        return 0
     with transaction(engine) as session:
-        result = session.exec(delete(StepUpLink).where(col(StepUpLink.id).in_(oldest)))
+        result = session.exec(delete(StepUpLink).where(col(StepUpLink.id).in_(found), done))
         return int(result.rowcount)
 
 
