@@ -59,6 +59,8 @@ class AuditAction(enum.StrEnum):
     PASSKEY_REGISTERED = "passkey_registered"
     #: An admin removed a user's passkey (lost, or registered by someone else).
     PASSKEY_RESET = "passkey_reset"
+    #: A queued notice Slack refused for good (recipient or channel gone) or for too long.
+    NOTICE_GIVEN_UP = "notice_given_up"
 
 
 def canonical_content(

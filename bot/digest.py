@@ -7,6 +7,7 @@ window's end is inserted before posting, and a second poster finds it taken.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -15,15 +16,31 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, or_, select
 
-from bot.audit import verify_chain
+from bot.audit import AuditAction, verify_chain
 from bot.audit_export import verify_report_text
 from bot.digest_schedule import DigestConfig, fire_time_for_run, window_for
-from bot.domain.digest import Approval, Digest, LockRecord, RequestRecord, build_digest
+from bot.domain.digest import (
+    Approval,
+    Digest,
+    GivenUpNotice,
+    LockRecord,
+    RequestRecord,
+    build_digest,
+)
 from bot.domain.digest_chart import CHART_DAYS, ResourceUse, usage_by_resource
+from bot.domain.notices import NoticeKind
 from bot.domain.requests import RequestStatus
 from bot.policy import Policy
 from bot.ports import Clock, Notifier
-from bot.store.models import AccessRequest, Decision, DigestRun, Grant, GrantStatus, utc
+from bot.store.models import (
+    AccessRequest,
+    AuditEvent,
+    Decision,
+    DigestRun,
+    Grant,
+    GrantStatus,
+    utc,
+)
 from bot.store.user_locks import all_standing
 
 log = logging.getLogger(__name__)
@@ -110,6 +127,33 @@ def _record(
     )
 
 
+def load_given_up(session: Session, start: datetime, end: datetime) -> list[GivenUpNotice]:
+    """The DMs the notice outbox gave up on in ``[start, end)``, read from the audit trail (the
+    record of it; the notice row keeps only Slack's message). Notices of other kinds were for
+    the audit channel or a re-render: nobody in particular went untold."""
+    events = session.exec(
+        select(AuditEvent).where(
+            AuditEvent.action == AuditAction.NOTICE_GIVEN_UP,
+            col(AuditEvent.at) >= start,
+            col(AuditEvent.at) < end,
+        )
+    )
+    found = []
+    for event in events:
+        details = json.loads(event.details)
+        if details.get("kind") != NoticeKind.DM:
+            continue
+        found.append(
+            GivenUpNotice(
+                recipient=str(details.get("recipient")),
+                reason=str(details.get("reason")),
+                at=utc(event.at),
+                request_id=event.request_id,
+            )
+        )
+    return found
+
+
 class DailyDigest:
     """Build and post the digest for the window ending at the scheduled time."""
 
@@ -129,6 +173,7 @@ class DailyDigest:
                 LockRecord(lock.user, lock.locked_by, lock.reason, utc(lock.locked_at))
                 for lock in all_standing(session)
             ]
+            given_up = load_given_up(session, start, end)
         return build_digest(
             records,
             window_start=start,
@@ -139,6 +184,7 @@ class DailyDigest:
             tz=self.config.zone,
             working_hours=self.config.hours,
             locks=locks,
+            given_up=given_up,
         )
 
     def usage(self, window_end: datetime) -> list[ResourceUse]:

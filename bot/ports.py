@@ -174,11 +174,16 @@ class Notifier(Protocol):
 
 class DeliveryError(Exception):
     """A DM (the credentials, or a notice) could not be delivered. ``retry_after`` is how long
-    Slack asked us to wait (its ``Retry-After``), when it said."""
+    Slack asked us to wait (its ``Retry-After``), when it said; ``code`` is Slack's error code
+    (``user_not_found``…) when Slack answered, so the outbox can tell a refusal that will never
+    change from one worth retrying."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.code = code
 
 
 class WorkLocks(Protocol):

@@ -127,6 +127,7 @@ class AttentionKind(enum.StrEnum):
     USER_LOCKED = "user_locked"
     LATE_REVOCATION = "late_revocation"
     UNREVIEWED_BREAK_GLASS = "unreviewed_break_glass"
+    NOTICE_GIVEN_UP = "notice_given_up"  # someone was never told what happened to them
     MUTUAL_APPROVALS = "mutual_approvals"
     OUTSIDE_HOURS = "outside_hours"
 
@@ -136,9 +137,10 @@ class Attention:
     """One finding.
 
     ``people`` are the requester (revocations, break-glass), the approver then the requester
-    (outside hours), the pair (mutual approvals), or the locked user then the admin (a lock).
+    (outside hours), the pair (mutual approvals), the locked user then the admin (a lock), or
+    the person never told (a notice given up).
     ``at`` is when it happened or was due; ``late_by`` how late a revocation was (or is, while
-    ``still_live``); ``note`` the admin's reason for a lock.
+    ``still_live``); ``note`` the admin's reason for a lock, or why a notice was given up.
     """
 
     kind: AttentionKind
@@ -155,12 +157,25 @@ class Attention:
 
 @dataclass(frozen=True)
 class LockRecord:
-    """A lock standing now: listed in every digest until it is lifted."""
+    """A lock standing now: listed in every digest until it is lifted, and at the top of the
+    locked user's App Home."""
 
     user: str
     locked_by: str
     reason: str
     locked_at: datetime
+
+
+@dataclass(frozen=True)
+class GivenUpNotice:
+    """A direct message the notice outbox gave up on (``bot.lifecycle.notices``): Slack refused
+    it for good or for too long, so its recipient was never told. ``reason`` is Slack's error
+    code, or ``bot.domain.notices.TOO_OLD``."""
+
+    recipient: str
+    reason: str
+    at: datetime
+    request_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +219,7 @@ def build_digest(
     working_hours: tuple[time, time] = WORKING_HOURS,
     mutual_threshold: int = MUTUAL_APPROVAL_THRESHOLD,
     locks: Iterable[LockRecord] = (),
+    given_up: Iterable[GivenUpNotice] = (),
 ) -> Digest:
     """Summarise ``records`` for the window ``[window_start, window_end)`` as seen at ``now``.
 
@@ -253,6 +269,7 @@ def build_digest(
         + _standing_locks(locks)
         + _late_revocations(rows, start, end, now)
         + _unreviewed_break_glass(rows)
+        + _given_up_notices(given_up, start, end)
         + _mutual_approvals(rows, start, end, mutual_threshold)
         + _outside_hours(rows, start, end, tz, working_hours)
     )
@@ -327,6 +344,24 @@ def _standing_locks(locks: Iterable[LockRecord]) -> tuple[Attention, ...]:
             note=lock.reason,
         )
         for lock in sorted(locks, key=lambda lock: _aware(lock.locked_at))
+    )
+
+
+def _given_up_notices(
+    notices: Iterable[GivenUpNotice], start: datetime, end: datetime
+) -> tuple[Attention, ...]:
+    """DMs given up in the window: someone must tell the person another way (or not at all, if
+    they have left)."""
+    return tuple(
+        Attention(
+            kind=AttentionKind.NOTICE_GIVEN_UP,
+            request_ids=(n.request_id,) if n.request_id is not None else (),
+            people=(n.recipient,),
+            at=_aware(n.at),
+            note=n.reason,
+        )
+        for n in sorted(notices, key=lambda n: _aware(n.at))
+        if start <= _aware(n.at) < end
     )
 
 

@@ -75,6 +75,22 @@ class RelyingParty:
         return cls(origin=f"{parts.scheme}://{parts.netloc}", rp_id=parts.hostname)
 
 
+#: Passkey answers a link may have refused before it is spent: enough for a person fumbling with
+#: the wrong authenticator, few enough that a link cannot be used to flood the audit trail.
+MAX_REFUSALS = 5
+
+
+def refused_text(reason: str, spent: bool) -> str:
+    """What the page says of a refused passkey answer; the last one allowed also says the link
+    is spent now."""
+    if not spent:
+        return reason
+    return (
+        f"{reason} This link no longer works after {MAX_REFUSALS} refused attempts: click the "
+        "button in Slack again for a new one."
+    )
+
+
 @dataclass(frozen=True)
 class LinkState:
     """What a stored link says about itself."""

@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from bot.domain.digest import LockRecord
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.issuer import Issuer
 from bot.lifecycle.announce import Announcer
@@ -229,6 +230,9 @@ class AccessLifecycle:
     def standing_locks(self) -> list[UserLock]:
         return self.locking.standing()
 
+    def lock_of(self, user: str) -> LockRecord | None:
+        return self.locking.lock_of(user)
+
     # -- what the timers run ----------------------------------------------------------------------
 
     def due_work(self) -> tuple[DueWork, ...]:
@@ -236,7 +240,8 @@ class AccessLifecycle:
         return self.due.work()
 
     def periodic_work(self) -> tuple[tuple[str, Callable[[], int]], ...]:
-        """Work that claims its own rows (the notice outbox), run after each tick's due rows."""
+        """Work that claims its own rows (the notice outbox, the purge of old step-up links),
+        run after each tick's due rows."""
         return self.due.also()
 
     # -- queries ----------------------------------------------------------------------------------

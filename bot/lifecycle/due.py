@@ -50,6 +50,7 @@ from bot.lifecycle.lock import LockUsers
 from bot.lifecycle.notices import Notices
 from bot.lifecycle.revoke import CLAIM_TIMEOUT, EndGrant
 from bot.lifecycle.rows import grant_of, move
+from bot.lifecycle.step_up import purge_links
 from bot.lifecycle.views import Views
 from bot.store.claims import grant_in, request_in
 from bot.store.db import transaction
@@ -187,7 +188,14 @@ class Due:
 
     def also(self) -> tuple[tuple[str, Callable[[], int]], ...]:
         """Periodic work that claims its own rows, run after the due rows of every tick."""
-        return (("queued notices", self.send_queued_notices),)
+        return (
+            ("queued notices", self.send_queued_notices),
+            ("step-up links purged", self.purge_step_up_links),
+        )
+
+    def purge_step_up_links(self) -> int:
+        """Drop passkey links long used or expired, a batch per tick, so the table stays small."""
+        return purge_links(self.edges.engine, self.edges.clock.now())
 
     def send_queued_notices(self) -> int:
         """Send the notices Slack refused earlier (the outbox); returns how many went out."""

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from bot.audit import AuditAction, append_event
+from bot.domain.digest import LockRecord
 from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.grants import GrantStatus
 from bot.domain.requests import ReasonError, RequestStatus, clean_reason
@@ -207,6 +208,14 @@ class LockUsers:
         """Every lock standing now, oldest first."""
         with Session(self.edges.engine) as session:
             return all_standing(session)
+
+    def lock_of(self, user: str) -> LockRecord | None:
+        """``user``'s standing lock, if any: their App Home says so."""
+        with Session(self.edges.engine) as session:
+            lock = standing(session, user)
+            if lock is None:
+                return None
+            return LockRecord(lock.user, lock.locked_by, lock.reason, utc(lock.locked_at))
 
     # -- the work a lock leaves to the timers ----------------------------------------------------
 

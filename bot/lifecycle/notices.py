@@ -7,7 +7,10 @@ to the ``notice`` table (an outbox) in the transaction that records what it repo
 once, and, while Slack refuses it, retried by ``send_queued`` from the timer tick
 (``bot.scheduler``) on every replica until it goes out (each notice is claimed first, so two
 replicas never send it twice at the same moment; at least once, not exactly once, if a sender
-dies after Slack took it).
+dies after Slack took it). A notice Slack refuses for good (the recipient deactivated or unknown,
+the audit channel archived: ``bot.domain.notices.give_up_reason``), or has refused for a week,
+is given up instead: never tried again, one audit event and one warning say so, and the notices
+queued after it go out.
 
 A notice has a kind (``bot.domain.notices.NoticeKind``): ``dm`` is the message above; ``audit``
 and ``refresh`` tell Slack afterwards what the command line did while Slack was down (a post to
@@ -22,18 +25,19 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import ColumnElement, or_
 from sqlmodel import Session, col, select
 
-from bot.domain.notices import AuditPost, NoticeKind
+from bot.audit import AuditAction, append_event
+from bot.domain.notices import AuditPost, NoticeKind, give_up_reason
 from bot.domain.text import quote
 from bot.lifecycle.announce import Announcer, MessageKind
-from bot.lifecycle.edges import Edges
+from bot.lifecycle.edges import SYSTEM_ACTOR, Edges
 from bot.lifecycle.views import Views
 from bot.ports import DeliveryError
 from bot.store.claims import claim
 from bot.store.db import transaction
-from bot.store.models import Notice
+from bot.store.models import Notice, utc
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,11 @@ NOTICE_CLAIM = timedelta(minutes=2)
 NOTICE_BACKOFF = (timedelta(seconds=5), timedelta(seconds=10), timedelta(seconds=30))
 # A notice Slack refused this many times is still retried, but logged as an error.
 LOUD_AFTER = 10
+
+
+def waiting() -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """The notices still to send: neither taken by Slack nor given up."""
+    return col(Notice.sent_at).is_(None), col(Notice.given_up_at).is_(None)
 
 
 def write_notice(
@@ -89,15 +98,14 @@ class Notices:
     def rewrite(self, notice_id: int, text: str) -> None:
         """Say it better before it is sent (once the outcome it reports is known)."""
         with transaction(self.edges.engine) as session:
-            claim(session, Notice, notice_id, col(Notice.sent_at).is_(None), text=text)
+            claim(session, Notice, notice_id, *waiting(), text=text)
 
     def send_queued(self, only: int | None = None) -> int:
         """Send every notice that is due (or just ``only``, due or held), oldest first; stop at
-        the first Slack refuses, the rest wait for the next round. Returns how many went out."""
+        the first Slack refuses, the rest wait for the next round (one given up does not stop
+        them). Returns how many went out."""
         now = self.edges.clock.now()
-        query = select(Notice.id).where(
-            col(Notice.sent_at).is_(None), col(Notice.kind).in_(NoticeKind.ALL)
-        )
+        query = select(Notice.id).where(*waiting(), col(Notice.kind).in_(NoticeKind.ALL))
         if only is not None:  # the writer's own send: whenever it is due
             query = query.where(Notice.id == only)
         else:
@@ -108,26 +116,26 @@ class Notices:
         for notice_id in due:
             outcome = self._send_one(notice_id)
             if outcome is None:
-                continue  # another replica has it
+                continue  # another replica has it, or it was given up
             if not outcome:
                 break
             sent += 1
         return sent
 
     def _send_one(self, notice_id: int) -> bool | None:
+        """True once Slack took it (or it was set aside), False when Slack refused it for now,
+        None when it was not ours to send or was given up: the round goes on."""
         now = self.edges.clock.now()
         until = now + NOTICE_CLAIM
         with transaction(self.edges.engine) as session:
             free = or_(col(Notice.claimed_until).is_(None), col(Notice.claimed_until) < now)
-            if not claim(
-                session, Notice, notice_id, col(Notice.sent_at).is_(None), free, claimed_until=until
-            ):
+            if not claim(session, Notice, notice_id, *waiting(), free, claimed_until=until):
                 return None
             notice = session.get(Notice, notice_id)
             assert notice is not None
             session.refresh(notice)
             user, text, attempts = notice.user, notice.text, notice.attempts
-            kind, request_id = notice.kind, notice.request_id
+            kind, request_id, created_at = notice.kind, notice.request_id, utc(notice.created_at)
         mine = col(Notice.claimed_until) == until
         try:
             self._deliver(kind, user, text, request_id)
@@ -146,6 +154,10 @@ class Notices:
             return True
         except DeliveryError as exc:
             attempts += 1
+            reason = give_up_reason(kind, exc.code, created_at, self.edges.clock.now())
+            if reason is not None:
+                self._give_up(notice_id, mine, kind, user, request_id, attempts, reason, exc)
+                return None
             wait = NOTICE_BACKOFF[min(attempts, len(NOTICE_BACKOFF)) - 1]
             if exc.retry_after:
                 wait = max(wait, timedelta(seconds=exc.retry_after))
@@ -170,6 +182,55 @@ class Notices:
             claim(session, Notice, notice_id, mine, claimed_until=None, sent_at=sent_at)
         log.info("notice %s (%s) sent for %s", notice_id, kind, user)
         return True
+
+    def _give_up(
+        self,
+        notice_id: int,
+        mine: ColumnElement[bool],
+        kind: str,
+        user: str,
+        request_id: int | None,
+        attempts: int,
+        reason: str,
+        exc: DeliveryError,
+    ) -> None:
+        """Never try this notice again, and say so where someone will look: the audit trail
+        (with the recipient, never the text) and one warning."""
+        with transaction(self.edges.engine) as session:
+            now = self.edges.clock.now()
+            if not claim(
+                session,
+                Notice,
+                notice_id,
+                mine,
+                claimed_until=None,
+                attempts=attempts,
+                given_up_at=now,
+                last_error=quote(str(exc), limit=200),
+            ):
+                return  # our claim lapsed and another replica has it now
+            append_event(
+                session,
+                at=now,
+                actor=SYSTEM_ACTOR,
+                action=AuditAction.NOTICE_GIVEN_UP,
+                request_id=request_id,
+                details={
+                    "notice": notice_id,
+                    "kind": kind,
+                    "recipient": user,
+                    "reason": reason,
+                    "attempts": attempts,
+                },
+            )
+        log.warning(
+            "notice %s (%s) to %s given up after %s attempts: %s",
+            notice_id,
+            kind,
+            user,
+            attempts,
+            reason,
+        )
 
     def _deliver(self, kind: str, user: str, text: str, request_id: int | None) -> None:
         """Do what the notice says; DeliveryError when Slack refused (tried again later),

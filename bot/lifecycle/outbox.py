@@ -15,13 +15,13 @@ import logging
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from bot.domain.digest import Digest
 from bot.domain.digest_chart import ResourceUse
 from bot.domain.notices import AuditPost, NoticeKind
 from bot.lifecycle.edges import SYSTEM_ACTOR
-from bot.lifecycle.notices import write_notice
+from bot.lifecycle.notices import waiting, write_notice
 from bot.ports import Clock, CredentialDelivery, DeliveryError, MessageRef, Notifier, RequestView
 from bot.store.db import transaction
 from bot.store.models import Notice
@@ -137,6 +137,6 @@ def _refresh_waiting(session: Session, request_id: int | None) -> bool:
     query = select(Notice.id).where(
         Notice.kind == NoticeKind.REFRESH,
         Notice.request_id == request_id,
-        col(Notice.sent_at).is_(None),
+        *waiting(),
     )
     return session.exec(query).first() is not None

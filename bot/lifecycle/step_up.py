@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Engine, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from webauthn import (
@@ -58,6 +58,7 @@ from bot.domain.permissions import check_may_decide
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.domain.step_up import (
     DEFAULT_LINK_TTL,
+    MAX_REFUSALS,
     LinkPurpose,
     LinkState,
     RelyingParty,
@@ -68,6 +69,7 @@ from bot.domain.step_up import (
     check_sign_count,
     link_url,
     new_link_token,
+    refused_text,
     token_hash,
 )
 from bot.lifecycle.decide import Decide
@@ -90,6 +92,28 @@ ALREADY_ENROLLED = (
 )
 #: How long the browser waits for the person to touch their authenticator (milliseconds).
 CEREMONY_TIMEOUT_MS = 120_000
+#: A used or expired link is kept this long (a page reopened soon after still says "already
+#: used" or "expired", not "not a link of ours"), then purged: the audit trail is the record.
+LINK_RETENTION = timedelta(days=1)
+#: At most this many links are purged per timer tick: one tick never holds a long DELETE.
+PURGE_BATCH = 500
+
+
+def purge_links(engine: Engine, now: datetime, limit: int = PURGE_BATCH) -> int:
+    """Delete up to ``limit`` links used or expired more than ``LINK_RETENTION`` before ``now``,
+    oldest first; returns how many went. Safe on every replica at once: a row two of them pick
+    is deleted by one, and the other's DELETE just counts it out. It reads first: most ticks
+    find nothing, and then take no write lock (SQLite has one for the whole database)."""
+    before = now - LINK_RETENTION
+    done = or_(col(StepUpLink.used_at) < before, col(StepUpLink.expires_at) < before)
+    oldest = select(StepUpLink.id).where(done).order_by(col(StepUpLink.id)).limit(limit)
+    with Session(engine) as session:
+        found = list(session.exec(oldest))
+    if not found:
+        return 0
+    with transaction(engine) as session:
+        result = session.exec(delete(StepUpLink).where(col(StepUpLink.id).in_(found), done))
+        return int(result.rowcount)
 
 
 @dataclass(frozen=True)
@@ -313,6 +337,7 @@ class StepUp:
         or the approval recorded. Returns what the page says; StepUpRefused otherwise."""
         rp = self._relying_party()
         now = self.edges.clock.now()
+        refused: StepUpRefused | None = None
         with transaction(self.edges.engine) as session:
             row = self._link_row(session, token, lock=True)
             link = self._check(row)
@@ -323,13 +348,17 @@ class StepUp:
             else:
                 try:
                     stored = self._verify_assertion(session, link, challenge, rp, credential)
-                except StepUpRefused as refused:
-                    # A valid link with a wrong passkey: worth a line in the audit trail.
-                    # Written in its own transaction: this one rolls back with the refusal.
-                    self._audit_refusal(link, str(refused))
-                    raise
-                session.add(stored)
-            self._spend(session, row, now)
+                except StepUpRefused as exc:
+                    refused = exc  # nothing written: this transaction only lets go of the row
+                else:
+                    session.add(stored)
+            if refused is None:
+                self._spend(session, row, now)
+        if refused is not None:
+            # A valid link with a wrong passkey: worth a line in the audit trail, counted on
+            # the link, after the row's lock above is released.
+            assert row.id is not None
+            raise StepUpRefused(self._record_refusal(row.id, link, str(refused)))
         if link.purpose is LinkPurpose.ENROL:
             self._announce_enrolment(link.user)
             return "Your passkey is registered. You can close this page."
@@ -495,16 +524,40 @@ class StepUp:
         if spent.rowcount != 1:
             raise StepUpRefused("This link was already used. Each link works once.")
 
-    def _audit_refusal(self, link: LinkState, reason: str) -> None:
+    def _record_refusal(self, link_id: int, link: LinkState, reason: str) -> str:
+        """Count a refused answer on the link and audit it; the ``MAX_REFUSALS``-th spends the
+        link, so each link writes at most that many events. The count is one guarded UPDATE
+        (its row lock orders racing refusals on PostgreSQL), and a link already spent, by a
+        success or by this rule, is not counted or audited again. Returns the page's text."""
+        now = self.edges.clock.now()
+        unspent = (col(StepUpLink.id) == link_id, col(StepUpLink.used_at).is_(None))
         with transaction(self.edges.engine) as session:
+            counted = session.exec(
+                update(StepUpLink)
+                .where(*unspent)
+                .values(refusals=StepUpLink.refusals + 1)
+                .returning(col(StepUpLink.refusals))
+            ).first()
+            if counted is None:
+                return reason
+            spent = int(counted[0]) >= MAX_REFUSALS
+            details: dict[str, Any] = {"reason": reason[:200]}
+            if spent:
+                session.exec(update(StepUpLink).where(*unspent).values(used_at=now))
+                details["link_spent"] = f"after {MAX_REFUSALS} refusals"
             append_event(
                 session,
-                at=self.edges.clock.now(),
+                at=now,
                 actor=link.user,
                 action=AuditAction.STEP_UP_REFUSED,
                 request_id=link.request_id,
-                details={"reason": reason[:200]},
+                details=details,
             )
+        if spent:
+            log.warning(
+                "step-up link %s of %s spent after %s refusals", link_id, link.user, MAX_REFUSALS
+            )
+        return refused_text(reason, spent)
 
     def _check(self, row: StepUpLink | None) -> LinkState:
         now = self.edges.clock.now()

@@ -224,9 +224,10 @@ def credentials_message(view: RequestView, delivery: CredentialDelivery) -> tupl
     return text, blocks
 
 
-def grant_actions(view: RequestView) -> Block:
+def grant_actions(view: RequestView, may_extend: bool = True) -> Block:
     """Revoke now, and Extend (the approvers are asked again; never for break-glass, nor for a
-    grant that ends by expiry only). Revoking such a grant asks first, saying what it cannot do."""
+    grant that ends by expiry only, nor when ``may_extend`` is False: a locked requester's).
+    Revoking such a grant asks first, saying what it cannot do."""
     revoke = button("Revoke now", ActionId.REVOKE, str(view.id), "danger")
     if view.ends_by_expiry_only:
         revoke["confirm"] = {
@@ -242,7 +243,7 @@ def grant_actions(view: RequestView) -> Block:
             "deny": {"type": "plain_text", "text": "Keep it"},
         }
     elements = [revoke]
-    if not view.break_glass and not view.ends_by_expiry_only:
+    if may_extend and not view.break_glass and not view.ends_by_expiry_only:
         elements.append(button("Extend", ActionId.EXTEND, str(view.id)))
     return {"type": "actions", "block_id": BlockId.GRANT_ACTIONS.value, "elements": elements}
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.domain.digest import Attention, AttentionKind, Digest, GrantLine, RequestRecord
 from bot.domain.durations import format_duration
+from bot.domain.notices import TOO_OLD
 from bot.mrkdwn import escape, when
 from bot.slack.blocks import SECTION_TEXT_LIMIT, Block, context, section
 
@@ -174,6 +175,14 @@ def attention_line(item: Attention, digest: Digest) -> str:
     if item.kind is AttentionKind.UNREVIEWED_BREAK_GLASS:
         at = f" at {when(item.at)}" if item.at else ""
         return f"• :fire: {ref}: break-glass access by {who}{at}, not reviewed yet"
+    if item.kind is AttentionKind.NOTICE_GIVEN_UP:
+        about = f" about {ref}" if ref else ""
+        why = (
+            "Slack refused it for a week"
+            if item.note == TOO_OLD
+            else f"Slack answered `{_reason(item.note)}`"
+        )
+        return f"• :mailbox_with_no_mail: {who} was never sent a message{about}: {why}"
     if item.kind is AttentionKind.MUTUAL_APPROVALS:
         first, second = (_user(u) for u in item.people[:2])
         there, back = item.times

@@ -2,8 +2,10 @@
 
 For a requester: active grants with time left and Revoke / Extend, and pending requests. For an
 approver: requests waiting for them with Approve / Deny. For everyone: a Request access button
-and the last few decisions. The builder is pure; ``HomePublisher`` queries and publishes;
-``HomeRefresher`` decides when, off the request path.
+and the last few decisions. For a user an admin has locked: who locked them, when and why, at
+the top, and none of the buttons the lock would refuse (only Revoke stays). The builder is
+pure; ``HomePublisher`` queries and publishes; ``HomeRefresher`` decides when, off the request
+path.
 
 Why a refresher: every change touches the Homes of the requester and of every approver asked,
 and publishing one costs a few bounded queries and a Slack call. Done inline, a burst of
@@ -23,6 +25,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 
+from bot.domain.digest import LockRecord
 from bot.domain.durations import format_duration
 from bot.domain.requests import RequestStatus
 from bot.lifecycle import AccessLifecycle
@@ -62,26 +65,39 @@ def home_view(
     policy: Policy,
     registered_key: str | None = None,
     has_passkey: bool | None = None,
+    lock: LockRecord | None = None,
 ) -> dict[str, Any]:
     """The Home tab for ``user``; ``registered_key`` is the fingerprint of their SSH key;
-    ``has_passkey`` whether they registered a passkey (None: the policy asks for none)."""
+    ``has_passkey`` whether they registered a passkey (None: the policy asks for none);
+    ``lock`` their standing lock, if an admin locked them (buttons the lock refuses are left
+    out, so the Home offers nothing that would only answer "you are locked")."""
+    free = lock is None
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "debug-access"}},
+    ]
+    if lock is not None:
+        blocks.append(_lock_banner(lock))
+    blocks.append(
         section(
             "Temporary, approved access to production. Ask, and the people on call "
             "decide; access ends on its own."
-        ),
-        {
-            "type": "actions",
-            "block_id": BlockId.HOME_ACTIONS.value,
-            "elements": [button("Request access", ActionId.OPEN_REQUEST_FORM, "home", "primary")],
-        },
-        {"type": "divider"},
-    ]
+        )
+    )
+    if free:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": BlockId.HOME_ACTIONS.value,
+                "elements": [
+                    button("Request access", ActionId.OPEN_REQUEST_FORM, "home", "primary")
+                ],
+            }
+        )
+    blocks.append({"type": "divider"})
     if any(res.grant.key_policy() is not None for res in policy.resources.values()):
-        blocks += _ssh_key_section(registered_key)
+        blocks += _ssh_key_section(registered_key, free)
     if has_passkey is not None:
-        blocks += _passkey_section(has_passkey)
+        blocks += _passkey_section(has_passkey, free)
     active = [v for v in mine if v.status in {RequestStatus.ACTIVE, RequestStatus.REVOKING}]
     pending = [v for v in mine if v.status is RequestStatus.PENDING]
     blocks.append(
@@ -91,7 +107,7 @@ def home_view(
         left = f"until {when(view.expires_at)}" if view.expires_at else ""
         blocks.append(section(f"{_request_line(view)}\n{left}"))
         if view.status is RequestStatus.ACTIVE:
-            blocks.append(grant_actions(view))
+            blocks.append(grant_actions(view, may_extend=free))
     blocks.append(
         section("*Your pending requests*" if pending else "*Your pending requests*\nNone.")
     )
@@ -107,6 +123,8 @@ def home_view(
     )
     for view in waiting[:MAX_LISTED]:
         blocks.append(section(f"<@{view.requester}> asks: {_request_line(view)}"))
+        if not free:
+            continue
         blocks.append(
             {
                 "type": "actions",
@@ -128,8 +146,20 @@ def home_view(
     return {"type": "home", "blocks": blocks[:100]}
 
 
-def _ssh_key_section(registered_key: str | None) -> list[Block]:
-    """Where a user registers the public key that SSH certificate requests sign."""
+def _lock_banner(lock: LockRecord) -> Block:
+    """First thing a locked user sees: who locked them, since when and why (the admin's words,
+    escaped), and what it stops."""
+    reason = escape(" ".join(lock.reason.split()))
+    return section(
+        f":lock: *Your debug-access is locked* by <@{lock.locked_by}> since "
+        f"{when(lock.locked_at)}.\nReason: {reason}\nUntil an admin lifts the lock you cannot "
+        "ask for, extend or approve access. Talk to your security team."
+    )
+
+
+def _ssh_key_section(registered_key: str | None, may_change: bool = True) -> list[Block]:
+    """Where a user registers the public key that SSH certificate requests sign (the button
+    only when ``may_change``: a lock refuses it)."""
     state = (
         f"Requests for SSH certificates sign `{registered_key}` unless you paste another key."
         if registered_key
@@ -137,19 +167,21 @@ def _ssh_key_section(registered_key: str | None) -> list[Block]:
         "here once, or paste it in each request."
     )
     label = "Replace SSH key" if registered_key else "Register SSH key"
-    return [
-        section(f"*Your SSH public key*\n{state}"),
-        {
-            "type": "actions",
-            "block_id": BlockId.SSH_KEY_ACTIONS.value,
-            "elements": [button(label, ActionId.OPEN_SSH_KEY_FORM, "home")],
-        },
-        {"type": "divider"},
-    ]
+    blocks: list[Block] = [section(f"*Your SSH public key*\n{state}")]
+    if may_change:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": BlockId.SSH_KEY_ACTIONS.value,
+                "elements": [button(label, ActionId.OPEN_SSH_KEY_FORM, "home")],
+            }
+        )
+    return [*blocks, {"type": "divider"}]
 
 
-def _passkey_section(has_passkey: bool) -> list[Block]:
-    """Where an approver registers the passkey that step-up approvals need."""
+def _passkey_section(has_passkey: bool, may_register: bool = True) -> list[Block]:
+    """Where an approver registers the passkey that step-up approvals need (the button only
+    when ``may_register``: a lock refuses it)."""
     if has_passkey:
         return [
             section(
@@ -158,18 +190,21 @@ def _passkey_section(has_passkey: bool) -> list[Block]:
             ),
             {"type": "divider"},
         ]
-    return [
+    blocks: list[Block] = [
         section(
             "*Your passkey*\nNone registered. Some approvals count only once confirmed with "
             "your passkey: register one here (the bot sends you a link by DM)."
-        ),
-        {
-            "type": "actions",
-            "block_id": BlockId.PASSKEY_ACTIONS.value,
-            "elements": [button("Register passkey", ActionId.ENROL_PASSKEY, "home")],
-        },
-        {"type": "divider"},
+        )
     ]
+    if may_register:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": BlockId.PASSKEY_ACTIONS.value,
+                "elements": [button("Register passkey", ActionId.ENROL_PASSKEY, "home")],
+            }
+        )
+    return [*blocks, {"type": "divider"}]
 
 
 class HomePublisher:
@@ -189,6 +224,7 @@ class HomePublisher:
             lifecycle.policy,
             lifecycle.registered_key_fingerprint(user),
             lifecycle.has_passkey(user) if lifecycle.policy.uses_step_up() else None,
+            lifecycle.lock_of(user),
         )
         self.client.views_publish(user_id=user, view=view)
 

@@ -51,7 +51,8 @@ def retry_after(exc: Exception) -> float | None:
 
 def delivery_error(what: str, exc: Exception) -> DeliveryError:
     # Only the error code: the request body may have held the credentials.
-    return DeliveryError(f"{what}: {error_code(exc)}", retry_after=retry_after(exc))
+    code = error_code(exc) if isinstance(exc, SlackApiError) else None
+    return DeliveryError(f"{what}: {error_code(exc)}", retry_after=retry_after(exc), code=code)
 
 
 #: How many users' DM channels are remembered (then forgotten all at once, and reopened).

@@ -206,9 +206,9 @@ class Notice(SQLModel, table=True):
 
     The lifecycle writes a notice in the transaction that records what it reports (a grant
     revoked because its credentials could not be delivered), and sends it after; one that Slack
-    refuses stays queued and is retried until it goes out, by any replica. ``claimed_until``
-    keeps two replicas from sending one notice at the same moment; a sender that dies holding it
-    lets the claim lapse. Plain text only, never a secret.
+    refuses stays queued and is retried until it goes out, by any replica, or is given up.
+    ``claimed_until`` keeps two replicas from sending one notice at the same moment; a sender
+    that dies holding it lets the claim lapse. Plain text only, never a secret.
     """
 
     __tablename__ = "notice"
@@ -227,6 +227,9 @@ class Notice(SQLModel, table=True):
     #: What to do with it: ``dm`` sends ``text`` to ``user``. Other kinds tell Slack afterwards
     #: what was done while it was down (the command line): see ``bot.lifecycle.notices``.
     kind: str = Field(default="dm", max_length=16, sa_column_kwargs={"server_default": "dm"})
+    #: Set when Slack refused it for good (the recipient or channel is gone) or for too long:
+    #: never tried again, and recorded in the audit trail (``bot.lifecycle.notices``).
+    given_up_at: datetime | None = _when(default=None)  # type: ignore[assignment]
 
 
 class UserLock(SQLModel, table=True):
@@ -299,3 +302,6 @@ class StepUpLink(SQLModel, table=True):
     #: A break-glass link's request as asked (JSON: resource, duration, reason, channel, public
     #: key): it is created only once the requester confirms. No secrets.
     payload: str | None = Field(default=None, sa_column=Column(Text))
+    #: Passkey answers refused on this link (each audited); at ``MAX_REFUSALS`` it is spent, so
+    #: whoever holds the link cannot make the bot write audit events without end.
+    refusals: int = Field(default=0, sa_column_kwargs={"server_default": "0"})

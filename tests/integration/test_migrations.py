@@ -98,8 +98,9 @@ def test_head_is_what_create_all_makes_on_postgresql(
         made = catalog(postgres, bot_db_url.rsplit("/", 1)[-1])
         assert {k: len(v) for k, v in made.items()} == {
             # 0005 (user_lock, notice.kind): +10 columns, +1 constraint, +2 indexes, +1 sequence;
-            # 0006 (passkey_credential, step_up_link): +17, +5, +6, +2.
-            "columns": 110,
+            # 0006 (passkey_credential, step_up_link): +17, +5, +6, +2;
+            # 0007 (notice.given_up_at), 0008 (step_up_link.refusals): +1 column each.
+            "columns": 112,
             "constraints": 26,
             "indexes": 37,
             "sequences": 10,

@@ -8,13 +8,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from bot.audit import ensure_chain_head
+from bot.audit import AuditAction, ensure_chain_head
+from bot.domain.step_up import MAX_REFUSALS
 from bot.lifecycle import StepUpSettings
 from bot.policy import parse_policy
 from bot.store import schema
 from bot.store.db import make_engine
-from bot.store.models import PasskeyCredential
-from tests.unit.fakes import APPROVER, make_lifecycle, race
+from bot.store.models import AuditEvent, PasskeyCredential, StepUpLink
+from tests.unit.fakes import APPROVER, BYSTANDER, make_lifecycle, race
 from tests.unit.soft_authenticator import SoftAuthenticator
 from tests.unit.test_step_up import (
     ORIGIN,
@@ -78,3 +79,31 @@ def test_a_cloned_authenticator_racing_the_original_counts_once(engine: Engine) 
             bodies.append({"token": token, "credential": device.get(begun["options"])})
         outcomes = race(2, lambda i, b=bodies: api(h, "/passkey/finish", b[i]))
         assert sorted(status for status, _ in outcomes) == [200, 403], outcomes
+
+
+def test_refusals_racing_on_one_link_are_audited_at_most_max_refusals_times(
+    engine: Engine,
+) -> None:
+    """Whoever holds a link posts wrong answers as fast as they can, in parallel: the link is
+    spent at the ``MAX_REFUSALS``-th refusal, and no more than that many are audited."""
+    h = make_lifecycle(parse_policy(STEP_UP_POLICY, "p.yml"), engine=engine)
+    h.lifecycle.step_up.settings = StepUpSettings(public_url=ORIGIN, link_ttl=TTL)
+    enrol(h, APPROVER)
+    mallory = enrol(h, BYSTANDER)
+    token = approval_token(h, submit(h))
+    status, begun = api(h, "/passkey/begin", {"token": token})
+    assert status == 200, begun
+    bodies = [
+        {"token": token, "credential": mallory.get(begun["options"])}
+        for _ in range(2 * MAX_REFUSALS)
+    ]
+    outcomes = race(len(bodies), lambda i: api(h, "/passkey/finish", bodies[i]))
+    assert all(status == 403 for status, _ in outcomes), outcomes
+    assert sum("no longer works" in answer["message"] for _, answer in outcomes) == 1, outcomes
+    with Session(engine) as session:
+        refused = session.exec(
+            select(AuditEvent).where(AuditEvent.action == AuditAction.STEP_UP_REFUSED)
+        ).all()
+        link = session.exec(select(StepUpLink)).all()[-1]
+    assert len(refused) == MAX_REFUSALS
+    assert link.used_at is not None and link.refusals == MAX_REFUSALS

@@ -273,7 +273,9 @@ class FakeNotifier:
     ``fail_delivery`` makes ``deliver_credentials`` raise DeliveryError (``delivery_failures``:
     only the next so many); ``slack_down`` makes every call that must get through
     (``deliver_credentials``, ``send``, ``post_audit``, ``update_request``) raise, asking to
-    retry after ``retry_after`` seconds.
+    retry after ``retry_after`` seconds. ``refusals`` (user → Slack's error code) makes ``send``
+    to those users alone raise with that code; ``audit_refusal`` does the same for ``post_audit``
+    (a deactivated user, an archived audit channel).
     ``observer`` (if set) is called with the method name before each call is recorded, so a test
     can look at the database at the moment Slack would have been told.
     """
@@ -283,6 +285,8 @@ class FakeNotifier:
     delivery_failures: int = 0
     slack_down: bool = False
     retry_after: float | None = None
+    refusals: dict[str, str] = field(default_factory=dict)
+    audit_refusal: str | None = None
     observer: Callable[[str, tuple[Any, ...]], None] | None = None
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     threads: list[MessageRef | None] = field(default_factory=list)
@@ -352,9 +356,12 @@ class FakeNotifier:
         self._record("tell", user, text)
 
     def send(self, user: str, text: str) -> None:
-        self._record("send", user, text, not self.slack_down)
+        refused = self.refusals.get(user)
+        self._record("send", user, text, not self.slack_down and refused is None)
         if self.slack_down:
             raise DeliveryError("fake Slack: ratelimited", retry_after=self.retry_after)
+        if refused is not None:
+            raise DeliveryError(f"fake Slack: {refused}", code=refused)
 
     def audit(
         self,
@@ -377,9 +384,12 @@ class FakeNotifier:
         alert: bool = False,
         thread: MessageRef | None = None,
     ) -> MessageRef | None:
-        self._record("post_audit", view, action, text, alert, not self.slack_down)
+        taken = not self.slack_down and self.audit_refusal is None
+        self._record("post_audit", view, action, text, alert, taken)
         if self.slack_down:
             raise DeliveryError("fake Slack: ratelimited", retry_after=self.retry_after)
+        if self.audit_refusal is not None:
+            raise DeliveryError(f"fake Slack: {self.audit_refusal}", code=self.audit_refusal)
         with self._lock:
             self.threads.append(thread)
         return None if thread is not None else self._ref("C0AUDIT")

@@ -15,7 +15,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from slack_sdk.models.blocks import Block as SdkBlock
 
-from bot.domain.digest import Approval, Digest, LockRecord, RequestRecord, build_digest
+from bot.domain.digest import (
+    Approval,
+    Digest,
+    GivenUpNotice,
+    LockRecord,
+    RequestRecord,
+    build_digest,
+)
+from bot.domain.notices import TOO_OLD
 from bot.domain.requests import MAX_REASON_LENGTH
 from bot.slack import digest_blocks
 from bot.slack.digest_blocks import (
@@ -467,3 +475,23 @@ def test_many_standing_locks_never_push_a_live_failing_revocation_off_the_main_m
     main = json.dumps(rendered.main.blocks)
     assert ":x:" in main and "still live in Vault" in main
     assert main.count(":lock:") == MAIN_ITEMS - 1  # the locks fill the rest, then the thread
+
+
+def test_a_dm_given_up_in_the_window_needs_attention_with_slacks_answer_escaped() -> None:
+    notices = [
+        GivenUpNotice("U0GONE", "user_disabled", END - timedelta(hours=2), request_id=7),
+        GivenUpNotice("U0QUIET", TOO_OLD, END - timedelta(hours=1)),
+        GivenUpNotice("U0HOSTILE", HOSTILE, END - timedelta(hours=1)),
+        GivenUpNotice("U0BEFORE", "user_not_found", START - timedelta(seconds=1)),
+    ]
+    built = build_digest(
+        [], window_start=START, window_end=END, now=END, chain_ok=True, tz=BERLIN, given_up=notices
+    )
+    assert built.needs_attention == 3
+    text = everything(render_digest(built))
+    assert "<@U0GONE> was never sent a message about #7" in text
+    assert "Slack answered `user_disabled`" in text
+    assert "<@U0QUIET> was never sent a message: Slack refused it for a week" in text
+    assert "U0BEFORE" not in text
+    for raw in RAW_MARKUP:
+        assert raw not in text

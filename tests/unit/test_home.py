@@ -14,10 +14,11 @@ import pytest
 import yaml
 from slack_sdk.models.views import View
 
+from bot.domain.digest import LockRecord
 from bot.domain.requests import RequestStatus, ValidRequest
 from bot.policy import parse_policy
 from bot.ports import RequestView
-from bot.slack.home import MAX_LISTED, home_view
+from bot.slack.home import MAX_LISTED, HomePublisher, home_view
 from bot.slack.ids import ActionId, BlockId
 from tests.unit.fakes import (
     APPROVER,
@@ -370,3 +371,57 @@ def test_home_shows_two_approval_progress_and_hides_what_you_approved() -> None:
     ]
     (line,) = _section_after(_home(h, REQUESTER), "*Your pending requests*")
     assert line.endswith(f"— 1 of 2 approvals (<@{APPROVER}>)")
+
+
+# -- a locked user ---------------------------------------------------------------------------------
+
+LOCKED_BY = "U0SECADMIN"
+LOCK = LockRecord(REQUESTER, LOCKED_BY, HOSTILE, START)
+
+
+def test_a_locked_user_sees_who_locked_them_when_and_why_at_the_top_escaped() -> None:
+    view = home_view(REQUESTER, [ACTIVE], [PENDING], [], POLICY, None, False, lock=LOCK)
+    assert View(**view).to_dict() == view
+    banner = view["blocks"][1]["text"]["text"]
+    assert "locked" in banner and f"<@{LOCKED_BY}>" in banner
+    assert f"<!date^{int(START.timestamp())}^" in banner
+    assert "&lt;!channel&gt; &lt;@U0ADMIN&gt;" in banner and "&amp; stuff" in banner
+    assert not any(raw in json.dumps(view) for raw in RAW_MARKUP)
+
+
+def test_a_locked_user_is_offered_only_what_the_lock_allows() -> None:
+    free = home_view(REQUESTER, [ACTIVE], [PENDING], [], POLICY, None, False)
+    locked = home_view(REQUESTER, [ACTIVE], [PENDING], [], POLICY, None, False, lock=LOCK)
+    assert {action for _, action, _ in _buttons(free)} >= {
+        ActionId.OPEN_REQUEST_FORM.value,
+        ActionId.ENROL_PASSKEY.value,
+        ActionId.EXTEND.value,
+        ActionId.APPROVE.value,
+        ActionId.DENY.value,
+    }
+    # Revoking their own grant is never refused (the lock revokes it anyway).
+    assert _buttons(locked) == [("Revoke now", ActionId.REVOKE.value, "41")]
+    assert any("asks:" in text for text in _texts(locked))  # still listed, nothing to click
+
+
+def test_the_published_home_follows_the_lock_and_its_lifting() -> None:
+    admin_policy = EXAMPLE_POLICY.replace(
+        "delivery: wrapped\n", f"delivery: wrapped\nadmins: [{LOCKED_BY}]\n"
+    )
+    h = make_lifecycle(admin_policy)
+    published: list[dict[str, Any]] = []
+
+    class Client:
+        def views_publish(self, user_id: str, view: dict[str, Any]) -> None:
+            published.append(view)
+
+    publish = HomePublisher(Client(), h.lifecycle)  # type: ignore[arg-type]
+    h.lifecycle.lock_user(REQUESTER, LOCKED_BY, "laptop stolen <@U0ALL>")
+    publish(REQUESTER)
+    banner = published[-1]["blocks"][1]["text"]["text"]
+    assert f"locked* by <@{LOCKED_BY}>" in banner and "laptop stolen &lt;@U0ALL&gt;" in banner
+    assert "Request access" not in [label for label, _, _ in _buttons(published[-1])]
+    h.lifecycle.unlock_user(REQUESTER, LOCKED_BY)
+    publish(REQUESTER)
+    assert "locked" not in json.dumps(published[-1])
+    assert "Request access" in [label for label, _, _ in _buttons(published[-1])]

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from bot import checks
 from bot.audit import AuditAction
@@ -21,6 +21,7 @@ from bot.domain.errors import Conflict, NotAllowed, UserError
 from bot.domain.requests import RequestStatus as S
 from bot.domain.requests import ValidRequest
 from bot.domain.step_up import (
+    MAX_REFUSALS,
     LinkPurpose,
     LinkState,
     RelyingParty,
@@ -36,6 +37,7 @@ from bot.errors import ConfigProblem
 from bot.health import Readiness
 from bot.lifecycle import StepUpSettings
 from bot.lifecycle.edges import Via
+from bot.lifecycle.step_up import LINK_RETENTION, purge_links
 from bot.policy import parse_policy
 from bot.server import probes_app
 from bot.slack.home import home_view
@@ -709,3 +711,73 @@ def test_an_admin_resets_a_lost_passkey_and_the_user_registers_a_new_one(h: Harn
     assert status != 200, done
     status, done, _ = confirm(h, approval_token(h, request_id, OTHER_APPROVER), new)
     assert status == 200, done
+
+
+# -- old links are purged -------------------------------------------------------------------------
+
+
+def link_rows(h: Harness) -> list[StepUpLink]:
+    with Session(h.engine) as session:
+        return list(session.exec(select(StepUpLink).order_by(col(StepUpLink.id))))
+
+
+def test_used_and_expired_links_are_purged_by_the_tick_after_a_day(h: Harness) -> None:
+    device = enrol(h, APPROVER)  # one used link
+    request_id = submit(h)
+    approval_token(h, request_id)  # one left to expire
+    h.clock.advance(LINK_RETENTION + TTL - timedelta(seconds=1))
+    fresh = approval_token(h, submit(h))  # made just now: kept
+    assert len(link_rows(h)) == 3
+    # The used one, used over a day ago; the other has been expired a second less than a day.
+    assert h.tick()["step-up links purged"] == 1
+    h.clock.advance(timedelta(seconds=2))
+    assert h.tick()["step-up links purged"] == 1
+    (kept,) = link_rows(h)
+    assert kept.token_hash == token_hash(fresh)
+    assert confirm(h, fresh, device)[0] == 200  # a live link still works
+    assert h.tick()["step-up links purged"] == 0
+
+
+def test_the_purge_deletes_a_bounded_batch_per_call(h: Harness) -> None:
+    enrol(h, APPROVER)
+    request_id = submit(h)
+    for _ in range(3):
+        approval_token(h, request_id)
+    h.clock.advance(LINK_RETENTION + TTL + timedelta(seconds=1))
+    assert purge_links(h.engine, h.clock.now(), limit=2) == 2
+    assert len(link_rows(h)) == 2  # the enrolment link and one approval link are left
+    assert purge_links(h.engine, h.clock.now(), limit=2) == 2
+    assert link_rows(h) == []
+
+
+# -- refusals per link are bounded ----------------------------------------------------------------
+
+
+def test_a_link_is_spent_after_max_refusals_so_its_audit_events_are_bounded(h: Harness) -> None:
+    device = enrol(h, APPROVER)
+    mallory = enrol(h, BYSTANDER)
+    request_id = submit(h)
+    token = approval_token(h, request_id)
+    for _ in range(MAX_REFUSALS - 1):
+        status, done, last_body = confirm(h, token, mallory)
+        assert status == 403 and "someone else" in done["message"]
+    status, done, _ = confirm(h, token, mallory)
+    assert status == 403 and "no longer works" in done["message"]
+    refused = audit(h, AuditAction.STEP_UP_REFUSED)
+    assert len(refused) == MAX_REFUSALS
+    assert "link_spent" in refused[-1].details
+    assert not any("link_spent" in event.details for event in refused[:-1])
+
+    # Spent: neither more refusals nor the right passkey count, and nothing more is audited.
+    status, again = api(h, "/passkey/finish", last_body)
+    assert status == 403 and "already used" in again["message"]
+    status, answer = api(h, "/passkey/begin", {"token": token})
+    assert status == 403 and "already used" in answer["message"]
+    status, again = api(
+        h, "/passkey/finish", {"token": token, "credential": device.get({"challenge": "x"})}
+    )
+    assert status == 403 and "already used" in again["message"]
+    assert len(audit(h, AuditAction.STEP_UP_REFUSED)) == MAX_REFUSALS
+    assert h.lifecycle.get(request_id).status is S.PENDING
+    # A new link works as before.
+    assert confirm(h, approval_token(h, request_id), device)[0] == 200
